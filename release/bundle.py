@@ -1,0 +1,416 @@
+"""Stage ``bundle``: the recorded HEAD -> a checksummed, reproducible release bundle.
+
+    plan = make_plan(cfg, source, version, stamp)      # pure
+    result = execute(plan, source)                      # acts
+
+The source tree streams from ``git archive`` straight into the bundle (hashing each
+file as it passes); when artifacts are configured it is also written once to a private
+temporary folder that pypa ``build`` builds from (sdist first, wheel from the sdist).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import __version__, gitsource, proc, progress
+from .archive import CHUNK, TarGzWriter, checksum_line, sha256_file
+from .config import Config
+from .errors import BlockedError, ConfigError, RefusedError, ReleaseError
+
+MANIFEST_NAME = "BUNDLE-MANIFEST.json"
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def utc_stamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).strftime(STAMP_FORMAT)
+
+
+@dataclass(frozen=True)
+class BundlePlan:
+    name: str
+    version: str
+    version_source: str
+    sha: str
+    commit_time: int
+    subdir: str
+    out: Path
+    artifacts: tuple[str, ...]
+    stamp: str
+
+    @property
+    def basename(self) -> str:
+        return f"{self.name}-{self.version}-{self.sha[:7]}-{self.stamp}"
+
+    @property
+    def path(self) -> Path:
+        return self.out / f"{self.basename}.tar.gz"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["bundle"] = self.path.name
+        return d
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    path: Path
+    sha256: str
+    size: int
+    files: int
+    plan: BundlePlan
+    artifacts: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def sha256_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".sha256")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": "bundle",
+            "bundle": str(self.path),
+            "sha256": self.sha256,
+            "sha256_file": str(self.sha256_path),
+            "size": self.size,
+            "files": self.files,
+            "artifacts": list(self.artifacts),
+            "name": self.plan.name,
+            "version": self.plan.version,
+            "head": self.plan.sha,
+            "build_stamp": self.plan.stamp,
+        }
+
+
+def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo, stamp: str) -> BundlePlan:
+    return BundlePlan(
+        name=cfg.name,
+        version=version.version,
+        version_source=version.source,
+        sha=src.sha,
+        commit_time=src.commit_time,
+        subdir=src.subdir,
+        out=cfg.out,
+        artifacts=cfg.artifacts,
+        stamp=stamp,
+    )
+
+
+def prepare(cfg: Config, stamp: str | None = None) -> tuple[BundlePlan, gitsource.Source]:
+    src = gitsource.resolve(cfg)
+    return make_plan(cfg, src, gitsource.project_version(src), stamp or utc_stamp()), src
+
+
+def build(cfg: Config, stamp: str | None = None) -> BundleResult:
+    plan, src = prepare(cfg, stamp)
+    return execute(plan, src)
+
+
+# --------------------------------------------------------------------------- execute
+
+
+def _check_name(name: str) -> None:
+    if any("\udc80" <= c <= "\udcff" for c in name):
+        raw = name.encode("utf-8", "surrogateescape")
+        raise RefusedError(f"path cannot be represented (not UTF-8): {raw!r}", hint="rename the file in the application's repository")
+    if _CONTROL.search(name) or "\\" in name:
+        raise RefusedError(
+            f"path cannot be represented safely (control character or backslash): {name!r}",
+            hint="rename the file in the application's repository",
+        )
+
+
+def _check_link(name: str, target: str) -> None:
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    if target.startswith("/") or joined == ".." or joined.startswith("../"):
+        raise RefusedError(
+            f"tracked symlink points outside the project tree: {name} -> {target}",
+            hint="replace the symlink with a file, or a link that stays inside source.subdir",
+        )
+
+
+def _git_members(src: gitsource.Source) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
+    """Stream the commit's tree from ``git archive`` (committed content only)."""
+    p = proc.popen(["git", "-C", src.git_dir, "archive", "--format=tar", src.treeish])
+    assert p.stdout is not None and p.stderr is not None
+    ok = False
+    try:
+        with tarfile.open(fileobj=p.stdout, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
+            for m in tf:
+                yield m, tf
+        ok = True
+    finally:
+        if not ok:
+            p.kill()
+        p.stdout.close()
+        err = p.stderr.read().decode("utf-8", "replace")
+        p.stderr.close()
+        rc = p.wait()
+        if ok and rc != 0:
+            raise ReleaseError(f"git archive of {src.sha[:12]} failed (exit {rc})", detail=err)
+
+
+def _copy(tf: tarfile.TarFile, m: tarfile.TarInfo, w: TarGzWriter, name: str, export: Path | None) -> str:
+    f = tf.extractfile(m)
+    assert f is not None
+    exe = bool(m.mode & 0o111)
+    if export is None:
+        return w.add_stream(name, f, m.size, exe)
+    dest = export / m.name
+    with dest.open("wb") as out:
+        tee = _Tee(f, out)
+        digest = w.add_stream(name, tee, m.size, exe)
+    if exe:
+        dest.chmod(0o755)
+    return digest
+
+
+class _Tee(io.RawIOBase):
+    def __init__(self, src: BinaryIO | io.BufferedReader, copy: BinaryIO) -> None:
+        self.src = src
+        self.copy = copy
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n)
+        self.copy.write(data)
+        return data
+
+
+def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
+    plan.out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    final = plan.path
+    if final.exists():
+        raise RefusedError(f"bundle already exists: {final}", hint="wait a second and rerun, or remove that bundle yourself")
+    tmp = plan.out / f".{plan.basename}.tar.gz.part-{os.getpid()}"
+    top = plan.basename
+    files: list[dict[str, Any]] = []
+    workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=plan.out)) if plan.artifacts else None
+    export = workdir / "src" if workdir else None
+    w = TarGzWriter(tmp, plan.commit_time)
+    try:
+        w.add_dir(top)
+        if export:
+            export.mkdir()
+        with progress.task("export + compress source") as bar:
+            for m, tf in _git_members(src):
+                if m.type == tarfile.XGLTYPE or m.name in ("", "."):
+                    continue
+                _check_name(m.name)
+                name = f"{top}/{m.name.rstrip('/')}"
+                if m.isdir():
+                    w.add_dir(name)
+                    if export:
+                        (export / m.name).mkdir(exist_ok=True)
+                elif m.isreg():
+                    digest = _copy(tf, m, w, name, export)
+                    files.append({"path": m.name, "size": m.size, "sha256": digest, "mode": "755" if m.mode & 0o111 else "644"})
+                elif m.issym():
+                    _check_link(m.name, m.linkname)
+                    w.add_symlink(name, m.linkname)
+                    if export:
+                        os.symlink(m.linkname, export / m.name)
+                    files.append({"path": m.name, "link": m.linkname})
+                else:
+                    raise RefusedError(f"unsupported entry type in commit tree: {m.name}")
+                bar.advance()
+        built: list[str] = []
+        if plan.artifacts and export is not None and workdir is not None:
+            dist = workdir / "dist"
+            _build_artifacts(plan, src, export, dist)
+            w.add_dir(f"{top}/dist")
+            for p in sorted(dist.iterdir()):
+                with p.open("rb") as f:
+                    digest = w.add_stream(f"{top}/dist/{p.name}", f, p.stat().st_size)
+                files.append({"path": f"dist/{p.name}", "size": p.stat().st_size, "sha256": digest, "mode": "644"})
+                built.append(p.name)
+        manifest = _manifest(plan, files, built)
+        w.add_bytes(f"{top}/{MANIFEST_NAME}", manifest)
+        digest, size = w.close()
+        if sha256_file(tmp) != digest:
+            raise ReleaseError(f"checksum of {tmp} changed after writing", hint="check the disk; nothing was published")
+        _publish(tmp, final)
+        sums = final.with_name(final.name + ".sha256")
+        _write_new(sums, checksum_line(digest, final.name).encode())
+    except BaseException:
+        w.abort()
+        raise
+    finally:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return BundleResult(final, digest, size, len(files), plan, tuple(built))
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move into place without ever replacing an existing file."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError as exc:
+        raise RefusedError(f"bundle already exists: {final}", hint="rerun to get a new stamp") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp.write_bytes(data)
+    _publish(tmp, path)
+
+
+def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str]) -> bytes:
+    doc = {
+        "format": 1,
+        "name": plan.name,
+        "version": plan.version,
+        "version_source": plan.version_source,
+        "commit": plan.sha,
+        "commit_time": plan.commit_time,
+        "commit_time_utc": dt.datetime.fromtimestamp(plan.commit_time, dt.timezone.utc).strftime(STAMP_FORMAT),
+        "subdir": plan.subdir,
+        "build_stamp": plan.stamp,
+        "builder": _builder_versions(bool(plan.artifacts)),
+        "artifacts": built,
+        "files": files,
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _builder_versions(with_build: bool) -> dict[str, str]:
+    versions = {"release": __version__, "python": sys.version.split()[0]}
+    gv = proc.run(["git", "--version"], check=False)
+    versions["git"] = gv.out.strip().removeprefix("git version ")
+    if with_build:
+        import build as pypa_build
+
+        versions["build"] = pypa_build.__version__
+    return versions
+
+
+def _build_artifacts(plan: BundlePlan, src: gitsource.Source, export: Path, dist: Path) -> None:
+    argv = [sys.executable, "-m", "build", "--outdir", str(dist)]
+    if set(plan.artifacts) == {"sdist"}:
+        argv.append("--sdist")
+    elif set(plan.artifacts) == {"wheel"}:
+        argv.append("--wheel")
+    # both: pypa build makes the sdist, then the wheel from the sdist
+    if shutil.which("uv"):
+        argv += ["--installer", "uv"]
+    argv.append(str(export))
+    env = {"SOURCE_DATE_EPOCH": str(plan.commit_time), "PYTHONHASHSEED": "0"}
+    if plan.version_source == "vcs":
+        env["SETUPTOOLS_SCM_PRETEND_VERSION"] = plan.version
+    with progress.task("build " + " + ".join(plan.artifacts)):
+        proc.run(argv, env=env, what="build of " + "+".join(plan.artifacts), hint="the backend's error is shown above; fix the project and commit")
+    _check_artifact_versions(plan, dist)
+
+
+def _check_artifact_versions(plan: BundlePlan, dist: Path) -> None:
+    from packaging.utils import canonicalize_version, parse_sdist_filename, parse_wheel_filename
+
+    want = canonicalize_version(plan.version)
+    for p in dist.iterdir():
+        if p.suffix == ".whl":
+            got = str(parse_wheel_filename(p.name)[1])
+        elif p.name.endswith(".tar.gz"):
+            got = str(parse_sdist_filename(p.name)[1])
+        else:
+            continue
+        if canonicalize_version(got) != want:
+            raise ReleaseError(
+                f"built artifact {p.name} has version {got}, expected {plan.version} (the recorded commit's)",
+                hint="the build backend computed another version; check its version configuration",
+            )
+
+
+# --------------------------------------------------------------------------- find / compare
+
+_BUNDLE_RE = r"^{name}-(?P<version>[^/]+)-(?P<sha7>[0-9a-f]{{7}})-(?P<stamp>\d{{8}}T\d{{6}}Z)\.tar\.gz$"
+
+
+def find_newest(out: Path, name: str, sha: str) -> Path:
+    """The newest bundle of commit ``sha`` in ``out`` (exit 3 if there is none)."""
+    rx = re.compile(_BUNDLE_RE.format(name=re.escape(name)))
+    best: tuple[str, Path] | None = None
+    if out.is_dir():
+        for p in out.iterdir():
+            m = rx.match(p.name)
+            if m and m["sha7"] == sha[:7] and (best is None or m["stamp"] > best[0]):
+                best = (m["stamp"], p)
+    if best is None:
+        raise BlockedError(f"no bundle of {name} at {sha[:12]} in {out}", hint="run `release bundle` (nox -s bundle) first, or pass --bundle PATH")
+    return best[1]
+
+
+def read_checksum(bundle: Path) -> str:
+    sums = bundle.with_name(bundle.name + ".sha256")
+    if not sums.is_file():
+        raise BlockedError(f"checksum file missing: {sums}", hint="rebuild the bundle; never deploy a bundle without its .sha256")
+    line = sums.read_text().strip().split("\n")[0]
+    m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+    if not m or m.group(2) != bundle.name:
+        raise RefusedError(f"checksum file {sums} is malformed or names another file", hint="rebuild the bundle")
+    return m.group(1)
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """Read BUNDLE-MANIFEST.json from a bundle (controller side)."""
+    with tarfile.open(bundle, "r:gz") as tf:
+        for m in tf:
+            if m.name.endswith("/" + MANIFEST_NAME) and m.name.count("/") == 1:
+                f = tf.extractfile(m)
+                assert f is not None
+                data: dict[str, Any] = json.loads(f.read())
+                return data
+    raise RefusedError(f"{bundle} holds no {MANIFEST_NAME}", hint="rebuild the bundle with `release bundle`")
+
+
+def content_digest(bundle: Path) -> dict[str, tuple[Any, ...]]:
+    """Every member's metadata and content hash, with the top folder and stamp removed."""
+    out: dict[str, tuple[Any, ...]] = {}
+    with tarfile.open(bundle, "r:gz") as tf:
+        for m in tf:
+            rel = m.name.split("/", 1)[1] if "/" in m.name else ""
+            data = b""
+            if m.isreg():
+                f = tf.extractfile(m)
+                assert f is not None
+                data = f.read()
+                if rel == MANIFEST_NAME:
+                    doc = json.loads(data)
+                    doc.pop("build_stamp", None)
+                    data = json.dumps(doc, sort_keys=True).encode()
+            out[rel] = (m.type, m.mode, m.mtime, m.uid, m.gid, m.uname, m.gname, m.linkname, hashlib.sha256(data).hexdigest())
+    return out
+
+
+def reproducible_check(cfg: Config, first: BundleResult) -> dict[str, Any]:
+    """Build the same commit again in another folder and compare content byte for byte."""
+    plan, src = prepare(cfg)
+    with tempfile.TemporaryDirectory(prefix="release-repro-") as tmp:
+        second_plan = BundlePlan(**{**asdict(plan), "out": Path(tmp), "stamp": utc_stamp(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))})
+        second = execute(second_plan, src)
+        a, b = content_digest(first.path), content_digest(second.path)
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    gz = _gzip_header(first.path)
+    return {"identical": not differ, "differing": differ, "members": len(a), "gzip_header_mtime": gz[0], "gzip_header_has_name": gz[1]}
+
+
+def _gzip_header(path: Path) -> tuple[int, bool]:
+    with path.open("rb") as f:
+        head = f.read(10)
+    return int.from_bytes(head[4:8], "little"), bool(head[3] & 0x08)
+

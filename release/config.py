@@ -1,0 +1,295 @@
+"""Load and validate the configuration (``release.toml``, ``[tool.release]``, ``--config``).
+
+Every key is checked against a schema; an unknown key is exit 2 naming the key and the
+likely intended one, a missing required key names what to add. Relative paths are
+relative to the folder of the file that holds the config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ARTIFACT_KINDS = ("sdist", "wheel")
+STRATEGIES = ("side-by-side", "timestamped")
+CHECK_KINDS = ("compileall", "import", "attr", "pytest", "command", "db-readonly")
+DIR_PLACEHOLDERS = ("name", "version", "sha", "stamp")
+SECRET_WORDS = ("password", "passwd", "token", "secret", "dsn", "credential", "apikey", "api_key", "private")
+
+# schema: key -> (type, default); a default of ... means required.
+_Spec = dict[str, tuple[Any, Any]]
+TOP: _Spec = {"name": (str, ...), "state": (str, ".release")}
+SECTIONS: dict[str, _Spec] = {
+    "source": {"repo": (str, ...), "head": (str, ...), "subdir": (str, "")},
+    "bundle": {"out": (str, ".release/bundles"), "artifacts": (list, ["sdist", "wheel"])},
+    "target": {
+        "host": (str, ""),
+        "root": (str, ...),
+        "dir": (str, "{name}-v{version}"),
+        "strategy": (str, "side-by-side"),
+        "python": (str, "python3"),
+        "ssh_config": (str, ""),
+        "create_root": (bool, False),
+        "allowed_signers": (str, ""),
+    },
+    "smoke": {"check": (list, []), "timeout": (int, 600)},
+    "provision": {"dirs": (list, []), "config_file": (str, ""), "settings": (dict, {})},
+}
+CHECK_KEYS: dict[str, _Spec] = {
+    "compileall": {},
+    "import": {"modules": (list, ...)},
+    "attr": {"object": (str, ...), "startswith": (str, None), "equals": (object, None)},
+    "pytest": {"args": (list, []), "expect_passed": (int, None)},
+    "command": {"argv": (list, ...), "expect_output": (str, None), "expect_exit": (int, 0)},
+    "db-readonly": {
+        "dsn_env": (str, ...),
+        "role": (str, None),
+        "queries": (list, []),
+        "count_tables": (list, []),
+        "forbid_functions": (list, []),
+        "expected_grant_matrix_sha": (str, None),
+        "demo": (bool, False),
+    },
+}
+COMMON_CHECK_KEYS: _Spec = {"kind": (str, ...), "name": (str, None), "timeout": (int, None)}
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: str
+    name: str
+    timeout: int
+    options: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "timeout": self.timeout, **dict(self.options)}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    base: Path
+    name: str
+    state: Path
+    repo: str
+    head: str
+    subdir: str
+    out: Path
+    artifacts: tuple[str, ...]
+    host: str
+    root: str
+    dir: str
+    strategy: str
+    python: str
+    ssh_config: str
+    create_root: bool
+    allowed_signers: str
+    checks: tuple[Check, ...]
+    provision_dirs: tuple[str, ...] = ()
+    provision_config_file: str = ""
+    provision_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.host == ""
+
+    def repo_location(self) -> str:
+        """``source.repo`` as git should see it: a URL, or a path made absolute."""
+        if _looks_like_url(self.repo):
+            return self.repo
+        return str((self.base / self.repo).resolve())
+
+
+def _looks_like_url(s: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", s)) or bool(re.match(r"^[^/\s]+@[^/\s]+:", s))
+
+
+def _typo_hint(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "known keys: " + ", ".join(sorted(known))
+
+
+def _check_table(table: Mapping[str, Any], spec: _Spec, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in table:
+        if key not in spec:
+            raise ConfigError(
+                f"unknown config key '{where}{key}'",
+                hint=_typo_hint(key, list(spec)),
+            )
+    for key, (typ, default) in spec.items():
+        if key in table:
+            value = table[key]
+            if typ is not object and not (isinstance(value, typ) and not (typ is int and isinstance(value, bool))):
+                raise ConfigError(
+                    f"config key '{where}{key}' must be a {typ.__name__}, got {type(value).__name__}",
+                    hint=f"fix '{where}{key}' in the config file",
+                )
+            out[key] = value
+        elif default is ...:
+            raise ConfigError(f"missing required config key '{where}{key}'", hint=f"add '{key} = ...' to the config")
+        else:
+            out[key] = default
+    return out
+
+
+def _str_list(value: list[Any], key: str) -> tuple[str, ...]:
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key '{key}' must be a list of strings", hint=f"fix '{key}'")
+    return tuple(value)
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    """Validate a config table (pure: no I/O) and return a frozen :class:`Config`."""
+    known = list(TOP) + list(SECTIONS)
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown config key '{key}'", hint=_typo_hint(key, known))
+    top = _check_table({k: v for k, v in data.items() if k in TOP}, TOP, "")
+    sec: dict[str, dict[str, Any]] = {}
+    for name, spec in SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"config key '{name}' must be a table", hint=f"write it as [{name}]")
+        sec[name] = _check_table(table, spec, f"{name}.")
+
+    base = path.parent
+    name = top["name"]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"config key 'name' is not a safe file name: {name!r}", hint="use letters, digits, '.', '_', '-'")
+    artifacts = _str_list(sec["bundle"]["artifacts"], "bundle.artifacts")
+    for a in artifacts:
+        if a not in ARTIFACT_KINDS:
+            raise ConfigError(f"bundle.artifacts: unknown artifact '{a}'", hint=_typo_hint(a, list(ARTIFACT_KINDS)))
+    t = sec["target"]
+    if t["strategy"] not in STRATEGIES:
+        raise ConfigError(f"target.strategy: unknown strategy '{t['strategy']}'", hint=_typo_hint(t["strategy"], list(STRATEGIES)))
+    for ph in re.findall(r"\{([^}]*)\}", t["dir"]):
+        if ph not in DIR_PLACEHOLDERS:
+            raise ConfigError(f"target.dir: unknown placeholder '{{{ph}}}'", hint=_typo_hint(ph, list(DIR_PLACEHOLDERS)))
+    if "/" in t["dir"] or t["dir"] in ("", ".", ".."):
+        raise ConfigError(f"target.dir must be a single folder name, got {t['dir']!r}", hint="put the parent folder in target.root")
+    if t["host"].startswith("-"):
+        raise ConfigError(f"target.host must not start with '-': {t['host']!r}", hint="use an ssh alias or user@host")
+    root = t["root"]
+    if t["host"] == "":
+        root = str((base / root).resolve()) if not Path(root).is_absolute() else root
+    elif not root.startswith("/"):
+        raise ConfigError("target.root must be an absolute path for an SSH target", hint="write the full path on the host")
+    subdir = sec["source"]["subdir"].strip("/")
+    if ".." in Path(subdir).parts:
+        raise ConfigError("source.subdir must stay inside the repository", hint="remove '..' from source.subdir")
+
+    checks = tuple(_parse_check(i, c, sec["smoke"]["timeout"]) for i, c in enumerate(sec["smoke"]["check"]))
+    prov = sec["provision"]
+    ssh_config = t["ssh_config"]
+    if ssh_config:
+        ssh_config = str((base / ssh_config).resolve())
+    return Config(
+        path=path,
+        base=base,
+        name=name,
+        state=(base / top["state"]).resolve(),
+        repo=sec["source"]["repo"],
+        head=sec["source"]["head"],
+        subdir=subdir,
+        out=(base / sec["bundle"]["out"]).resolve(),
+        artifacts=artifacts,
+        host=t["host"],
+        root=root,
+        dir=t["dir"],
+        strategy=t["strategy"],
+        python=t["python"],
+        ssh_config=ssh_config,
+        create_root=t["create_root"],
+        allowed_signers=str((base / t["allowed_signers"]).resolve()) if t["allowed_signers"] else "",
+        checks=checks,
+        provision_dirs=_str_list(prov["dirs"], "provision.dirs"),
+        provision_config_file=prov["config_file"],
+        provision_settings=dict(prov["settings"]),
+    )
+
+
+def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
+    where = f"smoke.check[{index}]."
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where[:-1]} must be a table", hint="write it as [[smoke.check]]")
+    kind = raw.get("kind")
+    if kind not in CHECK_KEYS:
+        raise ConfigError(
+            f"{where}kind: unknown check kind {kind!r}",
+            hint=_typo_hint(str(kind), list(CHECK_KINDS)) if kind else "add kind = one of " + ", ".join(CHECK_KINDS),
+        )
+    spec = {**COMMON_CHECK_KEYS, **CHECK_KEYS[kind]}
+    values = _check_table(raw, spec, where)
+    for key in ("modules", "args", "argv", "queries", "count_tables", "forbid_functions"):
+        if key in values and isinstance(values[key], list):
+            values[key] = list(_str_list(values[key], where + key))
+    if kind == "attr":
+        if (values["startswith"] is None) == (values["equals"] is None):
+            raise ConfigError(f"{where}: an attr check needs exactly one of 'startswith' or 'equals'", hint="add startswith = \"0.6\"")
+        if ":" not in values["object"]:
+            raise ConfigError(f"{where}object must look like 'module:attribute'", hint='e.g. object = "cutter_agent:__version__"')
+    if kind == "command" and not values["argv"]:
+        raise ConfigError(f"{where}argv must not be empty", hint='e.g. argv = ["{python}", "cli.py", "status"]')
+    if kind == "db-readonly":
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", values["dsn_env"]):
+            raise ConfigError(f"{where}dsn_env must be an environment variable name", hint="the DSN itself never goes in the file")
+    name = values.pop("name") or f"{kind}"
+    timeout = values.pop("timeout") or default_timeout
+    values.pop("kind")
+    opts = {k: v for k, v in values.items() if v is not None}
+    return Check(kind=kind, name=name, timeout=timeout, options=opts)
+
+
+def find(explicit: str | None, cwd: Path) -> tuple[Path, Mapping[str, Any]]:
+    """Locate the config: ``--config``, else ``release.toml``, else ``[tool.release]``."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}", hint="check the --config argument")
+        data = _load(path)
+        if path.name == "pyproject.toml" or ("tool" in data and "release" in data.get("tool", {})):
+            return path.resolve(), _tool_table(data, path)
+        return path.resolve(), data
+    rt = cwd / "release.toml"
+    if rt.is_file():
+        return rt.resolve(), _load(rt)
+    pp = cwd / "pyproject.toml"
+    if pp.is_file():
+        data = _load(pp)
+        if "release" in data.get("tool", {}):
+            return pp.resolve(), _tool_table(data, pp)
+    raise ConfigError(
+        f"no configuration found in {cwd}",
+        hint="create release.toml, add [tool.release] to pyproject.toml, or pass --config PATH",
+    )
+
+
+def _tool_table(data: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
+    table = data.get("tool", {}).get("release")
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path} has no [tool.release] table", hint="add [tool.release] or pass a release.toml")
+    return table
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}", hint="fix the syntax at the position shown") from exc
+
+
+def load(explicit: str | None = None, cwd: Path | None = None) -> Config:
+    path, data = find(explicit, cwd or Path.cwd())
+    return parse(data, path)

@@ -1,0 +1,171 @@
+"""The application's source: resolve the recorded HEAD, read files, stream its tree.
+
+Only committed content is ever read (``git archive``/``git show`` of one commit), so
+uncommitted or untracked files in a working tree never reach a bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .config import Config
+from .errors import BlockedError, ConfigError, ReleaseError
+
+
+@dataclass(frozen=True)
+class Source:
+    """Facts about the recorded commit (read-only; computed once, then passed along)."""
+
+    git_dir: str  # the repository git runs against (a local path or a mirror of a URL)
+    location: str  # what the config named (path made absolute, or URL)
+    sha: str
+    commit_time: int
+    subdir: str
+
+    @property
+    def sha7(self) -> str:
+        return self.sha[:7]
+
+    @property
+    def treeish(self) -> str:
+        return f"{self.sha}:{self.subdir}" if self.subdir else f"{self.sha}^{{tree}}"
+
+
+def git(git_dir: str, *args: str, check: bool = True, error: type[ReleaseError] = ReleaseError) -> proc.Completed:
+    return proc.run(["git", "-C", git_dir, *args], check=check, error=error)
+
+
+def open_repo(cfg: Config) -> str:
+    """Return a local git directory for ``source.repo``.
+
+    A local repository is used in place; a URL or a ``git bundle`` file is mirrored
+    once under the state folder and fetched on later runs.
+    """
+    location = cfg.repo_location()
+    path = Path(location)
+    if path.is_dir():
+        cp = proc.run(["git", "-C", location, "rev-parse", "--git-dir"], check=False)
+        if cp.returncode != 0:
+            raise ConfigError(f"source.repo is not a git repository: {location}", hint="point source.repo at a git repository")
+        return location
+    if not path.exists() and location != cfg.repo:
+        raise ConfigError(f"source.repo does not exist: {location}", hint="fix source.repo (a path, a git bundle file or a URL)")
+    mirror = cfg.state / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
+    if mirror.exists():
+        proc.run(["git", "-C", str(mirror), "fetch", "--quiet", "--prune", "--tags", "origin"], check=False)
+    else:
+        mirror.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        proc.run(
+            ["git", "clone", "--quiet", "--mirror", location, str(mirror)],
+            error=BlockedError if location == cfg.repo else ConfigError,
+            what=f"git clone {location}",
+            hint="check the URL or bundle file and your git credentials (never put a password in source.repo)",
+        )
+    return str(mirror)
+
+
+def resolve(cfg: Config) -> Source:
+    """Resolve ``source.head`` to one full commit sha, or STOP (exit 3) if it is not there."""
+    git_dir = open_repo(cfg)
+    location = cfg.repo_location()
+    head = cfg.head
+    if head.startswith("-"):
+        raise ConfigError(f"source.head must not start with '-': {head!r}", hint="use a sha, a tag or HEAD")
+    cp = git(git_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{head}^{{commit}}", check=False)
+    if cp.returncode != 0:
+        raise BlockedError(
+            f"source unavailable: the recorded HEAD {head} is not a commit in {location}",
+            hint=(
+                "deliver it, then rerun: fetch it (git -C <repo> fetch origin "
+                f"{head}), or point source.repo at a `git bundle` file holding it, or at a path/URL that has it"
+            ),
+            detail=f"looked for: {head}^{{commit}} in {git_dir}",
+        )
+    sha = cp.out.strip()
+    ct = int(git(git_dir, "show", "-s", "--format=%ct", sha).out.strip())
+    subdir = cfg.subdir
+    if subdir:
+        t = git(git_dir, "cat-file", "-t", f"{sha}:{subdir}", check=False)
+        if t.returncode != 0 or t.out.strip() != "tree":
+            raise ConfigError(f"source.subdir '{subdir}' is not a folder in commit {sha[:12]}", hint="fix source.subdir")
+    return Source(git_dir=git_dir, location=location, sha=sha, commit_time=ct, subdir=subdir)
+
+
+def read_file(src: Source, relpath: str) -> bytes | None:
+    spec = f"{src.sha}:{src.subdir}/{relpath}" if src.subdir else f"{src.sha}:{relpath}"
+    cp = git(src.git_dir, "cat-file", "blob", spec, check=False)
+    return cp.stdout if cp.returncode == 0 else None
+
+
+_VERSION_RE = re.compile(r"""^__version__\s*(?::\s*str\s*)?=\s*['"]([^'"]+)['"]""", re.MULTILINE)
+
+
+def scm_version(src: Source) -> str:
+    """The version setuptools-scm / hatch-vcs would compute at the recorded commit.
+
+    Scheme ``guess-next-dev`` with local ``node``: a tagged commit gives the tag's version;
+    N commits past tag X.Y.Z gives X.Y.(Z+1).devN+g<sha7>; no tag gives 0.1.devN+g<sha7>.
+    """
+    cp = git(src.git_dir, "describe", "--tags", "--long", "--abbrev=7", "--match", "*[0-9]*", src.sha, check=False)
+    if cp.returncode != 0:
+        n = git(src.git_dir, "rev-list", "--count", src.sha).out.strip()
+        return f"0.1.dev{n}+g{src.sha7}"
+    m = re.fullmatch(r"(?P<tag>.+)-(?P<n>\d+)-g[0-9a-f]+", cp.out.strip())
+    if not m:
+        raise ReleaseError(f"cannot parse git describe output {cp.out.strip()!r}")
+    tag, n = m["tag"], int(m["n"])
+    vm = re.search(r"(\d+(?:\.\d+)*)", tag)
+    if not vm:
+        raise ReleaseError(f"tag {tag!r} holds no version number")
+    version = vm.group(1)
+    if n == 0:
+        return version
+    parts = version.split(".")
+    parts[-1] = str(int(parts[-1]) + 1)
+    return f"{'.'.join(parts)}.dev{n}+g{src.sha7}"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    source: str  # "static", "vcs", "file:<path>"
+
+    @property
+    def from_vcs(self) -> bool:
+        return self.source == "vcs"
+
+
+def project_version(src: Source) -> VersionInfo:
+    """Read the project's version from the commit, without building."""
+    raw = read_file(src, "pyproject.toml")
+    if raw is None:
+        raise ConfigError(
+            f"no pyproject.toml at '{src.subdir or '.'}' in commit {src.sha[:12]}",
+            hint="set source.subdir to the project's folder",
+        )
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the project's pyproject.toml is not valid TOML: {exc}") from exc
+    project = data.get("project", {})
+    if isinstance(project.get("version"), str):
+        return VersionInfo(project["version"], "static")
+    tool = data.get("tool", {})
+    hatch_version = tool.get("hatch", {}).get("version", {})
+    requires = " ".join(data.get("build-system", {}).get("requires", []))
+    if hatch_version.get("source") == "vcs" or "setuptools_scm" in tool or "setuptools-scm" in requires:
+        return VersionInfo(scm_version(src), "vcs")
+    if "path" in hatch_version:
+        text = read_file(src, hatch_version["path"])
+        if text is not None and (m := _VERSION_RE.search(text.decode("utf-8", "replace"))):
+            return VersionInfo(m.group(1), f"file:{hatch_version['path']}")
+    raise ConfigError(
+        "cannot determine the project's version from its pyproject.toml",
+        hint="use a static project.version, hatch-vcs/setuptools-scm, or [tool.hatch.version] path",
+    )

@@ -1,0 +1,104 @@
+"""The one subprocess helper: logs the (redacted) command, attaches output to errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ReleaseError
+from .redact import redact
+
+log = logging.getLogger("release")
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+def show(argv: Sequence[str]) -> str:
+    return redact(shlex.join(str(a) for a in argv))
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    error: type[ReleaseError] = ReleaseError,
+    what: str = "",
+    hint: str = "",
+) -> Completed:
+    """Run a command to completion, capturing its output.
+
+    On a non-zero exit (with ``check``) raise ``error`` whose message names the command
+    (or ``what``) and whose detail is the command's stderr (redacted).
+    """
+    args = tuple(str(a) for a in argv)
+    log.debug("run: %s", show(args))
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        cp = subprocess.run(
+            args,
+            cwd=cwd,
+            env=full_env,
+            input=input,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise error(f"{what or args[0]}: command not found: {args[0]}", hint=hint or "install it or fix PATH") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise error(f"{what or show(args)}: timed out after {timeout}s", hint=hint) from exc
+    result = Completed(args, cp.returncode, cp.stdout, cp.stderr)
+    if check and cp.returncode != 0:
+        detail = (result.err.strip() or result.out.strip())[-4000:]
+        raise error(
+            f"{what or show(args)} failed with exit code {cp.returncode}",
+            hint=hint,
+            detail=detail,
+        )
+    return result
+
+
+def popen(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = None,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """Start a streaming command (for pipelines that must not buffer whole outputs)."""
+    args = [str(a) for a in argv]
+    log.debug("start: %s", show(args))
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    return subprocess.Popen(args, cwd=cwd, env=full_env, stdin=stdin, stdout=stdout, stderr=stderr)

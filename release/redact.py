@@ -1,0 +1,59 @@
+"""The one redaction function: every log line, error, report and exception goes through it.
+
+It removes the password part of URI-style DSNs (``postgresql://user:pw@host``), the
+value of ``password=...`` keyword pairs (libpq keyword DSNs), and any literal secret
+registered at run time with :func:`register_secret` (for example the password parsed
+from a DSN taken from the environment), wherever it appears.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+MASK = "***"
+
+_URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+_KEYWORD = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|sslpassword)\s*[=:]\s*)"
+    r"(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&'\"]+)",
+    re.IGNORECASE,
+)
+_QUERY_PW = re.compile(r"(?P<key>[?&]password=)(?P<val>[^&\s#]*)", re.IGNORECASE)
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a literal secret so that it is masked wherever it appears later."""
+    if value and len(value) >= 3:
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: object) -> str:
+    """Return ``text`` as a string with every known form of secret masked."""
+    s = text if isinstance(text, str) else str(text)
+    if not s:
+        return s
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in s:
+            s = s.replace(secret, MASK)
+    s = _URI_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", s)
+    s = _QUERY_PW.sub(lambda m: f"{m['key']}{MASK}", s)
+    s = _KEYWORD.sub(lambda m: f"{m['key']}{MASK}", s)
+    return s
+
+
+def redact_obj(obj: object) -> object:
+    """Redact every string inside a JSON-like structure (reports, records)."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact(k): redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj
