@@ -199,7 +199,8 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
     tmp = plan.out / f".{plan.basename}.tar.gz.part-{os.getpid()}"
     top = plan.basename
     files: list[dict[str, Any]] = []
-    workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=plan.out)) if plan.artifacts else None
+    # build outside any repository: backends (hatchling) read the enclosing VCS's ignore files
+    workdir = Path(tempfile.mkdtemp(prefix="release-build-")) if plan.artifacts else None
     export = workdir / "src" if workdir else None
     w = TarGzWriter(tmp, plan.commit_time)
     try:

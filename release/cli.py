@@ -61,7 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one machine-readable result object on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run (redacted)")
     p.add_argument("--version", action="version", version=f"release {__version__}")
+    # the global options are accepted after the stage too (`release bundle --json`)
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="stage", metavar="<stage>", parser_class=_Parser)
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
     sub.required = True
 
     s = sub.add_parser("bundle", help="build the release bundle from the recorded HEAD")

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Benchmark the pipeline against the raw tools, measured in the same run.
+
+    python scripts/bench.py [--files 20000] [--mb 80] [--repeat 3] [--only bundle,deploy,rollback,ship]
+
+Makes a synthetic git repository (about 20,000 files, 80 MB), then prints, for each
+stage, the best-of-N wall time of `release <stage>` and of the raw floor, and their
+ratio:
+
+- bundle (artifacts = [])  vs  git archive | gzip -6, with hashlib over the result
+- deploy to a local target vs  hashlib checksum + GNU tar -xzf of the same bundle
+- rollback                 vs  rm -rf of the same tree
+- ship over SSH            vs  ssh host 'cat > file' < bundle   (needs an sshd; see tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+WORDS = [w.encode() for w in "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()]
+
+
+def make_repo(root: Path, files: int, mb: int) -> Path:
+    repo = root / "app"
+    if (repo / ".git").exists():
+        return repo
+    rng = random.Random(42)
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text('[project]\nname = "bench-app"\nversion = "1.0.0"\n')
+    per_file = mb * 1024 * 1024 // files
+    for i in range(files):
+        d = repo / "pkg" / f"m{i % 200:03d}"
+        d.mkdir(exist_ok=True)
+        n = max(16, int(rng.expovariate(1 / per_file)))
+        words = b" ".join(rng.choice(WORDS) + str(rng.randrange(10**6)).encode() for _ in range(n // 10))
+        (d / f"f{i:05d}.py").write_bytes(words[:n] + b"\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "bench"], check=True, env=env)
+    return repo
+
+
+def best(fn: Callable[[], None], repeat: int, before: Callable[[], None] | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        if before:
+            before()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def sh(*argv: str, **kw: object) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--mb", type=int, default=80)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="bundle,deploy,rollback")
+    ap.add_argument("--ssh-config", default="", help="ssh_config with a Host 'bench' for the ship benchmark")
+    ap.add_argument("--workdir", default="", help="keep the synthetic repo here between runs")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="release-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    repo = make_repo(work, args.files, args.mb)
+    size = sum(p.stat().st_size for p in (repo / "pkg").rglob("*") if p.is_file())
+    print(f"synthetic repo: {args.files} files, {size / 1e6:.1f} MB at {repo}")
+    cfg = work / "release.toml"
+    root = work / "target"
+    root.mkdir(exist_ok=True)
+    cfg.write_text(
+        f'name = "bench"\nstate = "state"\n[source]\nrepo = "{repo}"\nhead = "HEAD"\n'
+        f'[bundle]\nout = "bundles"\nartifacts = []\n[target]\nroot = "{root}"\ndir = "{{name}}-{{stamp}}"\n'
+        + (f'host = "bench"\nssh_config = "{args.ssh_config}"\n' if "ship" in only and args.ssh_config else "")
+    )
+    release = [sys.executable, "-m", "release", "--config", str(cfg)]
+    rows: list[tuple[str, float, float]] = []
+    out = work / "raw.tar.gz"
+
+    def raw_bundle() -> None:
+        with out.open("wb") as f:
+            git = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", "HEAD"], stdout=subprocess.PIPE)
+            gz = subprocess.Popen(["gzip", "-6", "-n"], stdin=git.stdout, stdout=f)
+            assert git.stdout is not None
+            git.stdout.close()
+            gz.wait()
+            git.wait()
+        h = hashlib.sha256()
+        with out.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+
+    def clean_bundles() -> None:
+        shutil.rmtree(work / "bundles", ignore_errors=True)
+
+    if "bundle" in only or "deploy" in only or "rollback" in only:
+        t_raw = best(raw_bundle, args.repeat)
+        t_rel = best(lambda: sh(*release, "bundle"), args.repeat, clean_bundles)
+        rows.append(("bundle vs git archive|gzip + sha256", t_rel, t_raw))
+    bundle = next((work / "bundles").glob("*.tar.gz"), None) if (work / "bundles").exists() else None
+    if bundle is None:
+        sh(*release, "bundle")
+        bundle = next((work / "bundles").glob("*.tar.gz"))
+    raw_dir = work / "raw-extract"
+
+    def raw_deploy() -> None:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+        raw_dir.mkdir()
+        h = hashlib.sha256()
+        with bundle.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        sh("tar", "-xzf", str(bundle), "-C", str(raw_dir))
+
+    def rollback_all() -> None:
+        while subprocess.run([*release, "rollback"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            pass
+
+    if "deploy" in only or "rollback" in only:
+        t_raw = best(raw_deploy, args.repeat)
+        t_rel = best(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), args.repeat, rollback_all)
+        rows.append(("deploy (local) vs sha256 + tar -xzf", t_rel, t_raw))
+    if "rollback" in only:
+        t_raw = best(lambda: sh("rm", "-rf", str(raw_dir)), args.repeat, raw_deploy)
+        rollback_all()
+        t_rel = best(lambda: sh(*release, "rollback"), args.repeat, lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)))
+        rows.append(("rollback vs rm -rf", t_rel, t_raw))
+    if "ship" in only and args.ssh_config:
+        remote = "/tmp/release-bench-ship.tar.gz"
+
+        def raw_ship() -> None:
+            with bundle.open("rb") as f:
+                sh("ssh", "-F", args.ssh_config, "bench", f"cat > {remote}", stdin=f)
+
+        t_raw = best(raw_ship, args.repeat)
+        t_rel = best(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle), "--ship-only"), args.repeat)
+        rows.append(("ship over SSH vs ssh 'cat > file'", t_rel, t_raw))
+    print(f"{'measure':42} {'release':>9} {'raw':>9} {'ratio':>7}")
+    for name, rel, raw in rows:
+        print(f"{name:42} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
