@@ -37,6 +37,12 @@ def redact(text: object) -> str:
     s = text if isinstance(text, str) else str(text)
     if not s:
         return s
+    # a password seen in a DSN is remembered, so a bare mention of it is masked too
+    for m in _URI_USERINFO.finditer(s):
+        register_secret(m["pw"])
+    for rx in (_QUERY_PW, _KEYWORD):
+        for m in rx.finditer(s):
+            register_secret(m["val"].strip("'\""))
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:

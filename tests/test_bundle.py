@@ -1,0 +1,255 @@
+"""Bundle stage against real git repositories and real tarballs."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from release import bundle, config
+
+from .conftest import Repo, make_project, write_config
+
+
+def _bundle_files(out: Path) -> list[Path]:
+    return sorted(out.glob("*.tar.gz"))
+
+
+def _members(path: Path) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(path, "r:gz") as tf:
+        return {m.name.split("/", 1)[1] if "/" in m.name else "": m for m in tf.getmembers()}
+
+
+def _read(path: Path, rel: str) -> bytes:
+    with tarfile.open(path, "r:gz") as tf:
+        for m in tf:
+            if m.name.split("/", 1)[-1] == rel and m.isreg():
+                f = tf.extractfile(m)
+                assert f is not None
+                return f.read()
+    raise KeyError(rel)
+
+
+def test_bundle_writes_verified_checksummed_bundle(project: Repo, tmp_path: Path, cli) -> None:
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "--json", "bundle")
+    assert r.code == 0, r.err
+    res = r.json
+    path = Path(str(res["bundle"]))
+    sha = project.git("rev-parse", "HEAD")
+    assert path.name.startswith(f"demo-app-0.6.0-{sha[:7]}-") and path.name.endswith("Z.tar.gz")
+    # the .sha256 file is in sha256sum -c format, checked by the real tool
+    cp = subprocess.run(["sha256sum", "-c", path.name + ".sha256"], cwd=path.parent, capture_output=True, text=True)
+    assert cp.returncode == 0 and "OK" in cp.stdout
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == res["sha256"]
+    manifest = json.loads(_read(path, "BUNDLE-MANIFEST.json"))
+    assert manifest["commit"] == sha and manifest["version"] == "0.6.0" and manifest["name"] == "demo-app"
+    assert manifest["build_stamp"] in path.name
+    assert manifest["commit_time"] == int(project.git("show", "-s", "--format=%ct", sha))
+    assert {"release", "python", "git"} <= set(manifest["builder"])
+    files = {f["path"]: f for f in manifest["files"]}
+    assert set(files) == {"pyproject.toml", "demo_app/__init__.py", "demo_app/core.py", "bin/run.sh", "tests/test_core.py"}
+    for rel, entry in files.items():
+        data = _read(path, rel)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
+    # one top folder named like the bundle
+    tops = {m.split("/")[0] for m in (x.name for x in tarfile.open(path).getmembers())}
+    assert tops == {path.name.removesuffix(".tar.gz")}
+    assert not list(path.parent.glob(".*part*"))
+
+
+def test_headers_are_normalised(project: Repo, tmp_path: Path, cli) -> None:
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    assert cli("--config", cfg, "bundle").code == 0
+    path = _bundle_files(tmp_path / "bundles")[0]
+    ct = int(project.git("show", "-s", "--format=%ct", "HEAD"))
+    head = path.read_bytes()[:10]
+    assert head[:3] == b"\x1f\x8b\x08"
+    assert head[3] & 0x08 == 0, "gzip header must carry no file name"
+    assert int.from_bytes(head[4:8], "little") == 0, "gzip header must carry no time"
+    for rel, m in _members(path).items():
+        assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "")
+        assert m.mtime == ct
+        if m.isdir():
+            assert m.mode == 0o755
+        elif rel == "bin/run.sh":
+            assert m.mode == 0o755
+        elif m.isreg():
+            assert m.mode == 0o644, rel
+
+
+def test_uncommitted_and_untracked_files_never_reach_the_bundle(project: Repo, tmp_path: Path, cli) -> None:
+    committed = project.git("rev-parse", "HEAD")
+    project.write("demo_app/core.py", "def answer():\n    return 'DIRTY'\n")
+    project.write("untracked.txt", "should not ship")
+    project.git("checkout", "-q", "-b", "other")
+    project.write("other_branch.py", "x = 1\n")
+    project.commit("on another branch")
+    project.write("demo_app/core.py", "def answer():\n    return 'DIRTY AGAIN'\n")
+    cfg = write_config(tmp_path / "release.toml", project.path, source={"head": committed[:8]})
+    assert cli("--config", cfg, "bundle").code == 0
+    path = _bundle_files(tmp_path / "bundles")[0]
+    names = set(_members(path))
+    assert "untracked.txt" not in names and "other_branch.py" not in names
+    assert b"DIRTY" not in _read(path, "demo_app/core.py")
+    assert json.loads(_read(path, "BUNDLE-MANIFEST.json"))["commit"] == committed
+
+
+def test_tag_and_full_sha_resolve_to_the_same_commit(project: Repo, tmp_path: Path) -> None:
+    sha = project.git("rev-parse", "HEAD")
+    project.git("tag", "v0.6.0")
+    project.write("later.txt", "later")
+    project.commit("later")
+    for head in ("v0.6.0", sha, sha[:7]):
+        cfg = config.parse(
+            {"name": "demo-app", "source": {"repo": str(project.path), "head": head}, "target": {"root": "/x"}},
+            tmp_path / "release.toml",
+        )
+        plan, _ = bundle.prepare(cfg)
+        assert plan.sha == sha
+
+
+def test_missing_commit_is_blocked_and_writes_nothing(project: Repo, tmp_path: Path, cli) -> None:
+    cfg = write_config(tmp_path / "release.toml", project.path, source={"head": "6625f76"})
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 3
+    assert "6625f76" in r.err and str(project.path) in r.err
+    assert "git bundle" in r.err and "fetch" in r.err
+    assert not (tmp_path / "bundles").exists()
+
+
+def test_commit_delivered_as_git_bundle_file(project: Repo, tmp_path: Path, cli) -> None:
+    sha = project.git("rev-parse", "HEAD")
+    gb = tmp_path / "delivery.bundle"
+    project.git("bundle", "create", str(gb), "--all")
+    cfg = write_config(tmp_path / "release.toml", gb, source={"head": sha})
+    r = cli("--config", cfg, "--json", "bundle")
+    assert r.code == 0, r.err
+    assert r.json["head"] == sha
+
+
+def test_not_a_git_repository_is_a_config_error(tmp_path: Path, cli) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cfg = write_config(tmp_path / "release.toml", plain)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 2 and "not a git repository" in r.err and str(plain) in r.err
+
+
+def test_symlink_outside_tree_is_refused(project: Repo, tmp_path: Path, cli) -> None:
+    (project.path / "escape").symlink_to("../../etc/passwd")
+    project.commit("hostile link")
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 4 and "escape" in r.err
+    assert not _bundle_files(tmp_path / "bundles")
+    assert not list((tmp_path / "bundles").glob(".*"))
+
+
+def test_symlink_inside_tree_is_kept(project: Repo, tmp_path: Path, cli) -> None:
+    (project.path / "link.py").symlink_to("demo_app/core.py")
+    project.commit("inner link")
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    assert cli("--config", cfg, "bundle").code == 0
+    m = _members(_bundle_files(tmp_path / "bundles")[0])["link.py"]
+    assert m.issym() and m.linkname == "demo_app/core.py"
+
+
+def test_path_that_cannot_be_represented_is_refused(project: Repo, tmp_path: Path, cli) -> None:
+    (project.path / b"bad\xffname.txt".decode("utf-8", "surrogateescape")).write_text("x")
+    project.commit("non-utf8 name")
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 4 and "cannot be represented" in r.err
+
+
+def test_subdir_selects_the_project(tmp_path: Path, cli) -> None:
+    mono = make_project(tmp_path / "mono" / "services" / "app")
+    outer = Repo(tmp_path / "mono")
+    # make the outer folder the repository and the project a subfolder of it
+    import shutil
+
+    shutil.rmtree(mono.path / ".git")
+    outer.git("init", "-q")
+    outer.write("README.md", "monorepo")
+    outer.commit("mono")
+    cfg = write_config(tmp_path / "release.toml", outer.path, source={"subdir": "services/app"})
+    assert cli("--config", cfg, "bundle").code == 0
+    names = set(_members(_bundle_files(tmp_path / "bundles")[0]))
+    assert "pyproject.toml" in names and "README.md" not in names
+
+
+def test_two_builds_are_byte_identical_in_content(project: Repo, tmp_path: Path) -> None:
+    cfg = config.parse(
+        {"name": "demo-app", "source": {"repo": str(project.path), "head": "HEAD"}, "bundle": {"artifacts": []}, "target": {"root": "/x"}},
+        tmp_path / "release.toml",
+    )
+    plan, src = bundle.prepare(cfg, stamp="20260101T000000Z")
+    import dataclasses
+
+    a = bundle.execute(dataclasses.replace(plan, out=tmp_path / "one"), src)
+    b = bundle.execute(dataclasses.replace(plan, out=tmp_path / "two", stamp="20260102T030405Z"), src)
+    assert a.path.name != b.path.name
+    assert bundle.content_digest(a.path) == bundle.content_digest(b.path)
+    # same stamp, different folder: the whole file is byte-identical
+    c = bundle.execute(dataclasses.replace(plan, out=tmp_path / "three"), src)
+    assert c.path.read_bytes() == a.path.read_bytes()
+    # the decompressed tar differs only where the name/stamp differs
+    assert len(gzip.decompress(a.path.read_bytes())) == len(gzip.decompress(b.path.read_bytes()))
+
+
+@pytest.mark.slow
+def test_artifacts_and_reproducible_check(project: Repo, tmp_path: Path, cli) -> None:
+    cfg = write_config(tmp_path / "release.toml", project.path, bundle={"artifacts": ["sdist", "wheel"]})
+    r = cli("--config", cfg, "--json", "bundle", "--reproducible-check")
+    assert r.code == 0, r.err
+    res = r.json
+    assert res["reproducible"]["identical"] is True  # type: ignore[index]
+    assert sorted(res["artifacts"]) == ["demo_app-0.6.0-py3-none-any.whl", "demo_app-0.6.0.tar.gz"]  # type: ignore[arg-type]
+    names = set(_members(Path(str(res["bundle"]))))
+    assert "dist/demo_app-0.6.0-py3-none-any.whl" in names
+
+
+@pytest.mark.slow
+def test_hatch_vcs_project_builds_with_the_recorded_commits_version(tmp_path: Path, cli) -> None:
+    repo = make_project(tmp_path / "vcsapp")
+    repo.write(
+        "pyproject.toml",
+        '[build-system]\nrequires = ["hatchling", "hatch-vcs"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "vcs-app"\nrequires-python = ">=3.9"\ndynamic = ["version"]\n'
+        '[tool.hatch.version]\nsource = "vcs"\n[tool.hatch.build.targets.wheel]\npackages = ["demo_app"]\n',
+    )
+    repo.commit("vcs version")
+    repo.git("tag", "v1.2.0")
+    tagged = repo.git("rev-parse", "HEAD")
+    repo.write("more.txt", "x")
+    after = repo.commit("after tag")
+    cfg = write_config(tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": after})
+    r = cli("--config", cfg, "--json", "bundle")
+    assert r.code == 0, r.err
+    assert r.json["version"] == f"1.2.1.dev1+g{after[:7]}"
+    assert r.json["artifacts"] == [f"vcs_app-1.2.1.dev1+g{after[:7]}-py3-none-any.whl"]
+    cfg = write_config(tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": tagged})
+    r = cli("--config", cfg, "--json", "bundle")
+    assert r.code == 0, r.err
+    assert r.json["version"] == "1.2.0"
+
+
+@pytest.mark.slow
+def test_build_failure_is_exit_1_with_backend_error_and_no_bundle(project: Repo, tmp_path: Path, cli) -> None:
+    project.write(
+        "pyproject.toml",
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "demo-app"\nversion = "0.6.0"\ndependencies = "does_not_exist"\n',
+    )
+    project.commit("broken build")
+    cfg = write_config(tmp_path / "release.toml", project.path, bundle={"artifacts": ["wheel"]})
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 1
+    assert "project.dependencies" in r.err  # the backend's own message
+    assert not list((tmp_path / "bundles").iterdir())

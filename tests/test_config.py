@@ -1,0 +1,113 @@
+"""Config loading and validation: every key checked, errors name the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from release import config
+from release.errors import ConfigError
+
+from .conftest import write_config
+
+MIN = {"name": "app", "source": {"repo": ".", "head": "HEAD"}, "target": {"root": "/srv"}}
+
+
+def parse(data: dict[str, object], tmp_path: Path) -> config.Config:
+    return config.parse(data, tmp_path / "release.toml")
+
+
+def test_minimal_config_and_defaults(tmp_path: Path) -> None:
+    cfg = parse(MIN, tmp_path)
+    assert cfg.name == "app" and cfg.strategy == "side-by-side" and cfg.python == "python3"
+    assert cfg.artifacts == ("sdist", "wheel") and cfg.dir == "{name}-v{version}"
+    assert cfg.out == (tmp_path / ".release" / "bundles").resolve()
+    assert cfg.state == (tmp_path / ".release").resolve()
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "suggestion"),
+    [
+        ({**MIN, "nmae": "x"}, "nmae", "name"),
+        ({**MIN, "source": {"repo": ".", "head": "HEAD", "subdri": "x"}}, "source.subdri", "subdir"),
+        ({**MIN, "target": {"root": "/srv", "stratgy": "x"}}, "target.stratgy", "strategy"),
+        ({**MIN, "smoke": {"check": [{"kind": "pytset"}]}}, "kind", "pytest"),
+        ({**MIN, "bundle": {"artifacts": ["wheal"]}}, "wheal", "wheel"),
+    ],
+)
+def test_typos_name_the_key_and_the_likely_one(tmp_path: Path, data: dict[str, object], key: str, suggestion: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(data, tmp_path)
+    assert key in e.value.message
+    assert suggestion in e.value.hint
+    assert e.value.exit_code == 2
+
+
+def test_missing_required_key_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse({"name": "app", "source": {"repo": "."}, "target": {"root": "/x"}}, tmp_path)
+    assert "source.head" in e.value.message and "add" in e.value.hint
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse({**MIN, "target": {"root": "/srv", "create_root": "yes"}}, tmp_path)
+    assert "target.create_root" in e.value.message
+
+
+def test_attr_check_needs_exactly_one_assertion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        parse({**MIN, "smoke": {"check": [{"kind": "attr", "object": "a:b"}]}}, tmp_path)
+    cfg = parse({**MIN, "smoke": {"check": [{"kind": "attr", "object": "a:b", "equals": False}]}}, tmp_path)
+    assert cfg.checks[0].options["equals"] is False
+
+
+def test_unknown_dir_placeholder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse({**MIN, "target": {"root": "/srv", "dir": "{name}-{verison}"}}, tmp_path)
+    assert "version" in e.value.hint
+
+
+def test_ssh_target_needs_absolute_root(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        parse({**MIN, "target": {"root": "srv", "host": "box"}}, tmp_path)
+
+
+def test_pyproject_tool_release_and_explicit_config(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname="x"\n[tool.release]\nname = "from-pyproject"\n[tool.release.source]\nrepo="."\nhead="HEAD"\n[tool.release.target]\nroot="/srv"\n')
+    assert config.load(cwd=tmp_path).name == "from-pyproject"
+    write_config(tmp_path / "release.toml", tmp_path)
+    assert config.load(cwd=tmp_path).name == "demo-app"  # release.toml wins
+    assert config.load(str(tmp_path / "pyproject.toml")).name == "from-pyproject"
+
+
+def test_no_config_is_usage_error(tmp_path: Path, cli) -> None:
+    import os
+
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = cli("bundle")
+    finally:
+        os.chdir(old)
+    assert r.code == 2 and "no configuration found" in r.err
+
+
+def test_bad_toml_is_usage_error(tmp_path: Path, cli) -> None:
+    p = tmp_path / "release.toml"
+    p.write_text("name = \n")
+    r = cli("--config", p, "bundle")
+    assert r.code == 2 and "not valid TOML" in r.err
+
+
+def test_bad_cli_argument_is_exit_2(cli) -> None:
+    r = cli("bundle", "--no-such-flag")
+    assert r.code == 2 and "--no-such-flag" in r.err
+
+
+def test_repository_default_config_is_valid() -> None:
+    root = Path(__file__).resolve().parent.parent
+    cfg = config.load(str(root / "pyproject.toml"))
+    kinds = {c.kind for c in cfg.checks}
+    assert kinds == set(config.CHECK_KINDS), "the example config must use every check kind"
