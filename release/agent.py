@@ -1,0 +1,621 @@
+"""Target-side agent: everything that happens on the target, stdlib only.
+
+The controller runs this file with the target's interpreter (``target.python``): for
+a local target as a child process, for an SSH target sent over the connection as the
+``-c`` program (as Ansible sends its modules). Local and SSH therefore behave the same
+by construction. Protocol: ``python -c <this file> <op> <request-json>``; the bundle,
+when there is one, arrives on stdin; the answer is one JSON line on stdout; the exit
+code follows the contract (0 ok, 1 failed, 2 usage, 3 blocked, 4 refused).
+
+Ops: facts, deploy, rollback, promote, status, verify, smoke, provision.
+Names starting with ``.release-`` in a target root are this tool's own transient files
+(lock, staging folders, trash) and are left out of the parent listing hash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from typing import Any
+
+PREFIX = ".release-"
+LOCK = PREFIX + "lock"
+MARKER = ".release-partial"
+DEPLOY_MANIFEST = "DEPLOY-MANIFEST.txt"
+BUNDLE_MANIFEST = "BUNDLE-MANIFEST.json"
+CHUNK = 1 << 20
+
+
+class AgentError(Exception):
+    def __init__(self, code: int, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+def refuse(message: str, hint: str = "") -> AgentError:
+    return AgentError(4, message, hint)
+
+
+def say(msg: str) -> None:
+    sys.stderr.write(f"[{socket.gethostname()}] {msg}\n")
+    sys.stderr.flush()
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+def listing_sha256(parent: str) -> str:
+    """sha256 of a folder's listing: name, type, and for files size+mtime, for links the target."""
+    if not os.path.isdir(parent):
+        return "absent"
+    lines = []
+    with os.scandir(parent) as it:
+        for e in it:
+            if e.name.startswith(PREFIX):
+                continue
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                lines.append(f"{e.name}\tl\t{os.readlink(e.path)}")
+            elif stat.S_ISDIR(st.st_mode):
+                lines.append(f"{e.name}\td\t{stat.S_IMODE(st.st_mode):o}")
+            elif stat.S_ISREG(st.st_mode):
+                lines.append(f"{e.name}\tf\t{st.st_size}\t{st.st_mtime_ns}\t{stat.S_IMODE(st.st_mode):o}")
+            else:
+                lines.append(f"{e.name}\to")
+    lines.sort()
+    return hashlib.sha256("".join(x + "\n" for x in lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def path_kind(path: str) -> str:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "absent"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(st.st_mode):
+        return "directory"
+    return "file"
+
+
+def op_facts(req: dict[str, Any]) -> dict[str, Any]:
+    root = req["root"]
+    parent = os.path.join(root, req.get("parent", "")) if req.get("parent") else root
+    target = os.path.join(parent, req["dir"]) if req.get("dir") else ""
+    return {
+        "host": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "root": root,
+        "root_exists": os.path.isdir(root),
+        "parent": parent,
+        "parent_listing_sha256": listing_sha256(parent),
+        "target": target,
+        "target_kind": path_kind(target) if target else "",
+        "lock": read_lock(root),
+    }
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+def read_lock(root: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(root, LOCK)) as f:
+            data: dict[str, Any] = json.load(f)
+            return data
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError):
+        return {"host": "?", "pid": -1, "time": 0, "deploy_id": "?", "unreadable": True}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lock:
+    """An atomic lock file in the target root (O_EXCL); never outlives the op that took it."""
+
+    def __init__(self, root: str, deploy_id: str, op: str, break_lock: bool) -> None:
+        self.path = os.path.join(root, LOCK)
+        self.root = root
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "deploy_id": deploy_id, "op": op}
+        self.break_lock = break_lock
+        self.held = False
+
+    def __enter__(self) -> Lock:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                holder = read_lock(self.root) or {}
+                desc = f"{holder.get('op', '?')} {holder.get('deploy_id', '?')} by pid {holder.get('pid')} on {holder.get('host')} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(holder.get('time', 0)))}"
+                stale = holder.get("unreadable") or (holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))))
+                if stale and self.break_lock:
+                    say(f"breaking stale lock: {desc}")
+                    os.unlink(self.path)
+                    continue
+                if stale:
+                    raise refuse(f"stale lock at {self.path}: {desc} (that process is gone)", "rerun with --break-lock to break it") from None
+                raise AgentError(4, f"target root is locked: {self.path} held by {desc}", "wait for it to finish; a lock of a live process is never broken")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.info, f)
+            self.held = True
+            return self
+        raise refuse(f"could not take the lock at {self.path}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+
+def clean_leftovers(parent: str) -> list[str]:
+    """Remove staging/trash folders of killed runs: only those whose marker names their id."""
+    cleaned: list[str] = []
+    if not os.path.isdir(parent):
+        return cleaned
+    for name in sorted(os.listdir(parent)):
+        if not (name.startswith(PREFIX + "tmp-") or name.startswith(PREFIX + "trash-")):
+            continue
+        path = os.path.join(parent, name)
+        if path_kind(path) != "directory":
+            continue
+        try:
+            with open(os.path.join(path, MARKER)) as f:
+                marker = json.load(f)
+        except (OSError, ValueError):
+            continue  # not provably ours: never touched
+        if name.endswith("-" + str(marker.get("deploy_id", "\0"))):
+            say(f"removing leftover of killed run {marker.get('deploy_id')}: {path}")
+            remove_tree(path)
+            cleaned.append(path)
+    return cleaned
+
+
+def remove_tree(path: str) -> None:
+    """Remove a folder without following symlinks (GNU rm when present, else rmtree)."""
+    rm = shutil.which("rm")
+    if rm:
+        subprocess.run([rm, "-rf", "--one-file-system", "--", path], check=True)
+    else:
+        shutil.rmtree(path)
+
+
+def write_marker(folder: str, deploy_id: str, op: str) -> None:
+    with open(os.path.join(folder, MARKER), "w") as f:
+        json.dump({"deploy_id": deploy_id, "op": op, "pid": os.getpid(), "time": time.time()}, f)
+
+
+# ----------------------------------------------------------------------------- bundle checks
+
+
+def receive(dest: str, expected_sha: str) -> None:
+    """Copy stdin to ``dest`` while hashing; refuse a checksum mismatch."""
+    h = hashlib.sha256()
+    src = sys.stdin.buffer
+    with open(dest, "xb") as out:
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            out.write(chunk)
+    if h.hexdigest() != expected_sha:
+        raise refuse(
+            f"checksum mismatch on the target: received bundle has sha256 {h.hexdigest()}, expected {expected_sha}",
+            "the bundle was altered or truncated in transit; rebuild or re-ship it",
+        )
+
+
+def _safe_rel(name: str) -> str | None:
+    if name.startswith("/") or "\\" in name or any(ord(c) < 32 for c in name):
+        return None
+    norm = posixpath.normpath(name)
+    if norm in (".", "..") or norm.startswith("../") or "/../" in f"/{name}/":
+        return None
+    return norm
+
+
+def scan(bundle: str) -> tuple[str, dict[str, Any], list[tarfile.TarInfo]]:
+    """Pre-scan every member before anything is written; return (top, manifest, members)."""
+    top = ""
+    seen: set[str] = set()
+    links: set[str] = set()
+    manifest: dict[str, Any] | None = None
+    members: list[tarfile.TarInfo] = []
+    try:
+        with tarfile.open(bundle, "r|gz") as tf:
+            for m in tf:
+                rel = _safe_rel(m.name)
+                if rel is None:
+                    raise refuse(f"hostile bundle member refused: {m.name!r} (absolute path or '..')", "do not deploy this bundle")
+                head = rel.split("/", 1)[0]
+                if not top:
+                    top = head
+                if head != top:
+                    raise refuse(f"bundle member outside the single top folder: {m.name!r}", "do not deploy this bundle")
+                if rel in seen:
+                    raise refuse(f"duplicate bundle member refused: {m.name!r}", "do not deploy this bundle")
+                seen.add(rel)
+                parts = rel.split("/")
+                for i in range(1, len(parts)):
+                    if "/".join(parts[:i]) in links:
+                        raise refuse(f"bundle member under a symlink refused: {m.name!r}", "do not deploy this bundle")
+                if m.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
+                    raise refuse(f"setuid/setgid/sticky bit refused: {m.name!r}", "do not deploy this bundle")
+                if m.islnk():
+                    raise refuse(f"hard link refused: {m.name!r} -> {m.linkname!r}", "do not deploy this bundle")
+                if m.issym():
+                    target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), m.linkname))
+                    if m.linkname.startswith("/") or not (target == top or target.startswith(top + "/")):
+                        raise refuse(f"symlink leaving the release folder refused: {m.name!r} -> {m.linkname!r}", "do not deploy this bundle")
+                    links.add(rel)
+                elif not (m.isreg() or m.isdir()):
+                    raise refuse(f"special file refused (device, FIFO or other): {m.name!r}", "do not deploy this bundle")
+                if m.isreg() and rel == f"{top}/{BUNDLE_MANIFEST}":
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    manifest = json.loads(f.read())
+                members.append(m)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise refuse(f"bundle is not a readable tar.gz: {exc}", "rebuild the bundle") from None
+    if manifest is None:
+        raise refuse(f"bundle has no {BUNDLE_MANIFEST}", "rebuild the bundle with `release bundle`")
+    return top, manifest, members
+
+
+def extract(bundle: str, top: str, manifest: dict[str, Any], dest: str) -> dict[str, Any]:
+    """Write the pre-scanned bundle into ``dest`` (a new folder), verifying every file."""
+    expected = {f["path"]: f for f in manifest["files"]}
+    got: dict[str, str] = {}
+    os.mkdir(dest, 0o755)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    with tarfile.open(bundle, "r|gz") as tf:
+        for m in tf:
+            rel = posixpath.normpath(m.name)[len(top) + 1 :]
+            if not rel:
+                continue
+            path = os.path.join(dest, rel)
+            if m.isdir():
+                os.makedirs(path, 0o755, exist_ok=True)
+            elif m.issym():
+                os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+                os.symlink(m.linkname, path)
+                got[rel] = "link:" + m.linkname
+            else:
+                parent = os.path.dirname(path)
+                if not os.path.isdir(parent):
+                    os.makedirs(parent, 0o755, exist_ok=True)
+                fd = os.open(path, flags, 0o755 if m.mode & 0o111 else 0o644)
+                h = hashlib.sha256()
+                f = tf.extractfile(m)
+                assert f is not None
+                with os.fdopen(fd, "wb") as out:
+                    while True:
+                        chunk = f.read(CHUNK)
+                        if not chunk:
+                            break
+                        h.update(chunk)
+                        out.write(chunk)
+                if rel != BUNDLE_MANIFEST:
+                    got[rel] = h.hexdigest()
+    want = {p: ("link:" + e["link"]) if "link" in e else e["sha256"] for p, e in expected.items()}
+    if got != want:
+        bad = sorted(p for p in set(got) | set(want) if got.get(p) != want.get(p))
+        raise refuse(f"bundle content does not match its {BUNDLE_MANIFEST}: " + ", ".join(bad[:10]), "the bundle was tampered with; rebuild it")
+    return {"files": len(got), "tree_sha256": tree_sha256(got)}
+
+
+def tree_sha256(entries: dict[str, str]) -> str:
+    """sha256 over sorted ``<sha256-or-link:target>  <path>`` lines of the release's files."""
+    text = "".join(f"{v}  {p}\n" for p, v in sorted(entries.items()))
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """rename(2) that fails if ``dst`` exists (renameat2 RENAME_NOREPLACE where available)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        fn = None
+    if fn is not None:
+        at_fdcwd = -100
+        if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), 1) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise refuse(f"target appeared during the deploy: {dst}", "nothing was overwritten; inspect it")
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), dst)
+    if os.path.lexists(dst):
+        raise refuse(f"target appeared during the deploy: {dst}", "nothing was overwritten; inspect it")
+    os.rename(src, dst)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- deploy
+
+
+def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
+    root = req["root"]
+    if not os.path.isdir(root):
+        if req.get("create_root"):
+            os.makedirs(root, 0o755, exist_ok=True)
+        else:
+            raise AgentError(3, f"target root does not exist: {root}", "create it, or set target.create_root = true")
+    parent = os.path.join(root, req["parent"]) if req.get("parent") else root
+    deploy_id = req["deploy_id"]
+    with Lock(root, deploy_id, "deploy", bool(req.get("break_lock"))):
+        cleaned = clean_leftovers(parent)
+        parent_existed = os.path.isdir(parent)
+        before = listing_sha256(parent)
+        target = os.path.join(parent, req["dir"])
+        kind = path_kind(target)
+        if kind != "absent":
+            raise refuse(f"target already exists ({kind}): {target}", "nothing was changed; choose another target.dir, or remove it yourself if it is not needed")
+        if not parent_existed:
+            os.mkdir(parent, 0o755)
+        stage = os.path.join(parent, f"{PREFIX}tmp-{deploy_id}")
+        os.mkdir(stage, 0o700)
+        write_marker(stage, deploy_id, "deploy")
+        try:
+            bundle = os.path.join(stage, "bundle.tar.gz")
+            say(f"receiving {req['bundle']}")
+            receive(bundle, req["bundle_sha256"])
+            if req.get("ship_only"):
+                return {"shipped": True, "bundle_sha256": req["bundle_sha256"]}
+            say("checking every member")
+            top, manifest, _members = scan(bundle)
+            for key in ("name", "version", "commit"):
+                want = req["expect"].get(key)
+                if want and manifest.get(key) != want:
+                    raise refuse(f"bundle manifest {key} is {manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD")
+            tree = os.path.join(stage, "tree")
+            say("unpacking and verifying")
+            facts = extract(bundle, top, manifest, tree)
+            lines = dict(req["manifest"])
+            lines.update(
+                {
+                    "pre_existed": "false",
+                    "parent_existed": "true" if parent_existed else "false",
+                    "parent_listing_sha256_before": before,
+                    "files": str(facts["files"]),
+                    "tree_sha256": facts["tree_sha256"],
+                    "target": target,
+                    "target_host": socket.gethostname(),
+                    "rollback": f"rm -rf -- {target}",
+                }
+            )
+            with open(os.path.join(tree, DEPLOY_MANIFEST), "x") as f:
+                f.write("".join(f"{k}: {v}\n" for k, v in lines.items()))
+                f.flush()
+                os.fsync(f.fileno())
+            os.sync()
+            rename_noreplace(tree, target)
+            fsync_dir(parent)
+        finally:
+            remove_tree(stage)
+        return {"target": target, "parent": parent, "parent_existed": parent_existed, "parent_listing_sha256_before": before, "cleaned": cleaned, **facts, "manifest": lines}
+
+
+# ----------------------------------------------------------------------------- manifests
+
+
+def read_deploy_manifest(folder: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open(os.path.join(folder, DEPLOY_MANIFEST)) as f:
+        for line in f:
+            if ": " in line:
+                k, v = line.rstrip("\n").split(": ", 1)
+                out[k] = v
+    return out
+
+
+def op_rollback(req: dict[str, Any]) -> dict[str, Any]:
+    root = req["root"]
+    target = req["target"]
+    parent = os.path.dirname(target)
+    deploy_id = req["deploy_id"]
+    if not os.path.isdir(root):
+        raise AgentError(3, f"target root does not exist: {root}", "nothing to roll back")
+    with Lock(root, deploy_id, "rollback", bool(req.get("break_lock"))):
+        clean_leftovers(parent)
+        kind = path_kind(target)
+        if kind == "absent":
+            raise AgentError(3, f"nothing to roll back: {target} does not exist", "it was already removed")
+        if kind != "directory":
+            raise refuse(f"refusing to remove {target}: it is a {kind}, not the folder this tool created", "inspect it by hand")
+        try:
+            manifest = read_deploy_manifest(target)
+        except OSError:
+            raise refuse(f"refusing to remove {target}: it has no {DEPLOY_MANIFEST}, so this tool did not create it", "inspect it by hand") from None
+        if manifest.get("deploy_id") != deploy_id:
+            raise refuse(
+                f"refusing to remove {target}: its {DEPLOY_MANIFEST} names deploy {manifest.get('deploy_id')!r}, the record names {deploy_id!r}",
+                "roll back with the matching --deploy-id",
+            )
+        if manifest.get("pre_existed") != "false":
+            raise refuse(f"refusing to remove {target}: its manifest does not prove it was created by the deploy", "inspect it by hand")
+        restored = restore_pointer(root, target, req.get("previous_current"))
+        trash = os.path.join(parent, f"{PREFIX}trash-{deploy_id}")
+        os.mkdir(trash, 0o700)
+        write_marker(trash, deploy_id, "rollback")
+        os.rename(target, os.path.join(trash, "release"))
+        fsync_dir(parent)
+        remove_tree(trash)
+        removed_parent = False
+        if req.get("remove_parent_if_empty") and parent != root and not os.listdir(parent):
+            os.rmdir(parent)
+            removed_parent = True
+        after = listing_sha256(parent)
+        before = manifest.get("parent_listing_sha256_before", "")
+        return {
+            "removed": target,
+            "pointer": restored,
+            "removed_parent": removed_parent,
+            "parent_listing_sha256_before": before,
+            "parent_listing_sha256_after": after,
+            "parent_restored": after == before or (removed_parent and manifest.get("parent_existed") == "false"),
+        }
+
+
+def restore_pointer(root: str, target: str, previous: str | None) -> str:
+    """If ``current`` points at the release being removed, point it back (or remove it)."""
+    current = os.path.join(root, "current")
+    if path_kind(current) != "symlink":
+        return "untouched"
+    if os.path.realpath(current) != os.path.realpath(target):
+        return "untouched"
+    if previous:
+        switch_link(root, previous)
+        return f"restored to {previous}"
+    os.unlink(current)
+    return "removed (no previous release)"
+
+
+def switch_link(root: str, rel_target: str) -> str | None:
+    """Atomically point ``<root>/current`` at ``rel_target``; return the previous target."""
+    current = os.path.join(root, "current")
+    kind = path_kind(current)
+    if kind not in ("absent", "symlink"):
+        raise refuse(f"{current} exists and is a {kind}, not a pointer this tool manages", "move it away by hand")
+    previous = os.readlink(current) if kind == "symlink" else None
+    tmp = os.path.join(root, f"{PREFIX}current-{os.getpid()}")
+    os.symlink(rel_target, tmp)
+    os.replace(tmp, current)
+    fsync_dir(root)
+    return previous
+
+
+def op_promote(req: dict[str, Any]) -> dict[str, Any]:
+    root = req["root"]
+    target = req["target"]
+    with Lock(root, req["deploy_id"], "promote", bool(req.get("break_lock"))):
+        manifest = read_deploy_manifest(target)
+        if manifest.get("deploy_id") != req["deploy_id"]:
+            raise refuse(f"{target} belongs to deploy {manifest.get('deploy_id')!r}, not {req['deploy_id']!r}")
+        rel = os.path.relpath(target, root)
+        previous = switch_link(root, rel)
+        return {"current": rel, "previous": previous}
+
+
+def op_status(req: dict[str, Any]) -> dict[str, Any]:
+    root = req["root"]
+    releases = []
+    current = os.path.join(root, "current")
+    cur_real = os.path.realpath(current) if path_kind(current) == "symlink" else None
+    for parent in (root, os.path.join(root, "releases")):
+        if not os.path.isdir(parent):
+            continue
+        for name in sorted(os.listdir(parent)):
+            path = os.path.join(parent, name)
+            if name.startswith(PREFIX) or path_kind(path) != "directory" or not os.path.isfile(os.path.join(path, DEPLOY_MANIFEST)):
+                continue
+            m = read_deploy_manifest(path)
+            releases.append(
+                {
+                    "path": path,
+                    "version": m.get("version"),
+                    "head": m.get("head"),
+                    "release_stamp": m.get("release_stamp"),
+                    "deploy_id": m.get("deploy_id"),
+                    "strategy": m.get("strategy"),
+                    "promoted": cur_real == os.path.realpath(path),
+                }
+            )
+    others = sorted(n for n in os.listdir(root) if not n.startswith(PREFIX)) if os.path.isdir(root) else []
+    return {"root": root, "releases": releases, "lock": read_lock(root), "entries": others}
+
+
+def op_verify(req: dict[str, Any]) -> dict[str, Any]:
+    target = req["target"]
+    if path_kind(target) != "directory":
+        raise AgentError(3, f"no deployed release at {target}", "deploy first, or pass --deploy-id")
+    dm = read_deploy_manifest(target)
+    with open(os.path.join(target, BUNDLE_MANIFEST)) as f:
+        bm = json.load(f)
+    want = {e["path"]: ("link:" + e["link"]) if "link" in e else e["sha256"] for e in bm["files"]}
+    got: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(target):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, target)
+            if rel in (DEPLOY_MANIFEST, BUNDLE_MANIFEST):
+                continue
+            if os.path.islink(path):
+                got[rel] = "link:" + os.readlink(path)
+                continue
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+            got[rel] = h.hexdigest()
+        # empty folders added after the deploy count as drift too
+        for d in dirnames:
+            p = os.path.join(dirpath, d)
+            if not os.path.islink(p) and not os.listdir(p):
+                got.setdefault(os.path.relpath(p, target) + "/", "dir")
+    added = sorted(set(got) - set(want))
+    removed = sorted(set(want) - set(got))
+    changed = sorted(p for p in set(got) & set(want) if got[p] != want[p])
+    manifest_ok = tree_sha256(want) == dm.get("tree_sha256") == (req.get("tree_sha256") or dm.get("tree_sha256"))
+    return {"target": target, "added": added, "removed": removed, "changed": changed, "manifest_intact": manifest_ok, "files": len(got), "clean": not (added or removed or changed) and manifest_ok}
+
+
+OPS = {"facts": op_facts, "deploy": op_deploy, "rollback": op_rollback, "promote": op_promote, "status": op_status, "verify": op_verify}
+
+
+def main(argv: list[str]) -> int:
+    try:
+        op, raw = argv[1], argv[2]
+        req = json.loads(raw)
+        handler = OPS.get(op) or globals().get("op_" + op)
+        if handler is None:
+            raise AgentError(2, f"unknown agent op {op!r}")
+        result = handler(req)
+        sys.stdout.write(json.dumps({"ok": True, "result": result}) + "\n")
+        return 0
+    except AgentError as exc:
+        sys.stdout.write(json.dumps({"ok": False, "exit_code": exc.code, "message": exc.message, "hint": exc.hint}) + "\n")
+        return exc.code
+    except Exception as exc:
+        sys.stdout.write(json.dumps({"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {exc}", "hint": ""}) + "\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

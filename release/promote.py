@@ -1,0 +1,30 @@
+"""Stage ``promote``: atomically switch ``<root>/current`` to a release (timestamped strategy).
+
+A new link is made under a temporary name, then renamed over the old one; the previous
+target is recorded so that rollback can restore it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError
+from .state import State, now_iso
+from .transport import for_config
+
+
+def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    if cfg.strategy != "timestamped":
+        raise ConfigError(
+            "promote switches the `current` pointer of the timestamped strategy; this config uses side-by-side",
+            hint="set target.strategy = \"timestamped\"; side-by-side promotion in place is a separate reviewed step (seed §2)",
+        )
+    state = State(cfg.state)
+    record = state.pick(args.deploy_id)
+    result = for_config(cfg).agent("promote", {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]})
+    record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}
+    state.save(record)
+    state.audit("promote", deploy_id=record["deploy_id"], target=record["target"], result=f"current -> {result['current']} (was {result['previous']})")
+    return {"stage": "promote", "deploy_id": record["deploy_id"], **result, "_text": f"current -> {result['current']} (was {result['previous'] or 'none'})"}

@@ -1,0 +1,45 @@
+"""Stages ``status`` (releases on the target root) and ``verify`` (re-hash against the manifest)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .config import Config
+from .state import State
+from .transport import for_config
+
+
+def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    result = for_config(cfg).agent("status", {"root": cfg.root})
+    result.pop("_log", None)
+    known = {r["deploy_id"]: r.get("status") for r in State(cfg.state).records()}
+    lines = [f"target root: {cfg.host or 'localhost'}:{cfg.root}"]
+    if result.get("lock"):
+        lines.append(f"LOCKED: {result['lock']}")
+    if not result["releases"]:
+        lines.append("no releases deployed by this tool")
+    for r in result["releases"]:
+        r["controller_record"] = known.get(r["deploy_id"], "none")
+        mark = "*" if r["promoted"] else " "
+        lines.append(f"{mark} {r['version']:<14} {str(r['head'])[:12]}  {r['release_stamp']}  {r['deploy_id']}  {r['path']}")
+    lines.append("other entries: " + (", ".join(e for e in result["entries"] if e not in {r["path"].rsplit("/", 1)[-1] for r in result["releases"]}) or "none"))
+    return {"stage": "status", **result, "_text": "\n".join(lines)}
+
+
+def verify_cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    record = State(cfg.state).pick(args.deploy_id)
+    result = for_config(cfg).agent("verify", {"target": record["target"], "tree_sha256": record.get("tree_sha256")})
+    result.pop("_log", None)
+    lines = [f"verify {record['host']}:{record['target']} ({result['files']} files)"]
+    lines += [f"  added:   {p}" for p in result["added"]]
+    lines += [f"  removed: {p}" for p in result["removed"]]
+    lines += [f"  changed: {p}" for p in result["changed"]]
+    if not result["manifest_intact"]:
+        lines.append("  manifest: BUNDLE-MANIFEST.json or DEPLOY-MANIFEST.txt does not match the recorded tree_sha256")
+    lines.append("clean: the release matches its manifest" if result["clean"] else "DRIFT: the release differs from its manifest")
+    out: dict[str, Any] = {"stage": "verify", "deploy_id": record["deploy_id"], **result, "_text": "\n".join(lines)}
+    if not result["clean"]:
+        out["exit_code"] = 1
+        out["failed"] = "drift in the deployed release"
+    return out

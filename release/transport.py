@@ -1,0 +1,134 @@
+"""One transport interface, two implementations: this machine, or an SSH host.
+
+Both run the stdlib-only target agent (``release/agent.py``) with the target's
+interpreter; for SSH the agent's source travels inside the remote command, so the
+target needs nothing installed but Python. SSH is the system OpenSSH client in batch
+mode: the user's ssh_config (or ``target.ssh_config`` as ``-F``), agent, jump hosts and
+known_hosts apply.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import shlex
+import subprocess
+import zlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from . import proc
+from .config import Config
+from .errors import ReleaseError, from_exit_code
+from .redact import redact
+
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
+
+
+@functools.cache
+def _bootstrap() -> str:
+    source = resources.files("release").joinpath("agent.py").read_bytes()
+    blob = base64.b64encode(zlib.compress(source, 9)).decode()
+    return f"import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('{blob}')),'release-agent','exec'))"
+
+
+class Transport(Protocol):
+    label: str
+
+    def agent(self, op: str, request: dict[str, Any], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]: ...
+
+    def argv(self, op: str, request: dict[str, Any]) -> list[str]: ...
+
+
+class _Base:
+    label = ""
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+
+    def argv(self, op: str, request: dict[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def agent(self, op: str, request: dict[str, Any], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
+        argv = self.argv(op, request)
+        proc.log.debug("agent %s on %s", op, self.label)
+        try:
+            cp = subprocess.run(
+                argv,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise ReleaseError(f"cannot start {argv[0]} for target {self.label}", hint="install it or fix target.python / PATH") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise ReleaseError(f"agent op {op} on {self.label} timed out after {timeout}s") from exc
+        return self._answer(op, cp)
+
+    def _answer(self, op: str, cp: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
+        err = redact(cp.stderr.decode("utf-8", "replace").strip())
+        lines = cp.stdout.decode("utf-8", "replace").strip().splitlines()
+        try:
+            answer = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise self._no_answer(op, cp.returncode, err)
+        if not answer.get("ok"):
+            raise from_exit_code(int(answer.get("exit_code", 1)), str(answer.get("message", "")), hint=str(answer.get("hint", "")), detail=err)
+        result: dict[str, Any] = answer["result"]
+        if err:
+            result.setdefault("_log", err)
+        return result
+
+    def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:
+        return ReleaseError(f"target agent ({op}) on {self.label} gave no answer (exit {code})", detail=err, hint=f"check that {self.python} runs there")
+
+
+class LocalTransport(_Base):
+    label = "localhost"
+
+    def argv(self, op: str, request: dict[str, Any]) -> list[str]:
+        return [self.python, "-c", _bootstrap(), op, json.dumps(request)]
+
+
+class SshTransport(_Base):
+    def __init__(self, host: str, python: str, ssh_config: str = "") -> None:
+        super().__init__(python)
+        self.host = host
+        self.label = host
+        self.ssh_config = ssh_config
+
+    def ssh_argv(self) -> list[str]:
+        argv = ["ssh", *SSH_OPTIONS]
+        if self.ssh_config:
+            argv += ["-F", self.ssh_config]
+        return argv
+
+    def argv(self, op: str, request: dict[str, Any]) -> list[str]:
+        remote = shlex.join([self.python, "-c", _bootstrap(), op, json.dumps(request)])
+        return [*self.ssh_argv(), "--", self.host, remote]
+
+    def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:
+        if code == 255:
+            return ReleaseError(
+                f"cannot connect to SSH host {self.host}",
+                detail=err,
+                hint="check target.host, your ssh_config/target.ssh_config, keys/agent and known_hosts (batch mode: no prompts)",
+            )
+        return super()._no_answer(op, code, err)
+
+
+def for_config(cfg: Config) -> Transport:
+    if cfg.is_local:
+        return LocalTransport(cfg.python)
+    ssh_config = cfg.ssh_config
+    if ssh_config and not Path(ssh_config).is_file():
+        from .errors import ConfigError
+
+        raise ConfigError(f"target.ssh_config not found: {ssh_config}", hint="fix target.ssh_config")
+    return SshTransport(cfg.host, cfg.python, ssh_config)
