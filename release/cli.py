@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bundle", metavar="PATH", help="deploy this bundle instead of the newest of the recorded HEAD")
     s.add_argument("--no-plan", action="store_true", help="deploy without a locked plan (.release/plan.lock)")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
+    s.add_argument("--ship-only", action="store_true", help=argparse.SUPPRESS)  # benchmark: ship + verify, then discard
     s.set_defaults(handler=_lazy("deploy"))
 
     s = sub.add_parser("rollback", help="remove exactly what the last (or a given) deploy created")
