@@ -124,13 +124,19 @@ def read_lock(root: str) -> dict[str, Any] | None:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (killed, not yet reaped) is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class Lock:
@@ -739,11 +745,6 @@ def op_verify(req: dict[str, Any]) -> dict[str, Any]:
                 while chunk := fh.read(CHUNK):
                     h.update(chunk)
             got[rel] = h.hexdigest()
-        # empty folders added after the deploy count as drift too
-        for d in dirnames:
-            p = os.path.join(dirpath, d)
-            if not os.path.islink(p) and not os.listdir(p):
-                got.setdefault(os.path.relpath(p, target) + "/", "dir")
     added = sorted(set(got) - set(want))
     removed = sorted(set(want) - set(got))
     changed = sorted(p for p in set(got) & set(want) if got[p] != want[p])

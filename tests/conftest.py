@@ -157,3 +157,24 @@ def need(condition: bool, why: str) -> None:
     if in_ci():
         pytest.fail(f"required test server unavailable in CI: {why}")
     pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from .servers import start_sshd
+
+    server, why = start_sshd(tmp_path_factory.mktemp("sshd"))
+    need(server is not None, why)
+    assert server is not None
+    yield server
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["local", "ssh"])
+def transport(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Config overrides for the target: this machine, or the test sshd on 127.0.0.1."""
+    if request.param == "local":
+        return {}
+    server = request.getfixturevalue("sshd")
+    return {"host": server.host, "ssh_config": str(server.config)}

@@ -1,0 +1,387 @@
+"""Deploy, rollback, status, verify and promote over both transports (local and real sshd)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Repo, git, run_release, write_config
+
+
+def tree_state(path: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry under ``path`` with its type, mode, mtime and content hash."""
+    out: dict[str, tuple[object, ...]] = {}
+    for p in sorted([path, *path.rglob("*")]):
+        st = p.lstat()
+        rel = str(p.relative_to(path))
+        if p.is_symlink():
+            out[rel] = ("l", os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("d", st.st_mode)
+        else:
+            out[rel] = ("f", st.st_mode, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+@pytest.fixture
+def setup(project: Repo, tmp_path: Path, transport: dict[str, object]):  # type: ignore[no-untyped-def]
+    root = tmp_path / "opt" / "incomex" / "dot"
+    old = root / "demo-app"  # the v0.4 that runs today
+    (old / "pkg").mkdir(parents=True)
+    (old / "pkg" / "__init__.py").write_text('__version__ = "0.4.2"\n')
+    (old / "run.sh").write_text("#!/bin/sh\n")
+    (old / "run.sh").chmod(0o755)
+    (root / "notes.txt").write_text("operator notes\n")
+    cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root), "create_root": False, **transport})
+    return cfg, root, old
+
+
+def deploy(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_release("--config", cfg, "--json", "deploy", "--no-plan", *extra)
+
+
+def bundle(cfg: Path) -> Path:
+    cp = run_release("--config", cfg, "--json", "bundle")
+    assert cp.returncode == 0, cp.stderr
+    return Path(json.loads(cp.stdout)["bundle"])
+
+
+def test_deploy_and_rollback_round_trip(setup, cli) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, old = setup
+    before_old = tree_state(old)
+    before_listing = listing(root)
+    bundle(cfg)
+    cp = deploy(cfg)
+    assert cp.returncode == 0, cp.stderr
+    res = json.loads(cp.stdout)
+    target = Path(res["target"])
+    assert target == root / "demo-app-v0.6.0" and target.is_dir()
+    manifest = dict(line.split(": ", 1) for line in (target / "DEPLOY-MANIFEST.txt").read_text().splitlines())
+    for key in ("name", "version", "head", "release_stamp", "deploy_id", "bundle", "bundle_sha256", "target", "strategy",
+                "pre_existed", "parent_listing_sha256_before", "files", "tree_sha256", "rollback"):
+        assert key in manifest, key
+    assert manifest["pre_existed"] == "false" and manifest["deploy_id"] == res["deploy_id"]
+    assert manifest["rollback"] == f"rm -rf -- {target}"
+    assert (target / "demo_app" / "core.py").read_text() == "def answer():\n    return 42\n"
+    assert os.access(target / "bin" / "run.sh", os.X_OK)
+    assert tree_state(old) == before_old, "the running version must be untouched"
+    assert not [n for n in listing(root) if n.startswith(".release-")], "no lock or staging left behind"
+
+    st = run_release("--config", cfg, "--json", "status")
+    assert st.returncode == 0, st.stderr
+    releases = json.loads(st.stdout)["releases"]
+    assert [r["deploy_id"] for r in releases] == [res["deploy_id"]] and releases[0]["version"] == "0.6.0"
+
+    v = run_release("--config", cfg, "--json", "verify")
+    assert v.returncode == 0 and json.loads(v.stdout)["clean"] is True
+
+    rb = run_release("--config", cfg, "--json", "rollback")
+    assert rb.returncode == 0, rb.stderr
+    out = json.loads(rb.stdout)
+    assert out["parent_restored"] is True
+    assert out["parent_listing_sha256_after"] == out["parent_listing_sha256_before"] == manifest["parent_listing_sha256_before"]
+    assert listing(root) == before_listing
+    assert tree_state(old) == before_old
+    again = run_release("--config", cfg, "rollback")
+    assert again.returncode == 3
+    audit = (cfg.parent / ".release" / "audit.log").read_text().splitlines()
+    assert [json.loads(x)["op"] for x in audit] == ["deploy", "deploy", "rollback"]
+
+
+def test_verify_reports_every_drift(setup) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    bundle(cfg)
+    target = Path(json.loads(deploy(cfg).stdout)["target"])
+    (target / "demo_app" / "core.py").write_text("tampered\n")
+    (target / "tests" / "test_core.py").unlink()
+    (target / "extra.py").write_text("x\n")
+    v = run_release("--config", cfg, "--json", "verify")
+    assert v.returncode == 1
+    res = json.loads(v.stdout)
+    assert res["changed"] == ["demo_app/core.py"]
+    assert res["removed"] == ["tests/test_core.py"]
+    assert res["added"] == ["extra.py"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "file", "symlink"])
+def test_existing_target_is_refused_and_nothing_changes(setup, kind: str) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    target = root / "demo-app-v0.6.0"
+    if kind == "directory":
+        target.mkdir()
+        (target / "keep.txt").write_text("mine")
+    elif kind == "file":
+        target.write_text("mine")
+    else:
+        target.symlink_to(root / "demo-app")
+    before = tree_state(root)
+    bundle(cfg)
+    cp = deploy(cfg)
+    assert cp.returncode == 4
+    assert str(target) in cp.stderr and "already exists" in cp.stderr
+    assert tree_state(root) == before
+
+
+def test_checksum_mismatch_is_refused_and_leaves_nothing(setup) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    path = bundle(cfg)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    before = tree_state(root)
+    cp = deploy(cfg)
+    assert cp.returncode == 4 and "checksum mismatch" in cp.stderr
+    assert tree_state(root) == before
+
+
+def test_connection_failure_names_the_host(project: Repo, tmp_path: Path) -> None:
+    cfgfile = tmp_path / "ssh_config"
+    cfgfile.write_text("Host nowhere\n  HostName 127.0.0.1\n  Port 1\n  ConnectTimeout 3\n")
+    cfg = write_config(tmp_path / "release.toml", project.path, target={"root": "/srv/x", "host": "nowhere", "ssh_config": str(cfgfile)})
+    bundle(cfg)
+    cp = deploy(cfg)
+    assert cp.returncode == 1
+    assert "cannot connect to SSH host nowhere" in cp.stderr
+
+
+# ----------------------------------------------------------------------------- hostile bundles
+
+
+def hostile_bundle(out: Path, sha: str, build: str) -> Path:
+    """A bundle named like a real one, with a manifest, holding a hostile member."""
+    top = f"demo-app-0.6.0-{sha[:7]}-20260101T000000Z"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        def add(name: str, data: bytes = b"x", **attrs: object) -> None:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data) if attrs.get("type", tarfile.REGTYPE) == tarfile.REGTYPE else 0
+            for k, v in attrs.items():
+                setattr(ti, k, v)
+            tf.addfile(ti, io.BytesIO(data) if ti.size else None)
+
+        add(top + "/", type=tarfile.DIRTYPE, mode=0o755)
+        add(top + "/ok.txt")
+        if build == "dotdot":
+            add(top + "/../../escaped.txt")
+        elif build == "absolute":
+            add("/tmp/absolute-escape.txt")
+        elif build == "symlink":
+            add(top + "/evil", type=tarfile.SYMTYPE, linkname="../../../../etc")
+        elif build == "hardlink":
+            add(top + "/hard", type=tarfile.LNKTYPE, linkname="/etc/passwd")
+        elif build == "device":
+            add(top + "/dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
+        elif build == "fifo":
+            add(top + "/fifo", type=tarfile.FIFOTYPE)
+        elif build == "setuid":
+            add(top + "/suid", mode=0o4755)
+        elif build == "duplicate":
+            add(top + "/ok.txt", b"y")
+        elif build == "under-symlink":
+            add(top + "/inner", type=tarfile.SYMTYPE, linkname=".")
+            add(top + "/inner/ok2.txt")
+        elif build == "tampered":
+            pass
+        files = [{"path": "ok.txt", "size": 1, "sha256": hashlib.sha256(b"x" if build != "tampered" else b"z").hexdigest()}]
+        manifest = json.dumps({"name": "demo-app", "version": "0.6.0", "commit": sha, "files": files}).encode()
+        add(top + "/BUNDLE-MANIFEST.json", manifest)
+    path = out / f"{top}.tar.gz"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    (out / f"{top}.tar.gz.sha256").write_text(f"{hashlib.sha256(buf.getvalue()).hexdigest()}  {path.name}\n")
+    return path
+
+
+@pytest.mark.parametrize("build", ["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "setuid", "duplicate", "under-symlink", "tampered"])
+def test_hostile_bundles_are_refused_before_anything_is_written(setup, project: Repo, tmp_path: Path, build: str) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    before = tree_state(root)
+    path = hostile_bundle(tmp_path / "hostile", project.git("rev-parse", "HEAD"), build)
+    cp = deploy(cfg, "--bundle", str(path))
+    assert cp.returncode == 4, cp.stderr
+    assert "refused" in cp.stderr or "does not match" in cp.stderr
+    assert tree_state(root) == before
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/absolute-escape.txt").exists()
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+def test_lock_held_by_live_process_refuses_and_stale_lock_needs_flag(setup) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    bundle(cfg)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        lock = {"host": socket.gethostname(), "pid": sleeper.pid, "time": time.time(), "deploy_id": "other-deploy", "op": "deploy"}
+        (root / ".release-lock").write_text(json.dumps(lock))
+        cp = deploy(cfg, "--break-lock")
+        assert cp.returncode == 4 and "locked" in cp.stderr and "other-deploy" in cp.stderr and str(sleeper.pid) in cp.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    cp = deploy(cfg)
+    assert cp.returncode == 4 and "stale lock" in cp.stderr and "--break-lock" in cp.stderr
+    assert not (root / "demo-app-v0.6.0").exists()
+    cp = deploy(cfg, "--break-lock")
+    assert cp.returncode == 0, cp.stderr
+    assert not (root / ".release-lock").exists()
+
+
+def test_two_deploys_race_for_the_lock(setup, project: Repo) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    for i in range(5000):  # many files: the unpack holds the lock long enough to race it
+        project.write(f"many/d{i % 50:02d}/f{i:05d}.py", f"x = {i}\n" * 20)
+    project.commit("many files")
+    bundle(cfg)
+    argv = [sys.executable, "-m", "release", "--config", str(cfg), "deploy", "--no-plan"]
+    # the second deploy is started first, fully imported, and fires the moment the lock appears
+    waiter = (
+        "import os, sys, time\nfrom release.cli import main\n"
+        f"lock = {str(root / '.release-lock')!r}\n"
+        "end = time.time() + 30\nwhile not os.path.exists(lock) and time.time() < end: pass\n"
+        f"sys.exit(main(['--config', {str(cfg)!r}, 'deploy', '--no-plan']))\n"
+    )
+    second_p = subprocess.Popen([sys.executable, "-c", waiter], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = second_p.communicate(timeout=120)
+    second = subprocess.CompletedProcess(second_p.args, second_p.returncode, out, err)
+    assert first.wait() == 0, first.stderr.read()  # type: ignore[union-attr]
+    if "already exists" in second.stderr:
+        pytest.skip("the first deploy finished before the second one started")
+    assert second.returncode == 4, second.stderr
+    assert "locked" in second.stderr and "held by deploy" in second.stderr
+    assert not (root / ".release-lock").exists(), "the lock never outlives its command"
+    assert len([d for d in root.iterdir() if d.name.startswith("demo-app-v")]) == 1
+
+
+# ----------------------------------------------------------------------------- killed deploy
+
+
+@pytest.mark.parametrize("transport", ["local"], indirect=True)  # SIGKILL of the agent process itself
+def test_deploy_killed_during_unpack_leaves_no_target_and_rerun_cleans_up(setup, project: Repo) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, old = setup
+    for i in range(6000):
+        project.write(f"many/d{i % 50:02d}/f{i:05d}.py", f"x = {i}\n" * 20)
+    project.commit("many files")
+    bundle(cfg)
+    before_old = tree_state(old)
+    p = subprocess.Popen([sys.executable, "-m", "release", "--config", str(cfg), "deploy", "--no-plan"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    killed = False
+    while time.time() < deadline and p.poll() is None:
+        stages = list(root.glob(".release-tmp-*/tree/many"))
+        if stages and sum(1 for _ in stages[0].rglob("*.py")) > 50:
+            os.killpg(p.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.01)
+    p.wait()
+    if not killed:
+        pytest.skip("the deploy finished before it could be killed")
+    target = root / "demo-app-v0.6.0"
+    assert not target.exists(), "a killed deploy leaves no target folder"
+    leftovers = list(root.glob(".release-tmp-*"))
+    assert leftovers and (leftovers[0] / ".release-partial").is_file()
+    # a folder that merely looks like ours, without the marker, must never be cleaned
+    foreign = root / ".release-tmp-notours"
+    foreign.mkdir()
+    (foreign / "data").write_text("keep")
+    cp = deploy(cfg)
+    assert cp.returncode == 4 and "stale lock" in cp.stderr
+    cp = deploy(cfg, "--break-lock")
+    assert cp.returncode == 0, cp.stderr
+    assert target.is_dir() and (target / "DEPLOY-MANIFEST.txt").is_file()
+    assert not [x for x in root.glob(".release-tmp-*") if x != foreign]
+    assert (foreign / "data").read_text() == "keep"
+    assert tree_state(old) == before_old
+    assert run_release("--config", cfg, "verify").returncode == 0
+
+
+# ----------------------------------------------------------------------------- rollback refusals
+
+
+def test_rollback_refuses_a_folder_it_did_not_create(setup) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    bundle(cfg)
+    target = Path(json.loads(deploy(cfg).stdout)["target"])
+    # someone replaced the release with their own folder
+    import shutil
+
+    shutil.rmtree(target)
+    target.mkdir()
+    (target / "precious.txt").write_text("not the tool's")
+    cp = run_release("--config", cfg, "rollback")
+    assert cp.returncode == 4 and "DEPLOY-MANIFEST" in cp.stderr
+    assert (target / "precious.txt").read_text() == "not the tool's"
+    # a manifest naming another deploy id is refused too
+    (target / "DEPLOY-MANIFEST.txt").write_text("deploy_id: somebody-else\npre_existed: false\n")
+    cp = run_release("--config", cfg, "rollback")
+    assert cp.returncode == 4 and "somebody-else" in cp.stderr
+    assert (target / "precious.txt").exists()
+
+
+def test_rollback_does_not_follow_symlinks_out(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    bundle(cfg)
+    target = Path(json.loads(deploy(cfg).stdout)["target"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (target / "link-out").symlink_to(outside)
+    cp = run_release("--config", cfg, "rollback")
+    assert cp.returncode == 0, cp.stderr
+    assert not target.exists()
+    assert (outside / "keep.txt").read_text() == "keep"
+
+
+# ----------------------------------------------------------------------------- timestamped + promote
+
+
+def test_timestamped_strategy_promote_and_rollback_restore_pointer(setup, project: Repo) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, old = setup
+    cfg.write_text(cfg.read_text().replace("[target]", '[target]\nstrategy = "timestamped"'))
+    bundle(cfg)
+    first = json.loads(deploy(cfg).stdout)
+    assert Path(first["target"]).parent == root / "releases"
+    assert run_release("--config", cfg, "promote").returncode == 0
+    assert os.readlink(root / "current") == f"releases/{Path(first['target']).name}"
+    time.sleep(1.1)  # a new stamp
+    second = json.loads(deploy(cfg).stdout)
+    assert run_release("--config", cfg, "promote").returncode == 0
+    assert os.readlink(root / "current") == f"releases/{Path(second['target']).name}"
+    st = json.loads(run_release("--config", cfg, "--json", "status").stdout)
+    assert [r["promoted"] for r in st["releases"]] == [False, True]
+    rb = run_release("--config", cfg, "--json", "rollback")
+    assert rb.returncode == 0, rb.stderr
+    assert os.readlink(root / "current") == f"releases/{Path(first['target']).name}"
+    assert not Path(second["target"]).exists()
+    rb = run_release("--config", cfg, "--json", "rollback", "--deploy-id", first["deploy_id"])
+    assert rb.returncode == 0, rb.stderr
+    assert not os.path.lexists(root / "current")
+    assert not (root / "releases").exists(), "the releases folder the first deploy created is gone"
+    assert sorted(os.listdir(root)) == ["demo-app", "notes.txt"]
+
+
+def test_promote_refused_for_side_by_side(setup) -> None:  # type: ignore[no-untyped-def]
+    cfg, _, _ = setup
+    bundle(cfg)
+    deploy(cfg)
+    cp = run_release("--config", cfg, "promote")
+    assert cp.returncode == 2 and "timestamped" in cp.stderr
