@@ -752,7 +752,152 @@ def op_verify(req: dict[str, Any]) -> dict[str, Any]:
     return {"target": target, "added": added, "removed": removed, "changed": changed, "manifest_intact": manifest_ok, "files": len(got), "clean": not (added or removed or changed) and manifest_ok}
 
 
-OPS = {"facts": op_facts, "deploy": op_deploy, "rollback": op_rollback, "promote": op_promote, "status": op_status, "verify": op_verify}
+# ----------------------------------------------------------------------------- smoke (G5)
+
+_ATTR_SCRIPT = """
+import importlib, json, sys
+mod, _, attr = sys.argv[1].partition(":")
+obj = importlib.import_module(mod)
+for part in attr.split("."):
+    obj = getattr(obj, part)
+try:
+    print(json.dumps(obj))
+except TypeError:
+    print(json.dumps(repr(obj)))
+"""
+
+_IMPORT_SCRIPT = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n    print('imported', m)\n"
+
+
+def _run_limited(argv: list[str], cwd: str, env: dict[str, str], timeout: int) -> tuple[int | None, str]:
+    """Run a check command in its own process group; kill the group on timeout."""
+    p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, 9)
+        except ProcessLookupError:
+            pass
+        out, _ = p.communicate()
+        return None, out.decode("utf-8", "replace")
+    return p.returncode, out.decode("utf-8", "replace")
+
+
+def _pytest_counts(output: str) -> dict[str, int]:
+    import re
+
+    counts: dict[str, int] = {}
+    for line in reversed(output.strip().splitlines()):
+        if re.search(r"\bin [0-9.]+s\b", line) and re.search(r"\d+ (passed|failed|error|errors|skipped|no tests ran)", line):
+            for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)", line):
+                key = {"error": "errors", "warning": "warnings"}.get(word, word)
+                counts[key] = counts.get(key, 0) + int(n)
+            break
+    return counts
+
+
+def run_check(check: dict[str, Any], target: str, python: str, env: dict[str, str]) -> dict[str, Any]:
+    kind = check["kind"]
+    opts = check["options"]
+    timeout = int(check["timeout"])
+    t0 = time.monotonic()
+    status, detail, data = "passed", "", {}
+    if kind == "compileall":
+        argv = [python, "-m", "compileall", "-q", target]
+    elif kind == "import":
+        argv = [python, "-c", _IMPORT_SCRIPT, *opts["modules"]]
+    elif kind == "attr":
+        argv = [python, "-c", _ATTR_SCRIPT, opts["object"]]
+    elif kind == "pytest":
+        argv = [python, "-m", "pytest", "-p", "no:cacheprovider", *opts.get("args", [])]
+    elif kind == "command":
+        argv = [a.replace("{python}", python).replace("{target}", target) for a in opts["argv"]]
+    else:
+        return {"name": check["name"], "kind": kind, "status": "error", "duration": 0.0, "detail": f"unknown check kind {kind!r}"}
+    try:
+        code, out = _run_limited(argv, target, env, timeout)
+    except OSError as exc:
+        code, out = -1, f"cannot run {argv[0]}: {exc}"
+    tail = out.strip()[-3000:]
+    if code is None:
+        status, detail = "timeout", f"killed after {timeout}s\n{tail}"
+    elif kind == "attr":
+        if code != 0:
+            status, detail = "failed", tail
+        else:
+            import json as _json
+
+            value = _json.loads(out.strip().splitlines()[-1])
+            data["value"] = value
+            if "startswith" in opts:
+                ok = isinstance(value, str) and value.startswith(opts["startswith"])
+                detail = f"{opts['object']} = {value!r}; expected to start with {opts['startswith']!r}"
+            else:
+                ok = value == opts["equals"] and type(value) is type(opts["equals"])
+                detail = f"{opts['object']} = {value!r}; expected {opts['equals']!r}"
+            status = "passed" if ok else "failed"
+    elif kind == "pytest":
+        counts = _pytest_counts(out)
+        data["counts"] = counts
+        want = opts.get("expect_passed")
+        reasons = []
+        if code != 0:
+            reasons.append(f"pytest exit code {code}")
+        if counts.get("failed") or counts.get("errors"):
+            reasons.append(f"{counts.get('failed', 0)} failed, {counts.get('errors', 0)} errors")
+        if want is not None and counts.get("passed", 0) != want:
+            reasons.append(f"{counts.get('passed', 0)} passed, expected {want}")
+        status = "failed" if reasons else "passed"
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no summary line"
+        detail = (("; ".join(reasons) + "\n") if reasons else "") + summary + ("\n" + tail if reasons else "")
+    elif kind == "command":
+        want_code = int(opts.get("expect_exit", 0))
+        expect = opts.get("expect_output")
+        reasons = []
+        if code != want_code:
+            reasons.append(f"exit code {code}, expected {want_code}")
+        if expect is not None and expect not in out:
+            reasons.append(f"output lacks {expect!r}")
+        status = "failed" if reasons else "passed"
+        detail = ("; ".join(reasons) + "\n" if reasons else "") + tail
+    else:
+        status = "passed" if code == 0 else "failed"
+        detail = tail if code != 0 else (tail or "ok")
+    return {"name": check["name"], "kind": kind, "status": status, "duration": round(time.monotonic() - t0, 3), "detail": detail, "data": data}
+
+
+def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
+    """Run G5 checks in the deployed folder; bytecode and caches go to a private temp dir."""
+    target = req["target"]
+    if path_kind(target) != "directory" or not os.path.isfile(os.path.join(target, DEPLOY_MANIFEST)):
+        raise AgentError(3, f"no deployed release at {target}", "deploy first")
+    python = req["python"]
+    scratch = tempfile.mkdtemp(prefix="release-smoke-")
+    env = dict(os.environ)
+    for key in list(env):
+        if key.startswith(("PYTEST_", "PYTHONSTARTUP")) or key in ("PYTHONPATH", "PYTHONHOME"):
+            env.pop(key)
+    env.update(
+        {
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"),
+            "PYTHONPATH": target,
+            "HOME": env.get("HOME", scratch),
+            "TMPDIR": scratch,
+        }
+    )
+    results = []
+    try:
+        for check in req["checks"]:
+            say(f"smoke: {check['name']}")
+            results.append(run_check(check, target, python, env))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"target": target, "results": results}
+
+
+OPS = {"facts": op_facts, "deploy": op_deploy, "rollback": op_rollback, "promote": op_promote, "status": op_status, "verify": op_verify, "smoke": op_smoke}
 
 
 def main(argv: list[str]) -> int:

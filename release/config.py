@@ -56,6 +56,7 @@ CHECK_KEYS: dict[str, _Spec] = {
         "forbid_functions": (list, []),
         "expected_grant_matrix_sha": (str, None),
         "demo": (bool, False),
+        "demo_schema": (str, "db/schema.sql"),
     },
 }
 COMMON_CHECK_KEYS: _Spec = {"kind": (str, ...), "name": (str, None), "timeout": (int, None)}

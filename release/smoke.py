@@ -1,0 +1,196 @@
+"""Stage ``smoke``: G5 (static and unit) on the target, G6 (read-only database) here.
+
+G5 checks run on the target with ``target.python`` in the deployed folder, through the
+same transport as deploy; bytecode and pytest caches go to a scratch folder, and the
+tree is re-verified afterwards, so a smoke provably leaves the release unchanged. G6
+checks run on this machine with psycopg and pglast. Only DRYRUN runs: LIVE is exit 4.
+
+Each run writes ``.release/reports/<UTC stamp>/`` (mode 0700): report.json, junit.xml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from . import dbcheck, gitsource
+from .bundle import utc_stamp
+from .config import Check, Config
+from .errors import ConfigError, RefusedError, ReleaseError
+from .redact import redact, redact_obj
+from .state import State, private_dir
+from .transport import for_config
+
+PASSED, FAILED, REFUSED = "passed", "failed", "refused"
+
+
+def _baseline_finder(cfg: Config) -> Any:
+    def find(sha: str) -> list[str] | None:
+        reports = cfg.state / "reports"
+        if not reports.is_dir():
+            return None
+        for rep in sorted(reports.glob("*/report.json"), reverse=True):
+            for c in json.loads(rep.read_text()).get("checks", []):
+                d = c.get("data") or {}
+                if d.get("grant_matrix_sha256") == sha and "grant_matrix" in d:
+                    lines: list[str] = d["grant_matrix"]
+                    return lines
+        return None
+
+    return find
+
+
+@contextlib.contextmanager
+def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
+    """Yield (dsn, description): the DSN variable's value, or the embedded demo server."""
+    dsn = dbcheck.dsn_from_env(check)
+    name = check.options["dsn_env"]
+    if dsn:
+        yield dsn, f"from ${name}"
+        return
+    if not check.options.get("demo"):
+        raise ConfigError(f"environment variable {name} is not set (smoke check {check.name!r})", hint=f"export {name} with the read-only role's DSN (or use PGPASSFILE for its password)")
+    from . import pgdemo
+
+    src = gitsource.resolve(cfg)
+    schema = gitsource.read_file(src, check.options["demo_schema"])
+    if schema is None:
+        raise ConfigError(f"demo schema {check.options['demo_schema']} not found in the recorded commit", hint="fix demo_schema")
+    with pgdemo.server() as srv:
+        yield pgdemo.seed(srv, schema.decode(), check.options.get("role") or "context_pack_readonly"), f"embedded demo PostgreSQL (${name} unset), seeded from {check.options['demo_schema']}"
+
+
+def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
+    t0 = time.monotonic()
+    status, detail, data = PASSED, "", {}
+    try:
+        with _database(cfg, check) as (dsn, where):
+            data = dbcheck.run(check, dsn, baseline=_baseline_finder(cfg))
+            data["database"] = where
+            detail = f"{where}; {len(data['statements'])} statements read-only, counts {data['counts_before']} unchanged; role {data['role']}; grant matrix {data['grant_matrix_sha256']}"
+    except dbcheck.CheckFailed as exc:
+        status, detail, data = FAILED, exc.message, exc.data
+    except RefusedError as exc:
+        status, detail = REFUSED, exc.message
+    except ConfigError:
+        raise
+    except ReleaseError as exc:
+        status, detail = FAILED, exc.message + (f"\n{exc.detail}" if exc.detail else "")
+    if "grants" in data:
+        data["grant_matrix"] = data.pop("grants")
+    return {"name": check.name, "kind": check.kind, "status": status, "duration": round(time.monotonic() - t0, 3), "detail": detail, "data": data}
+
+
+def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, Any]:
+    if mode != "dryrun":
+        raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
+    if not cfg.checks:
+        raise ConfigError("no smoke checks configured", hint="add [[smoke.check]] tables to the config")
+    db_checks = [c for c in cfg.checks if c.kind == "db-readonly"]
+    for c in db_checks:  # layer 1 for every query before anything runs anywhere
+        dbcheck.validate_queries(c)
+        if not dbcheck.dsn_from_env(c) and not c.options.get("demo"):
+            raise ConfigError(f"environment variable {c.options['dsn_env']} is not set (smoke check {c.name!r})", hint=f"export {c.options['dsn_env']} with the read-only role's DSN")
+    target_checks = [c for c in cfg.checks if c.kind != "db-readonly"]
+    results: dict[int, dict[str, Any]] = {}
+    started = utc_stamp()
+    if target_checks:
+        answer = for_config(cfg).agent(
+            "smoke",
+            {"target": record["target"], "python": cfg.python, "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks]},
+        )
+        it = iter(answer["results"])
+        for i, c in enumerate(cfg.checks):
+            if c.kind != "db-readonly":
+                results[i] = next(it)
+        verify = for_config(cfg).agent("verify", {"target": record["target"], "tree_sha256": record.get("tree_sha256")})
+        results[len(cfg.checks)] = {
+            "name": "tree-unchanged",
+            "kind": "verify",
+            "status": PASSED if verify["clean"] else FAILED,
+            "duration": 0.0,
+            "detail": "the deployed tree still matches its manifest" if verify["clean"] else f"smoke changed the tree: added {verify['added'][:5]} changed {verify['changed'][:5]} removed {verify['removed'][:5]}",
+            "data": {},
+        }
+    for i, c in enumerate(cfg.checks):
+        if c.kind == "db-readonly":
+            results[i] = _db_result(cfg, c)
+    ordered = [results[k] for k in sorted(results)]
+    report = {
+        "stage": "smoke",
+        "mode": "DRYRUN",
+        "deploy_id": record["deploy_id"],
+        "target": f"{record['host']}:{record['target']}",
+        "version": record.get("version"),
+        "head": record.get("head"),
+        "started": started,
+        "finished": utc_stamp(),
+        "checks": ordered,
+    }
+    folder = write_report(cfg, report)
+    statuses = {r["status"] for r in ordered}
+    code = 4 if REFUSED in statuses else (1 if statuses - {PASSED} else 0)
+    State(cfg.state).audit("smoke", deploy_id=record["deploy_id"], target=report["target"], result=f"exit {code}", report=str(folder))
+    out: dict[str, Any] = {**report, "report": str(folder), "exit_code": code, "_text": summary_table(ordered, folder)}
+    if code:
+        bad = [f"{r['name']} ({r['status']}): {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in ordered if r["status"] != PASSED]
+        out["failed"] = "; ".join(bad)
+    return out
+
+
+def write_report(cfg: Config, report: dict[str, Any]) -> Path:
+    base = private_dir(cfg.state / "reports")
+    folder = base / report["started"]
+    n = 1
+    while True:
+        try:
+            folder.mkdir(mode=0o700)
+            break
+        except FileExistsError:
+            n += 1
+            folder = base / f"{report['started']}-{n}"
+    clean = redact_obj(report)
+    (folder / "report.json").write_text(json.dumps(clean, indent=1, sort_keys=True) + "\n")
+    (folder / "junit.xml").write_bytes(junit(clean))  # type: ignore[arg-type]
+    return folder
+
+
+def junit(report: dict[str, Any]) -> bytes:
+    checks = report["checks"]
+    suite = ET.Element(
+        "testsuite",
+        name=f"smoke {report.get('version')} {report.get('deploy_id')}",
+        tests=str(len(checks)),
+        failures=str(sum(c["status"] != PASSED for c in checks)),
+        time=str(round(sum(c["duration"] for c in checks), 3)),
+    )
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"smoke.{c['kind']}", name=c["name"], time=str(c["duration"]))
+        if c["status"] != PASSED:
+            fail = ET.SubElement(case, "failure", message=f"{c['status']}: {(c['detail'] or '').splitlines()[0] if c['detail'] else ''}")
+            fail.text = c["detail"]
+        elif c["detail"]:
+            ET.SubElement(case, "system-out").text = c["detail"]
+    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+
+
+def summary_table(results: list[dict[str, Any]], folder: Path) -> str:
+    lines = [f"{'check':<18} {'kind':<12} {'status':<8} {'time':>7}  detail"]
+    for r in results:
+        first = (r["detail"] or "").strip().splitlines()
+        lines.append(f"{r['name']:<18} {r['kind']:<12} {r['status'].upper():<8} {r['duration']:6.2f}s  {redact(first[0][:100]) if first else ''}")
+    lines.append(f"report: {folder}/report.json  junit: {folder}/junit.xml")
+    return "\n".join(lines)
+
+
+def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    if args.mode != "dryrun":
+        raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
+    record = State(cfg.state).pick(args.deploy_id)
+    return run(cfg, record, args.mode)
