@@ -142,9 +142,11 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
             if expected and expected != sha:
                 base = baseline(expected)
                 if base is not None:
-                    diff = sorted(set(matrix) ^ set(base))
-                    data["grant_matrix_diff"] = [("+ " if x in matrix else "- ") + x for x in diff]
-                problems.append(f"grant matrix sha256 {sha} differs from expected {expected}")
+                    granted = data["grants"]
+                    diff = sorted(set(granted) ^ set(base))
+                    data["grant_matrix_diff"] = [("+ " if x in granted else "- ") + x for x in diff]
+                shown = data.get("grant_matrix_diff") or [f"  {x}" for x in data["grants"]]
+                problems.append(f"grant matrix sha256 {sha} differs from expected {expected}:\n" + "\n".join(shown))
 
             def counts() -> dict[str, int]:
                 out: dict[str, int] = {}

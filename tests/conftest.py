@@ -178,3 +178,43 @@ def transport(request: pytest.FixtureRequest) -> dict[str, object]:
         return {}
     server = request.getfixturevalue("sshd")
     return {"host": server.host, "ssh_config": str(server.config)}
+
+
+@pytest.fixture(scope="session")
+def pg_admin():  # type: ignore[no-untyped-def]
+    """An admin DSN: $RELEASE_TEST_DSN, else an embedded throwaway server."""
+    dsn = os.environ.get("RELEASE_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    from release import pgdemo
+
+    need(pgdemo.bindir() is not None, "PostgreSQL server binaries not installed (apt-get install postgresql)")
+    with pgdemo.server() as srv:
+        yield srv.dsn()
+
+
+@pytest.fixture
+def app_db(pg_admin: str):  # type: ignore[no-untyped-def]
+    """A fresh database seeded from the example's schema, with a unique read-only role."""
+    import secrets as _secrets
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    suffix = _secrets.token_hex(4)
+    db, role, password = f"app_{suffix}", f"ro_{suffix}", "pw-" + _secrets.token_hex(8)
+    schema = (EXAMPLE / "db" / "schema.sql").read_text().replace("context_pack_readonly", role)
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    admin_db = make_conninfo(pg_admin, dbname=db)
+    with psycopg.connect(admin_db, autocommit=True) as conn:
+        conn.execute(schema.encode())
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    params = conninfo_to_dict(pg_admin)
+    params.update(user=role, dbname=db, password=password)
+    yield {"admin": admin_db, "dsn": make_conninfo(**params), "role": role, "password": password, "db": db}
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

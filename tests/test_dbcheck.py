@@ -1,0 +1,144 @@
+"""G6 against a real PostgreSQL: forbidden SQL never sent, writes caught by the proof."""
+
+from __future__ import annotations
+
+import pytest
+
+from release import dbcheck
+from release.config import Check
+from release.errors import ConfigError, RefusedError
+
+
+def table_rows(admin: str) -> dict[str, list[tuple[object, ...]]]:
+    import psycopg
+
+    with psycopg.connect(admin) as conn:
+        return {t: conn.execute(f"select * from {t} order by id").fetchall() for t in ("iu", "review_decision")}
+
+
+def make_check(role: str, queries: list[str], forbid: tuple[str, ...] = ("fn_iu_create", "fn_iu_enact"), **extra: object) -> Check:
+    opts = {"dsn_env": "TEST_DSN", "role": role, "queries": queries, "count_tables": ["iu", "review_decision"], "forbid_functions": list(forbid), **extra}
+    return Check(kind="db-readonly", name="db", timeout=30, options=opts)
+
+
+FORBIDDEN = [
+    "insert into iu (doc, idx, body) values ('x', 0, 'y')",
+    "update iu set body = 'x'",
+    "delete from iu",
+    "with gone as (delete from iu returning *) select count(*) from gone",
+    "select * into stolen from iu",
+    "select * from iu for update",
+    "select 1; commit; delete from iu",
+    "set transaction read write",
+    "select fn_iu_create('d', 'b')",
+    'select "fn_iu_create"(\'d\', \'b\')',
+    "select public.fn_iu_enact(1)",
+    'select "public"."fn_iu_enact"(1)',
+    "select * from public.fn_iu_create('d', 'b')",
+    "select nextval('iu_id_seq')",
+    "select lo_create(0)",
+    "select lo_from_bytea(0, 'x')",
+    "select pg_advisory_lock(1)",
+    "select set_config('x.y', 'z', false)",
+]
+
+
+@pytest.mark.parametrize("sql", FORBIDDEN)
+def test_forbidden_sql_is_refused_before_sending_and_tables_unchanged(app_db, sql: str) -> None:  # type: ignore[no-untyped-def]
+    before = table_rows(app_db["admin"])
+    with pytest.raises(RefusedError) as e:
+        dbcheck.run(make_check(app_db["role"], [sql]), app_db["dsn"])
+    assert e.value.exit_code == 4 and "forbidden SQL" in e.value.message
+    assert table_rows(app_db["admin"]) == before
+
+
+def test_read_only_pass_reports_proof_and_counts(app_db) -> None:  # type: ignore[no-untyped-def]
+    data = dbcheck.run(make_check(app_db["role"], ["select count(*) from iu", "select * from review_decision"]), app_db["dsn"])
+    assert data["counts_before"] == data["counts_after"] == {"iu": 3, "review_decision": 1}
+    assert all(s["no_xid"] and s["read_only"] and s["transaction_open"] and s["tuples_written"] == 0 for s in data["statements"])
+    assert len(data["grant_matrix_sha256"]) == 64
+    assert "table\tpublic.iu\tSELECT\tyes" in data["grants"]
+
+
+def test_layer_two_catches_a_write_the_parser_was_not_told_about(app_db) -> None:  # type: ignore[no-untyped-def]
+    """Without forbid_functions, a writing function passes the parser: the read-only transaction still stops it."""
+    import psycopg
+
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute(f"grant execute on function fn_iu_create(text, text) to {app_db['role']}")
+        conn.execute(f"grant usage on sequence iu_id_seq to {app_db['role']}")
+        conn.execute(f"grant insert on iu to {app_db['role']}")
+    before = table_rows(app_db["admin"])
+    with pytest.raises(dbcheck.ReleaseError) as e:
+        dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
+    assert "read-only transaction" in e.value.message
+    assert table_rows(app_db["admin"]) == before
+
+
+def test_extra_grant_changes_the_matrix_hash_and_fails(app_db) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    base = dbcheck.run(make_check(app_db["role"], ["select 1"]), app_db["dsn"])
+    sha = base["grant_matrix_sha256"]
+    assert dbcheck.run(make_check(app_db["role"], ["select 1"], expected_grant_matrix_sha=sha), app_db["dsn"])["grant_matrix_sha256"] == sha
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute(f"grant update on review_decision to {app_db['role']}")
+    with pytest.raises(dbcheck.CheckFailed) as e:
+        dbcheck.run(make_check(app_db["role"], ["select 1"], expected_grant_matrix_sha=sha), app_db["dsn"], baseline=lambda s: base["grants"] if s == sha else None)
+    assert "differs from expected" in e.value.message
+    assert "+ table\tpublic.review_decision\tUPDATE\tyes" in e.value.data["grant_matrix_diff"]
+
+
+def test_predefined_role_membership_counts_in_the_matrix(app_db) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    sha = dbcheck.run(make_check(app_db["role"], ["select 1"]), app_db["dsn"])["grant_matrix_sha256"]
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute(f"grant pg_write_all_data to {app_db['role']}")
+    data = dbcheck.run(make_check(app_db["role"], ["select 1"]), app_db["dsn"])
+    assert data["grant_matrix_sha256"] != sha
+    assert "table\tpublic.iu\tINSERT\tyes" in data["grants"]
+
+
+@pytest.mark.parametrize("attr", ["SUPERUSER", "BYPASSRLS", "CREATEROLE"])
+def test_unsafe_role_is_refused(app_db, attr: str) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute(f"alter role {app_db['role']} {attr}")
+    try:
+        with pytest.raises(RefusedError) as e:
+            dbcheck.run(make_check(app_db["role"], ["select 1"]), app_db["dsn"])
+        assert attr in e.value.message
+    finally:
+        with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+            conn.execute(f"alter role {app_db['role']} NO{attr}")
+
+
+def test_wrong_role_is_refused(app_db) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RefusedError):
+        dbcheck.run(make_check("someone_else", ["select 1"]), app_db["dsn"])
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://ro:Sup3rSecretPw@localhost:notaport/db",
+        "postgresql://ro:Sup3rSecretPw@[::1/db",
+        "host=localhost password=Sup3rSecretPw port=",
+        "host=localhost password='Sup3rSecretPw",
+    ],
+)
+def test_malformed_dsn_never_shows_the_password(dsn: str) -> None:
+    with pytest.raises((ConfigError, dbcheck.ReleaseError)) as e:
+        dbcheck.run(make_check("ro", ["select 1"]), dsn)
+    text = e.value.message + e.value.hint + e.value.detail + str(e.value)
+    assert "Sup3rSecretPw" not in text
+
+
+def test_wrong_password_error_is_redacted(app_db) -> None:  # type: ignore[no-untyped-def]
+    bad = app_db["dsn"].replace(app_db["password"], "Wr0ngPassw0rd")
+    with pytest.raises(dbcheck.ReleaseError) as e:
+        dbcheck.run(make_check(app_db["role"], ["select 1"]), bad)
+    assert "Wr0ngPassw0rd" not in str(e.value) + e.value.detail
+    assert "password authentication failed" in e.value.message
