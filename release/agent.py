@@ -155,15 +155,24 @@ class Lock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 holder = read_lock(self.root) or {}
-                desc = f"{holder.get('op', '?')} {holder.get('deploy_id', '?')} by pid {holder.get('pid')} on {holder.get('host')} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(holder.get('time', 0)))}"
-                stale = holder.get("unreadable") or (holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))))
+                since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(holder.get("time", 0)))
+                who = f"{holder.get('op', '?')} {holder.get('deploy_id', '?')}"
+                desc = f"{who} by pid {holder.get('pid')} on {holder.get('host')} since {since}"
+                same_host = holder.get("host") == socket.gethostname()
+                stale = holder.get("unreadable") or (same_host and not _alive(int(holder.get("pid", -1))))
                 if stale and self.break_lock:
                     say(f"breaking stale lock: {desc}")
                     os.unlink(self.path)
                     continue
                 if stale:
-                    raise refuse(f"stale lock at {self.path}: {desc} (that process is gone)", "rerun with --break-lock to break it") from None
-                raise AgentError(4, f"target root is locked: {self.path} held by {desc}", "wait for it to finish; a lock of a live process is never broken")
+                    raise refuse(
+                        f"stale lock at {self.path}: {desc} (that process is gone)", "rerun with --break-lock to break it"
+                    ) from None
+                raise AgentError(
+                    4,
+                    f"target root is locked: {self.path} held by {desc}",
+                    "wait for it to finish; a lock of a live process is never broken",
+                ) from None
             with os.fdopen(fd, "w") as f:
                 json.dump(self.info, f)
             self.held = True
@@ -240,7 +249,7 @@ def receive(dest: str, expected_sha: str) -> None:
 
 
 class Member:
-    __slots__ = ("name", "mode", "size", "type", "linkname")
+    __slots__ = ("linkname", "mode", "name", "size", "type")
 
     def __init__(self, name: str, mode: int, size: int, type_: bytes, linkname: str) -> None:
         self.name = name
@@ -425,7 +434,9 @@ def scan(bundle: str) -> tuple[str, dict[str, Any]]:
                 if m.issym():
                     target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), m.linkname))
                     if m.linkname.startswith("/") or not (target == top or target.startswith(top + "/")):
-                        raise refuse(f"symlink leaving the release folder refused: {m.name!r} -> {m.linkname!r}", "do not deploy this bundle")
+                        raise refuse(
+                            f"symlink leaving the release folder refused: {m.name!r} -> {m.linkname!r}", "do not deploy this bundle"
+                        )
                     links.add(rel)
                 elif not (m.isreg() or m.isdir()):
                     raise refuse(f"special file refused (device, FIFO or other): {m.name!r}", "do not deploy this bundle")
@@ -489,7 +500,9 @@ def extract(bundle: str, top: str, manifest: dict[str, Any], dest: str) -> dict[
     want = {p: ("link:" + e["link"]) if "link" in e else e["sha256"] for p, e in expected.items()}
     if got != want:
         bad = sorted(p for p in set(got) | set(want) if got.get(p) != want.get(p))
-        raise refuse(f"bundle content does not match its {BUNDLE_MANIFEST}: " + ", ".join(bad[:10]), "the bundle was tampered with; rebuild it")
+        raise refuse(
+            f"bundle content does not match its {BUNDLE_MANIFEST}: " + ", ".join(bad[:10]), "the bundle was tampered with; rebuild it"
+        )
     return {"files": len(got), "tree_sha256": tree_sha256(got)}
 
 
@@ -547,7 +560,10 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
         target = os.path.join(parent, req["dir"])
         kind = path_kind(target)
         if kind != "absent":
-            raise refuse(f"target already exists ({kind}): {target}", "nothing was changed; choose another target.dir, or remove it yourself if it is not needed")
+            raise refuse(
+                f"target already exists ({kind}): {target}",
+                "nothing was changed; choose another target.dir, or remove it yourself if it is not needed",
+            )
         if not parent_existed:
             os.mkdir(parent, 0o755)
         stage = os.path.join(parent, f"{PREFIX}tmp-{deploy_id}")
@@ -564,7 +580,9 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
             for key in ("name", "version", "commit"):
                 want = req["expect"].get(key)
                 if want and manifest.get(key) != want:
-                    raise refuse(f"bundle manifest {key} is {manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD")
+                    raise refuse(
+                        f"bundle manifest {key} is {manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD"
+                    )
             tree = os.path.join(stage, "tree")
             say("unpacking and verifying")
             facts = extract(bundle, top, manifest, tree)
@@ -590,7 +608,15 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
             fsync_dir(parent)
         finally:
             remove_tree(stage)
-        return {"target": target, "parent": parent, "parent_existed": parent_existed, "parent_listing_sha256_before": before, "cleaned": cleaned, **facts, "manifest": lines}
+        return {
+            "target": target,
+            "parent": parent,
+            "parent_existed": parent_existed,
+            "parent_listing_sha256_before": before,
+            "cleaned": cleaned,
+            **facts,
+            "manifest": lines,
+        }
 
 
 # ----------------------------------------------------------------------------- manifests
@@ -623,10 +649,13 @@ def op_rollback(req: dict[str, Any]) -> dict[str, Any]:
         try:
             manifest = read_deploy_manifest(target)
         except OSError:
-            raise refuse(f"refusing to remove {target}: it has no {DEPLOY_MANIFEST}, so this tool did not create it", "inspect it by hand") from None
+            raise refuse(
+                f"refusing to remove {target}: it has no {DEPLOY_MANIFEST}, so this tool did not create it", "inspect it by hand"
+            ) from None
         if manifest.get("deploy_id") != deploy_id:
             raise refuse(
-                f"refusing to remove {target}: its {DEPLOY_MANIFEST} names deploy {manifest.get('deploy_id')!r}, the record names {deploy_id!r}",
+                f"refusing to remove {target}: its {DEPLOY_MANIFEST} names deploy {manifest.get('deploy_id')!r}, "
+                f"the record names {deploy_id!r}",
                 "roll back with the matching --deploy-id",
             )
         if manifest.get("pre_existed") != "false":
@@ -749,7 +778,15 @@ def op_verify(req: dict[str, Any]) -> dict[str, Any]:
     removed = sorted(set(want) - set(got))
     changed = sorted(p for p in set(got) & set(want) if got[p] != want[p])
     manifest_ok = tree_sha256(want) == dm.get("tree_sha256") == (req.get("tree_sha256") or dm.get("tree_sha256"))
-    return {"target": target, "added": added, "removed": removed, "changed": changed, "manifest_intact": manifest_ok, "files": len(got), "clean": not (added or removed or changed) and manifest_ok}
+    return {
+        "target": target,
+        "added": added,
+        "removed": removed,
+        "changed": changed,
+        "manifest_intact": manifest_ok,
+        "files": len(got),
+        "clean": not (added or removed or changed) and manifest_ok,
+    }
 
 
 # ----------------------------------------------------------------------------- smoke (G5)
@@ -771,7 +808,9 @@ _IMPORT_SCRIPT = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.i
 
 def _run_limited(argv: list[str], cwd: str, env: dict[str, str], timeout: int) -> tuple[int | None, str]:
     """Run a check command in its own process group; kill the group on timeout."""
-    p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    p = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -864,7 +903,14 @@ def run_check(check: dict[str, Any], target: str, python: str, env: dict[str, st
     else:
         status = "passed" if code == 0 else "failed"
         detail = tail if code != 0 else (tail or "ok")
-    return {"name": check["name"], "kind": kind, "status": status, "duration": round(time.monotonic() - t0, 3), "detail": detail, "data": data}
+    return {
+        "name": check["name"],
+        "kind": kind,
+        "status": status,
+        "duration": round(time.monotonic() - t0, 3),
+        "detail": detail,
+        "data": data,
+    }
 
 
 def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
@@ -897,7 +943,15 @@ def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
     return {"target": target, "results": results}
 
 
-OPS = {"facts": op_facts, "deploy": op_deploy, "rollback": op_rollback, "promote": op_promote, "status": op_status, "verify": op_verify, "smoke": op_smoke}
+OPS = {
+    "facts": op_facts,
+    "deploy": op_deploy,
+    "rollback": op_rollback,
+    "promote": op_promote,
+    "status": op_status,
+    "verify": op_verify,
+    "smoke": op_smoke,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -18,19 +18,18 @@ import os
 import posixpath
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from . import __version__, gitsource, proc, progress
-from .archive import CHUNK, TarGzWriter, checksum_line, sha256_file
+from .archive import TarGzWriter, checksum_line, sha256_file
 from .config import Config
-from .errors import BlockedError, ConfigError, RefusedError, ReleaseError
+from .errors import BlockedError, RefusedError, ReleaseError
 
 MANIFEST_NAME = "BUNDLE-MANIFEST.json"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -38,7 +37,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def utc_stamp(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime(STAMP_FORMAT)
+    return (now or dt.datetime.now(dt.UTC)).strftime(STAMP_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -170,18 +169,17 @@ def _copy(tf: tarfile.TarFile, m: tarfile.TarInfo, w: TarGzWriter, name: str, ex
     assert f is not None
     exe = bool(m.mode & 0o111)
     if export is None:
-        return w.add_stream(name, f, m.size, exe)
+        return w.add_stream(name, cast(BinaryIO, f), m.size, exe)
     dest = export / m.name
     with dest.open("wb") as out:
-        tee = _Tee(f, out)
-        digest = w.add_stream(name, tee, m.size, exe)
+        digest = w.add_stream(name, cast(BinaryIO, _Tee(f, out)), m.size, exe)
     if exe:
         dest.chmod(0o755)
     return digest
 
 
 class _Tee(io.RawIOBase):
-    def __init__(self, src: BinaryIO | io.BufferedReader, copy: BinaryIO) -> None:
+    def __init__(self, src: IO[bytes], copy: BinaryIO) -> None:
         self.src = src
         self.copy = copy
 
@@ -280,7 +278,7 @@ def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str]) -
         "version_source": plan.version_source,
         "commit": plan.sha,
         "commit_time": plan.commit_time,
-        "commit_time_utc": dt.datetime.fromtimestamp(plan.commit_time, dt.timezone.utc).strftime(STAMP_FORMAT),
+        "commit_time_utc": dt.datetime.fromtimestamp(plan.commit_time, dt.UTC).strftime(STAMP_FORMAT),
         "subdir": plan.subdir,
         "build_stamp": plan.stamp,
         "builder": _builder_versions(bool(plan.artifacts)),
@@ -315,7 +313,12 @@ def _build_artifacts(plan: BundlePlan, src: gitsource.Source, export: Path, dist
     if plan.version_source == "vcs":
         env["SETUPTOOLS_SCM_PRETEND_VERSION"] = plan.version
     with progress.task("build " + " + ".join(plan.artifacts)):
-        proc.run(argv, env=env, what="build of " + "+".join(plan.artifacts), hint="the backend's error is shown above; fix the project and commit")
+        proc.run(
+            argv,
+            env=env,
+            what="build of " + "+".join(plan.artifacts),
+            hint="the backend's error is shown above; fix the project and commit",
+        )
     _check_artifact_versions(plan, dist)
 
 
@@ -352,7 +355,9 @@ def find_newest(out: Path, name: str, sha: str) -> Path:
             if m and m["sha7"] == sha[:7] and (best is None or m["stamp"] > best[0]):
                 best = (m["stamp"], p)
     if best is None:
-        raise BlockedError(f"no bundle of {name} at {sha[:12]} in {out}", hint="run `release bundle` (nox -s bundle) first, or pass --bundle PATH")
+        raise BlockedError(
+            f"no bundle of {name} at {sha[:12]} in {out}", hint="run `release bundle` (nox -s bundle) first, or pass --bundle PATH"
+        )
     return best[1]
 
 
@@ -402,7 +407,9 @@ def reproducible_check(cfg: Config, first: BundleResult) -> dict[str, Any]:
     """Build the same commit again in another folder and compare content byte for byte."""
     plan, src = prepare(cfg)
     with tempfile.TemporaryDirectory(prefix="release-repro-") as tmp:
-        second_plan = BundlePlan(**{**asdict(plan), "out": Path(tmp), "stamp": utc_stamp(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))})
+        second_plan = BundlePlan(
+            **{**asdict(plan), "out": Path(tmp), "stamp": utc_stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))}
+        )
         second = execute(second_plan, src)
         a, b = content_digest(first.path), content_digest(second.path)
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -414,4 +421,3 @@ def _gzip_header(path: Path) -> tuple[int, bool]:
     with path.open("rb") as f:
         head = f.read(10)
     return int.from_bytes(head[4:8], "little"), bool(head[3] & 0x08)
-

@@ -237,14 +237,13 @@ def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
             values[key] = list(_str_list(values[key], where + key))
     if kind == "attr":
         if (values["startswith"] is None) == (values["equals"] is None):
-            raise ConfigError(f"{where}: an attr check needs exactly one of 'startswith' or 'equals'", hint="add startswith = \"0.6\"")
+            raise ConfigError(f"{where}: an attr check needs exactly one of 'startswith' or 'equals'", hint='add startswith = "0.6"')
         if ":" not in values["object"]:
             raise ConfigError(f"{where}object must look like 'module:attribute'", hint='e.g. object = "cutter_agent:__version__"')
     if kind == "command" and not values["argv"]:
         raise ConfigError(f"{where}argv must not be empty", hint='e.g. argv = ["{python}", "cli.py", "status"]')
-    if kind == "db-readonly":
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", values["dsn_env"]):
-            raise ConfigError(f"{where}dsn_env must be an environment variable name", hint="the DSN itself never goes in the file")
+    if kind == "db-readonly" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", values["dsn_env"]):
+        raise ConfigError(f"{where}dsn_env must be an environment variable name", hint="the DSN itself never goes in the file")
     name = values.pop("name") or f"{kind}"
     timeout = values.pop("timeout") or default_timeout
     values.pop("kind")

@@ -95,7 +95,9 @@ def _connect(dsn: str, timeout_s: int) -> Iterator[Any]:
     try:
         conn = psycopg.connect(dsn, autocommit=False, connect_timeout=10, options=f"-c statement_timeout={timeout_s * 1000}")
     except psycopg.Error as exc:
-        raise ReleaseError(f"cannot connect to the database: {redact(str(exc)).strip()}", hint="check the DSN variable, the server and the role") from None
+        raise ReleaseError(
+            f"cannot connect to the database: {redact(str(exc)).strip()}", hint="check the DSN variable, the server and the role"
+        ) from None
     try:
         conn.read_only = True
         yield conn
@@ -134,7 +136,10 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
                 raise RefusedError(f"connected as role {user!r}, the check expects {want_role!r}", hint="use the read-only role's DSN")
             unsafe = [n for n, v in (("SUPERUSER", superuser), ("BYPASSRLS", bypass), ("CREATEROLE", createrole)) if v]
             if unsafe:
-                raise RefusedError(f"role {user!r} has {', '.join(unsafe)}: not a read-only role; nothing was run", hint="smoke with a role without these attributes")
+                raise RefusedError(
+                    f"role {user!r} has {', '.join(unsafe)}: not a read-only role; nothing was run",
+                    hint="smoke with a role without these attributes",
+                )
             sha = matrix_sha(matrix)
             data["grant_matrix_sha256"] = sha
             data["grants"] = [x for x in matrix if x.endswith("\tyes")]
@@ -166,7 +171,14 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
                     no_xid, written = conn.execute(PROOF_SQL).fetchone()
                 ok = still_open and ro == "on" and no_xid and written == 0
                 data["statements"].append(
-                    {"sql": q, "rows": len(rows), "transaction_open": still_open, "read_only": ro == "on", "no_xid": bool(no_xid), "tuples_written": int(written)}
+                    {
+                        "sql": q,
+                        "rows": len(rows),
+                        "transaction_open": still_open,
+                        "read_only": ro == "on",
+                        "no_xid": bool(no_xid),
+                        "tuples_written": int(written),
+                    }
                 )
                 if not ok:
                     problems.append(f"read-only proof failed for {q!r}: open={still_open} read_only={ro} no_xid={no_xid} written={written}")

@@ -150,7 +150,9 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
     record: dict[str, Any] = {**plan.to_dict(), "status": "started", "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
         state.save(record)
-        state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started")
+        state.audit(
+            "deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started"
+        )
     try:
         with open(plan.bundle, "rb") as stdin:
             result = transport.agent("deploy", agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only), stdin=stdin)
@@ -158,7 +160,12 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         if not ship_only:
             record.update(status="failed", finished=now_iso(), error=exc.message)
             state.save(record)
-            state.audit("deploy", deploy_id=plan.deploy_id, target=f"{plan.host}:{plan.target}", result=f"failed (exit {exc.exit_code}): {exc.message}")
+            state.audit(
+                "deploy",
+                deploy_id=plan.deploy_id,
+                target=f"{plan.host}:{plan.target}",
+                result=f"failed (exit {exc.exit_code}): {exc.message}",
+            )
         raise
     if ship_only:
         return {"stage": "deploy", "shipped": True, **plan.to_dict()}
@@ -179,7 +186,15 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         f"parent listing sha256 before: {result['parent_listing_sha256_before']}\n"
         f"rollback: release rollback --deploy-id {plan.deploy_id}   (equivalent: {plan.rollback_command})"
     )
-    return {"stage": "deploy", **plan.to_dict(), "files": result["files"], "tree_sha256": result["tree_sha256"], "parent_listing_sha256_before": result["parent_listing_sha256_before"], "cleaned_leftovers": result.get("cleaned", []), "_text": text}
+    return {
+        "stage": "deploy",
+        **plan.to_dict(),
+        "files": result["files"],
+        "tree_sha256": result["tree_sha256"],
+        "parent_listing_sha256_before": result["parent_listing_sha256_before"],
+        "cleaned_leftovers": result.get("cleaned", []),
+        "_text": text,
+    }
 
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
@@ -195,4 +210,4 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stamp_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime(bundle_stage.STAMP_FORMAT)
+    return dt.datetime.now(dt.UTC).strftime(bundle_stage.STAMP_FORMAT)

@@ -119,16 +119,16 @@ def scm_version(src: Source) -> str:
     m = re.fullmatch(r"(?P<tag>.+)-(?P<n>\d+)-g[0-9a-f]+", cp.out.strip())
     if not m:
         raise ReleaseError(f"cannot parse git describe output {cp.out.strip()!r}")
-    tag, n = m["tag"], int(m["n"])
+    tag, distance = m["tag"], int(m["n"])
     vm = re.search(r"(\d+(?:\.\d+)*)", tag)
     if not vm:
         raise ReleaseError(f"tag {tag!r} holds no version number")
     version = vm.group(1)
-    if n == 0:
+    if distance == 0:
         return version
     parts = version.split(".")
     parts[-1] = str(int(parts[-1]) + 1)
-    return f"{'.'.join(parts)}.dev{n}+g{src.sha7}"
+    return f"{'.'.join(parts)}.dev{distance}+g{src.sha7}"
 
 
 @dataclass(frozen=True)

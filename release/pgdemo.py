@@ -68,7 +68,12 @@ def server() -> Iterator[Server]:
         os.mkdir(data, 0o700)
         os.chown(data, pw.pw_uid, pw.pw_gid)
     port = 5432
-    proc.run(_as_postgres([f"{bins}/initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-sync"]), what="initdb")
+    proc.run(
+        _as_postgres(
+            [f"{bins}/initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-sync"]
+        ),
+        what="initdb",
+    )
     with open(os.path.join(data, "pg_hba.conf"), "w") as f:
         f.write("local all postgres trust\nlocal all all scram-sha-256\n")
     log = os.path.join(folder, "server.log")

@@ -19,12 +19,22 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     if cfg.strategy != "timestamped":
         raise ConfigError(
             "promote switches the `current` pointer of the timestamped strategy; this config uses side-by-side",
-            hint="set target.strategy = \"timestamped\"; side-by-side promotion in place is a separate reviewed step (seed §2)",
+            hint='set target.strategy = "timestamped"; side-by-side promotion in place is a separate reviewed step (seed §2)',
         )
     state = State(cfg.state)
     record = state.pick(args.deploy_id)
     result = for_config(cfg).agent("promote", {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]})
     record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}
     state.save(record)
-    state.audit("promote", deploy_id=record["deploy_id"], target=record["target"], result=f"current -> {result['current']} (was {result['previous']})")
-    return {"stage": "promote", "deploy_id": record["deploy_id"], **result, "_text": f"current -> {result['current']} (was {result['previous'] or 'none'})"}
+    state.audit(
+        "promote",
+        deploy_id=record["deploy_id"],
+        target=record["target"],
+        result=f"current -> {result['current']} (was {result['previous']})",
+    )
+    return {
+        "stage": "promote",
+        "deploy_id": record["deploy_id"],
+        **result,
+        "_text": f"current -> {result['current']} (was {result['previous'] or 'none'})",
+    }

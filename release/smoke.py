@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from xml.etree import ElementTree as ET
 
 from . import dbcheck, gitsource
@@ -55,7 +55,10 @@ def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
         yield dsn, f"from ${name}"
         return
     if not check.options.get("demo"):
-        raise ConfigError(f"environment variable {name} is not set (smoke check {check.name!r})", hint=f"export {name} with the read-only role's DSN (or use PGPASSFILE for its password)")
+        raise ConfigError(
+            f"environment variable {name} is not set (smoke check {check.name!r})",
+            hint=f"export {name} with the read-only role's DSN (or use PGPASSFILE for its password)",
+        )
     from . import pgdemo
 
     src = gitsource.resolve(cfg)
@@ -63,7 +66,10 @@ def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
     if schema is None:
         raise ConfigError(f"demo schema {check.options['demo_schema']} not found in the recorded commit", hint="fix demo_schema")
     with pgdemo.server() as srv:
-        yield pgdemo.seed(srv, schema.decode(), check.options.get("role") or "context_pack_readonly"), f"embedded demo PostgreSQL (${name} unset), seeded from {check.options['demo_schema']}"
+        yield (
+            pgdemo.seed(srv, schema.decode(), check.options.get("role") or "context_pack_readonly"),
+            f"embedded demo PostgreSQL (${name} unset), seeded from {check.options['demo_schema']}",
+        )
 
 
 def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
@@ -73,7 +79,10 @@ def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
         with _database(cfg, check) as (dsn, where):
             data = dbcheck.run(check, dsn, baseline=_baseline_finder(cfg))
             data["database"] = where
-            detail = f"{where}; {len(data['statements'])} statements read-only, counts {data['counts_before']} unchanged; role {data['role']}; grant matrix {data['grant_matrix_sha256']}"
+            detail = (
+                f"{where}; {len(data['statements'])} statements read-only, counts {data['counts_before']} unchanged; "
+                f"role {data['role']}; grant matrix {data['grant_matrix_sha256']}"
+            )
     except dbcheck.CheckFailed as exc:
         status, detail, data = FAILED, exc.message, exc.data
     except RefusedError as exc:
@@ -84,7 +93,14 @@ def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
         status, detail = FAILED, exc.message + (f"\n{exc.detail}" if exc.detail else "")
     if "grants" in data:
         data["grant_matrix"] = data.pop("grants")
-    return {"name": check.name, "kind": check.kind, "status": status, "duration": round(time.monotonic() - t0, 3), "detail": detail, "data": data}
+    return {
+        "name": check.name,
+        "kind": check.kind,
+        "status": status,
+        "duration": round(time.monotonic() - t0, 3),
+        "detail": detail,
+        "data": data,
+    }
 
 
 def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, Any]:
@@ -96,14 +112,21 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
     for c in db_checks:  # layer 1 for every query before anything runs anywhere
         dbcheck.validate_queries(c)
         if not dbcheck.dsn_from_env(c) and not c.options.get("demo"):
-            raise ConfigError(f"environment variable {c.options['dsn_env']} is not set (smoke check {c.name!r})", hint=f"export {c.options['dsn_env']} with the read-only role's DSN")
+            raise ConfigError(
+                f"environment variable {c.options['dsn_env']} is not set (smoke check {c.name!r})",
+                hint=f"export {c.options['dsn_env']} with the read-only role's DSN",
+            )
     target_checks = [c for c in cfg.checks if c.kind != "db-readonly"]
     results: dict[int, dict[str, Any]] = {}
     started = utc_stamp()
     if target_checks:
         answer = for_config(cfg).agent(
             "smoke",
-            {"target": record["target"], "python": cfg.python, "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks]},
+            {
+                "target": record["target"],
+                "python": cfg.python,
+                "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
+            },
         )
         it = iter(answer["results"])
         for i, c in enumerate(cfg.checks):
@@ -115,7 +138,9 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
             "kind": "verify",
             "status": PASSED if verify["clean"] else FAILED,
             "duration": 0.0,
-            "detail": "the deployed tree still matches its manifest" if verify["clean"] else f"smoke changed the tree: added {verify['added'][:5]} changed {verify['changed'][:5]} removed {verify['removed'][:5]}",
+            "detail": "the deployed tree still matches its manifest"
+            if verify["clean"]
+            else f"smoke changed the tree: added {verify['added'][:5]} changed {verify['changed'][:5]} removed {verify['removed'][:5]}",
             "data": {},
         }
     for i, c in enumerate(cfg.checks):
@@ -139,14 +164,16 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
     State(cfg.state).audit("smoke", deploy_id=record["deploy_id"], target=report["target"], result=f"exit {code}", report=str(folder))
     out: dict[str, Any] = {**report, "report": str(folder), "exit_code": code, "_text": summary_table(ordered, folder)}
     if code:
-        bad = [f"{r['name']} ({r['status']}): {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in ordered if r["status"] != PASSED]
+        bad = [
+            f"{r['name']} ({r['status']}): {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in ordered if r["status"] != PASSED
+        ]
         out["failed"] = "; ".join(bad)
     return out
 
 
 def write_report(cfg: Config, report: dict[str, Any]) -> Path:
     base = private_dir(cfg.state / "reports")
-    folder = base / report["started"]
+    folder: Path = base / str(report["started"])
     n = 1
     while True:
         try:
@@ -155,9 +182,9 @@ def write_report(cfg: Config, report: dict[str, Any]) -> Path:
         except FileExistsError:
             n += 1
             folder = base / f"{report['started']}-{n}"
-    clean = redact_obj(report)
+    clean = cast(dict[str, Any], redact_obj(report))
     (folder / "report.json").write_text(json.dumps(clean, indent=1, sort_keys=True) + "\n")
-    (folder / "junit.xml").write_bytes(junit(clean))  # type: ignore[arg-type]
+    (folder / "junit.xml").write_bytes(junit(clean))
     return folder
 
 
@@ -177,14 +204,16 @@ def junit(report: dict[str, Any]) -> bytes:
             fail.text = c["detail"]
         elif c["detail"]:
             ET.SubElement(case, "system-out").text = c["detail"]
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(suite, encoding="utf-8", xml_declaration=True))
 
 
 def summary_table(results: list[dict[str, Any]], folder: Path) -> str:
     lines = [f"{'check':<18} {'kind':<12} {'status':<8} {'time':>7}  detail"]
     for r in results:
         first = (r["detail"] or "").strip().splitlines()
-        lines.append(f"{r['name']:<18} {r['kind']:<12} {r['status'].upper():<8} {r['duration']:6.2f}s  {redact(first[0][:100]) if first else ''}")
+        lines.append(
+            f"{r['name']:<18} {r['kind']:<12} {r['status'].upper():<8} {r['duration']:6.2f}s  {redact(first[0][:100]) if first else ''}"
+        )
     lines.append(f"report: {folder}/report.json  junit: {folder}/junit.xml")
     return "\n".join(lines)
 

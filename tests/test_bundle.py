@@ -75,9 +75,7 @@ def test_headers_are_normalised(project: Repo, tmp_path: Path, cli) -> None:
     for rel, m in _members(path).items():
         assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "")
         assert m.mtime == ct
-        if m.isdir():
-            assert m.mode == 0o755
-        elif rel == "bin/run.sh":
+        if m.isdir() or rel == "bin/run.sh":
             assert m.mode == 0o755
         elif m.isreg():
             assert m.mode == 0o644, rel
@@ -229,12 +227,16 @@ def test_hatch_vcs_project_builds_with_the_recorded_commits_version(tmp_path: Pa
     tagged = repo.git("rev-parse", "HEAD")
     repo.write("more.txt", "x")
     after = repo.commit("after tag")
-    cfg = write_config(tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": after})
+    cfg = write_config(
+        tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": after}
+    )
     r = cli("--config", cfg, "--json", "bundle")
     assert r.code == 0, r.err
     assert r.json["version"] == f"1.2.1.dev1+g{after[:7]}"
     assert r.json["artifacts"] == [f"vcs_app-1.2.1.dev1+g{after[:7]}-py3-none-any.whl"]
-    cfg = write_config(tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": tagged})
+    cfg = write_config(
+        tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": tagged}
+    )
     r = cli("--config", cfg, "--json", "bundle")
     assert r.code == 0, r.err
     assert r.json["version"] == "1.2.0"

@@ -75,7 +75,9 @@ def test_ssh_target_needs_absolute_root(tmp_path: Path) -> None:
 
 
 def test_pyproject_tool_release_and_explicit_config(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text('[project]\nname="x"\n[tool.release]\nname = "from-pyproject"\n[tool.release.source]\nrepo="."\nhead="HEAD"\n[tool.release.target]\nroot="/srv"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname="x"\n[tool.release]\nname = "from-pyproject"\n[tool.release.source]\nrepo="."\nhead="HEAD"\n[tool.release.target]\nroot="/srv"\n'
+    )
     assert config.load(cwd=tmp_path).name == "from-pyproject"
     write_config(tmp_path / "release.toml", tmp_path)
     assert config.load(cwd=tmp_path).name == "demo-app"  # release.toml wins

@@ -17,7 +17,14 @@ def table_rows(admin: str) -> dict[str, list[tuple[object, ...]]]:
 
 
 def make_check(role: str, queries: list[str], forbid: tuple[str, ...] = ("fn_iu_create", "fn_iu_enact"), **extra: object) -> Check:
-    opts = {"dsn_env": "TEST_DSN", "role": role, "queries": queries, "count_tables": ["iu", "review_decision"], "forbid_functions": list(forbid), **extra}
+    opts = {
+        "dsn_env": "TEST_DSN",
+        "role": role,
+        "queries": queries,
+        "count_tables": ["iu", "review_decision"],
+        "forbid_functions": list(forbid),
+        **extra,
+    }
     return Check(kind="db-readonly", name="db", timeout=30, options=opts)
 
 
@@ -31,7 +38,7 @@ FORBIDDEN = [
     "select 1; commit; delete from iu",
     "set transaction read write",
     "select fn_iu_create('d', 'b')",
-    'select "fn_iu_create"(\'d\', \'b\')',
+    "select \"fn_iu_create\"('d', 'b')",
     "select public.fn_iu_enact(1)",
     'select "public"."fn_iu_enact"(1)',
     "select * from public.fn_iu_create('d', 'b')",
@@ -84,7 +91,11 @@ def test_extra_grant_changes_the_matrix_hash_and_fails(app_db) -> None:  # type:
     with psycopg.connect(app_db["admin"], autocommit=True) as conn:
         conn.execute(f"grant update on review_decision to {app_db['role']}")
     with pytest.raises(dbcheck.CheckFailed) as e:
-        dbcheck.run(make_check(app_db["role"], ["select 1"], expected_grant_matrix_sha=sha), app_db["dsn"], baseline=lambda s: base["grants"] if s == sha else None)
+        dbcheck.run(
+            make_check(app_db["role"], ["select 1"], expected_grant_matrix_sha=sha),
+            app_db["dsn"],
+            baseline=lambda s: base["grants"] if s == sha else None,
+        )
     assert "differs from expected" in e.value.message
     assert "+ table\tpublic.review_decision\tUPDATE\tyes" in e.value.data["grant_matrix_diff"]
 

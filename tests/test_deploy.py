@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Repo, git, run_release, write_config
+from .conftest import Repo, run_release, write_config
 
 
 def tree_state(path: Path) -> dict[str, tuple[object, ...]]:
@@ -71,8 +71,22 @@ def test_deploy_and_rollback_round_trip(setup, cli) -> None:  # type: ignore[no-
     target = Path(res["target"])
     assert target == root / "demo-app-v0.6.0" and target.is_dir()
     manifest = dict(line.split(": ", 1) for line in (target / "DEPLOY-MANIFEST.txt").read_text().splitlines())
-    for key in ("name", "version", "head", "release_stamp", "deploy_id", "bundle", "bundle_sha256", "target", "strategy",
-                "pre_existed", "parent_listing_sha256_before", "files", "tree_sha256", "rollback"):
+    for key in (
+        "name",
+        "version",
+        "head",
+        "release_stamp",
+        "deploy_id",
+        "bundle",
+        "bundle_sha256",
+        "target",
+        "strategy",
+        "pre_existed",
+        "parent_listing_sha256_before",
+        "files",
+        "tree_sha256",
+        "rollback",
+    ):
         assert key in manifest, key
     assert manifest["pre_existed"] == "false" and manifest["deploy_id"] == res["deploy_id"]
     assert manifest["rollback"] == f"rm -rf -- {target}"
@@ -166,6 +180,7 @@ def hostile_bundle(out: Path, sha: str, build: str) -> Path:
     top = f"demo-app-0.6.0-{sha[:7]}-20260101T000000Z"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+
         def add(name: str, data: bytes = b"x", **attrs: object) -> None:
             ti = tarfile.TarInfo(name)
             ti.size = len(data) if attrs.get("type", tarfile.REGTYPE) == tarfile.REGTYPE else 0
@@ -206,7 +221,9 @@ def hostile_bundle(out: Path, sha: str, build: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("build", ["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "setuid", "duplicate", "under-symlink", "tampered"])
+@pytest.mark.parametrize(
+    "build", ["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "setuid", "duplicate", "under-symlink", "tampered"]
+)
 def test_hostile_bundles_are_refused_before_anything_is_written(setup, project: Repo, tmp_path: Path, build: str) -> None:  # type: ignore[no-untyped-def]
     cfg, root, _ = setup
     before = tree_state(root)
@@ -282,7 +299,12 @@ def test_deploy_killed_during_unpack_leaves_no_target_and_rerun_cleans_up(setup,
     project.commit("many files")
     bundle(cfg)
     before_old = tree_state(old)
-    p = subprocess.Popen([sys.executable, "-m", "release", "--config", str(cfg), "deploy", "--no-plan"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "release", "--config", str(cfg), "deploy", "--no-plan"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     killed = False
     while time.time() < deadline and p.poll() is None:

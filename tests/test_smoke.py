@@ -19,10 +19,22 @@ G5 = [
     {"kind": "attr", "name": "version", "object": "cutter_agent:__version__", "startswith": "0.6"},
     {"kind": "attr", "name": "kill-switch", "object": "cutter_agent.orchestrator:__execution_enabled__", "equals": False},
     {"kind": "pytest", "args": ["tests/", "-q"], "expect_passed": 34},
-    {"kind": "command", "name": "status", "argv": ["{python}", "cli.py", "orchestrate", "status"], "expect_output": "execution_enabled=False"},
+    {
+        "kind": "command",
+        "name": "status",
+        "argv": ["{python}", "cli.py", "orchestrate", "status"],
+        "expect_output": "execution_enabled=False",
+    },
 ]
-G6_DEMO = {"kind": "db-readonly", "dsn_env": "RELEASE_TEST_UNSET_DSN", "demo": True, "role": "context_pack_readonly",
-           "queries": ["select count(*) from iu"], "count_tables": ["iu", "review_decision"], "forbid_functions": ["fn_iu_create", "fn_iu_enact"]}
+G6_DEMO = {
+    "kind": "db-readonly",
+    "dsn_env": "RELEASE_TEST_UNSET_DSN",
+    "demo": True,
+    "role": "context_pack_readonly",
+    "queries": ["select count(*) from iu"],
+    "count_tables": ["iu", "review_decision"],
+    "forbid_functions": ["fn_iu_create", "fn_iu_enact"],
+}
 
 
 def example_repo(path: Path) -> Repo:
@@ -37,8 +49,11 @@ def deployed(tmp_path: Path, transport: dict[str, object], checks: list[dict[str
     repo = repo or example_repo(tmp_path / "iu-cutter")
     root = tmp_path / "opt" / "incomex" / "dot"
     cfg = write_config(
-        tmp_path / "release.toml", repo.path, top={"name": "iu-cutter"},
-        target={"root": str(root), "python": sys.executable, **transport}, checks=checks,
+        tmp_path / "release.toml",
+        repo.path,
+        top={"name": "iu-cutter"},
+        target={"root": str(root), "python": sys.executable, **transport},
+        checks=checks,
     )
     for stage in (("bundle",), ("deploy", "--no-plan")):
         cp = run_release("--config", cfg, *stage)
@@ -75,8 +90,18 @@ def test_full_smoke_passes_and_leaves_the_tree_unchanged(tmp_path: Path, transpo
 
 BREAKAGES = {
     "wrong-version": ("cutter_agent/__init__.py", '__version__ = "0.6.0"', '__version__ = "0.5.9"', "version"),
-    "kill-switch-on": ("cutter_agent/orchestrator.py", "__execution_enabled__ = False", "__execution_enabled__ = True", "kill-switch"),  # the app's own tests and status catch it too
-    "failing-test": ("tests/test_cutter.py", 'assert normalise("a   b\\t\\tc") == "a b c"', 'assert normalise("a   b\\t\\tc") == "broken"', "pytest"),
+    "kill-switch-on": (
+        "cutter_agent/orchestrator.py",
+        "__execution_enabled__ = False",
+        "__execution_enabled__ = True",
+        "kill-switch",
+    ),  # the app's own tests and status catch it too
+    "failing-test": (
+        "tests/test_cutter.py",
+        'assert normalise("a   b\\t\\tc") == "a b c"',
+        'assert normalise("a   b\\t\\tc") == "broken"',
+        "pytest",
+    ),
 }
 
 
@@ -154,7 +179,7 @@ def test_no_secret_anywhere_with_a_real_dsn(tmp_path: Path, app_db) -> None:  # 
         if p.is_file() and not p.is_symlink() and ".git" not in p.parts:
             assert password not in p.read_bytes(), p
     for d in (cfg.parent / ".release").rglob("*"):
-        if d.is_dir() and d.name in ("reports", "deploys") or d.parent.name == "reports":
+        if (d.is_dir() and d.name in ("reports", "deploys")) or d.parent.name == "reports":
             assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
     assert stat.S_IMODE((cfg.parent / ".release").stat().st_mode) == 0o700
     assert os.environ.get("APP_RO_DSN") is None
