@@ -29,7 +29,7 @@ TARGET_TOOLS = ["pytest"]
 def _release_bin() -> str:
     """Create (or reuse) the shared pipeline environment and return its `release` script."""
     stamp = ENV / ".installed"
-    want = hashlib.sha256((HERE / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256((HERE / "pyproject.toml").read_bytes() + repr(TARGET_TOOLS).encode()).hexdigest()
     exe = ENV / "bin" / "release"
     if not (stamp.is_file() and stamp.read_text() == want and exe.exists()):
         uv = shutil.which("uv")
