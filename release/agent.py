@@ -165,9 +165,7 @@ class Lock:
                     os.unlink(self.path)
                     continue
                 if stale:
-                    raise refuse(
-                        f"stale lock at {self.path}: {desc} (that process is gone)", "rerun with --break-lock to break it"
-                    ) from None
+                    raise refuse(f"stale lock at {self.path}: {desc} (that process is gone)", "rerun with --break-lock to break it") from None
                 raise AgentError(
                     4,
                     f"target root is locked: {self.path} held by {desc}",
@@ -434,9 +432,7 @@ def scan(bundle: str) -> tuple[str, dict[str, Any]]:
                 if m.issym():
                     target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), m.linkname))
                     if m.linkname.startswith("/") or not (target == top or target.startswith(top + "/")):
-                        raise refuse(
-                            f"symlink leaving the release folder refused: {m.name!r} -> {m.linkname!r}", "do not deploy this bundle"
-                        )
+                        raise refuse(f"symlink leaving the release folder refused: {m.name!r} -> {m.linkname!r}", "do not deploy this bundle")
                     links.add(rel)
                 elif not (m.isreg() or m.isdir()):
                     raise refuse(f"special file refused (device, FIFO or other): {m.name!r}", "do not deploy this bundle")
@@ -500,9 +496,7 @@ def extract(bundle: str, top: str, manifest: dict[str, Any], dest: str) -> dict[
     want = {p: ("link:" + e["link"]) if "link" in e else e["sha256"] for p, e in expected.items()}
     if got != want:
         bad = sorted(p for p in set(got) | set(want) if got.get(p) != want.get(p))
-        raise refuse(
-            f"bundle content does not match its {BUNDLE_MANIFEST}: " + ", ".join(bad[:10]), "the bundle was tampered with; rebuild it"
-        )
+        raise refuse(f"bundle content does not match its {BUNDLE_MANIFEST}: " + ", ".join(bad[:10]), "the bundle was tampered with; rebuild it")
     return {"files": len(got), "tree_sha256": tree_sha256(got)}
 
 
@@ -580,9 +574,7 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
             for key in ("name", "version", "commit"):
                 want = req["expect"].get(key)
                 if want and manifest.get(key) != want:
-                    raise refuse(
-                        f"bundle manifest {key} is {manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD"
-                    )
+                    raise refuse(f"bundle manifest {key} is {manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD")
             tree = os.path.join(stage, "tree")
             say("unpacking and verifying")
             facts = extract(bundle, top, manifest, tree)
@@ -649,13 +641,10 @@ def op_rollback(req: dict[str, Any]) -> dict[str, Any]:
         try:
             manifest = read_deploy_manifest(target)
         except OSError:
-            raise refuse(
-                f"refusing to remove {target}: it has no {DEPLOY_MANIFEST}, so this tool did not create it", "inspect it by hand"
-            ) from None
+            raise refuse(f"refusing to remove {target}: it has no {DEPLOY_MANIFEST}, so this tool did not create it", "inspect it by hand") from None
         if manifest.get("deploy_id") != deploy_id:
             raise refuse(
-                f"refusing to remove {target}: its {DEPLOY_MANIFEST} names deploy {manifest.get('deploy_id')!r}, "
-                f"the record names {deploy_id!r}",
+                f"refusing to remove {target}: its {DEPLOY_MANIFEST} names deploy {manifest.get('deploy_id')!r}, the record names {deploy_id!r}",
                 "roll back with the matching --deploy-id",
             )
         if manifest.get("pre_existed") != "false":
@@ -808,9 +797,7 @@ _IMPORT_SCRIPT = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.i
 
 def _run_limited(argv: list[str], cwd: str, env: dict[str, str], timeout: int) -> tuple[int | None, str]:
     """Run a check command in its own process group; kill the group on timeout."""
-    p = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -941,6 +928,94 @@ def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"target": target, "results": results}
+
+
+# ----------------------------------------------------------------------------- provision (G4)
+
+
+def _make_dirs(path: str, created: list[dict[str, str]]) -> None:
+    """mkdir -p that records every folder it creates, and never touches what exists."""
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    if path_kind(p) != "directory":
+        raise refuse(f"cannot provision under {p}: it is a {path_kind(p)}, not a folder", "move it away by hand")
+    for d in reversed(missing):
+        os.mkdir(d, 0o755)
+        created.append({"type": "dir", "path": d})
+
+
+def op_provision(req: dict[str, Any]) -> dict[str, Any]:
+    root = req["root"]
+    created: list[dict[str, str]] = []
+    existed: list[str] = []
+    lock_root = req["lock_root"]
+    if req.get("create_lock_root"):
+        os.makedirs(lock_root, exist_ok=True)
+    with Lock(lock_root, req["id"], "provision", bool(req.get("break_lock"))):
+        try:
+            for d in req["dirs"]:
+                path = os.path.join(root, d)
+                if os.path.lexists(path):
+                    if path_kind(path) != "directory":
+                        raise refuse(f"{path} exists and is a {path_kind(path)}, not a folder", "move it away by hand")
+                    existed.append(path)
+                    continue
+                _make_dirs(path, created)
+            if req.get("config_file"):
+                path = os.path.join(root, req["config_file"])
+                if os.path.lexists(path):
+                    existed.append(path)
+                else:
+                    _make_dirs(os.path.dirname(path), created)
+                    data = req["config_text"].encode()
+                    with open(path, "xb") as f:
+                        f.write(data)
+                    os.chmod(path, 0o644)
+                    created.append({"type": "file", "path": path, "sha256": hashlib.sha256(data).hexdigest()})
+        except BaseException:
+            _undo(created)  # nothing half-done: take back what this run made
+            raise
+    return {"created": created, "existed": existed}
+
+
+def _undo(created: list[dict[str, str]]) -> list[str]:
+    removed = []
+    for entry in reversed(created):
+        path = entry["path"]
+        if entry["type"] == "file":
+            if path_kind(path) != "file":
+                raise refuse(f"{path} is no longer the file provision created", "inspect it by hand")
+            with open(path, "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != entry["sha256"]:
+                    raise refuse(f"{path} was changed since provision created it; not removed", "remove it by hand if it is not needed")
+            os.unlink(path)
+        else:
+            if path_kind(path) != "directory":
+                raise refuse(f"{path} is no longer the folder provision created", "inspect it by hand")
+            if os.listdir(path):
+                raise refuse(f"{path} is not empty (it holds data provision did not create); not removed", "empty it by hand first")
+            os.rmdir(path)
+        removed.append(path)
+    return removed
+
+
+def op_unprovision(req: dict[str, Any]) -> dict[str, Any]:
+    created = req["created"]
+    # check everything first, so a refusal removes nothing
+    for entry in created:
+        path = entry["path"]
+        want = "file" if entry["type"] == "file" else "directory"
+        if path_kind(path) != want:
+            raise refuse(f"{path} is no longer the {want} provision created", "inspect it by hand")
+        if want == "directory":
+            inner = {os.path.join(path, n) for n in os.listdir(path)}
+            if inner - {e["path"] for e in created}:
+                raise refuse(f"{path} holds entries provision did not create; nothing was removed", "empty it by hand first")
+    with Lock(req["lock_root"], req["id"], "unprovision", bool(req.get("break_lock"))):
+        return {"removed": _undo(created)}
 
 
 OPS = {

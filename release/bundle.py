@@ -355,9 +355,7 @@ def find_newest(out: Path, name: str, sha: str) -> Path:
             if m and m["sha7"] == sha[:7] and (best is None or m["stamp"] > best[0]):
                 best = (m["stamp"], p)
     if best is None:
-        raise BlockedError(
-            f"no bundle of {name} at {sha[:12]} in {out}", hint="run `release bundle` (nox -s bundle) first, or pass --bundle PATH"
-        )
+        raise BlockedError(f"no bundle of {name} at {sha[:12]} in {out}", hint="run `release bundle` (nox -s bundle) first, or pass --bundle PATH")
     return best[1]
 
 
@@ -407,9 +405,7 @@ def reproducible_check(cfg: Config, first: BundleResult) -> dict[str, Any]:
     """Build the same commit again in another folder and compare content byte for byte."""
     plan, src = prepare(cfg)
     with tempfile.TemporaryDirectory(prefix="release-repro-") as tmp:
-        second_plan = BundlePlan(
-            **{**asdict(plan), "out": Path(tmp), "stamp": utc_stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))}
-        )
+        second_plan = BundlePlan(**{**asdict(plan), "out": Path(tmp), "stamp": utc_stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))})
         second = execute(second_plan, src)
         a, b = content_digest(first.path), content_digest(second.path)
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

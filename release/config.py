@@ -40,7 +40,7 @@ SECTIONS: dict[str, _Spec] = {
         "allowed_signers": (str, ""),
     },
     "smoke": {"check": (list, []), "timeout": (int, 600)},
-    "provision": {"dirs": (list, []), "config_file": (str, ""), "settings": (dict, {})},
+    "provision": {"root": (str, ""), "dirs": (list, []), "config_file": (str, ""), "settings": (dict, {})},
 }
 CHECK_KEYS: dict[str, _Spec] = {
     "compileall": {},
@@ -93,6 +93,7 @@ class Config:
     create_root: bool
     allowed_signers: str
     checks: tuple[Check, ...]
+    provision_root: str = ""
     provision_dirs: tuple[str, ...] = ()
     provision_config_file: str = ""
     provision_settings: Mapping[str, Any] = field(default_factory=dict)
@@ -214,10 +215,19 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         create_root=t["create_root"],
         allowed_signers=str((base / t["allowed_signers"]).resolve()) if t["allowed_signers"] else "",
         checks=checks,
+        provision_root=_provision_root(prov["root"], t["host"], base),
         provision_dirs=_str_list(prov["dirs"], "provision.dirs"),
         provision_config_file=prov["config_file"],
         provision_settings=dict(prov["settings"]),
     )
+
+
+def _provision_root(root: str, host: str, base: Path) -> str:
+    if not root or Path(root).is_absolute():
+        return root
+    if host:
+        raise ConfigError("provision.root must be an absolute path for an SSH target", hint="write the full path on the host")
+    return str((base / root).resolve())
 
 
 def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:

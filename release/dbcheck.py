@@ -95,9 +95,7 @@ def _connect(dsn: str, timeout_s: int) -> Iterator[Any]:
     try:
         conn = psycopg.connect(dsn, autocommit=False, connect_timeout=10, options=f"-c statement_timeout={timeout_s * 1000}")
     except psycopg.Error as exc:
-        raise ReleaseError(
-            f"cannot connect to the database: {redact(str(exc)).strip()}", hint="check the DSN variable, the server and the role"
-        ) from None
+        raise ReleaseError(f"cannot connect to the database: {redact(str(exc)).strip()}", hint="check the DSN variable, the server and the role") from None
     try:
         conn.read_only = True
         yield conn
@@ -125,9 +123,7 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
     try:
         with _connect(dsn, check.timeout) as conn:
             with conn.transaction(force_rollback=True):
-                row = conn.execute(
-                    "select current_user, r.rolsuper, r.rolbypassrls, r.rolcreaterole from pg_roles r where r.rolname = current_user"
-                ).fetchone()
+                row = conn.execute("select current_user, r.rolsuper, r.rolbypassrls, r.rolcreaterole from pg_roles r where r.rolname = current_user").fetchone()
                 matrix = matrix_lines(conn.execute(MATRIX_SQL).fetchall())
             user, superuser, bypass, createrole = row
             data["role"] = user

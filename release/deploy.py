@@ -150,9 +150,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
     record: dict[str, Any] = {**plan.to_dict(), "status": "started", "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
         state.save(record)
-        state.audit(
-            "deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started"
-        )
+        state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started")
     try:
         with open(plan.bundle, "rb") as stdin:
             result = transport.agent("deploy", agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only), stdin=stdin)

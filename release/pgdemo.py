@@ -69,9 +69,7 @@ def server() -> Iterator[Server]:
         os.chown(data, pw.pw_uid, pw.pw_gid)
     port = 5432
     proc.run(
-        _as_postgres(
-            [f"{bins}/initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-sync"]
-        ),
+        _as_postgres([f"{bins}/initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-sync"]),
         what="initdb",
     )
     with open(os.path.join(data, "pg_hba.conf"), "w") as f:

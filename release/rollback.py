@@ -33,16 +33,12 @@ def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock
     try:
         result = transport.agent("rollback", req)
     except ReleaseError as exc:
-        state.audit(
-            "rollback", deploy_id=record["deploy_id"], target=record["target"], result=f"failed (exit {exc.exit_code}): {exc.message}"
-        )
+        state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result=f"failed (exit {exc.exit_code}): {exc.message}")
         raise
     record.update(status="rolled-back", rolled_back=now_iso(), parent_listing_sha256_after=result["parent_listing_sha256_after"])
     state.save(record)
     ok = bool(result["parent_restored"])
-    state.audit(
-        "rollback", deploy_id=record["deploy_id"], target=record["target"], result="removed" + ("" if ok else " (parent listing differs)")
-    )
+    state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result="removed" + ("" if ok else " (parent listing differs)"))
     text = (
         f"removed {record['host']}:{result['removed']} (deploy {record['deploy_id']})\n"
         f"pointer: {result['pointer']}\n"

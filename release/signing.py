@@ -39,11 +39,7 @@ def verify(bundle: Path, allowed_signers: str) -> str:
         raise RefusedError(f"signature {sig.name} is not by any key in {allowed_signers}", hint="sign with an allowed key")
     with sums.open("rb") as f:
         data = f.read()
-    cp = proc.run(
-        ["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", NAMESPACE, "-s", str(sig)], input=data, check=False
-    )
+    cp = proc.run(["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", NAMESPACE, "-s", str(sig)], input=data, check=False)
     if cp.returncode != 0:
-        raise RefusedError(
-            f"bad signature on {sums.name} (signer {principal})", hint="the checksum file or its signature was altered", detail=cp.err
-        )
+        raise RefusedError(f"bad signature on {sums.name} (signer {principal})", hint="the checksum file or its signature was altered", detail=cp.err)
     return principal

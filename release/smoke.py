@@ -164,9 +164,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
     State(cfg.state).audit("smoke", deploy_id=record["deploy_id"], target=report["target"], result=f"exit {code}", report=str(folder))
     out: dict[str, Any] = {**report, "report": str(folder), "exit_code": code, "_text": summary_table(ordered, folder)}
     if code:
-        bad = [
-            f"{r['name']} ({r['status']}): {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in ordered if r["status"] != PASSED
-        ]
+        bad = [f"{r['name']} ({r['status']}): {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in ordered if r["status"] != PASSED]
         out["failed"] = "; ".join(bad)
     return out
 
@@ -211,9 +209,7 @@ def summary_table(results: list[dict[str, Any]], folder: Path) -> str:
     lines = [f"{'check':<18} {'kind':<12} {'status':<8} {'time':>7}  detail"]
     for r in results:
         first = (r["detail"] or "").strip().splitlines()
-        lines.append(
-            f"{r['name']:<18} {r['kind']:<12} {r['status'].upper():<8} {r['duration']:6.2f}s  {redact(first[0][:100]) if first else ''}"
-        )
+        lines.append(f"{r['name']:<18} {r['kind']:<12} {r['status'].upper():<8} {r['duration']:6.2f}s  {redact(first[0][:100]) if first else ''}")
     lines.append(f"report: {folder}/report.json  junit: {folder}/junit.xml")
     return "\n".join(lines)
 

@@ -75,15 +75,11 @@ def check(sql: str, forbid_functions: Iterable[str] = ()) -> None:
     except pglast.parser.ParseError as exc:
         raise RefusedError(f"SQL does not parse, so it is not sent: {exc}", hint="fix the query in smoke.check.queries") from None
     if len(stmts) != 1:
-        raise RefusedError(
-            f"forbidden SQL: {len(stmts)} statements in one string (only one SELECT is allowed): {sql!r}", hint="one statement per entry"
-        )
+        raise RefusedError(f"forbidden SQL: {len(stmts)} statements in one string (only one SELECT is allowed): {sql!r}", hint="one statement per entry")
     stmt = stmts[0].stmt
     if not isinstance(stmt, ast.SelectStmt):
         raise RefusedError(f"forbidden SQL: {type(stmt).__name__} is not a SELECT: {sql!r}", hint="a smoke never writes")
     walker = _Walker(forbidden)
     walker(stmts)
     if walker.problems:
-        raise RefusedError(
-            f"forbidden SQL: {'; '.join(sorted(set(walker.problems)))}: {sql!r}", hint="a smoke never writes; remove it from the queries"
-        )
+        raise RefusedError(f"forbidden SQL: {'; '.join(sorted(set(walker.problems)))}: {sql!r}", hint="a smoke never writes; remove it from the queries")

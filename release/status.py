@@ -23,10 +23,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         r["controller_record"] = known.get(r["deploy_id"], "none")
         mark = "*" if r["promoted"] else " "
         lines.append(f"{mark} {r['version']:<14} {str(r['head'])[:12]}  {r['release_stamp']}  {r['deploy_id']}  {r['path']}")
-    lines.append(
-        "other entries: "
-        + (", ".join(e for e in result["entries"] if e not in {r["path"].rsplit("/", 1)[-1] for r in result["releases"]}) or "none")
-    )
+    lines.append("other entries: " + (", ".join(e for e in result["entries"] if e not in {r["path"].rsplit("/", 1)[-1] for r in result["releases"]}) or "none"))
     return {"stage": "status", **result, "_text": "\n".join(lines)}
 
 

@@ -79,18 +79,14 @@ class _Base:
         if not isinstance(answer, dict):
             raise self._no_answer(op, cp.returncode, err)
         if not answer.get("ok"):
-            raise from_exit_code(
-                int(answer.get("exit_code", 1)), str(answer.get("message", "")), hint=str(answer.get("hint", "")), detail=err
-            )
+            raise from_exit_code(int(answer.get("exit_code", 1)), str(answer.get("message", "")), hint=str(answer.get("hint", "")), detail=err)
         result: dict[str, Any] = answer["result"]
         if err:
             result.setdefault("_log", err)
         return result
 
     def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:
-        return ReleaseError(
-            f"target agent ({op}) on {self.label} gave no answer (exit {code})", detail=err, hint=f"check that {self.python} runs there"
-        )
+        return ReleaseError(f"target agent ({op}) on {self.label} gave no answer (exit {code})", detail=err, hint=f"check that {self.python} runs there")
 
 
 class LocalTransport(_Base):

@@ -78,9 +78,7 @@ def start_sshd(folder: Path) -> tuple[SshServer | None, str]:
         f"  IdentityFile {folder / 'client_key'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
         "  StrictHostKeyChecking yes\n  LogLevel ERROR\n"
     )
-    probe = subprocess.run(
-        ["ssh", "-F", str(client), "-o", "BatchMode=yes", "testhost", "true"], capture_output=True, text=True, timeout=30
-    )
+    probe = subprocess.run(["ssh", "-F", str(client), "-o", "BatchMode=yes", "testhost", "true"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         proc.kill()
         return None, "ssh to the test sshd failed: " + probe.stderr

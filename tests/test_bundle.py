@@ -227,16 +227,12 @@ def test_hatch_vcs_project_builds_with_the_recorded_commits_version(tmp_path: Pa
     tagged = repo.git("rev-parse", "HEAD")
     repo.write("more.txt", "x")
     after = repo.commit("after tag")
-    cfg = write_config(
-        tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": after}
-    )
+    cfg = write_config(tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": after})
     r = cli("--config", cfg, "--json", "bundle")
     assert r.code == 0, r.err
     assert r.json["version"] == f"1.2.1.dev1+g{after[:7]}"
     assert r.json["artifacts"] == [f"vcs_app-1.2.1.dev1+g{after[:7]}-py3-none-any.whl"]
-    cfg = write_config(
-        tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": tagged}
-    )
+    cfg = write_config(tmp_path / "release.toml", repo.path, top={"name": "vcs-app"}, bundle={"artifacts": ["wheel"]}, source={"head": tagged})
     r = cli("--config", cfg, "--json", "bundle")
     assert r.code == 0, r.err
     assert r.json["version"] == "1.2.0"

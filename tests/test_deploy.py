@@ -221,9 +221,7 @@ def hostile_bundle(out: Path, sha: str, build: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "build", ["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "setuid", "duplicate", "under-symlink", "tampered"]
-)
+@pytest.mark.parametrize("build", ["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "setuid", "duplicate", "under-symlink", "tampered"])
 def test_hostile_bundles_are_refused_before_anything_is_written(setup, project: Repo, tmp_path: Path, build: str) -> None:  # type: ignore[no-untyped-def]
     cfg, root, _ = setup
     before = tree_state(root)
@@ -262,8 +260,8 @@ def test_lock_held_by_live_process_refuses_and_stale_lock_needs_flag(setup) -> N
 
 def test_two_deploys_race_for_the_lock(setup, project: Repo) -> None:  # type: ignore[no-untyped-def]
     cfg, root, _ = setup
-    for i in range(5000):  # many files: the unpack holds the lock long enough to race it
-        project.write(f"many/d{i % 50:02d}/f{i:05d}.py", f"x = {i}\n" * 20)
+    for i in range(12000):  # many files: the unpack holds the lock long enough to race it
+        project.write(f"many/d{i % 100:02d}/f{i:05d}.py", f"x = {i}\n")
     project.commit("many files")
     bundle(cfg)
     argv = [sys.executable, "-m", "release", "--config", str(cfg), "deploy", "--no-plan"]

