@@ -95,8 +95,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--mb", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="bundle,deploy,rollback")
-    ap.add_argument("--ssh-config", default="", help="ssh_config with a Host 'bench' for the ship benchmark")
+    ap.add_argument("--only", default="bundle,deploy,rollback,ship")
     ap.add_argument("--workdir", default="", help="keep the synthetic repo here between runs (a tmpfs such as /dev/shm removes disk noise)")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -108,11 +107,11 @@ def main() -> int:
     cfg = work / "release.toml"
     root = work / "target"
     root.mkdir(exist_ok=True)
-    cfg.write_text(
+    base_cfg = (
         f'name = "bench"\nstate = "state"\n[source]\nrepo = "{repo}"\nhead = "HEAD"\n'
         f'[bundle]\nout = "bundles"\nartifacts = []\n[target]\nroot = "{root}"\ndir = "{{name}}-{{stamp}}"\n'
-        + (f'host = "bench"\nssh_config = "{args.ssh_config}"\n' if "ship" in only and args.ssh_config else "")
     )
+    cfg.write_text(base_cfg)
     release = [sys.executable, "-m", "release", "--config", str(cfg)]
     rows: list[tuple[str, float, float]] = []
     out = work / "raw.tar.gz"
@@ -166,16 +165,29 @@ def main() -> int:
         rollback_all()
         t_rel = best(lambda: sh(*release, "rollback"), args.repeat, lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)))
         rows.append(("rollback vs rm -rf", t_rel, t_raw))
-    if "ship" in only and args.ssh_config:
-        remote = "/tmp/release-bench-ship.tar.gz"
+    if "ship" in only:
+        sys.path.insert(0, str(HERE))
+        from tests.servers import start_sshd  # a throwaway sshd on 127.0.0.1, as in the tests
 
-        def raw_ship() -> None:
-            with bundle.open("rb") as f:
-                sh("ssh", "-F", args.ssh_config, "bench", f"cat > {remote}", stdin=f)
+        server, why = start_sshd(Path(tempfile.mkdtemp(prefix="release-bench-sshd-")))
+        if server is None:
+            print(f"ship: skipped: {why}")
+        else:
+            ssh_cfg = work / "release-ssh.toml"
+            ssh_cfg.write_text(base_cfg + f'host = "{server.host}"\nssh_config = "{server.config}"\n')
+            remote = work / "shipped-raw.tar.gz"
 
-        t_raw = best(raw_ship, args.repeat)
-        t_rel = best(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle), "--ship-only"), args.repeat)
-        rows.append(("ship over SSH vs ssh 'cat > file'", t_rel, t_raw))
+            def raw_ship() -> None:
+                with bundle.open("rb") as f:
+                    sh("ssh", "-F", str(server.config), server.host, f"cat > {remote}", stdin=f)
+
+            try:
+                t_raw = best(raw_ship, args.repeat)
+                ssh_release = [sys.executable, "-m", "release", "--config", str(ssh_cfg)]
+                t_rel = best(lambda: sh(*ssh_release, "deploy", "--no-plan", "--bundle", str(bundle), "--ship-only"), args.repeat)
+                rows.append(("ship over SSH vs ssh 'cat > file'", t_rel, t_raw))
+            finally:
+                server.proc.terminate()
     print(f"{'measure':42} {'release':>9} {'raw':>9} {'ratio':>7}")
     for name, rel, raw in rows:
         print(f"{name:42} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x")
