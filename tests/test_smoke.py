@@ -192,5 +192,5 @@ def test_no_secret_anywhere_in_the_full_pipeline(tmp_path: Path, app_db) -> None
             checked += 1
     assert checked > 10 and (state / "plan.lock").is_file() and (state / "DEPLOY-PLAN.md").is_file()
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    for d in [state / "reports", state / "deploys", state / "bundles", *(state / "reports").iterdir()]:
+    for d in [state / "reports", state / "deploys", cfg.parent / "bundles", *(state / "reports").iterdir()]:
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
