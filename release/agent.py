@@ -288,15 +288,40 @@ class TarReader:
     does not understand is refused rather than guessed.
     """
 
-    def __init__(self, path: str) -> None:
-        self.f = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self.z = zlib.decompressobj(31)
+    KEEP_LIMIT = 768 << 20  # keep the inflated tar between passes up to this size
+
+    def __init__(self, path: str, chunks: list[bytes] | None = None, keep: bool = False) -> None:
+        """Read the tar.gz at ``path``, or (``chunks``) the tar an earlier pass inflated.
+
+        With ``keep`` the inflated chunks are kept (up to KEEP_LIMIT) in ``self.kept``,
+        so the second pass over the same, already verified file need not inflate again.
+        """
+        self.path = path
         self.buf = bytearray()
         self.pos = 0
-        self.eof = False
+        self.kept: list[bytes] | None = [] if keep else None
+        self._src = iter(chunks) if chunks is not None else self._inflate()
+
+    def _inflate(self) -> Any:
+        z = zlib.decompressobj(31)
+        kept_size = 0
+        with open(self.path, "rb") as f:
+            while raw := f.read(CHUNK):
+                out = z.decompress(raw)
+                if z.eof and z.unused_data.strip(b"\0"):
+                    raise refuse("bundle has trailing data after the gzip stream", "do not deploy this bundle")
+                if self.kept is not None:
+                    kept_size += len(out)
+                    if kept_size > self.KEEP_LIMIT:
+                        self.kept = None
+                    else:
+                        self.kept.append(out)
+                yield out
+        if not z.eof:
+            raise refuse("bundle is truncated (gzip stream not finished)", "the bundle is damaged; rebuild it")
 
     def close(self) -> None:
-        self.f.close()
+        self._src = iter(())
 
     def __enter__(self) -> TarReader:
         return self
@@ -305,18 +330,14 @@ class TarReader:
         self.close()
 
     def _fill(self, n: int) -> None:
-        while len(self.buf) - self.pos < n and not self.eof:
+        while len(self.buf) - self.pos < n:
+            chunk = next(self._src, None)
+            if chunk is None:
+                return
             if self.pos > CHUNK:
                 del self.buf[: self.pos]
                 self.pos = 0
-            raw = self.f.read(CHUNK)
-            if not raw:
-                self.buf += self.z.flush()
-                self.eof = True
-                break
-            self.buf += self.z.decompress(raw)
-            if self.z.eof and self.z.unused_data.strip(b"\0"):
-                raise refuse("bundle has trailing data after the gzip stream", "do not deploy this bundle")
+            self.buf += chunk
 
     def read(self, n: int) -> bytes:
         self._fill(n)
@@ -401,14 +422,17 @@ def _safe_rel(name: str) -> str | None:
     return norm
 
 
-def scan(bundle: str) -> tuple[str, dict[str, Any]]:
-    """Pre-scan every member before anything is written; return (top folder, manifest)."""
+def scan(bundle: str) -> tuple[str, dict[str, Any], list[bytes] | None]:
+    """Pre-scan every member before anything is written.
+
+    Returns (top folder, manifest, the inflated tar if it was small enough to keep).
+    """
     top = ""
     seen: set[str] = set()
     links: set[str] = set()
     manifest: dict[str, Any] | None = None
     try:
-        with TarReader(bundle) as tf:
+        with TarReader(bundle, keep=True) as tf:
             for m in tf:
                 rel = _safe_rel(m.name)
                 if rel is None:
@@ -440,11 +464,12 @@ def scan(bundle: str) -> tuple[str, dict[str, Any]]:
                     manifest = json.loads(tf.data(m))
                 else:
                     tf.skip_data(m)
+            kept = tf.kept
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise refuse(f"bundle is not a readable tar.gz: {exc}", "rebuild the bundle") from None
     if manifest is None:
         raise refuse(f"bundle has no {BUNDLE_MANIFEST}", "rebuild the bundle with `release bundle`")
-    return top, manifest
+    return top, manifest, kept
 
 
 def _write_file(path: str, data: bytes, mode: int) -> str:
@@ -459,38 +484,35 @@ def _write_file(path: str, data: bytes, mode: int) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def extract(bundle: str, top: str, manifest: dict[str, Any], dest: str) -> dict[str, Any]:
+def extract(bundle: str, top: str, manifest: dict[str, Any], dest: str, inflated: list[bytes] | None = None) -> dict[str, Any]:
     """Write the pre-scanned bundle into ``dest`` (a new folder), verifying every file.
 
-    The tar stream is parsed in this thread; file writes and hashing run in a small
-    pool (the syscalls and hashlib release the GIL), so parsing and I/O overlap.
+    ``inflated`` is the tar the pre-scan kept in memory (None: inflate the file again).
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     expected = {f["path"]: f for f in manifest["files"]}
     got: dict[str, str] = {}
-    pending: dict[str, Future[str]] = {}
     os.mkdir(dest, 0o755)
-    with ThreadPoolExecutor(max_workers=2) as pool, TarReader(bundle) as tf:
+    made = {dest}
+    with TarReader(bundle, inflated) as tf:
         for m in tf:
             rel = posixpath.normpath(m.name)[len(top) + 1 :]
             if not rel:
                 continue
             path = os.path.join(dest, rel)
             if m.isdir():
-                os.makedirs(path, 0o755, exist_ok=True)
+                if path not in made:
+                    os.makedirs(path, 0o755, exist_ok=True)
+                    made.add(path)
                 continue
             parent = os.path.dirname(path)
-            if not os.path.isdir(parent):
+            if parent not in made:
                 os.makedirs(parent, 0o755, exist_ok=True)
+                made.add(parent)
             if m.issym():
                 os.symlink(m.linkname, path)
                 got[rel] = "link:" + m.linkname
                 continue
-            data = tf.data(m)
-            pending[rel] = pool.submit(_write_file, path, data, 0o755 if m.mode & 0o111 else 0o644)
-        for rel, fut in pending.items():
-            digest = fut.result()
+            digest = _write_file(path, tf.data(m), 0o755 if m.mode & 0o111 else 0o644)
             if rel != BUNDLE_MANIFEST:
                 got[rel] = digest
     want = {p: ("link:" + e["link"]) if "link" in e else e["sha256"] for p, e in expected.items()}
@@ -570,14 +592,15 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
             if req.get("ship_only"):
                 return {"shipped": True, "bundle_sha256": req["bundle_sha256"]}
             say("checking every member")
-            top, manifest = scan(bundle)
+            top, manifest, inflated = scan(bundle)
             for key in ("name", "version", "commit"):
                 want = req["expect"].get(key)
                 if want and manifest.get(key) != want:
                     raise refuse(f"bundle manifest {key} is {manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD")
             tree = os.path.join(stage, "tree")
             say("unpacking and verifying")
-            facts = extract(bundle, top, manifest, tree)
+            facts = extract(bundle, top, manifest, tree, inflated)
+            del inflated
             lines = dict(req["manifest"])
             lines.update(
                 {
