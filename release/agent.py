@@ -14,18 +14,14 @@ Names starting with ``.release-`` in a target root are this tool's own transient
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import json
 import os
 import posixpath
 import shutil
-import socket
 import stat
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from typing import Any
@@ -36,6 +32,10 @@ MARKER = ".release-partial"
 DEPLOY_MANIFEST = "DEPLOY-MANIFEST.txt"
 BUNDLE_MANIFEST = "BUNDLE-MANIFEST.json"
 CHUNK = 1 << 20
+
+
+def _hostname() -> str:
+    return os.uname().nodename
 
 
 class AgentError(Exception):
@@ -51,7 +51,7 @@ def refuse(message: str, hint: str = "") -> AgentError:
 
 
 def say(msg: str) -> None:
-    sys.stderr.write(f"[{socket.gethostname()}] {msg}\n")
+    sys.stderr.write(f"[{_hostname()}] {msg}\n")
     sys.stderr.flush()
 
 
@@ -97,7 +97,7 @@ def op_facts(req: dict[str, Any]) -> dict[str, Any]:
     parent = os.path.join(root, req.get("parent", "")) if req.get("parent") else root
     target = os.path.join(parent, req["dir"]) if req.get("dir") else ""
     return {
-        "host": socket.gethostname(),
+        "host": _hostname(),
         "python": sys.version.split()[0],
         "root": root,
         "root_exists": os.path.isdir(root),
@@ -145,7 +145,7 @@ class Lock:
     def __init__(self, root: str, deploy_id: str, op: str, break_lock: bool) -> None:
         self.path = os.path.join(root, LOCK)
         self.root = root
-        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "deploy_id": deploy_id, "op": op}
+        self.info = {"host": _hostname(), "pid": os.getpid(), "time": time.time(), "deploy_id": deploy_id, "op": op}
         self.break_lock = break_lock
         self.held = False
 
@@ -158,7 +158,7 @@ class Lock:
                 since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(holder.get("time", 0)))
                 who = f"{holder.get('op', '?')} {holder.get('deploy_id', '?')}"
                 desc = f"{who} by pid {holder.get('pid')} on {holder.get('host')} since {since}"
-                same_host = holder.get("host") == socket.gethostname()
+                same_host = holder.get("host") == _hostname()
                 stale = holder.get("unreadable") or (same_host and not _alive(int(holder.get("pid", -1))))
                 if stale and self.break_lock:
                     say(f"breaking stale lock: {desc}")
@@ -215,6 +215,8 @@ def remove_tree(path: str) -> None:
     """Remove a folder without following symlinks (GNU rm when present, else rmtree)."""
     rm = shutil.which("rm")
     if rm:
+        import subprocess
+
         subprocess.run([rm, "-rf", "--one-file-system", "--", path], check=True)
     else:
         shutil.rmtree(path)
@@ -530,6 +532,8 @@ def tree_sha256(entries: dict[str, str]) -> str:
 
 def rename_noreplace(src: str, dst: str) -> None:
     """rename(2) that fails if ``dst`` exists (renameat2 RENAME_NOREPLACE where available)."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.renameat2
@@ -610,7 +614,7 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
                     "files": str(facts["files"]),
                     "tree_sha256": facts["tree_sha256"],
                     "target": target,
-                    "target_host": socket.gethostname(),
+                    "target_host": _hostname(),
                     "rollback": f"rm -rf -- {target}",
                 }
             )
@@ -820,6 +824,8 @@ _IMPORT_SCRIPT = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.i
 
 def _run_limited(argv: list[str], cwd: str, env: dict[str, str], timeout: int) -> tuple[int | None, str]:
     """Run a check command in its own process group; kill the group on timeout."""
+    import subprocess
+
     p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         out, _ = p.communicate(timeout=timeout)
@@ -928,6 +934,8 @@ def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
     target = req["target"]
     if path_kind(target) != "directory" or not os.path.isfile(os.path.join(target, DEPLOY_MANIFEST)):
         raise AgentError(3, f"no deployed release at {target}", "deploy first")
+    import tempfile
+
     python = req["python"]
     scratch = tempfile.mkdtemp(prefix="release-smoke-")
     env = dict(os.environ)

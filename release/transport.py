@@ -15,7 +15,6 @@ import json
 import shlex
 import subprocess
 import zlib
-from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -24,12 +23,15 @@ from .config import Config
 from .errors import ReleaseError, from_exit_code
 from .redact import redact
 
+# the agent is stdlib only: isolated mode (no PYTHON* variables, no user site, no cwd on
+# sys.path) and no site import, which also makes it start faster
+AGENT_FLAGS = ("-I", "-S")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
 
 
 @functools.cache
 def _bootstrap() -> str:
-    source = resources.files("release").joinpath("agent.py").read_bytes()
+    source = (Path(__file__).parent / "agent.py").read_bytes()
     blob = base64.b64encode(zlib.compress(source, 9)).decode()
     return f"import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('{blob}')),'release-agent','exec'))"
 
@@ -93,7 +95,7 @@ class LocalTransport(_Base):
     label = "localhost"
 
     def argv(self, op: str, request: dict[str, Any]) -> list[str]:
-        return [self.python, "-c", _bootstrap(), op, json.dumps(request)]
+        return [self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)]
 
 
 class SshTransport(_Base):
@@ -110,7 +112,7 @@ class SshTransport(_Base):
         return argv
 
     def argv(self, op: str, request: dict[str, Any]) -> list[str]:
-        remote = shlex.join([self.python, "-c", _bootstrap(), op, json.dumps(request)])
+        remote = shlex.join([self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)])
         return [*self.ssh_argv(), "--", self.host, remote]
 
     def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:

@@ -8,8 +8,9 @@ stage, the best-of-N wall time of `release <stage>` and of the raw floor, and th
 ratio:
 
 - bundle (artifacts = [])  vs  git archive | gzip -6, with hashlib over the result
-- deploy to a local target vs  hashlib checksum + GNU tar -xzf of the same bundle
-- rollback                 vs  rm -rf of the same tree
+- deploy to a local target vs  hashlib checksum + GNU tar -xzf of the same bundle + sync
+                              (deploy flushes to disk before its atomic rename)
+- rollback                 vs  rm -rf of the same tree (in the same, synced, state)
 - ship over SSH            vs  ssh host 'cat > file' < bundle   (needs an sshd; see tests)
 """
 
@@ -80,6 +81,8 @@ def best(fn: Callable[[], None], repeat: int, before: Callable[[], None] | None 
     for _ in range(repeat):
         if before:
             before()
+        os.sync()  # settle the disk: earlier work's writeback must not land in this timing
+        time.sleep(0.5)
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -142,6 +145,8 @@ def main() -> int:
         bundle = next((work / "bundles").glob("*.tar.gz"))
     raw_dir = work / "raw-extract"
 
+    durable = True
+
     def raw_deploy() -> None:
         shutil.rmtree(raw_dir, ignore_errors=True)
         raw_dir.mkdir()
@@ -150,6 +155,8 @@ def main() -> int:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
         sh("tar", "-xzf", str(bundle), "-C", str(raw_dir))
+        if durable:
+            os.sync()  # deploy flushes to disk before its rename; so does this floor
 
     def rollback_all() -> None:
         while subprocess.run([*release, "rollback"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
@@ -161,7 +168,7 @@ def main() -> int:
         rows.append(("deploy (local) vs sha256 + tar -xzf", t_rel, t_raw))
     if "rollback" in only:
         # the floor removes a tree in the same on-disk state as a deployed one (synced)
-        t_raw = best(lambda: sh("rm", "-rf", str(raw_dir)), args.repeat, lambda: (raw_deploy(), os.sync()))
+        t_raw = best(lambda: sh("rm", "-rf", str(raw_dir)), args.repeat, raw_deploy)
         rollback_all()
         t_rel = best(lambda: sh(*release, "rollback"), args.repeat, lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)))
         rows.append(("rollback vs rm -rf", t_rel, t_raw))
