@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import ReleaseError
 from .redact import redact
@@ -33,7 +34,8 @@ class Completed:
 
 
 def show(argv: Sequence[str]) -> str:
-    return redact(shlex.join(str(a) for a in argv))
+    """The command as a (redacted) shell line; very long arguments are abridged."""
+    return redact(shlex.join(a if len(a) <= 300 else f"{a[:60]}...({len(a)} chars)" for a in map(str, argv)))
 
 
 def run(
@@ -42,6 +44,7 @@ def run(
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     input: bytes | None = None,
+    stdin: BinaryIO | None = None,
     check: bool = True,
     timeout: float | None = None,
     error: type[ReleaseError] = ReleaseError,
@@ -65,6 +68,7 @@ def run(
             cwd=cwd,
             env=full_env,
             input=input,
+            stdin=None if input is not None else (stdin if stdin is not None else subprocess.DEVNULL),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             timeout=timeout,

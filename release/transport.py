@@ -13,7 +13,6 @@ import base64
 import functools
 import json
 import shlex
-import subprocess
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -56,22 +55,17 @@ class _Base:
     def agent(self, op: str, request: dict[str, Any], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
         argv = self.argv(op, request)
         proc.log.debug("agent %s on %s", op, self.label)
-        try:
-            cp = subprocess.run(
-                argv,
-                stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                timeout=timeout,
-                check=False,
-            )
-        except FileNotFoundError as exc:
-            raise ReleaseError(f"cannot start {argv[0]} for target {self.label}", hint="install it or fix target.python / PATH") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise ReleaseError(f"agent op {op} on {self.label} timed out after {timeout}s") from exc
+        cp = proc.run(
+            argv,
+            stdin=stdin,
+            check=False,
+            timeout=timeout,
+            what=f"agent op {op} on {self.label}",
+            hint=f"install {argv[0]} or fix target.python / PATH",
+        )
         return self._answer(op, cp)
 
-    def _answer(self, op: str, cp: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
+    def _answer(self, op: str, cp: proc.Completed) -> dict[str, Any]:
         err = redact(cp.stderr.decode("utf-8", "replace").strip())
         lines = cp.stdout.decode("utf-8", "replace").strip().splitlines()
         try:
