@@ -12,7 +12,6 @@ write DEPLOY-MANIFEST.txt, sync, and rename into place in one step.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
 import secrets
 from dataclasses import asdict, dataclass
@@ -22,7 +21,7 @@ from typing import Any
 from . import bundle as bundle_stage
 from . import gitsource
 from .config import Config
-from .errors import RefusedError, ReleaseError
+from .errors import BlockedError, RefusedError, ReleaseError
 from .state import State, now_iso
 from .transport import Transport, for_config
 
@@ -96,8 +95,6 @@ def choose_bundle(cfg: Config, head: str, explicit: str | None) -> tuple[Path, s
     """(bundle path, its sha256 from the .sha256 file, version from its name)."""
     path = Path(explicit).resolve() if explicit else bundle_stage.find_newest(cfg.out, cfg.name, head)
     if not path.is_file():
-        from .errors import BlockedError
-
         raise BlockedError(f"bundle not found: {path}", hint="run `release bundle` first or fix --bundle")
     m = _NAME_RE.match(path.name)
     if not m or m["name"] != cfg.name:
@@ -205,7 +202,3 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
         signing.verify(Path(plan.bundle), cfg.allowed_signers)
     return run(cfg, plan, for_config(cfg), break_lock=args.break_lock, ship_only=getattr(args, "ship_only", False))
-
-
-def stamp_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime(bundle_stage.STAMP_FORMAT)
