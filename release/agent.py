@@ -939,9 +939,10 @@ def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
     python = req["python"]
     scratch = tempfile.mkdtemp(prefix="release-smoke-")
     env = dict(os.environ)
+    hidden = set(req.get("hide_env", [])) | {"PGPASSWORD"}
     for key in list(env):
-        if key.startswith(("PYTEST_", "PYTHONSTARTUP")) or key in ("PYTHONPATH", "PYTHONHOME"):
-            env.pop(key)
+        if key.startswith(("PYTEST_", "PYTHONSTARTUP")) or key in ("PYTHONPATH", "PYTHONHOME") or key in hidden:
+            env.pop(key)  # the database DSN and password never reach the app's code
     env.update(
         {
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -985,6 +986,8 @@ def op_provision(req: dict[str, Any]) -> dict[str, Any]:
     lock_root = req["lock_root"]
     if req.get("create_lock_root"):
         os.makedirs(lock_root, exist_ok=True)
+    if not os.path.isdir(lock_root):
+        raise AgentError(3, f"target root does not exist: {lock_root} (provision locks it)", "create it, or set target.create_root = true")
     with Lock(lock_root, req["id"], "provision", bool(req.get("break_lock"))):
         try:
             for d in req["dirs"]:

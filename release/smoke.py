@@ -125,6 +125,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
             {
                 "target": record["target"],
                 "python": cfg.python,
+                "hide_env": [c.options["dsn_env"] for c in db_checks],
                 "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
             },
         )

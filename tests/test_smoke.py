@@ -194,3 +194,19 @@ def test_no_secret_anywhere_in_the_full_pipeline(tmp_path: Path, app_db) -> None
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     for d in [state / "reports", state / "deploys", cfg.parent / "bundles", *(state / "reports").iterdir()]:
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+def test_the_dsn_never_reaches_the_apps_own_code(tmp_path: Path) -> None:
+    """Target checks run without the DSN variable: the app's tests cannot print it."""
+    checks = [
+        {"kind": "command", "name": "env", "argv": ["{python}", "-c", "import os; print(sorted(os.environ))"], "expect_output": "PATH"},
+        {**G6_DEMO, "dsn_env": "APP_HIDDEN_DSN"},
+    ]
+    cfg, _ = deployed(tmp_path, {}, checks)
+    secret = "postgresql://ro:NotForTheApp77@127.0.0.1:1/app"
+    cp = smoke(cfg, env={"APP_HIDDEN_DSN": secret, "PGPASSWORD": "NotForTheApp77"})
+    res = json.loads(cp.stdout)
+    env_check = next(c for c in res["checks"] if c["name"] == "env")
+    assert env_check["status"] == "passed"
+    assert "APP_HIDDEN_DSN" not in env_check["detail"] and "PGPASSWORD" not in env_check["detail"]
+    assert "NotForTheApp77" not in cp.stdout + cp.stderr
