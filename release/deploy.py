@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bundle as bundle_stage
-from . import gitsource
+from . import gitsource, progress
 from .config import Config
 from .errors import BlockedError, RefusedError, ReleaseError
 from .state import State, now_iso
@@ -149,7 +149,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         state.save(record)
         state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started")
     try:
-        with open(plan.bundle, "rb") as stdin:
+        with open(plan.bundle, "rb") as stdin, progress.task(f"ship, verify and unpack on {plan.host}"):
             result = transport.agent("deploy", agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only), stdin=stdin)
     except ReleaseError as exc:
         if not ship_only:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 from xml.etree import ElementTree as ET
 
-from . import dbcheck, gitsource
+from . import dbcheck, gitsource, progress
 from .bundle import utc_stamp
 from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
@@ -76,7 +76,7 @@ def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
     t0 = time.monotonic()
     status, detail, data = PASSED, "", {}
     try:
-        with _database(cfg, check) as (dsn, where):
+        with progress.task(f"G6 smoke: {check.name}"), _database(cfg, check) as (dsn, where):
             data = dbcheck.run(check, dsn, baseline=_baseline_finder(cfg))
             data["database"] = where
             detail = (
@@ -120,15 +120,16 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
     results: dict[int, dict[str, Any]] = {}
     started = utc_stamp()
     if target_checks:
-        answer = for_config(cfg).agent(
-            "smoke",
-            {
-                "target": record["target"],
-                "python": cfg.python,
-                "hide_env": [c.options["dsn_env"] for c in db_checks],
-                "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
-            },
-        )
+        with progress.task(f"G5 smoke: {len(target_checks)} checks on {record['host']}"):
+            answer = for_config(cfg).agent(
+                "smoke",
+                {
+                    "target": record["target"],
+                    "python": cfg.python,
+                    "hide_env": [c.options["dsn_env"] for c in db_checks],
+                    "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
+                },
+            )
         it = iter(answer["results"])
         for i, c in enumerate(cfg.checks):
             if c.kind != "db-readonly":
