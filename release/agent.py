@@ -233,14 +233,18 @@ def write_marker(folder: str, deploy_id: str, op: str) -> None:
 def receive(dest: str, expected_sha: str) -> None:
     """Copy stdin to ``dest`` while hashing; refuse a checksum mismatch."""
     h = hashlib.sha256()
-    src = sys.stdin.buffer
-    with open(dest, "xb") as out:
-        while True:
-            chunk = src.read(CHUNK)
-            if not chunk:
-                break
+    fd = sys.stdin.fileno()
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        # take whatever has arrived (no waiting for a full buffer), so hashing and
+        # writing overlap with the transfer instead of following it
+        while chunk := os.read(fd, 1 << 18):
             h.update(chunk)
-            out.write(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
+    finally:
+        os.close(out)
     if h.hexdigest() != expected_sha:
         raise refuse(
             f"checksum mismatch on the target: received bundle has sha256 {h.hexdigest()}, expected {expected_sha}",
