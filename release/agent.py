@@ -230,10 +230,10 @@ def write_marker(folder: str, deploy_id: str, op: str) -> None:
 # ----------------------------------------------------------------------------- bundle checks
 
 
-def receive(dest: str, expected_sha: str) -> None:
-    """Copy stdin to ``dest`` while hashing; refuse a checksum mismatch."""
+def receive(dest: str, expected_sha: str, fd: int | None = None) -> None:
+    """Copy stdin (or ``fd``) to ``dest`` while hashing; refuse a checksum mismatch."""
     h = hashlib.sha256()
-    fd = sys.stdin.fileno()
+    fd = sys.stdin.fileno() if fd is None else fd
     out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         # take whatever has arrived (no waiting for a full buffer), so hashing and
@@ -246,10 +246,7 @@ def receive(dest: str, expected_sha: str) -> None:
     finally:
         os.close(out)
     if h.hexdigest() != expected_sha:
-        raise refuse(
-            f"checksum mismatch on the target: received bundle has sha256 {h.hexdigest()}, expected {expected_sha}",
-            "the bundle was altered or truncated in transit; rebuild or re-ship it",
-        )
+        raise _mismatch(h.hexdigest(), expected_sha)
 
 
 class Member:
@@ -306,6 +303,7 @@ class TarReader:
         self.buf = bytearray()
         self.pos = 0
         self.kept: list[bytes] | None = [] if keep else None
+        self.raw_sha = hashlib.sha256()  # of the compressed file, as it was read
         self._src = iter(chunks) if chunks is not None else self._inflate()
 
     def _inflate(self) -> Any:
@@ -313,6 +311,7 @@ class TarReader:
         kept_size = 0
         with open(self.path, "rb") as f:
             while raw := f.read(CHUNK):
+                self.raw_sha.update(raw)
                 out = z.decompress(raw)
                 if z.eof and z.unused_data.strip(b"\0"):
                     raise refuse("bundle has trailing data after the gzip stream", "do not deploy this bundle")
@@ -428,10 +427,11 @@ def _safe_rel(name: str) -> str | None:
     return norm
 
 
-def scan(bundle: str) -> tuple[str, dict[str, Any], list[bytes] | None]:
+def scan(bundle: str) -> tuple[str, dict[str, Any], list[bytes] | None, str]:
     """Pre-scan every member before anything is written.
 
-    Returns (top folder, manifest, the inflated tar if it was small enough to keep).
+    Returns (top folder, manifest, the inflated tar if it was small enough to keep,
+    sha256 of the file as read).
     """
     top = ""
     seen: set[str] = set()
@@ -471,11 +471,12 @@ def scan(bundle: str) -> tuple[str, dict[str, Any], list[bytes] | None]:
                 else:
                     tf.skip_data(m)
             kept = tf.kept
+            raw_sha = tf.raw_sha.hexdigest()
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise refuse(f"bundle is not a readable tar.gz: {exc}", "rebuild the bundle") from None
     if manifest is None:
         raise refuse(f"bundle has no {BUNDLE_MANIFEST}", "rebuild the bundle with `release bundle`")
-    return top, manifest, kept
+    return top, manifest, kept, raw_sha
 
 
 def _write_file(path: str, data: bytes, mode: int) -> str:
@@ -488,6 +489,36 @@ def _write_file(path: str, data: bytes, mode: int) -> str:
     finally:
         os.close(fd)
     return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def scan_in_place(path: str, expected_sha: str) -> tuple[str, dict[str, Any], list[bytes] | None, str]:
+    """Pre-scan a bundle on this machine without copying it; the checksum is checked first
+    in the report: a damaged or altered bundle is a checksum mismatch, whatever else is wrong."""
+    try:
+        result = scan(path)
+    except AgentError:
+        got = _file_sha256(path)
+        if got != expected_sha:
+            raise _mismatch(got, expected_sha) from None
+        raise
+    if result[3] != expected_sha:
+        raise _mismatch(result[3], expected_sha)
+    return result
+
+
+def _mismatch(got: str, expected: str) -> AgentError:
+    return refuse(
+        f"checksum mismatch on the target: bundle has sha256 {got}, expected {expected}",
+        "the bundle was altered or truncated; rebuild or re-ship it",
+    )
 
 
 def extract(bundle: str, top: str, manifest: dict[str, Any], dest: str, inflated: list[bytes] | None = None) -> dict[str, Any]:
@@ -595,12 +626,25 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
         write_marker(stage, deploy_id, "deploy")
         try:
             bundle = os.path.join(stage, "bundle.tar.gz")
-            say(f"receiving {req['bundle']}")
-            receive(bundle, req["bundle_sha256"])
-            if req.get("ship_only"):
-                return {"shipped": True, "bundle_sha256": req["bundle_sha256"]}
-            say("checking every member")
-            top, manifest, inflated = scan(bundle)
+            in_place = req.get("bundle_path") and not req.get("ship_only")
+            if in_place:
+                # same machine: checksum and pre-scan in one read of the bundle where it
+                # lies; what is unpacked is the inflated copy that was hashed, never the file again
+                say(f"checking {req['bundle']} in place")
+                top, manifest, inflated, raw_sha = scan_in_place(req["bundle_path"], req["bundle_sha256"])
+                if inflated is None:  # too large to keep in memory: work from a private copy
+                    with open(req["bundle_path"], "rb") as f:
+                        receive(bundle, req["bundle_sha256"], f.fileno())
+                    top, manifest, inflated, raw_sha = scan(bundle)
+            else:
+                say(f"receiving {req['bundle']}")
+                receive(bundle, req["bundle_sha256"])
+                if req.get("ship_only"):
+                    return {"shipped": True, "bundle_sha256": req["bundle_sha256"]}
+                say("checking every member")
+                top, manifest, inflated, raw_sha = scan(bundle)
+            if raw_sha != req["bundle_sha256"]:
+                raise refuse(f"checksum mismatch: bundle changed while it was read ({raw_sha})", "rerun the deploy")
             for key in ("name", "version", "commit"):
                 want = req["expect"].get(key)
                 if want and manifest.get(key) != want:

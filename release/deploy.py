@@ -149,8 +149,13 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         state.save(record)
         state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started")
     try:
-        with open(plan.bundle, "rb") as stdin, progress.task(f"ship, verify and unpack on {plan.host}"):
-            result = transport.agent("deploy", agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only), stdin=stdin)
+        req = agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only)
+        with progress.task(f"ship, verify and unpack on {plan.host}"):
+            if transport.same_machine and not ship_only:
+                result = transport.agent("deploy", {**req, "bundle_path": plan.bundle})
+            else:
+                with open(plan.bundle, "rb") as stdin:
+                    result = transport.agent("deploy", req, stdin=stdin)
     except ReleaseError as exc:
         if not ship_only:
             record.update(status="failed", finished=now_iso(), error=exc.message)

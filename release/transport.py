@@ -37,6 +37,7 @@ def _bootstrap() -> str:
 
 class Transport(Protocol):
     label: str
+    same_machine: bool  # the target can read the controller's files in place
 
     def agent(self, op: str, request: dict[str, Any], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]: ...
 
@@ -45,6 +46,7 @@ class Transport(Protocol):
 
 class _Base:
     label = ""
+    same_machine = False
 
     def __init__(self, python: str) -> None:
         self.python = python
@@ -87,6 +89,7 @@ class _Base:
 
 class LocalTransport(_Base):
     label = "localhost"
+    same_machine = True
 
     def argv(self, op: str, request: dict[str, Any]) -> list[str]:
         return [self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)]
