@@ -675,6 +675,8 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
             fsync_dir(parent)
         finally:
             remove_tree(stage)
+            if not parent_existed and path_kind(target) == "absent" and not os.listdir(parent):
+                os.rmdir(parent)  # a failed deploy takes back the releases/ folder it made
         return {
             "target": target,
             "parent": parent,

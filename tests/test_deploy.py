@@ -406,3 +406,16 @@ def test_promote_refused_for_side_by_side(setup) -> None:  # type: ignore[no-unt
     deploy(cfg)
     cp = run_release("--config", cfg, "promote")
     assert cp.returncode == 2 and "timestamped" in cp.stderr
+
+
+def test_failed_timestamped_deploy_leaves_no_releases_folder(setup) -> None:  # type: ignore[no-untyped-def]
+    cfg, root, _ = setup
+    cfg.write_text(cfg.read_text().replace("[target]", '[target]\nstrategy = "timestamped"'))
+    path = bundle(cfg)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    before = tree_state(root)
+    cp = deploy(cfg)
+    assert cp.returncode == 4 and "checksum mismatch" in cp.stderr
+    assert tree_state(root) == before and not (root / "releases").exists()
