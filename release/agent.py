@@ -1009,7 +1009,9 @@ def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
             results.append(run_check(check, target, python, env))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"target": target, "results": results}
+    # in the same connection: prove the smoke left the deployed tree unchanged
+    verify = op_verify({"target": target, "tree_sha256": req.get("tree_sha256")})
+    return {"target": target, "results": results, "verify": verify}
 
 
 # ----------------------------------------------------------------------------- provision (G4)

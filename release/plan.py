@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +117,6 @@ def compute(cfg: Config) -> dict[str, Any]:
     gates["G4 runtime skeleton"] = (
         {"verdict": PASS, "reason": f"provision: {', '.join(cfg.provision_dirs)}"} if cfg.provision_dirs else {"verdict": PASS, "reason": "nothing configured"}
     )
-    import os
-
     missing = [c.options["dsn_env"] for c in cfg.checks if c.kind == "db-readonly" and not os.environ.get(c.options["dsn_env"]) and not c.options.get("demo")]
     if not cfg.checks:
         gates["G5/G6 smoke"] = {"verdict": BLOCKED, "reason": "no smoke checks configured"}

@@ -127,6 +127,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
                     "target": record["target"],
                     "python": cfg.python,
                     "hide_env": [c.options["dsn_env"] for c in db_checks],
+                    "tree_sha256": record.get("tree_sha256"),
                     "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
                 },
             )
@@ -134,7 +135,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
         for i, c in enumerate(cfg.checks):
             if c.kind != "db-readonly":
                 results[i] = next(it)
-        verify = for_config(cfg).agent("verify", {"target": record["target"], "tree_sha256": record.get("tree_sha256")})
+        verify = answer["verify"]
         results[len(cfg.checks)] = {
             "name": "tree-unchanged",
             "kind": "verify",
