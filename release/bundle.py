@@ -15,9 +15,9 @@ import hashlib
 import io
 import json
 import os
-import posixpath
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -26,18 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from . import __version__, gitsource, proc, progress
+from . import __version__, gitsource, names, proc, progress
+from .agent import BUNDLE_MANIFEST, DEPLOY_MANIFEST, link_problem, name_problem
 from .archive import TarGzWriter, checksum_line, sha256_file
 from .config import Config
 from .errors import BlockedError, RefusedError, ReleaseError
 
-MANIFEST_NAME = "BUNDLE-MANIFEST.json"
-STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def utc_stamp(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.UTC)).strftime(STAMP_FORMAT)
+MANIFEST_NAME = BUNDLE_MANIFEST
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,7 @@ class BundlePlan:
 
     @property
     def basename(self) -> str:
-        return f"{self.name}-{self.version}-{self.sha[:7]}-{self.stamp}"
+        return names.bundle_name(self.name, self.version, self.sha, self.stamp).basename
 
     @property
     def path(self) -> Path:
@@ -112,7 +107,7 @@ def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo
 
 def prepare(cfg: Config, stamp: str | None = None) -> tuple[BundlePlan, gitsource.Source]:
     src = gitsource.resolve(cfg)
-    return make_plan(cfg, src, gitsource.project_version(src), stamp or utc_stamp()), src
+    return make_plan(cfg, src, gitsource.project_version(src), stamp or names.utc_stamp()), src
 
 
 def build(cfg: Config, stamp: str | None = None) -> BundleResult:
@@ -124,23 +119,27 @@ def build(cfg: Config, stamp: str | None = None) -> BundleResult:
 
 
 def _check_name(name: str) -> None:
-    if any("\udc80" <= c <= "\udcff" for c in name):
+    """The agent's name rule (one copy): a name the target would refuse is refused here."""
+    why = name_problem(name)
+    if why == "not UTF-8":
         raw = name.encode("utf-8", "surrogateescape")
         raise RefusedError(f"path cannot be represented (not UTF-8): {raw!r}", hint="rename the file in the application's repository")
-    if _CONTROL.search(name) or "\\" in name:
-        raise RefusedError(
-            f"path cannot be represented safely (control character or backslash): {name!r}",
-            hint="rename the file in the application's repository",
-        )
+    if why:
+        raise RefusedError(f"path cannot be represented safely ({why}): {name!r}", hint="rename the file in the application's repository")
+    if name == DEPLOY_MANIFEST:
+        raise RefusedError(f"the repository holds {DEPLOY_MANIFEST}, the name of the deploy's own manifest", hint="rename it in the application's repository")
 
 
-def _check_link(name: str, target: str) -> None:
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-    if target.startswith("/") or joined == ".." or joined.startswith("../"):
-        raise RefusedError(
-            f"tracked symlink points outside the project tree: {name} -> {target}",
-            hint="replace the symlink with a file, or a link that stays inside source.subdir",
-        )
+def _check_links(links: dict[str, str]) -> None:
+    """Every tracked link resolved against the tree itself (the agent's rule, one copy)."""
+    names_ = frozenset(links)
+    for name, target in sorted(links.items()):
+        why = link_problem(name, target, names_)
+        if why:
+            raise RefusedError(
+                f"tracked symlink points outside the project tree: {name} -> {target} ({why})",
+                hint="replace the symlink with a file, or a link that stays inside source.subdir without passing through another link",
+            )
 
 
 def _git_members(src: gitsource.Source) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
@@ -197,6 +196,7 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
     tmp = plan.out / f".{plan.basename}.tar.gz.part-{os.getpid()}"
     top = plan.basename
     files: list[dict[str, Any]] = []
+    links: dict[str, str] = {}
     # build outside any repository: backends (hatchling) read the enclosing VCS's ignore files
     workdir = Path(tempfile.mkdtemp(prefix="release-build-")) if plan.artifacts else None
     export = workdir / "src" if workdir else None
@@ -219,7 +219,7 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
                     digest = _copy(tf, m, w, name, export)
                     files.append({"path": m.name, "size": m.size, "sha256": digest, "mode": "755" if m.mode & 0o111 else "644"})
                 elif m.issym():
-                    _check_link(m.name, m.linkname)
+                    links[m.name] = m.linkname
                     w.add_symlink(name, m.linkname)
                     if export:
                         os.symlink(m.linkname, export / m.name)
@@ -227,6 +227,7 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
                 else:
                     raise RefusedError(f"unsupported entry type in commit tree: {m.name}")
                 bar.advance()
+        _check_links(links)
         built: list[str] = []
         if plan.artifacts and export is not None and workdir is not None:
             dist = workdir / "dist"
@@ -278,7 +279,7 @@ def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str]) -
         "version_source": plan.version_source,
         "commit": plan.sha,
         "commit_time": plan.commit_time,
-        "commit_time_utc": dt.datetime.fromtimestamp(plan.commit_time, dt.UTC).strftime(STAMP_FORMAT),
+        "commit_time_utc": dt.datetime.fromtimestamp(plan.commit_time, dt.UTC).strftime(names.STAMP_FORMAT),
         "subdir": plan.subdir,
         "build_stamp": plan.stamp,
         "builder": _builder_versions(bool(plan.artifacts)),
@@ -342,32 +343,45 @@ def _check_artifact_versions(plan: BundlePlan, dist: Path) -> None:
 
 # --------------------------------------------------------------------------- find / compare
 
-_BUNDLE_RE = r"^{name}-(?P<version>[^/]+)-(?P<sha7>[0-9a-f]{{7}})-(?P<stamp>\d{{8}}T\d{{6}}Z)\.tar\.gz$"
-
 
 def find_newest(out: Path, name: str, sha: str) -> Path:
     """The newest bundle of commit ``sha`` in ``out`` (exit 3 if there is none)."""
-    rx = re.compile(_BUNDLE_RE.format(name=re.escape(name)))
     best: tuple[str, Path] | None = None
     if out.is_dir():
         for p in out.iterdir():
-            m = rx.match(p.name)
-            if m and m["sha7"] == sha[:7] and (best is None or m["stamp"] > best[0]):
-                best = (m["stamp"], p)
+            m = names.parse_bundle_name(name, p.name)
+            if m and m.sha7 == sha[:7] and (best is None or m.stamp > best[0]):
+                best = (m.stamp, p)
     if best is None:
         raise BlockedError(f"no bundle of {name} at {sha[:12]} in {out}", hint="run `release bundle` (nox -s bundle) first, or pass --bundle PATH")
     return best[1]
 
 
-def read_checksum(bundle: Path) -> str:
+def read_checksum_bytes(bundle: Path) -> bytes:
+    """The bytes of ``<bundle>.sha256``, read once (a regular file of at most 64 KiB)."""
     sums = bundle.with_name(bundle.name + ".sha256")
-    if not sums.is_file():
-        raise BlockedError(f"checksum file missing: {sums}", hint="rebuild the bundle; never deploy a bundle without its .sha256")
-    line = sums.read_text().strip().split("\n")[0]
+    try:
+        fd = os.open(sums, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise BlockedError(f"checksum file missing: {sums}", hint="rebuild the bundle; never deploy a bundle without its .sha256") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RefusedError(f"checksum file {sums} is not a regular file", hint="rebuild the bundle")
+        data = f.read(1 << 16)
+    return data
+
+
+def parse_checksum(bundle: Path, data: bytes) -> str:
+    """The sha256 that ``data`` (a .sha256 file's bytes) gives for ``bundle``."""
+    line = data.decode("utf-8", "replace").strip().split("\n")[0]
     m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
     if not m or m.group(2) != bundle.name:
-        raise RefusedError(f"checksum file {sums} is malformed or names another file", hint="rebuild the bundle")
+        raise RefusedError(f"checksum file {bundle.name}.sha256 is malformed or names another file", hint="rebuild the bundle")
     return m.group(1)
+
+
+def read_checksum(bundle: Path) -> str:
+    return parse_checksum(bundle, read_checksum_bytes(bundle))
 
 
 def read_manifest(bundle: Path) -> dict[str, Any]:
@@ -405,7 +419,7 @@ def reproducible_check(cfg: Config, first: BundleResult) -> dict[str, Any]:
     """Build the same commit again in another folder and compare content byte for byte."""
     plan, src = prepare(cfg)
     with tempfile.TemporaryDirectory(prefix="release-repro-") as tmp:
-        second_plan = BundlePlan(**{**asdict(plan), "out": Path(tmp), "stamp": utc_stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))})
+        second_plan = BundlePlan(**{**asdict(plan), "out": Path(tmp), "stamp": names.utc_stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))})
         second = execute(second_plan, src)
         a, b = content_digest(first.path), content_digest(second.path)
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rollback", help="remove exactly what the last (or a given) deploy created")
     s.add_argument("--deploy-id", metavar="ID", help="roll back this deploy instead of the last one")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
+    s.add_argument("--discard-added", action="store_true", help="also delete files added to the release after the deploy (refused by default)")
     s.set_defaults(handler=_lazy("rollback"))
 
     s = sub.add_parser("smoke", help="run the smoke checks against the deployed release")

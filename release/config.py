@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import names
 from .errors import ConfigError
 
 ARTIFACT_KINDS = ("sdist", "wheel")
@@ -165,9 +166,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         sec[name] = _check_table(table, spec, f"{name}.")
 
     base = path.parent
-    name = top["name"]
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ConfigError(f"config key 'name' is not a safe file name: {name!r}", hint="use letters, digits, '.', '_', '-'")
+    name = names.check_name(top["name"])
+    _no_control(data, "")
     artifacts = _str_list(sec["bundle"]["artifacts"], "bundle.artifacts")
     for a in artifacts:
         if a not in ARTIFACT_KINDS:
@@ -180,6 +180,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             raise ConfigError(f"target.dir: unknown placeholder '{{{ph}}}'", hint=_typo_hint(ph, list(DIR_PLACEHOLDERS)))
     if "/" in t["dir"] or t["dir"] in ("", ".", ".."):
         raise ConfigError(f"target.dir must be a single folder name, got {t['dir']!r}", hint="put the parent folder in target.root")
+    names.check_folder(t["dir"].format(name=name, version="0", sha="0000000", stamp="20000101T000000Z"))
     if t["host"].startswith("-"):
         raise ConfigError(f"target.host must not start with '-': {t['host']!r}", hint="use an ssh alias or user@host")
     root = t["root"]
@@ -216,10 +217,33 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         allowed_signers=str((base / t["allowed_signers"]).resolve()) if t["allowed_signers"] else "",
         checks=checks,
         provision_root=_provision_root(prov["root"], t["host"], base),
-        provision_dirs=_str_list(prov["dirs"], "provision.dirs"),
-        provision_config_file=prov["config_file"],
+        provision_dirs=tuple(_relative(d, "provision.dirs") for d in _str_list(prov["dirs"], "provision.dirs")),
+        provision_config_file=_relative(prov["config_file"], "provision.config_file") if prov["config_file"] else "",
         provision_settings=dict(prov["settings"]),
     )
+
+
+def _no_control(value: object, key: str) -> None:
+    """No NUL or other control character anywhere in the config's strings (exit 2 naming the key)."""
+    if isinstance(value, str):
+        if any(ord(c) < 32 or ord(c) == 0x7F for c in value):
+            raise ConfigError(f"config key '{key}' holds a control character (NUL, newline, ...)", hint=f"fix '{key}'")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _no_control(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _no_control(v, f"{key}[{i}]")
+
+
+def _relative(rel: str, key: str) -> str:
+    """A path that must stay inside its root: relative, no '..' or empty component."""
+    from .agent import name_problem
+
+    why = name_problem(rel.strip("/")) if not rel.startswith("/") else "absolute path"
+    if why:
+        raise ConfigError(f"{key}: {rel!r} must be a relative path inside provision.root ({why})", hint=f"fix {key}")
+    return rel.strip("/")
 
 
 def _provision_root(root: str, host: str, base: Path) -> str:

@@ -12,20 +12,16 @@ write DEPLOY-MANIFEST.txt, sync, and rename into place in one step.
 from __future__ import annotations
 
 import argparse
-import re
-import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from . import bundle as bundle_stage
-from . import gitsource, progress
+from . import gitsource, names, progress, reconcile
 from .config import Config
-from .errors import BlockedError, RefusedError, ReleaseError
+from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
 from .state import State, now_iso
 from .transport import Transport, for_config
-
-_NAME_RE = re.compile(r"^(?P<name>.+)-(?P<version>[^-/]+)-(?P<sha7>[0-9a-f]{7})-(?P<stamp>\d{8}T\d{6}Z)\.tar\.gz$")
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ class DeployPlan:
 
     @property
     def rollback_command(self) -> str:
-        return f"rm -rf -- {self.target}"
+        return names.rollback_command(self.target)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -62,15 +58,9 @@ class DeployPlan:
         return d
 
 
-def new_deploy_id(stamp: str) -> str:
-    return f"{stamp}-{secrets.token_hex(3)}"
-
-
 def release_dir(cfg: Config, version: str, sha: str, stamp: str) -> tuple[str, str]:
     """(parent relative to root, folder name) for the configured strategy."""
-    if cfg.strategy == "timestamped":
-        return "releases", f"{cfg.name}-{version}-{sha[:7]}-{stamp}"
-    return "", cfg.dir.format(name=cfg.name, version=version, sha=sha[:7], stamp=stamp)
+    return names.release_dir(cfg.strategy, cfg.dir, cfg.name, version, sha, stamp)
 
 
 def make_plan(cfg: Config, head: str, bundle: Path, bundle_sha256: str, version: str, stamp: str, deploy_id: str) -> DeployPlan:
@@ -91,28 +81,39 @@ def make_plan(cfg: Config, head: str, bundle: Path, bundle_sha256: str, version:
     )
 
 
-def choose_bundle(cfg: Config, head: str, explicit: str | None) -> tuple[Path, str, str]:
-    """(bundle path, its sha256 from the .sha256 file, version from its name)."""
+@dataclass(frozen=True)
+class Chosen:
+    """The bundle to deploy, and the bytes of its checksum file as read once."""
+
+    path: Path
+    sha256: str
+    version: str
+    sums: bytes
+
+
+def choose_bundle(cfg: Config, head: str, explicit: str | None) -> Chosen:
+    """The bundle, its sha256 and the .sha256 file's bytes (read once: what is verified is what is used)."""
     path = Path(explicit).resolve() if explicit else bundle_stage.find_newest(cfg.out, cfg.name, head)
     if not path.is_file():
         raise BlockedError(f"bundle not found: {path}", hint="run `release bundle` first or fix --bundle")
-    m = _NAME_RE.match(path.name)
-    if not m or m["name"] != cfg.name:
+    parsed = names.parse_bundle_name(cfg.name, path.name)
+    if parsed is None:
         raise RefusedError(f"{path.name} is not a bundle of {cfg.name}", hint="deploy a bundle written by `release bundle` for this config")
-    if m["sha7"] != head[:7]:
+    if parsed.sha7 != head[:7]:
         raise RefusedError(
-            f"bundle {path.name} is of commit {m['sha7']}, the recorded HEAD is {head[:12]}",
+            f"bundle {path.name} is of commit {parsed.sha7}, the recorded HEAD is {head[:12]}",
             hint="bundle the recorded HEAD, or change source.head",
         )
-    return path, bundle_stage.read_checksum(path), m["version"]
+    sums = bundle_stage.read_checksum_bytes(path)
+    return Chosen(path, bundle_stage.parse_checksum(path, sums), parsed.version, sums)
 
 
-def prepare(cfg: Config, explicit_bundle: str | None, stamp: str | None = None) -> DeployPlan:
+def prepare(cfg: Config, explicit_bundle: str | None, stamp: str | None = None) -> tuple[DeployPlan, Chosen]:
     """Read the facts and compute the plan (no change anywhere)."""
     src = gitsource.resolve(cfg)
-    path, sha256, version = choose_bundle(cfg, src.sha, explicit_bundle)
-    stamp = stamp or bundle_stage.utc_stamp()
-    return make_plan(cfg, src.sha, path, sha256, version, stamp, new_deploy_id(stamp))
+    chosen = choose_bundle(cfg, src.sha, explicit_bundle)
+    stamp = stamp or names.utc_stamp()
+    return make_plan(cfg, src.sha, chosen.path, chosen.sha256, chosen.version, stamp, names.new_deploy_id()), chosen
 
 
 def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, ship_only: bool = False) -> dict[str, Any]:
@@ -146,6 +147,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
     state = State(cfg.state)
     record: dict[str, Any] = {**plan.to_dict(), "status": "started", "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
+        reconcile.settle(cfg, state, transport)
         state.save(record)
         state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started")
     try:
@@ -158,13 +160,15 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
                     result = transport.agent("deploy", req, stdin=stdin)
     except ReleaseError as exc:
         if not ship_only:
-            record.update(status="failed", finished=now_iso(), error=exc.message)
+            # an answer that never came is "unknown" (reconciled later), never "failed"
+            status = "unknown" if isinstance(exc, OutcomeUnknownError) else "failed"
+            record.update(status=status, finished=now_iso(), error=exc.message)
             state.save(record)
             state.audit(
                 "deploy",
                 deploy_id=plan.deploy_id,
                 target=f"{plan.host}:{plan.target}",
-                result=f"failed (exit {exc.exit_code}): {exc.message}",
+                result=f"{status} (exit {exc.exit_code}): {exc.message}",
             )
         raise
     if ship_only:
@@ -176,6 +180,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         parent_listing_sha256_before=result["parent_listing_sha256_before"],
         files=result["files"],
         tree_sha256=result["tree_sha256"],
+        manifest_sha256=result.get("manifest_sha256", ""),
         cleaned_leftovers=result.get("cleaned", []),
     )
     state.save(record)
@@ -198,12 +203,13 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
 
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    plan = prepare(cfg, args.bundle)
+    plan, chosen = prepare(cfg, args.bundle)
     from . import plan as plan_stage
 
     plan_stage.check_lock(cfg, plan, no_plan=args.no_plan)
     if cfg.allowed_signers:
         from . import signing
 
-        signing.verify(Path(plan.bundle), cfg.allowed_signers)
+        # the signature is checked over the very bytes whose checksum the target will verify
+        signing.verify(chosen.path, cfg.allowed_signers, chosen.sums)
     return run(cfg, plan, for_config(cfg), break_lock=args.break_lock, ship_only=getattr(args, "ship_only", False))

@@ -5,6 +5,7 @@
     ├── BlockedError             exit 3  a prerequisite is missing; nothing was changed
     └── RefusedError             exit 4  refused for safety; nothing was changed
         └── LockHeldError        exit 4  another deploy/rollback holds the target lock
+    └── OutcomeUnknownError      exit 1  the answer was lost: reconciled with the target later
 
 Every message is passed through :func:`release.redact.redact` before it is stored, so
 no exception text can carry a password or a DSN with a password.
@@ -56,6 +57,13 @@ class RefusedError(ReleaseError):
 
 class LockHeldError(RefusedError):
     """The target root is locked by another deploy or rollback (exit 4)."""
+
+
+class OutcomeUnknownError(ReleaseError):
+    """The target may or may not have done it: the answer was lost (exit 1).
+
+    Never read as "failed": the next deploy or rollback reconciles it with the target.
+    """
 
 
 EXIT_CODES = {1: ReleaseError, 2: ConfigError, 3: BlockedError, 4: RefusedError}

@@ -142,7 +142,14 @@ class VersionInfo:
 
 
 def project_version(src: Source) -> VersionInfo:
-    """Read the project's version from the commit, without building."""
+    """The project's version from the commit, without building, in PEP 440 normal form."""
+    from .names import normalize_version
+
+    info = _raw_version(src)
+    return VersionInfo(normalize_version(info.version), info.source)
+
+
+def _raw_version(src: Source) -> VersionInfo:
     raw = read_file(src, "pyproject.toml")
     if raw is None:
         raise ConfigError(

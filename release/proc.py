@@ -33,6 +33,39 @@ class Completed:
         return self.stderr.decode("utf-8", "replace")
 
 
+# what a child process may inherit: never a DSN, password or token held by this process
+ENV_ALLOW = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "SSH_AUTH_SOCK",
+        "SOURCE_DATE_EPOCH",
+        "NO_COLOR",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
+ENV_ALLOW_PREFIXES = ("LC_", "PIP_", "UV_", "RELEASE_TEST_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The allowlisted part of this process's environment, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith(ENV_ALLOW_PREFIXES)}
+    for k in [k for k in env if k not in ENV_ALLOW and redact(env[k]) != env[k]]:
+        env.pop(k)  # an index URL with a password stays here
+    env.update(extra or {})
+    return env
+
+
 def show(argv: Sequence[str]) -> str:
     """The command as a (redacted) shell line; very long arguments are abridged."""
     return redact(shlex.join(a if len(a) <= 300 else f"{a[:60]}...({len(a)} chars)" for a in map(str, argv)))
@@ -58,10 +91,7 @@ def run(
     """
     args = tuple(str(a) for a in argv)
     log.debug("run: %s", show(args))
-    full_env = None
-    if env is not None:
-        full_env = dict(os.environ)
-        full_env.update(env)
+    full_env = clean_env(env)
     try:
         cp = subprocess.run(
             args,
@@ -101,8 +131,5 @@ def popen(
     """Start a streaming command (for pipelines that must not buffer whole outputs)."""
     args = [str(a) for a in argv]
     log.debug("start: %s", show(args))
-    full_env = None
-    if env is not None:
-        full_env = dict(os.environ)
-        full_env.update(env)
+    full_env = clean_env(env)
     return subprocess.Popen(args, cwd=cwd, env=full_env, stdin=stdin, stdout=stdout, stderr=stderr)

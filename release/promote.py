@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from .config import Config
-from .errors import ConfigError
+from .errors import BlockedError, ConfigError
 from .state import State, now_iso
 from .transport import for_config
 
@@ -23,6 +23,11 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         )
     state = State(cfg.state)
     record = state.pick(args.deploy_id)
+    if record.get("status") != "deployed":
+        raise BlockedError(
+            f"deploy {record['deploy_id']} is {record.get('status')!r}: only a deployed release can be promoted",
+            hint="deploy it again, or promote another deploy with --deploy-id",
+        )
     result = for_config(cfg).agent("promote", {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]})
     record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}
     state.save(record)

@@ -16,6 +16,7 @@ from typing import Any
 
 from .config import SECRET_WORDS, Config
 from .errors import BlockedError, ConfigError, RefusedError
+from .redact import redact
 from .state import State, now_iso, private_dir, write_json
 from .transport import for_config
 
@@ -39,6 +40,13 @@ def render_settings(settings: dict[str, Any]) -> str:
                 f"provision.settings.{key} looks like a secret: refused",
                 hint="secrets are never written by this tool; keep them in the host's env file",
             )
+    for key, value in settings.items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and redact(text) != text:
+                raise RefusedError(
+                    f"provision.settings.{key} holds a secret (a password, token or DSN with a password): refused; the value is withheld",
+                    hint="secrets are never written by this tool; keep them in the host's env file",
+                )
     lines = ["# written by `release provision`; non-secret settings only"]
     for key in sorted(settings):
         value = settings[key]

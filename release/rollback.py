@@ -12,36 +12,58 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import reconcile
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .state import State, now_iso
 from .transport import Transport, for_config
 
 
-def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock: bool = False) -> dict[str, Any]:
+def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock: bool = False, discard_added: bool = False) -> dict[str, Any]:
     state = State(cfg.state)
     if record.get("status") == "rolled-back":
         raise BlockedError(f"deploy {record['deploy_id']} was already rolled back", hint="nothing to do")
+    if record.get("status") != "deployed":
+        raise BlockedError(
+            f"deploy {record['deploy_id']} is {record.get('status')!r}: its release is not on the target, so there is nothing of it to roll back",
+            hint="`release status` lists the deploys",
+        )
     req = {
         "root": record["root"],
         "target": record["target"],
         "deploy_id": record["deploy_id"],
         "previous_current": (record.get("promotion") or {}).get("previous"),
         "remove_parent_if_empty": record.get("parent_existed") is False,
+        "parent_existed": record.get("parent_existed", True),
+        "parent_listing_sha256_before": record.get("parent_listing_sha256_before", ""),
+        "manifest_sha256": record.get("manifest_sha256", ""),
+        "tree_sha256": record.get("tree_sha256", ""),
+        "discard_added": discard_added,
         "break_lock": break_lock,
     }
     try:
         result = transport.agent("rollback", req)
     except ReleaseError as exc:
         state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result=f"failed (exit {exc.exit_code}): {exc.message}")
+        if isinstance(exc, BlockedError) and "does not exist" in exc.message:
+            record.update(status="rolled-back", rolled_back=now_iso(), note="found already removed at rollback")
+            state.save(record)
         raise
     record.update(status="rolled-back", rolled_back=now_iso(), parent_listing_sha256_after=result["parent_listing_sha256_after"])
     state.save(record)
     ok = bool(result["parent_restored"])
     state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result="removed" + ("" if ok else " (parent listing differs)"))
     text = (
-        f"removed {record['host']}:{result['removed']} (deploy {record['deploy_id']})\n"
-        f"pointer: {result['pointer']}\n"
+        f"removed {record['host']}:{result['removed']} (deploy {record['deploy_id']})"
+        + (" (finished an interrupted rollback)" if result.get("finished_interrupted") else "")
+        + "\n"
+        + (f"discarded {len(result['discarded'])} entries added after the deploy\n" if result.get("discarded") else "")
+        + (
+            "WARNING: its DEPLOY-MANIFEST.txt had been changed after the deploy (drift); the controller's record was trusted\n"
+            if result.get("manifest_drift")
+            else ""
+        )
+        + f"pointer: {result['pointer']}; now {result.get('current', 'none')}\n"
         f"parent listing sha256 before: {result['parent_listing_sha256_before']}\n"
         f"parent listing sha256 after:  {result['parent_listing_sha256_after']}\n"
         + (
@@ -58,5 +80,8 @@ def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock
 
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    record = State(cfg.state).pick(args.deploy_id)
-    return run(cfg, record, for_config(cfg), break_lock=args.break_lock)
+    state = State(cfg.state)
+    transport = for_config(cfg)
+    reconcile.settle(cfg, state, transport, running_ok=False)  # an unseen outcome is settled before anything is removed
+    record = state.pick(args.deploy_id)
+    return run(cfg, record, transport, break_lock=args.break_lock, discard_added=args.discard_added)

@@ -7,6 +7,7 @@ unsigned or wrongly signed bundle (exit 4).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from . import proc
@@ -25,20 +26,27 @@ def sign(sums: Path, key: str) -> Path:
     return sig
 
 
-def verify(bundle: Path, allowed_signers: str) -> str:
-    """Verify ``<bundle>.sha256.sig`` against ``allowed_signers``; return the signer."""
+def verify(bundle: Path, allowed_signers: str, data: bytes) -> str:
+    """Verify ``<bundle>.sha256.sig`` over ``data`` (the .sha256 bytes the caller read once and
+    will use) against ``allowed_signers``; return the signer. The signature file is read
+    once too, into a private copy that both ssh-keygen calls use."""
     sums = bundle.with_name(bundle.name + ".sha256")
     sig = sums.with_name(sums.name + ".sig")
     if not Path(allowed_signers).is_file():
         raise BlockedError(f"target.allowed_signers not found: {allowed_signers}", hint="fix target.allowed_signers")
     if not sig.is_file():
         raise RefusedError(f"unsigned bundle refused: {sig} is missing", hint="sign it with `release bundle --sign KEY`")
+    with tempfile.TemporaryDirectory(prefix="release-sig-") as tmp:
+        copy = Path(tmp) / "sig"
+        copy.write_bytes(sig.read_bytes()[: 1 << 16])
+        return _verify_copy(sums, copy, allowed_signers, data)
+
+
+def _verify_copy(sums: Path, sig: Path, allowed_signers: str, data: bytes) -> str:
     found = proc.run(["ssh-keygen", "-Y", "find-principals", "-s", str(sig), "-f", allowed_signers], check=False)
     principal = found.out.strip().splitlines()[0] if found.returncode == 0 and found.out.strip() else ""
     if not principal:
-        raise RefusedError(f"signature {sig.name} is not by any key in {allowed_signers}", hint="sign with an allowed key")
-    with sums.open("rb") as f:
-        data = f.read()
+        raise RefusedError(f"signature {sums.name}.sig is not by any key in {allowed_signers}", hint="sign with an allowed key")
     cp = proc.run(["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", NAMESPACE, "-s", str(sig)], input=data, check=False)
     if cp.returncode != 0:
         raise RefusedError(f"bad signature on {sums.name} (signer {principal})", hint="the checksum file or its signature was altered", detail=cp.err)

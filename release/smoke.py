@@ -20,9 +20,9 @@ from typing import Any, cast
 from xml.etree import ElementTree as ET
 
 from . import dbcheck, gitsource, progress
-from .bundle import utc_stamp
 from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
+from .names import utc_stamp
 from .redact import redact, redact_obj
 from .state import State, private_dir
 from .transport import for_config
@@ -128,6 +128,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
                     "python": cfg.python,
                     "hide_env": [c.options["dsn_env"] for c in db_checks],
                     "tree_sha256": record.get("tree_sha256"),
+                    "manifest_sha256": record.get("manifest_sha256", ""),
                     "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
                 },
             )
@@ -143,7 +144,8 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
             "duration": 0.0,
             "detail": "the deployed tree still matches its manifest"
             if verify["clean"]
-            else f"smoke changed the tree: added {verify['added'][:5]} changed {verify['changed'][:5]} removed {verify['removed'][:5]}",
+            else f"smoke changed the tree: added {verify['added'][:5]} changed {verify['changed'][:5]} removed {verify['removed'][:5]}"
+            + ("" if verify.get("deploy_manifest_intact", True) else "; DEPLOY-MANIFEST.txt was changed"),
             "data": {},
         }
     for i, c in enumerate(cfg.checks):

@@ -12,22 +12,46 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
-from .errors import BlockedError
+from .errors import BlockedError, RefusedError
 from .redact import redact_obj
 
-LIVE_STATUSES = ("started", "deployed")
+LIVE_STATUSES = ("deployed",)
+log = logging.getLogger("release")
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) mode 0700; tighten it if it already exists and is ours."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.stat().st_uid == os.getuid():
-        path.chmod(0o700)
+    """Create ``path`` (and missing parents) mode 0700; an existing folder keeps its mode.
+
+    A folder that others may write (world-writable, or group-writable and not ours) is
+    refused: anybody could plant records or reports there.
+    """
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise RefusedError(f"state folder {path} is not a folder", hint="move it away or set `state` in the config")
+    if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_uid != os.getuid()):
+        raise RefusedError(
+            f"state folder {path} may be written by other users (mode {stat.S_IMODE(st.st_mode):o}): refused",
+            hint=f"chmod go-w {path}, or set `state` to a private folder",
+        )
     return path
 
 
@@ -48,6 +72,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 class State:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.corrupt: list[str] = []
 
     @property
     def deploys(self) -> Path:
@@ -59,15 +84,31 @@ class State:
 
     def load(self, deploy_id: str) -> dict[str, Any]:
         path = self.deploys / f"{deploy_id}.json"
-        if "/" in deploy_id or not path.is_file():
+        if "/" in deploy_id or deploy_id.startswith(".") or not path.is_file():
             raise BlockedError(f"no deploy record {deploy_id!r} in {self.deploys}", hint="list deploys with `release status`")
-        data: dict[str, Any] = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise BlockedError(f"deploy record {path} is unreadable", hint="restore it from a backup, or inspect the target by hand") from None
+        if not isinstance(data, dict):
+            raise BlockedError(f"deploy record {path} is malformed", hint="restore it from a backup")
         return data
 
     def records(self) -> list[dict[str, Any]]:
+        """Every readable record, oldest first; a corrupt one is skipped (and named on stderr)."""
         if not self.deploys.is_dir():
             return []
-        out = [json.loads(p.read_text()) for p in self.deploys.glob("*.json")]
+        out = []
+        for p in self.deploys.glob("*.json"):
+            try:
+                data = json.loads(p.read_text())
+                if isinstance(data, dict) and isinstance(data.get("deploy_id"), str):
+                    out.append(data)
+                    continue
+            except (OSError, ValueError, UnicodeDecodeError):
+                pass
+            self.corrupt.append(str(p))
+            log.warning("skipping unreadable deploy record %s", p)
         return sorted(out, key=lambda r: str(r["deploy_id"]))
 
     def last(self, statuses: tuple[str, ...] = LIVE_STATUSES) -> dict[str, Any]:

@@ -13,10 +13,22 @@ from .transport import for_config
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     result = for_config(cfg).agent("status", {"root": cfg.root})
     result.pop("_log", None)
-    known = {r["deploy_id"]: r.get("status") for r in State(cfg.state).records()}
+    state = State(cfg.state)
+    records = state.records()
+    known = {r["deploy_id"]: r.get("status") for r in records}
     lines = [f"target root: {cfg.host or 'localhost'}:{cfg.root}"]
     if result.get("lock"):
         lines.append(f"LOCKED: {result['lock']}")
+    if result.get("leftovers"):
+        lines.append("leftovers of interrupted runs (cleaned by the next deploy or rollback): " + ", ".join(result["leftovers"]))
+    unsettled = [r["deploy_id"] for r in records if r.get("status") in ("started", "unknown")]
+    if unsettled:
+        lines.append("outcome unknown (settled with the target by the next deploy or rollback): " + ", ".join(unsettled))
+        result["unsettled"] = unsettled
+    if state.corrupt:
+        lines.append("unreadable deploy records (skipped): " + ", ".join(state.corrupt))
+        result["corrupt_records"] = state.corrupt
+    lines.append(f"current: {result.get('current', 'none')}")
     if not result["releases"]:
         lines.append("no releases deployed by this tool")
     for r in result["releases"]:
@@ -29,12 +41,16 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 def verify_cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     record = State(cfg.state).pick(args.deploy_id)
-    result = for_config(cfg).agent("verify", {"target": record["target"], "tree_sha256": record.get("tree_sha256")})
+    req = {"target": record["target"], "tree_sha256": record.get("tree_sha256"), "manifest_sha256": record.get("manifest_sha256", "")}
+    result = for_config(cfg).agent("verify", req)
     result.pop("_log", None)
     lines = [f"verify {record['host']}:{record['target']} ({result['files']} files)"]
     lines += [f"  added:   {p}" for p in result["added"]]
     lines += [f"  removed: {p}" for p in result["removed"]]
     lines += [f"  changed: {p}" for p in result["changed"]]
+    lines += [f"  not a file or link (never opened): {p}" for p in result.get("special", [])]
+    if not result.get("deploy_manifest_intact", True):
+        lines.append("  DEPLOY-MANIFEST.txt was changed after the deploy")
     if not result["manifest_intact"]:
         lines.append("  manifest: BUNDLE-MANIFEST.json or DEPLOY-MANIFEST.txt does not match the recorded tree_sha256")
     lines.append("clean: the release matches its manifest" if result["clean"] else "DRIFT: the release differs from its manifest")

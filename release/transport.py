@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 
 from . import proc
 from .config import Config
-from .errors import ReleaseError, from_exit_code
+from .errors import OutcomeUnknownError, ReleaseError, from_exit_code
 from .redact import redact
 
 # the agent is stdlib only: isolated mode (no PYTHON* variables, no user site, no cwd on
@@ -77,14 +77,45 @@ class _Base:
         if not isinstance(answer, dict):
             raise self._no_answer(op, cp.returncode, err)
         if not answer.get("ok"):
-            raise from_exit_code(int(answer.get("exit_code", 1)), str(answer.get("message", "")), hint=str(answer.get("hint", "")), detail=err)
+            detail = err
+            if answer.get("traceback"):
+                proc.log.debug("agent traceback on %s:\n%s", self.label, answer["traceback"])
+                detail = (err + "\n" if err else "") + str(answer["traceback"])
+            raise from_exit_code(int(answer.get("exit_code", 1)), str(answer.get("message", "")), hint=str(answer.get("hint", "")), detail=detail)
         result: dict[str, Any] = answer["result"]
         if err:
             result.setdefault("_log", err)
         return result
 
     def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:
+        if op in CHANGING_OPS:
+            return _unknown(op, self.label, f"the target agent gave no answer (exit {code})", err)
         return ReleaseError(f"target agent ({op}) on {self.label} gave no answer (exit {code})", detail=err, hint=f"check that {self.python} runs there")
+
+
+# OpenSSH's messages for a connection that never reached the remote command
+NEVER_CONNECTED = (
+    "ssh: connect to host",
+    "Could not resolve hostname",
+    "Permission denied",
+    "Host key verification failed",
+    "No route to host",
+    "Connection refused",
+    "banner exchange",
+    "Bad configuration option",
+    "Too many authentication failures",
+)
+
+# ops that change the target: when their answer is lost, the outcome is unknown, not failed
+CHANGING_OPS = frozenset({"deploy", "rollback", "promote", "provision", "unprovision"})
+
+
+def _unknown(op: str, label: str, why: str, err: str) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"{op} on {label}: outcome unknown: {why}",
+        detail=err,
+        hint="the target may have finished it; the next deploy or rollback reconciles it with the target first (see `release status`)",
+    )
 
 
 class LocalTransport(_Base):
@@ -113,6 +144,8 @@ class SshTransport(_Base):
         return [*self.ssh_argv(), "--", self.host, remote]
 
     def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:
+        if code == 255 and op in CHANGING_OPS and not any(m in err for m in NEVER_CONNECTED):
+            return _unknown(op, self.label, "the SSH connection was lost", err)
         if code == 255:
             return ReleaseError(
                 f"cannot connect to SSH host {self.host}",

@@ -367,6 +367,9 @@ def test_rollback_does_not_follow_symlinks_out(setup, tmp_path: Path) -> None:  
     (outside / "keep.txt").write_text("keep")
     (target / "link-out").symlink_to(outside)
     cp = run_release("--config", cfg, "rollback")
+    assert cp.returncode == 4 and "link-out" in cp.stderr and "--discard-added" in cp.stderr, "an added entry is never deleted unasked"
+    assert (target / "link-out").is_symlink()
+    cp = run_release("--config", cfg, "rollback", "--discard-added")
     assert cp.returncode == 0, cp.stderr
     assert not target.exists()
     assert (outside / "keep.txt").read_text() == "keep"

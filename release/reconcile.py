@@ -1,0 +1,64 @@
+"""Outcomes the controller did not see, settled with the target before anything else acts.
+
+A deploy whose answer was lost (connection dropped, agent killed, controller killed) is
+recorded ``unknown`` (or stays ``started``). It is never read as "failed": before any
+later deploy or rollback on the same target, each such record is compared with what the
+target holds. If the release folder exists and its DEPLOY-MANIFEST names the record's
+deploy id, the deploy landed: the record becomes ``deployed`` with the facts from the
+manifest. If not, and no run of it holds the target's lock, it becomes ``failed``. If
+its run is still going, nothing acts (exit 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+from .errors import RefusedError
+from .state import State, now_iso
+from .transport import Transport
+
+UNSETTLED = ("started", "unknown")
+
+
+def _same_target(cfg: Config, record: dict[str, Any]) -> bool:
+    return record.get("host") == (cfg.host or "localhost") and record.get("root") == cfg.root
+
+
+def settle(cfg: Config, state: State, transport: Transport, *, running_ok: bool = True) -> list[dict[str, Any]]:
+    """Settle every unsettled record of this target; return the records that changed.
+
+    A deploy whose run still holds the target's lock stays unsettled; with
+    ``running_ok=False`` (rollback, which must not pick an older release while a newer
+    one may be landing) that is a refusal (exit 4).
+    """
+    changed: list[dict[str, Any]] = []
+    for record in state.records():
+        if record.get("status") not in UNSETTLED or not _same_target(cfg, record):
+            continue
+        seen = transport.agent("inspect", {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]})
+        if seen.get("running"):
+            if running_ok:
+                continue  # its own lock refuses anything that would collide with it
+            raise RefusedError(
+                f"target root is locked: deploy {record['deploy_id']} is still running on {record['host']} (held by deploy {record['deploy_id']})",
+                hint="wait for it to finish, then rerun",
+            )
+        manifest = seen.get("manifest") or {}
+        if seen.get("kind") == "directory" and manifest.get("deploy_id") == record["deploy_id"]:
+            record.update(
+                status="deployed",
+                reconciled=now_iso(),
+                parent_existed=manifest.get("parent_existed", "true") == "true",
+                parent_listing_sha256_before=manifest.get("parent_listing_sha256_before", ""),
+                files=int(manifest.get("files", "0") or 0),
+                tree_sha256=manifest.get("tree_sha256", ""),
+                manifest_sha256=seen.get("manifest_sha256", ""),
+                note=f"outcome was {record['status']}; the target holds the release, so it is deployed",
+            )
+        else:
+            record.update(status="failed", reconciled=now_iso(), note=f"outcome was {record['status']}; the release is not on the target")
+        state.save(record)
+        state.audit("reconcile", deploy_id=record["deploy_id"], target=f"{record['host']}:{record['target']}", result=record["status"])
+        changed.append(record)
+    return changed
