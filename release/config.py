@@ -55,6 +55,8 @@ CHECK_KEYS: dict[str, _Spec] = {
         "queries": (list, []),
         "count_tables": (list, []),
         "forbid_functions": (list, []),
+        "allow_functions": (list, []),
+        "via": (str, "controller"),
         "expected_grant_matrix_sha": (str, None),
         "demo": (bool, False),
         "demo_schema": (str, "db/schema.sql"),
@@ -266,7 +268,7 @@ def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
         )
     spec = {**COMMON_CHECK_KEYS, **CHECK_KEYS[kind]}
     values = _check_table(raw, spec, where)
-    for key in ("modules", "args", "argv", "queries", "count_tables", "forbid_functions"):
+    for key in ("modules", "args", "argv", "queries", "count_tables", "forbid_functions", "allow_functions"):
         if key in values and isinstance(values[key], list):
             values[key] = list(_str_list(values[key], where + key))
     if kind == "attr":

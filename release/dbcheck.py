@@ -27,6 +27,7 @@ from .config import Check
 from .errors import ConfigError, RefusedError, ReleaseError
 from .redact import redact, register_secret
 from .sqlguard import check as guard
+from .sqlguard import check_catalog
 
 MATRIX_SQL = """
 select 'table' as kind, n.nspname || '.' || c.relname as obj, p.priv,
@@ -154,12 +155,16 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
                 with conn.transaction(force_rollback=True):
                     for t in opts.get("count_tables", []):
                         ident = sql.Identifier(*t.split("."))
+                        # a "table" may be a view: its definition passes the same two layers
+                        check_catalog(conn, guard(sql.SQL("select count(*) from {}").format(ident).as_string(conn)), opts.get("allow_functions", []))
                         out[t] = conn.execute(sql.SQL("select count(*) from {}").format(ident), prepare=True).fetchone()[0]
                 return out
 
             before = counts()
             for q in opts.get("queries", []):
                 with conn.transaction(force_rollback=True):
+                    # layer 1b: the server's catalog decides what the statement may call
+                    check_catalog(conn, guard(q, opts.get("forbid_functions", [])), opts.get("allow_functions", []), opts.get("forbid_functions", []))
                     cur = conn.execute(q, prepare=True)
                     rows = cur.fetchall() if cur.description else []
                     still_open = conn.info.transaction_status == pq.TransactionStatus.INTRANS

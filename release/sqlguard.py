@@ -1,13 +1,26 @@
-"""Layer 1 of the read-only proof: parse every statement with PostgreSQL's own parser.
+"""Layer 1 of the read-only proof: PostgreSQL's own parser, then the server's own catalog.
 
-A statement is allowed only if it is a single plain SELECT: no locking clause, no INTO,
-no data-modifying CTE (at any depth), and no call anywhere in its tree to a forbidden
-function or to a known writer, however the name is quoted or schema-qualified.
+Static (``check``, before anything connects): a statement is allowed only if it is a
+single plain SELECT: no locking clause, no INTO, no data-modifying CTE (at any depth),
+and no call, anywhere in its tree, to a forbidden function, to a known writer, or to a
+function that runs SQL text (``ts_stat``, ``query_to_xml``, ...: the text would run
+unchecked), whether called as ``f(x)`` or column-style as ``x.f``.
+
+Catalog (``check_catalog``, inside the read-only transaction, before the statement is
+sent): a denylist cannot be complete, so every function the statement can reach is
+looked up in ``pg_proc``, every overload of its name: it must be a built-in
+(``pg_catalog``) function that is not volatile, or listed in the check's
+``allow_functions`` (reviewed by the operator) and not volatile. The same holds for the
+functions behind every operator used, for column-style calls (``t.f`` is ``f(t)`` when
+a one-argument function ``f`` exists), and, recursively, for the definition of every
+view the statement reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import pglast
 from pglast import ast
@@ -33,14 +46,49 @@ WRITER_NAMES = {
     "pg_file_write",
     "pg_read_binary_file",
     "pg_read_file",
+}
+# functions that run SQL (or a query) given as text or by name: the text is never checked
+SQL_TEXT_NAMES = {
+    "ts_stat",
+    "ts_rewrite",
     "query_to_xml",
+    "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
     "cursor_to_xml",
+    "cursor_to_xmlschema",
     "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
     "xpath_table",
+    "crosstab",
+    "crosstab2",
+    "crosstab3",
+    "crosstab4",
+    "connectby",
 }
 WRITER_PREFIXES = ("lo_", "dblink", "pg_advisory", "pg_try_advisory", "pg_replication_", "pg_logical_", "pg_create_", "pg_drop_")
 _MODIFYING = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+MAX_VIEW_DEPTH = 8
+
+
+@dataclass
+class Refs:
+    """What a statement can call or read, for the catalog check."""
+
+    functions: set[tuple[str, str]] = field(default_factory=set)  # (schema or "", name)
+    column_calls: set[str] = field(default_factory=set)  # x.f: maybe f(x)
+    operators: set[str] = field(default_factory=set)
+    relations: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _names(nodes: Iterable[Any] | None) -> list[str]:
+    return [str(getattr(n, "sval", "")) for n in nodes or ()]
 
 
 class _Walker(Visitor):
@@ -48,6 +96,15 @@ class _Walker(Visitor):
         super().__init__()
         self.forbidden = forbidden
         self.problems: list[str] = []
+        self.refs = Refs()
+
+    def _name_problem(self, name: str, shown: str, how: str) -> None:
+        if name in self.forbidden:
+            self.problems.append(f"{how} forbidden function {shown}")
+        elif name in SQL_TEXT_NAMES:
+            self.problems.append(f"{how} {shown}, which runs SQL given as text")
+        elif name in WRITER_NAMES or name.startswith(WRITER_PREFIXES):
+            self.problems.append(f"{how} writing function {shown}")
 
     def visit(self, ancestors: object, node: object) -> None:
         if isinstance(node, _MODIFYING):
@@ -58,17 +115,26 @@ class _Walker(Visitor):
             if node.lockingClause:
                 self.problems.append("locking clause (FOR UPDATE/SHARE) takes row locks")
         elif isinstance(node, ast.FuncCall):
-            parts = [getattr(n, "sval", "") for n in node.funcname or ()]
+            parts = _names(node.funcname)
             name = parts[-1].lower() if parts else ""
-            qualified = ".".join(parts)
-            if name in self.forbidden:
-                self.problems.append(f"call to forbidden function {qualified}")
-            elif name in WRITER_NAMES or name.startswith(WRITER_PREFIXES):
-                self.problems.append(f"call to writing function {qualified}")
+            self._name_problem(name, ".".join(parts), "call to")
+            self.refs.functions.add((parts[-2] if len(parts) > 1 else "", parts[-1] if parts else ""))
+        elif isinstance(node, ast.ColumnRef):
+            parts = _names(f for f in node.fields or () if isinstance(f, ast.String))
+            if len(parts) >= 2 and parts[-1]:
+                self._name_problem(parts[-1].lower(), ".".join(parts), "column-style call to")
+                self.refs.column_calls.add(parts[-1])
+        elif isinstance(node, ast.A_Expr):
+            ops = _names(node.name)
+            if ops:
+                self.refs.operators.add(ops[-1])
+        elif isinstance(node, ast.RangeVar):
+            self.refs.relations.add((node.schemaname or "", node.relname or ""))
 
 
-def check(sql: str, forbid_functions: Iterable[str] = ()) -> None:
-    """Raise RefusedError (exit 4) unless ``sql`` is one plain, side-effect-free SELECT."""
+def check(sql: str, forbid_functions: Iterable[str] = ()) -> Refs:
+    """Raise RefusedError (exit 4) unless ``sql`` is one plain SELECT free of known side effects;
+    return what it references, for :func:`check_catalog`."""
     forbidden = {f.split(".")[-1].strip('"').lower() for f in forbid_functions}
     try:
         stmts = pglast.parse_sql(sql)
@@ -83,3 +149,68 @@ def check(sql: str, forbid_functions: Iterable[str] = ()) -> None:
     walker(stmts)
     if walker.problems:
         raise RefusedError(f"forbidden SQL: {'; '.join(sorted(set(walker.problems)))}: {sql!r}", hint="a smoke never writes; remove it from the queries")
+    return walker.refs
+
+
+FUNCTIONS_SQL = """
+select p.oid::regprocedure::text, n.nspname, p.provolatile, p.prokind, p.oid < 16384
+  from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where p.proname = %(name)s and (%(schema)s = '' or n.nspname = %(schema)s)
+   and (%(nargs)s < 0 or p.pronargs = %(nargs)s)
+"""
+OPERATORS_SQL = """
+select o.oid::regoperator::text, p.oid::regprocedure::text, n.nspname, p.provolatile, p.prokind, p.oid < 16384
+  from pg_operator o join pg_proc p on p.oid = o.oprcode join pg_namespace n on n.oid = p.pronamespace
+ where o.oprname = %(name)s
+"""
+RELATION_SQL = """
+select c.relkind, pg_get_viewdef(c.oid)
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where c.relname = %(name)s and (%(schema)s = '' or n.nspname = %(schema)s)
+   and (%(schema)s <> '' or pg_table_is_visible(c.oid))
+"""
+
+
+def _function_ok(volatile: str, builtin: bool, signature: str, allow: set[str]) -> str:
+    if volatile == "v":
+        return f"{signature} is VOLATILE (it may have side effects)"
+    if not builtin and signature.split("(")[0].split(".")[-1].strip('"').lower() not in allow:
+        return f"{signature} is not a built-in function; list it in allow_functions once reviewed"
+    return ""
+
+
+def check_catalog(conn: Any, refs: Refs, allow_functions: Iterable[str] = (), forbid_functions: Iterable[str] = (), depth: int = 0) -> None:
+    """Layer 1b: refuse (exit 4) unless every function, operator, column-style call and view
+    the statement reaches is, by the server's own catalog, side-effect free."""
+    allow = {f.split(".")[-1].strip('"').lower() for f in allow_functions}
+    problems: list[str] = []
+    for schema, name in sorted(refs.functions):
+        rows = conn.execute(FUNCTIONS_SQL, {"name": name, "schema": schema, "nargs": -1}).fetchall()
+        problems += [why for sig, _ns, vol, _kind, builtin in rows if (why := _function_ok(vol, builtin, sig, allow))]
+    for name in sorted(refs.column_calls):
+        rows = conn.execute(FUNCTIONS_SQL, {"name": name, "schema": "", "nargs": 1}).fetchall()
+        problems += [f"column-style .{name}: {why}" for sig, _ns, vol, _kind, builtin in rows if (why := _function_ok(vol, builtin, sig, allow))]
+    for op in sorted(refs.operators):
+        rows = conn.execute(OPERATORS_SQL, {"name": op}).fetchall()
+        problems += [f"operator {opsig}: {why}" for opsig, sig, _ns, vol, _kind, builtin in rows if (why := _function_ok(vol, builtin, sig, allow))]
+    for schema, name in sorted(refs.relations):
+        for kind, viewdef in conn.execute(RELATION_SQL, {"name": name, "schema": schema}).fetchall():
+            if kind != "v" or not viewdef:
+                continue
+            if depth >= MAX_VIEW_DEPTH:
+                problems.append(f"view {name} nests views deeper than {MAX_VIEW_DEPTH}")
+                continue
+            try:
+                inner = check(viewdef, forbid_functions)
+            except RefusedError as exc:
+                problems.append(f"view {name}: {exc.message}")
+                continue
+            try:
+                check_catalog(conn, inner, allow_functions, forbid_functions, depth + 1)
+            except RefusedError as exc:
+                problems.append(f"view {name}: {exc.message}")
+    if problems:
+        raise RefusedError(
+            "forbidden SQL (by the server's catalog): " + "; ".join(sorted(set(problems))),
+            hint="a smoke calls only side-effect-free functions; nothing was sent",
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from release import dbcheck
+from release import dbcheck, sqlguard
 from release.config import Check
 from release.errors import ConfigError, RefusedError
 
@@ -67,8 +67,10 @@ def test_read_only_pass_reports_proof_and_counts(app_db) -> None:  # type: ignor
     assert "table\tpublic.iu\tSELECT\tyes" in data["grants"]
 
 
-def test_layer_two_catches_a_write_the_parser_was_not_told_about(app_db) -> None:  # type: ignore[no-untyped-def]
-    """Without forbid_functions, a writing function passes the parser: the read-only transaction still stops it."""
+def test_layer_two_catches_a_write_the_parser_was_not_told_about(app_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Without forbid_functions, a writing function passes the parser: the catalog layer
+    refuses it (VOLATILE), and with that layer switched off the read-only transaction
+    still stops it: each layer holds on its own."""
     import psycopg
 
     with psycopg.connect(app_db["admin"], autocommit=True) as conn:
@@ -76,6 +78,10 @@ def test_layer_two_catches_a_write_the_parser_was_not_told_about(app_db) -> None
         conn.execute(f"grant usage on sequence iu_id_seq to {app_db['role']}")
         conn.execute(f"grant insert on iu to {app_db['role']}")
     before = table_rows(app_db["admin"])
+    with pytest.raises(dbcheck.RefusedError) as refused:
+        dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
+    assert "VOLATILE" in refused.value.message and "fn_iu_create" in refused.value.message
+    monkeypatch.setattr(dbcheck, "check_catalog", lambda *a, **k: None)
     with pytest.raises(dbcheck.ReleaseError) as e:
         dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
     assert "read-only transaction" in e.value.message
@@ -153,3 +159,68 @@ def test_wrong_password_error_is_redacted(app_db) -> None:  # type: ignore[no-un
         dbcheck.run(make_check(app_db["role"], ["select 1"]), bad)
     assert "Wr0ngPassw0rd" not in str(e.value) + e.value.detail
     assert "password authentication failed" in e.value.message
+
+
+# ----------------------------------------------------------------------------- SQL that runs SQL
+
+
+SQL_TEXT_ATTACKS = [
+    "select * from ts_stat('select to_tsvector(''x'') from (select pg_terminate_backend(pid) from pg_stat_activity) s')",
+    "select ts_stat('select fn_iu_create(''a'', ''b'')')",
+    "select ts_rewrite('a'::tsquery, 'select ''a''::tsquery, ''b''::tsquery')",
+    "select query_to_xml('select pg_terminate_backend(1)', true, false, '')",
+    "select cursor_to_xml('c', 1, true, false, '')",
+    "select iu.fn_iu_create from iu",
+    "select iu.pg_terminate_backend from iu",
+]
+
+
+@pytest.mark.parametrize("sql", SQL_TEXT_ATTACKS)
+def test_sql_that_runs_sql_is_refused_before_sending(sql: str) -> None:
+    with pytest.raises(sqlguard.RefusedError):
+        sqlguard.check(sql, ["fn_iu_create"])
+
+
+def test_ts_stat_cannot_kill_another_session(app_db) -> None:  # type: ignore[no-untyped-def]
+    """The attack of the review: ts_stat running pg_terminate_backend of the role's other session."""
+    import psycopg
+
+    victim = psycopg.connect(app_db["dsn"], autocommit=True)
+    try:
+        pid = victim.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        attack = f"select * from ts_stat('select to_tsvector(''x'') from (select pg_terminate_backend({pid})) s')"
+        with pytest.raises(dbcheck.RefusedError):
+            dbcheck.run(make_check(app_db["role"], [attack]), app_db["dsn"])
+        assert victim.execute("select 1").fetchone() == (1,), "the other session is alive"
+    finally:
+        victim.close()
+
+
+def test_catalog_layer_refuses_column_style_user_function_and_views_hiding_volatile_calls(app_db) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute("create function stamp_row(iu) returns text language sql stable as 'select ''x''::text'")
+        conn.execute("create view iu_killer as select pg_terminate_backend(pg_backend_pid()) as k from iu")
+        conn.execute("create function my_plus(int, int) returns int language sql volatile as 'select $1 + $2'")
+        conn.execute("create operator ##+ (leftarg = int, rightarg = int, function = my_plus)")
+        conn.execute("create view iu_sleeper as select pg_sleep(0) as s from iu")
+        conn.execute(f"grant select on iu_killer, iu_sleeper to {app_db['role']}")
+        conn.execute(f"grant execute on function stamp_row(iu) to {app_db['role']}")
+    cases = {
+        "select iu.stamp_row from iu": "not a built-in",
+        "select count(*) from iu_killer": "view iu_killer",
+        "select count(*) from iu_sleeper": "VOLATILE",
+        "select 1 ##+ 2": "VOLATILE",
+        "select random()": "VOLATILE",
+    }
+    for sql, why in cases.items():
+        with pytest.raises(dbcheck.RefusedError) as e:
+            dbcheck.run(make_check(app_db["role"], [sql], count_tables=[]), app_db["dsn"])
+        assert why in e.value.message, (sql, e.value.message)
+    # reviewed and listed, a stable user function is allowed
+    data = dbcheck.run(make_check(app_db["role"], ["select iu.stamp_row from iu"], count_tables=[], allow_functions=["stamp_row"]), app_db["dsn"])
+    assert data["statements"][0]["no_xid"] is True
+    # a view given as a count table passes the same layers
+    with pytest.raises(dbcheck.RefusedError):
+        dbcheck.run(make_check(app_db["role"], ["select 1"], count_tables=["iu_killer"]), app_db["dsn"])
