@@ -204,7 +204,7 @@ def test_catalog_layer_refuses_column_style_user_function_and_views_hiding_volat
         conn.execute("create view iu_killer as select pg_terminate_backend(pg_backend_pid()) as k from iu")
         conn.execute("create function my_plus(int, int) returns int language sql volatile as 'select $1 + $2'")
         conn.execute("create operator ##+ (leftarg = int, rightarg = int, function = my_plus)")
-        conn.execute("create view iu_sleeper as select pg_sleep(0) as s from iu")
+        conn.execute("create view iu_sleeper as select clock_timestamp() as s from iu")
         conn.execute(f"grant select on iu_killer, iu_sleeper to {app_db['role']}")
         conn.execute(f"grant execute on function stamp_row(iu) to {app_db['role']}")
     cases = {
