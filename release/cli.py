@@ -137,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
         progress.configure(enabled=not args.json)
         cfg = load(args.config)
+        from . import secretenv
+
+        # the DSNs live only in this process's memory from here on (not in its environment)
+        secretenv.take([str(c.options["dsn_env"]) for c in cfg.checks if c.kind == "db-readonly"] + ["PGPASSWORD"])
         result = args.handler(cfg, args)
         code = int(result.pop("exit_code", 0))
         failed = result.pop("failed", None)

@@ -18,7 +18,6 @@ The DSN comes only from the environment (or PGPASSFILE); it is never printed or 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,10 +65,25 @@ select pg_current_xact_id_if_assigned() is null as no_xid,
 
 
 def dsn_from_env(check: Check) -> str | None:
+    """The DSN from its variable (taken out of the environment at start, see ``secretenv``);
+    a ``PGPASSWORD`` taken the same way is added to it as the password."""
+    from . import secretenv
+
     name = str(check.options["dsn_env"])
-    dsn = os.environ.get(name)
-    if dsn:
-        redact(dsn)  # remembers any password it holds, so it is masked everywhere
+    dsn = secretenv.get(name)
+    if not dsn:
+        return None
+    redact(dsn)  # remembers any password it holds, so it is masked everywhere
+    password = secretenv.get("PGPASSWORD")
+    if password:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        try:
+            has_password = bool(conninfo_to_dict(dsn).get("password"))
+        except Exception:  # a malformed DSN is reported (withheld) when it is used
+            has_password = True
+        if not has_password:
+            dsn = make_conninfo(dsn, password=password)
     return dsn
 
 

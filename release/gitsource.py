@@ -16,6 +16,7 @@ from typing import Any
 from . import proc
 from .config import Config
 from .errors import BlockedError, ConfigError, ReleaseError
+from .redact import redact
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,19 @@ def open_repo(cfg: Config) -> str:
         raise ConfigError(f"source.repo does not exist: {location}", hint="fix source.repo (a path, a git bundle file or a URL)")
     mirror = cfg.state / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
     if mirror.exists():
-        proc.run(["git", "-C", str(mirror), "fetch", "--quiet", "--prune", "--tags", "origin"], check=False)
+        # the URL is passed each time, never stored: a token in it stays out of the mirror's config
+        proc.run(["git", "-C", str(mirror), "fetch", "--quiet", "--prune", "--tags", location, "+refs/*:refs/*"], check=False)
     else:
-        mirror.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from .state import private_dir
+
+        private_dir(mirror.parent)
         proc.run(
             ["git", "clone", "--quiet", "--mirror", location, str(mirror)],
             error=BlockedError if location == cfg.repo else ConfigError,
-            what=f"git clone {location}",
+            what=f"git clone {redact(location)}",
             hint="check the URL or bundle file and your git credentials (never put a password in source.repo)",
         )
+        proc.run(["git", "-C", str(mirror), "remote", "set-url", "origin", redact(location)], check=False)
     return str(mirror)
 
 

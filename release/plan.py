@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from . import gitsource
+from . import dbcheck, gitsource
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .state import State, now_iso, private_dir, write_json
@@ -117,7 +116,7 @@ def compute(cfg: Config) -> dict[str, Any]:
     gates["G4 runtime skeleton"] = (
         {"verdict": PASS, "reason": f"provision: {', '.join(cfg.provision_dirs)}"} if cfg.provision_dirs else {"verdict": PASS, "reason": "nothing configured"}
     )
-    missing = [c.options["dsn_env"] for c in cfg.checks if c.kind == "db-readonly" and not os.environ.get(c.options["dsn_env"]) and not c.options.get("demo")]
+    missing = [c.options["dsn_env"] for c in cfg.checks if c.kind == "db-readonly" and not dbcheck.dsn_from_env(c) and not c.options.get("demo")]
     if not cfg.checks:
         gates["G5/G6 smoke"] = {"verdict": BLOCKED, "reason": "no smoke checks configured"}
     elif missing:

@@ -19,6 +19,8 @@ _KEYWORD = re.compile(
     r"(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;&'\"]+)",
     re.IGNORECASE,
 )
+# a bare token as the user part of a web URL (https://TOKEN@host/...): all of it is secret
+_WEB_USERINFO = re.compile(r"(?P<scheme>\b(?:[a-z0-9+.-]*\+)?https?://)(?P<user>[^:/@\s]+)@", re.IGNORECASE)
 _QUERY_PW = re.compile(r"(?P<key>[?&]password=)(?P<val>[^&\s#]*)", re.IGNORECASE)
 
 _lock = threading.Lock()
@@ -40,6 +42,9 @@ def redact(text: object) -> str:
     # a password seen in a DSN is remembered, so a bare mention of it is masked too
     for m in _URI_USERINFO.finditer(s):
         register_secret(m["pw"])
+    for m in _WEB_USERINFO.finditer(s):
+        if len(m["user"]) >= 12:  # a token, not a plain user name like "git"
+            register_secret(m["user"])
     for rx in (_QUERY_PW, _KEYWORD):
         for m in rx.finditer(s):
             register_secret(m["val"].strip("'\""))
@@ -49,6 +54,7 @@ def redact(text: object) -> str:
         if secret in s:
             s = s.replace(secret, MASK)
     s = _URI_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", s)
+    s = _WEB_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", s)
     s = _QUERY_PW.sub(lambda m: f"{m['key']}{MASK}", s)
     s = _KEYWORD.sub(lambda m: f"{m['key']}{MASK}", s)
     return s

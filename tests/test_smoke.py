@@ -210,3 +210,105 @@ def test_the_dsn_never_reaches_the_apps_own_code(tmp_path: Path) -> None:
     assert env_check["status"] == "passed"
     assert "APP_HIDDEN_DSN" not in env_check["detail"] and "PGPASSWORD" not in env_check["detail"]
     assert "NotForTheApp77" not in cp.stdout + cp.stderr
+
+
+# ----------------------------------------------------------------------------- attacks from a check
+
+
+_READ_ANCESTORS = """
+import os
+pid, seen = os.getpid(), []
+while pid > 1:
+    try:
+        seen.append(open(f"/proc/{pid}/environ", "rb").read())
+        pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        break
+blob = b"\\n".join(seen)
+print("ancestors", len(seen), "LEAK" if b"NotForTheApp77" in blob else "clean")
+"""
+
+
+def test_a_check_cannot_read_the_dsn_from_its_ancestors_environment(tmp_path: Path) -> None:
+    """Finding 6: on a local target a check read the DSN from /proc/<parent>/environ."""
+    checks = [
+        {"kind": "command", "name": "snoop", "argv": ["{python}", "-c", _READ_ANCESTORS], "expect_output": "clean"},
+        {**G6_DEMO, "dsn_env": "APP_HIDDEN_DSN"},
+    ]
+    cfg, _ = deployed(tmp_path, {}, checks)
+    secret = "postgresql://ro:NotForTheApp77@127.0.0.1:1/app"
+    cp = smoke(cfg, env={"APP_HIDDEN_DSN": secret, "PGPASSWORD": "NotForTheApp77"})
+    res = json.loads(cp.stdout)
+    snoop = next(c for c in res["checks"] if c["name"] == "snoop")
+    assert snoop["status"] == "passed", snoop["detail"]
+    assert "ancestors" in snoop["detail"] and int(snoop["detail"].split()[1]) >= 3, "it did read the agent's and the CLI's environment"
+
+
+def test_fifo_left_by_a_check_does_not_block_verify_and_is_drift(tmp_path: Path) -> None:
+    """Finding 13: a FIFO in the release made the final verify block forever."""
+    checks = [{"kind": "command", "name": "fifo", "argv": ["{python}", "-c", "import os; os.mkfifo('cutter_agent/trap')"]}]
+    cfg, target = deployed(tmp_path, {}, checks)
+    cp = run_release("--config", cfg, "--json", "smoke", env=None)
+    assert cp.returncode == 1
+    res = json.loads(cp.stdout)
+    tree = next(c for c in res["checks"] if c["name"] == "tree-unchanged")
+    assert tree["status"] == "failed" and "cutter_agent/trap" in tree["detail"]
+    v = run_release("--config", cfg, "--json", "verify")
+    assert v.returncode == 1 and "cutter_agent/trap" in json.loads(v.stdout)["special"]
+
+
+def test_a_session_leader_child_cannot_outlive_its_timeout(tmp_path: Path) -> None:
+    """Finding 13: a check whose child starts its own session kept stdout open past the timeout."""
+    daemon = (
+        "import os, subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
+        "print('started a daemon', flush=True)\n"
+    )
+    hang = "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); time.sleep(120)'])\ntime.sleep(120)\n"
+    checks = [
+        {"kind": "command", "name": "daemon", "argv": ["{python}", "-c", daemon], "expect_output": "started", "timeout": 20},
+        {"kind": "command", "name": "hang", "argv": ["{python}", "-c", hang], "timeout": 2},
+    ]
+    cfg, _ = deployed(tmp_path, {}, checks)
+    import time as _time
+
+    t0 = _time.monotonic()
+    cp = smoke(cfg)
+    took = _time.monotonic() - t0
+    res = json.loads(cp.stdout)
+    by = {c["name"]: c for c in res["checks"]}
+    assert by["daemon"]["status"] == "passed" and by["daemon"]["duration"] < 10, "a finished check does not wait for its daemon"
+    assert by["hang"]["status"] == "timeout" and by["hang"]["duration"] < 10
+    assert took < 40
+    import subprocess as sp
+
+    left = sp.run(["pgrep", "-f", "time.sleep\\(120\\)"], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes outlived the smoke: {left}"
+
+
+def test_ansi_colour_in_a_passing_check_keeps_junit_valid(tmp_path: Path) -> None:
+    from xml.etree import ElementTree as ET
+
+    checks = [{"kind": "command", "name": "colour", "argv": ["{python}", "-c", "print('\\x1b[32mgreen\\x1b[0m ok \\x07\\x1b]0;title\\x07')"], "expect_output": "ok"}]
+    cfg, _ = deployed(tmp_path, {}, checks)
+    cp = smoke(cfg)
+    assert cp.returncode == 0, cp.stderr
+    report = Path(json.loads(cp.stdout)["report"])
+    root = ET.parse(report / "junit.xml").getroot()
+    text = "".join(root.itertext())
+    assert "green ok" in text and "\x1b" not in text
+
+
+def test_a_check_editing_the_deploy_manifest_is_drift_and_does_not_disable_rollback(tmp_path: Path) -> None:
+    """Finding 16: a smoke check flipped pre_existed in DEPLOY-MANIFEST.txt to disable rollback."""
+    flip = "p = 'DEPLOY-MANIFEST.txt'; s = open(p).read().replace('pre_existed: false', 'pre_existed: true'); open(p, 'w').write(s)"
+    checks = [{"kind": "command", "name": "flip", "argv": ["{python}", "-c", flip]}]
+    cfg, target = deployed(tmp_path, {}, checks)
+    cp = smoke(cfg)
+    assert cp.returncode == 1
+    tree = next(c for c in json.loads(cp.stdout)["checks"] if c["name"] == "tree-unchanged")
+    assert tree["status"] == "failed" and "DEPLOY-MANIFEST" in tree["detail"]
+    assert "pre_existed: true" in (target / "DEPLOY-MANIFEST.txt").read_text()
+    rb = run_release("--config", cfg, "rollback")
+    assert rb.returncode == 0, rb.stderr
+    assert "drift" in rb.stdout and not target.exists()
