@@ -527,13 +527,13 @@ DATA_TYPES = (b"0", b"\0", b"7")  # regular files: the only members that carry d
 
 
 def _keep_limit() -> int:
-    """Bytes of inflated tar kept in memory between the passes: 768 MiB or a quarter of free memory."""
-    limit = 768 << 20
+    """Bytes of inflated tar kept in memory between the passes: 256 MiB or an eighth of free memory."""
+    limit = 256 << 20
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    limit = min(limit, int(line.split()[1]) * 1024 // 4)
+                    limit = min(limit, int(line.split()[1]) * 1024 // 8)
     except (OSError, ValueError, IndexError):
         pass
     return max(limit, 0)
@@ -577,6 +577,10 @@ class Verified:
                         view = view[os.write(out, view) :]
                 if kept is None or bad:
                     continue
+                if z.eof:
+                    if chunk.strip(b"\0"):
+                        bad = "trailing data after the gzip stream"
+                    continue
                 data = chunk
                 try:
                     while data:
@@ -589,6 +593,8 @@ class Verified:
                         if piece:
                             kept.append(piece)
                         if z.eof:
+                            if (z.unused_data + data).strip(b"\0"):
+                                bad = "trailing data after the gzip stream"
                             break
                 except zlib.error as exc:
                     bad = str(exc)

@@ -1,0 +1,414 @@
+"""The bundle reader in-process, attacked as a hostile bundle author would: archives built
+byte by byte, archives made by ``tarfile`` in every format, and a property-based fuzz.
+
+Every case runs the agent's own code (``Verified.read`` -> ``scan`` -> ``extract``) on a
+real file under a sandbox folder, and checks that nothing appears outside the staging
+folder and that every failure is a refusal (exit 4), never a crash.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from release import agent
+
+TOP = "app-1.0-abcdef0-20260101T000000Z"
+
+
+# ----------------------------------------------------------------------------- byte-level builders
+
+
+def header(name: str, size: int = 0, type_: bytes = b"0", linkname: str = "", mode: int = 0o644, size_field: bytes | None = None) -> bytes:
+    h = bytearray(512)
+    h[0:100] = name.encode()[:100].ljust(100, b"\0")
+    h[100:108] = f"{mode:07o}\0".encode()
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = size_field if size_field is not None else f"{size:011o}\0".encode()
+    h[136:148] = b"00000000000\0"
+    h[156:157] = type_
+    h[157:257] = linkname.encode()[:100].ljust(100, b"\0")
+    h[257:263] = b"ustar\0"
+    h[263:265] = b"00"
+    h[148:156] = b"        "
+    h[148:156] = f"{sum(h):06o}\0 ".encode()
+    return bytes(h)
+
+
+def member(name: str, data: bytes = b"", **kw: object) -> bytes:
+    size = kw.pop("size", len(data))
+    return header(name, size, **kw) + data + bytes(-len(data) % 512)  # type: ignore[arg-type]
+
+
+def pax(records: dict[str, str]) -> bytes:
+    body = b""
+    for k, v in records.items():
+        rec = f" {k}={v}\n".encode()
+        n = len(rec) + 1
+        while len(str(n).encode()) + len(rec) != n:
+            n += 1
+        body += str(n).encode() + rec
+    return member("././@PaxHeader", body, type_=b"x")
+
+
+def manifest_member(files: list[dict[str, object]]) -> bytes:
+    return member(f"{TOP}/BUNDLE-MANIFEST.json", json.dumps({"name": "app", "version": "1.0", "files": files}).encode())
+
+
+def file_entry(path: str, data: bytes) -> dict[str, object]:
+    return {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def finish(*parts: bytes) -> bytes:
+    return gzip.compress(b"".join(parts) + bytes(1024), mtime=0)
+
+
+def good_bundle(extra: bytes = b"", files: list[dict[str, object]] | None = None) -> bytes:
+    data = b"print('hi')\n"
+    entries = [file_entry("app/main.py", data)] if files is None else files
+    return finish(member(TOP + "/", type_=b"5"), member(f"{TOP}/app/", type_=b"5"), member(f"{TOP}/app/main.py", data), extra, manifest_member(entries))
+
+
+# ----------------------------------------------------------------------------- the harness
+
+
+class Sandbox:
+    """A parent folder holding the staging tree; everything else in it must stay as it was."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.parent = base / "parent"
+        self.parent.mkdir()
+        (self.base / "canary").mkdir()
+        (self.base / "canary" / "keep.txt").write_text("keep")
+        self.stage = self.parent / "stage"
+        self.stage.mkdir(mode=0o700)
+
+    def listing(self) -> set[str]:
+        return {str(p.relative_to(self.base)) for p in self.base.rglob("*")}
+
+    def deploy(self, raw: bytes) -> dict[str, object]:
+        bundle = self.base / "bundle.tar.gz"
+        bundle.write_bytes(raw)
+        copy = self.stage / "copy.tar.gz"
+        copy.unlink(missing_ok=True)
+        fd = os.open(bundle, os.O_RDONLY)
+        try:
+            verified = agent.Verified.read(fd, hashlib.sha256(raw).hexdigest(), str(copy), keep=True)
+        finally:
+            os.close(fd)
+        accepted = agent.scan(verified)
+        (self.stage / "tree").mkdir()
+        tree_fd = os.open(self.stage / "tree", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return agent.extract(verified, accepted, tree_fd)
+        finally:
+            os.close(tree_fd)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    return Sandbox(tmp_path)
+
+
+def refused(box: Sandbox, raw: bytes, words: str = "") -> agent.AgentError:
+    before = box.listing()
+    with pytest.raises(agent.AgentError) as e:
+        box.deploy(raw)
+    assert e.value.code == 4, e.value.message
+    assert words.lower() in e.value.message.lower(), e.value.message
+    after = box.listing()
+    assert not {p for p in after - before if p not in ("parent/stage/copy.tar.gz", "bundle.tar.gz")}, f"a refused bundle wrote {after - before}"
+    return e.value
+
+
+# ----------------------------------------------------------------------------- findings 1 and 12
+
+
+def test_a_good_bundle_unpacks(sandbox: Sandbox) -> None:
+    facts = sandbox.deploy(good_bundle())
+    assert facts["files"] == 1
+    assert (sandbox.stage / "tree" / "app" / "main.py").read_text() == "print('hi')\n"
+
+
+def test_headers_hidden_in_a_directory_members_data_are_refused(sandbox: Sandbox) -> None:
+    hidden = member(f"/{TOP}/../../escape.txt", b"pwned")
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/docs/", hidden, type_=b"5")), "cannot carry data")
+    assert not (sandbox.base / "escape.txt").exists()
+
+
+def test_headers_hidden_in_a_symlink_members_data_are_refused(sandbox: Sandbox) -> None:
+    hidden = member("evil.txt", b"x")
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/link", hidden, type_=b"2", linkname="app")), "cannot carry data")
+
+
+def test_data_in_the_top_folder_member_is_refused(sandbox: Sandbox) -> None:
+    hidden = member(f"/{TOP}/x", b"x")
+    raw = finish(member(TOP + "/", hidden, type_=b"5"), manifest_member([]))
+    refused(sandbox, raw, "cannot carry data")
+
+
+@pytest.mark.parametrize("size", ["-512", "-1", "99999999999999999999999", "12x", "", " 5", "0x10", "+3"])
+def test_bad_pax_sizes_are_refused(sandbox: Sandbox, size: str) -> None:
+    raw = good_bundle(extra=pax({"size": size}) + member(f"{TOP}/app/x.py", b"abc"))
+    refused(sandbox, raw)
+
+
+@pytest.mark.parametrize("field", [b"-0000000012\0", b"00000000q12\0", b"\xff" + b"\xff" * 10 + b"\x00"])
+def test_non_numeric_and_negative_size_fields_are_refused(sandbox: Sandbox, field: bytes) -> None:
+    raw = good_bundle(extra=header(f"{TOP}/app/y.py", size_field=field))
+    refused(sandbox, raw)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["/etc/passwd", f"{TOP}/../escape", f"{TOP}/app/../../escape", "other-top/file", f"{TOP}//double", f"{TOP}/./dot", f"{TOP}/a\\b", f"{TOP}/del\x7f"],
+)
+def test_unsafe_names_are_refused(sandbox: Sandbox, name: str) -> None:
+    refused(sandbox, good_bundle(extra=member(name, b"x")))
+
+
+def test_pax_path_override_cannot_escape(sandbox: Sandbox) -> None:
+    raw = good_bundle(extra=pax({"path": f"{TOP}/../../escape"}) + member(f"{TOP}/app/innocent.py", b"x"))
+    refused(sandbox, raw, "hostile")
+
+
+def test_special_members_are_refused(sandbox: Sandbox) -> None:
+    for type_, words in ((b"1", "hard link"), (b"3", "special"), (b"4", "special"), (b"6", "special"), (b"S", "special"), (b"M", "special"), (b"V", "special")):
+        refused(sandbox, good_bundle(extra=member(f"{TOP}/app/dev", type_=type_, linkname="app/main.py")), words)
+
+
+def test_setuid_duplicate_and_reserved_names_are_refused(sandbox: Sandbox) -> None:
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/app/suid", b"x", mode=0o4755)), "setuid")
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/app/main.py", b"again")), "duplicate")
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/DEPLOY-MANIFEST.txt", b"pre_existed: true\n")), "deploy manifest")
+
+
+def test_member_under_a_symlink_or_a_file_is_refused(sandbox: Sandbox) -> None:
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/l", type_=b"2", linkname="app") + member(f"{TOP}/l/x.py", b"x")), "under a symlink")
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/app/main.py/x", b"x")), "under a file")
+
+
+def test_the_manifest_is_checked_against_the_scan_before_any_write(sandbox: Sandbox) -> None:
+    """A file the manifest does not list (or lists with another hash) is refused: nothing written."""
+    extra = member(f"{TOP}/app/unlisted.py", b"import os")
+    refused(sandbox, good_bundle(extra=extra), "does not match")
+    assert not (sandbox.stage / "tree").exists()
+    wrong = [{"path": "app/main.py", "sha256": "0" * 64}]
+    refused(sandbox, good_bundle(files=wrong), "does not match")
+
+
+def test_trailing_data_and_truncation_are_refused(sandbox: Sandbox) -> None:
+    raw = good_bundle()
+    refused(sandbox, raw[: len(raw) // 2])
+    refused(sandbox, raw + b"garbage after the gzip stream", "trailing")
+
+
+def test_checksum_is_checked_before_anything_is_parsed(sandbox: Sandbox) -> None:
+    bundle = sandbox.base / "b.tar.gz"
+    bundle.write_bytes(good_bundle(extra=member("/etc/evil", b"x")))
+    fd = os.open(bundle, os.O_RDONLY)
+    try:
+        with pytest.raises(agent.AgentError) as e:
+            agent.Verified.read(fd, "0" * 64, None)
+    finally:
+        os.close(fd)
+    assert e.value.code == 4 and "checksum mismatch" in e.value.message
+
+
+# ----------------------------------------------------------------------------- finding 3: link chains
+
+
+def test_symlink_chains_climbing_through_links_are_refused(sandbox: Sandbox) -> None:
+    chain = member(f"{TOP}/a", type_=b"2", linkname=".")
+    prev = "a"
+    for i in range(1, 8):
+        chain += member(f"{TOP}/up{i}", type_=b"2", linkname=f"{prev}/..")
+        prev = f"up{i}"
+    chain += member(f"{TOP}/shadow", type_=b"2", linkname=f"{prev}/etc/shadow")
+    refused(sandbox, good_bundle(extra=chain), "passes through another link")
+
+
+@pytest.mark.parametrize(
+    ("rel", "target", "ok"),
+    [
+        ("lib/libx.so", "libx.so.1", True),
+        ("lib/libx.so", "../lib/libx.so.1", True),
+        ("a", ".", True),
+        ("up", "a/..", False),
+        ("x", "../outside", False),
+        ("d/x", "../../outside", False),
+        ("x", "/etc/passwd", False),
+        ("x", "", False),
+        ("d/x", "../d/./y", True),
+    ],
+)
+def test_link_rule(rel: str, target: str, ok: bool) -> None:
+    links = frozenset({"a", "lib/libx.so", "up", "x", "d/x"})
+    assert (agent.link_problem(rel, target, links) == "") is ok
+
+
+# ----------------------------------------------------------------------------- tarfile-made archives
+
+
+def tarfile_bundle(fmt: int, names: list[str], big_name: bool = False) -> bytes:
+    buf = io.BytesIO()
+    files = []
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        d = tarfile.TarInfo(TOP)
+        d.type = tarfile.DIRTYPE
+        d.mode = 0o755
+        tf.addfile(d)
+        for n in names:
+            data = (n * 3).encode()
+            ti = tarfile.TarInfo(f"{TOP}/{n}")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+            files.append(file_entry(n, data))
+        if big_name:
+            ti = tarfile.TarInfo(f"{TOP}/{'l' * 50}")
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = "d/" + "x" * 150
+            tf.addfile(ti)
+            files.append({"path": "l" * 50, "link": ti.linkname})
+        m = json.dumps({"files": files}).encode()
+        ti = tarfile.TarInfo(f"{TOP}/BUNDLE-MANIFEST.json")
+        ti.size = len(m)
+        tf.addfile(ti, io.BytesIO(m))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_archives_made_by_tarfile_in_every_format(tmp_path: Path, fmt: int) -> None:
+    names = ["short.py", "d/" + "x" * 150, "ünïcode/名前.txt"] if fmt != tarfile.USTAR_FORMAT else ["short.py", "d/" + "x" * 90]
+    box = Sandbox(tmp_path)
+    facts = box.deploy(tarfile_bundle(fmt, names, big_name=fmt != tarfile.USTAR_FORMAT))
+    assert facts["files"] == len(names) + (fmt != tarfile.USTAR_FORMAT)
+    for n in names:
+        assert (box.stage / "tree" / n).read_bytes() == (n * 3).encode()
+
+
+def test_base256_sizes_are_read(tmp_path: Path) -> None:
+    data = b"z" * 1000
+    h = bytearray(header(f"{TOP}/big.bin", size_field=b"\x80" + (1000).to_bytes(11, "big")))
+    h[148:156] = b"        "
+    h[148:156] = f"{sum(h):06o}\0 ".encode()
+    raw = finish(bytes(h) + data + bytes(-len(data) % 512), manifest_member([file_entry("big.bin", data)]))
+    box = Sandbox(tmp_path)
+    assert box.deploy(raw)["files"] == 1
+    assert (box.stage / "tree" / "big.bin").read_bytes() == data
+
+
+def test_gnu_sparse_members_are_refused(sandbox: Sandbox) -> None:
+    refused(sandbox, good_bundle(extra=pax({"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}) + member(f"{TOP}/app/s", b"x")), "sparse")
+
+
+def test_oversized_extended_headers_are_refused(sandbox: Sandbox) -> None:
+    refused(sandbox, good_bundle(extra=header("././@LongLink", size=agent.MAX_HEADER_BODY + 1, type_=b"L")), "extended header")
+
+
+def test_memory_stays_bounded_for_a_2_gib_member(tmp_path: Path) -> None:
+    """Finding 12: one member of 2 GiB (a 2 MB bundle) inflated into memory."""
+    script = f"""
+import gzip, hashlib, json, os, resource, sys, zlib
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from release import agent
+top = {TOP!r}
+path = sys.argv[1]
+size = 2 << 30
+def hdr(name, size, t=b"0"):
+    h = bytearray(512); h[0:len(name)] = name.encode(); h[100:108] = b"0000644\\0"; h[108:124] = b"0000000\\0" * 2
+    h[124:136] = f"{{size:011o}}\\0".encode(); h[136:148] = b"00000000000\\0"; h[156:157] = t; h[257:263] = b"ustar\\0"; h[263:265] = b"00"
+    h[148:156] = b"        "; h[148:156] = f"{{sum(h):06o}}\\0 ".encode(); return bytes(h)
+z = zlib.compressobj(9, zlib.DEFLATED, 31)
+with open(path, "wb") as f:
+    f.write(z.compress(hdr(top + "/", 0, b"5") + hdr(top + "/zeros", size)))
+    block = bytes(1 << 24)
+    for _ in range(size // len(block)):
+        f.write(z.compress(block))
+    m = json.dumps({{"files": [{{"path": "zeros", "sha256": "0" * 64}}]}}).encode()
+    f.write(z.compress(hdr(top + "/BUNDLE-MANIFEST.json", len(m)) + m + bytes(-len(m) % 512) + bytes(1024)))
+    f.write(z.flush())
+sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+fd = os.open(path, os.O_RDONLY)
+v = agent.Verified.read(fd, sha, None, keep=True)
+if v.kept is None:
+    os.lseek(fd, 0, 0)
+    v = agent.Verified.read(fd, sha, path + ".copy", keep=False)
+try:
+    agent.scan(v)
+    print("accepted")
+except agent.AgentError as e:
+    print("refused", e.code, e.message[:80])
+print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("bundle_bytes", os.path.getsize(path))
+"""
+    cp = subprocess.run([sys.executable, "-c", script, str(tmp_path / "bomb.tar.gz")], capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    out = dict(line.split(" ", 1) for line in cp.stdout.strip().splitlines())
+    assert out["refused"].startswith("4 ") and "does not match" in out["refused"]
+    assert int(out["bundle_bytes"]) < 4 << 20, "the bomb is a small file"
+    assert int(out["maxrss_kib"]) < 450 * 1024, f"peak memory {int(out['maxrss_kib']) // 1024} MiB for a 2 GiB member"
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+NAMES = st.lists(st.sampled_from(["a", "b", "..", ".", "", "lib", "x.py", "/", "\\", TOP, "ü", "\x7f"]), min_size=1, max_size=4).map("/".join)
+
+
+@st.composite
+def archives(draw: st.DrawFn) -> bytes:
+    parts = [member(TOP + "/", type_=b"5")]
+    files = []
+    for _ in range(draw(st.integers(0, 6))):
+        name = draw(NAMES)
+        kind = draw(st.sampled_from([b"0", b"5", b"2", b"1", b"x", b"L", b"3"]))
+        data = draw(st.binary(max_size=700))
+        full = draw(st.sampled_from([f"{TOP}/{name}", name, f"/{TOP}/{name}"]))
+        if kind == b"2":
+            parts.append(member(full, type_=kind, linkname=draw(NAMES)))
+        elif kind in (b"x", b"L"):
+            parts.append(member("././@x", f"18 path={name[:5]}\n".encode() if kind == b"x" else name.encode(), type_=kind))
+        else:
+            parts.append(member(full, data, type_=kind))
+            if kind == b"0" and draw(st.booleans()):
+                files.append(file_entry(full.removeprefix(TOP + "/"), data))
+    parts.append(manifest_member(files))
+    raw = b"".join(parts) + bytes(1024)
+    if draw(st.booleans()):  # mutate some bytes of the tar
+        buf = bytearray(raw)
+        for _ in range(draw(st.integers(1, 8))):
+            buf[draw(st.integers(0, len(buf) - 1))] = draw(st.integers(0, 255))
+        raw = bytes(buf)
+    return gzip.compress(raw, mtime=0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(raw=archives())
+def test_fuzz_random_and_mutated_archives_never_escape_and_only_refuse(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
+    box = Sandbox(tmp_path_factory.mktemp("fuzz"))
+    try:
+        box.deploy(raw)
+    except agent.AgentError as exc:
+        assert exc.code == 4, exc.message
+    for p in box.base.rglob("*"):
+        rel = p.relative_to(box.base)
+        assert rel.parts[0] in ("parent", "canary", "bundle.tar.gz"), f"written outside the staging folder: {p}"
+        if rel.parts[0] == "parent" and len(rel.parts) > 1:
+            assert rel.parts[1] == "stage"
+        if p.is_symlink():
+            real = p.resolve()
+            assert str(real).startswith(str((box.stage / "tree").resolve())), f"link leaves the tree: {p} -> {os.readlink(p)}"
+    assert (box.base / "canary" / "keep.txt").read_text() == "keep"
