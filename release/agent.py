@@ -52,8 +52,12 @@ def refuse(message: str, hint: str = "") -> AgentError:
 
 
 def say(msg: str) -> None:
-    sys.stderr.write(f"[{_hostname()}] {msg}\n")
-    sys.stderr.flush()
+    """Progress on stderr; a controller that went away must not stop the work half-done."""
+    try:
+        sys.stderr.write(f"[{_hostname()}] {msg}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 # ----------------------------------------------------------------------------- facts
@@ -1079,11 +1083,23 @@ def checked_folder_name(value: object, what: str) -> str:
 
 
 def checkpoint(name: str) -> None:
-    """Test hook: ``RELEASE_TEST_KILL_AT=<name>`` kills this agent here (SIGKILL), as a crash would."""
+    """Test hooks at named points of the ops that change the target.
+
+    ``RELEASE_TEST_KILL_AT=<name>`` kills this agent here (SIGKILL), as a crash would;
+    ``RELEASE_TEST_PAUSE_AT=<name>@<file>`` creates <file> here and waits until it is
+    removed, so a test can act at exactly this point (no timing races).
+    """
     if os.environ.get("RELEASE_TEST_KILL_AT") == name:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    point, _, flag = os.environ.get("RELEASE_TEST_PAUSE_AT", "").partition("@")
+    if point == name and flag:
+        with open(flag, "w") as f:
+            f.write(str(os.getpid()))
+        end = time.monotonic() + 300
+        while os.path.exists(flag) and time.monotonic() < end:
+            time.sleep(0.01)
 
 
 def _lstat_kind(name: str, dir_fd: int) -> str:
@@ -1149,20 +1165,25 @@ def _deploy_locked(req: dict[str, Any], root: str, root_fd: int, parent_rel: str
             raise refuse(f"{parent} is a {kind}, not a folder: a release is never written through it", f"move {parent} away by hand")
         else:
             cleaned += clean_leftovers(parent)
+            if _only_parent_marker(parent):
+                parent_existed = False  # made by a run that was killed before it could take it back
     before = listing_sha256(parent)
     target = os.path.join(parent, dirname)
-    parent_fd = open_dir(parent_rel, root_fd) if parent_existed and parent_rel else -1
+    present = not parent_rel or _lstat_kind(parent_rel, root_fd) == "directory"
+    parent_fd = open_dir(parent_rel, root_fd) if present and parent_rel else -1
     try:
-        kind = _lstat_kind(dirname, parent_fd if parent_fd >= 0 else root_fd) if parent_existed else "absent"
+        kind = _lstat_kind(dirname, parent_fd if parent_fd >= 0 else root_fd) if present else "absent"
         if kind != "absent":
             raise refuse(
                 f"target already exists ({kind}): {target}",
                 "nothing was changed; choose another target.dir, or remove it yourself if it is not needed",
             )
-        if not parent_existed:
+        if not present:
             os.mkdir(parent_rel, 0o755, dir_fd=root_fd)
         if parent_fd < 0:
             parent_fd = open_dir(parent_rel, root_fd) if parent_rel else os.dup(root_fd)
+        if not parent_existed and _lstat_kind(PARENT_MARKER, parent_fd) == "absent":
+            _write_new(parent_fd, PARENT_MARKER, json.dumps({"deploy_id": deploy_id}).encode(), 0o644)
         stage = ""
         try:
             stage = make_marked_dir(parent_fd, "tmp", deploy_id, "deploy")
@@ -1194,8 +1215,8 @@ def _deploy_locked(req: dict[str, Any], root: str, root_fd: int, parent_rel: str
         finally:
             if stage:
                 _remove_marked(parent_fd, stage)
-            if not parent_existed and _lstat_kind(dirname, parent_fd) == "absent" and not os.listdir(parent_fd):
-                os.rmdir(parent_rel, dir_fd=root_fd)  # a failed deploy takes back the releases/ folder it made
+            if not parent_existed and _lstat_kind(dirname, parent_fd) == "absent":
+                _remove_parent_if_ours(root_fd, parent_rel)  # a failed deploy takes back the releases/ folder it made
     finally:
         if parent_fd >= 0:
             os.close(parent_fd)
@@ -1253,6 +1274,34 @@ def _unpack(req: dict[str, Any], parent: str, parent_fd: int, stage: str, dirnam
         }
     )
     return {"target": target, **facts, "manifest": lines}
+
+
+PARENT_MARKER = PREFIX + "parent"
+
+
+def _only_parent_marker(parent: str) -> bool:
+    try:
+        return os.listdir(parent) == [PARENT_MARKER]
+    except OSError:
+        return False
+
+
+def _remove_parent_if_ours(root_fd: int, parent_rel: str) -> bool:
+    """Remove ``releases/`` if it holds nothing but the marker the deploy that made it wrote."""
+    try:
+        names = os.listdir(os.path.join(f"/proc/self/fd/{root_fd}", parent_rel))
+    except OSError:
+        return False
+    if names not in ([], [PARENT_MARKER]):
+        return False
+    fd = open_dir(parent_rel, root_fd)
+    try:
+        if names:
+            os.unlink(PARENT_MARKER, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(parent_rel, dir_fd=root_fd)
+    return True
 
 
 def rollback_command(target: str) -> str:
@@ -1435,9 +1484,12 @@ def _rolled_back(
     discarded: list[str] | None = None,
 ) -> dict[str, Any]:
     removed_parent = False
-    if req.get("remove_parent_if_empty") and parent != root and os.path.isdir(parent) and not os.listdir(parent):
-        os.rmdir(parent)
-        removed_parent = True
+    if req.get("remove_parent_if_empty") and parent != root and os.path.isdir(parent):
+        root_fd = open_dir(root)
+        try:
+            removed_parent = _remove_parent_if_ours(root_fd, os.path.relpath(parent, root))
+        finally:
+            os.close(root_fd)
     after = listing_sha256(parent)
     before = manifest.get("parent_listing_sha256_before") or str(req.get("parent_listing_sha256_before") or "")
     parent_existed = manifest.get("parent_existed", "true" if req.get("parent_existed", True) else "false")
@@ -1520,6 +1572,16 @@ def op_promote(req: dict[str, Any]) -> dict[str, Any]:
             return {"current": rel, "previous": previous}
     except OSError as exc:
         raise _io_error(exc, f"promote of {target} failed") from None
+
+
+def op_tidy(req: dict[str, Any]) -> dict[str, Any]:
+    """Under the lock, remove what killed runs left in the root and in the releases folder."""
+    root = req["root"]
+    with Lock(root, checked_id(req["deploy_id"]), "tidy", bool(req.get("break_lock"))):
+        cleaned = clean_leftovers(root)
+        if req.get("parent"):
+            cleaned += clean_leftovers(os.path.join(root, checked_folder_name(req["parent"], "the releases folder")))
+        return {"cleaned": cleaned}
 
 
 def op_inspect(req: dict[str, Any]) -> dict[str, Any]:
@@ -2027,6 +2089,7 @@ OPS = {
     "promote": op_promote,
     "status": op_status,
     "inspect": op_inspect,
+    "tidy": op_tidy,
     "verify": op_verify,
     "smoke": op_smoke,
     "provision": op_provision,
@@ -2034,7 +2097,20 @@ OPS = {
 }
 
 
+def _answer(doc: dict[str, Any]) -> None:
+    try:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # the controller went away: it reconciles the outcome with the target later
+
+
 def main(argv: list[str]) -> int:
+    import signal
+
+    if len(argv) > 1 and argv[1] in ("deploy", "rollback", "promote", "provision", "unprovision"):
+        # a lost connection must not cut an op short: what it started, it finishes or undoes
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         op, raw = argv[1], argv[2]
         req = json.loads(raw)
@@ -2042,17 +2118,15 @@ def main(argv: list[str]) -> int:
         if handler is None:
             raise AgentError(2, f"unknown agent op {op!r}")
         result = handler(req)
-        sys.stdout.write(json.dumps({"ok": True, "result": result}) + "\n")
+        _answer({"ok": True, "result": result})
         return 0
     except AgentError as exc:
-        sys.stdout.write(json.dumps({"ok": False, "exit_code": exc.code, "message": exc.message, "hint": exc.hint}) + "\n")
+        _answer({"ok": False, "exit_code": exc.code, "message": exc.message, "hint": exc.hint})
         return exc.code
     except Exception as exc:
         import traceback
 
-        sys.stdout.write(
-            json.dumps({"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {exc}", "hint": "", "traceback": traceback.format_exc()[-4000:]}) + "\n"
-        )
+        _answer({"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {exc}", "hint": "", "traceback": traceback.format_exc()[-4000:]})
         return 1
 
 

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("promote", help="switch the `current` pointer to a release (timestamped strategy)")
     s.add_argument("--deploy-id", metavar="ID", help="promote this deploy instead of the last one")
+    s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
     s.set_defaults(handler=_lazy("promote"))
 
     s = sub.add_parser("plan", help="compute and lock the deploy plan (changes nothing)")

@@ -148,6 +148,15 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
     record: dict[str, Any] = {**plan.to_dict(), "status": "started", "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
         reconcile.settle(cfg, state, transport)
+        for landed in state.records():
+            if landed.get("rerun_pending") and landed["status"] == "deployed" and landed.get("bundle_sha256") == plan.bundle_sha256:
+                # the rerun of a deploy whose answer was lost: it had landed, so it is done;
+                # what its killed run left behind (lock, staging) is cleaned under the lock
+                tidy = {"root": plan.root, "parent": plan.parent, "deploy_id": landed["deploy_id"], "break_lock": break_lock}
+                landed["cleaned_leftovers"] = transport.agent("tidy", tidy).get("cleaned", [])
+                landed.pop("rerun_pending", None)
+                state.save(landed)
+                return _result(plan, landed, f"already deployed by {landed['deploy_id']} (its outcome was unknown; the target holds it)")
         state.save(record)
         state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started")
     try:
@@ -185,19 +194,29 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
     )
     state.save(record)
     state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="deployed")
+    return _result(plan, record, "deployed")
+
+
+def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> dict[str, Any]:
+    """The stage's answer for the deploy ``record`` describes (this plan's, or an earlier one's)."""
+    target, deploy_id = record["target"], record["deploy_id"]
     text = (
-        f"deployed {plan.name} {plan.version} ({plan.head[:12]}) to {plan.host}:{plan.target}\n"
-        f"deploy_id: {plan.deploy_id}\nfiles: {result['files']}  tree_sha256: {result['tree_sha256']}\n"
-        f"parent listing sha256 before: {result['parent_listing_sha256_before']}\n"
-        f"rollback: release rollback --deploy-id {plan.deploy_id}   (equivalent: {plan.rollback_command})"
+        f"{how}: {plan.name} {plan.version} ({plan.head[:12]}) to {plan.host}:{target}\n"
+        f"deploy_id: {deploy_id}\nfiles: {record['files']}  tree_sha256: {record['tree_sha256']}\n"
+        f"parent listing sha256 before: {record['parent_listing_sha256_before']}\n"
+        f"rollback: release rollback --deploy-id {deploy_id}   (equivalent: {names.rollback_command(target)})"
     )
     return {
         "stage": "deploy",
         **plan.to_dict(),
-        "files": result["files"],
-        "tree_sha256": result["tree_sha256"],
-        "parent_listing_sha256_before": result["parent_listing_sha256_before"],
-        "cleaned_leftovers": result.get("cleaned", []),
+        "deploy_id": deploy_id,
+        "target": target,
+        "dir": record.get("dir", plan.dir),
+        "rollback": names.rollback_command(target),
+        "files": record["files"],
+        "tree_sha256": record["tree_sha256"],
+        "parent_listing_sha256_before": record["parent_listing_sha256_before"],
+        "cleaned_leftovers": record.get("cleaned_leftovers", []),
         "_text": text,
     }
 

@@ -28,7 +28,8 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
             f"deploy {record['deploy_id']} is {record.get('status')!r}: only a deployed release can be promoted",
             hint="deploy it again, or promote another deploy with --deploy-id",
         )
-    result = for_config(cfg).agent("promote", {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]})
+    req = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": args.break_lock}
+    result = for_config(cfg).agent("promote", req)
     record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}
     state.save(record)
     state.audit(

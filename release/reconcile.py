@@ -55,6 +55,7 @@ def settle(cfg: Config, state: State, transport: Transport, *, running_ok: bool 
                 tree_sha256=manifest.get("tree_sha256", ""),
                 manifest_sha256=seen.get("manifest_sha256", ""),
                 note=f"outcome was {record['status']}; the target holds the release, so it is deployed",
+                rerun_pending=True,  # a rerun of the same deploy completes it instead of deploying again
             )
         else:
             record.update(status="failed", reconciled=now_iso(), note=f"outcome was {record['status']}; the release is not on the target")

@@ -62,7 +62,7 @@ def start_sshd(folder: Path) -> tuple[SshServer | None, str]:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nPidFile {folder / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {folder / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
-        "MaxStartups 50:30:100\nMaxSessions 50\n"
+        "MaxStartups 50:30:100\nMaxSessions 50\nAcceptEnv RELEASE_TEST_*\n"
     )
     os.makedirs("/run/sshd", exist_ok=True)
     log = (folder / "sshd.log").open("wb")
@@ -76,7 +76,7 @@ def start_sshd(folder: Path) -> tuple[SshServer | None, str]:
     client.write_text(
         f"Host testhost\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
         f"  IdentityFile {folder / 'client_key'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
-        "  StrictHostKeyChecking yes\n  LogLevel ERROR\n"
+        "  StrictHostKeyChecking yes\n  LogLevel ERROR\n  SendEnv RELEASE_TEST_*\n"
     )
     probe = subprocess.run(["ssh", "-F", str(client), "-o", "BatchMode=yes", "testhost", "true"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:

@@ -289,7 +289,9 @@ def test_a_session_leader_child_cannot_outlive_its_timeout(tmp_path: Path) -> No
 def test_ansi_colour_in_a_passing_check_keeps_junit_valid(tmp_path: Path) -> None:
     from xml.etree import ElementTree as ET
 
-    checks = [{"kind": "command", "name": "colour", "argv": ["{python}", "-c", "print('\\x1b[32mgreen\\x1b[0m ok \\x07\\x1b]0;title\\x07')"], "expect_output": "ok"}]
+    checks = [
+        {"kind": "command", "name": "colour", "argv": ["{python}", "-c", "print('\\x1b[32mgreen\\x1b[0m ok \\x07\\x1b]0;title\\x07')"], "expect_output": "ok"}
+    ]
     cfg, _ = deployed(tmp_path, {}, checks)
     cp = smoke(cfg)
     assert cp.returncode == 0, cp.stderr
