@@ -251,3 +251,44 @@ def test_build_failure_is_exit_1_with_backend_error_and_no_bundle(project: Repo,
     assert r.code == 1
     assert "project.dependencies" in r.err  # the backend's own message
     assert not list((tmp_path / "bundles").iterdir())
+
+
+def test_the_build_never_sees_the_dsn_or_other_secrets_of_the_controller(tmp_path: Path) -> None:
+    """Finding 6: a build hook read the DSN variable of the CI job and shipped it in the wheel."""
+    import zipfile
+
+    from .conftest import run_release
+
+    repo = make_project(tmp_path / "app")
+    repo.write(
+        "hatch_build.py",
+        "import os\nfrom hatchling.builders.hooks.plugin.interface import BuildHookInterface\n"
+        "class CustomBuildHook(BuildHookInterface):\n"
+        "    def initialize(self, version, build_data):\n"
+        "        leak = ' '.join(f'{k}={v}' for k, v in os.environ.items())\n"
+        "        print('BUILD-ENV', leak)\n"
+        "        open(os.path.join(self.root, 'demo_app', 'leak.txt'), 'w').write(leak)\n",
+    )
+    text = (
+        repo.path / "pyproject.toml"
+    ).read_text() + "[tool.hatch.build.hooks.custom]\n[tool.hatch.build.targets.wheel.force-include]\n'demo_app/leak.txt' = 'demo_app/leak.txt'\n"
+    repo.write("pyproject.toml", text)
+    repo.write("demo_app/leak.txt", "")
+    repo.commit("hook")
+    cfg = write_config(tmp_path / "release.toml", repo.path, bundle={"artifacts": ["wheel"]})
+    cfg.write_text(cfg.read_text() + '[[smoke.check]]\nkind = "db-readonly"\ndsn_env = "APP_RO_DSN"\nqueries = ["select 1"]\n')
+    secret = "postgresql://ro:BuildMustNotSee99@db/app"
+    cp = run_release("--config", cfg, "-v", "--json", "bundle", env={"APP_RO_DSN": secret, "AWS_SECRET_ACCESS_KEY": "AlsoHidden42"})
+    assert cp.returncode == 0, cp.stderr
+    assert "BuildMustNotSee99" not in cp.stdout + cp.stderr and "AlsoHidden42" not in cp.stdout + cp.stderr
+    bundle_path = Path(json.loads(cp.stdout)["bundle"])
+    import tarfile as _tarfile
+
+    with _tarfile.open(bundle_path) as tf:
+        wheel = next(m for m in tf if m.name.endswith(".whl"))
+        data = tf.extractfile(wheel).read()  # type: ignore[union-attr]
+    (tmp_path / "w.whl").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "w.whl") as zf:
+        leak = zf.read("demo_app/leak.txt").decode()
+    assert "PATH=" in leak, "the hook ran and wrote its environment"
+    assert "APP_RO_DSN" not in leak and "BuildMustNotSee99" not in leak and "AlsoHidden42" not in leak
