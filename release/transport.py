@@ -28,11 +28,37 @@ AGENT_FLAGS = ("-I", "-S")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
 
 
+AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it never touches its disk)
+
+_BOOT = """import sys,json,zlib,base64
+from importlib.machinery import ModuleSpec
+S=json.loads(zlib.decompress(base64.b64decode('{blob}')))
+P='{pkg}'
+class F:
+ def find_spec(self,name,path=None,target=None):
+  k='__init__' if name==P else (name[len(P)+1:] if name.startswith(P+'.') else '')
+  if k in S:return ModuleSpec(name,self,is_package=name==P)
+ def create_module(self,spec):return None
+ def exec_module(self,m):
+  n=m.__name__;k='__init__' if n==P else n[len(P)+1:]
+  exec(compile(S[k],'<release-agent/'+k+'.py>','exec'),m.__dict__)
+sys.meta_path.insert(0,F())
+from {pkg}.ops import main
+sys.exit(main(sys.argv))
+"""
+
+
+def agent_sources() -> dict[str, str]:
+    """The agent package's modules by name: what travels to the target."""
+    folder = Path(__file__).parent / "agent"
+    return {p.stem: p.read_text() for p in sorted(folder.glob("*.py"))}
+
+
 @functools.cache
 def _bootstrap() -> str:
-    source = (Path(__file__).parent / "agent.py").read_bytes()
-    blob = base64.b64encode(zlib.compress(source, 9)).decode()
-    return f"import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('{blob}')),'release-agent','exec'))"
+    """One program: the agent's sources (compressed) and a small ``sys.meta_path`` importer."""
+    blob = base64.b64encode(zlib.compress(json.dumps(agent_sources(), sort_keys=True).encode(), 9)).decode()
+    return _BOOT.replace("{blob}", blob).replace("{pkg}", AGENT_PACKAGE)
 
 
 class Transport(Protocol):

@@ -1,0 +1,68 @@
+"""Target-side agent: everything that happens on the target, standard library only.
+
+The controller runs it with the target's interpreter (``target.python``): for a local
+target as a child process, for an SSH target sent over the connection inside the
+command (as Ansible sends its modules): ``release.transport`` packs these modules'
+sources into one program with a small ``sys.meta_path`` importer, run under
+``python -I -S``, leaving nothing on the target. Local and SSH behave the same by
+construction. Protocol: ``<op> <request-json>``; the bundle, when there is one, arrives
+on stdin; the answer is one JSON line on stdout; the exit code follows the contract
+(0 ok, 1 failed, 2 usage, 3 blocked, 4 refused).
+
+Modules, by concern (each imports only the standard library and its siblings; an AST
+test enforces it):
+
+    protocol       constants, AgentError (an exit code), progress, test hooks
+    names          name rules, link rule, deploy ids, manifest format, tree hash
+    fsutil         descriptor-relative filesystem helpers, rename_noreplace, listing hash
+    lock           the root's lock
+    leftovers      staging/trash folders of killed runs: marked, cleaned
+    tarsafe        the bundle reader: checksum first, one scan, extract what it accepted
+    release_ops    deploy, rollback, promote, status, verify, inspect, tidy, facts
+    smoke_ops      G5 checks, bounded, clean environment
+    provision_ops  G4 runtime skeleton and its exact undo
+    ops            the op registry and ``main``
+
+The controller imports the shared rules from here: one copy of every rule.
+"""
+
+from __future__ import annotations
+
+from .fsutil import listing_sha256, open_dir, path_kind, rename_noreplace
+from .lock import Lock, read_lock
+from .names import checked_folder_name, checked_id, link_problem, manifest_entries, manifest_text, name_problem, rollback_command, tree_sha256
+from .ops import OPS, main
+from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, LOCK, MARKER, PREFIX, AgentError, refuse
+from .tarsafe import MAX_HEADER_BODY, MAX_MANIFEST, Scan, Verified, extract, scan
+
+__all__ = [
+    "BUNDLE_MANIFEST",
+    "DEPLOY_MANIFEST",
+    "LOCK",
+    "MARKER",
+    "MAX_HEADER_BODY",
+    "MAX_MANIFEST",
+    "OPS",
+    "PREFIX",
+    "AgentError",
+    "Lock",
+    "Scan",
+    "Verified",
+    "checked_folder_name",
+    "checked_id",
+    "extract",
+    "link_problem",
+    "listing_sha256",
+    "main",
+    "manifest_entries",
+    "manifest_text",
+    "name_problem",
+    "open_dir",
+    "path_kind",
+    "read_lock",
+    "refuse",
+    "rename_noreplace",
+    "rollback_command",
+    "scan",
+    "tree_sha256",
+]

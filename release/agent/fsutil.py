@@ -1,0 +1,182 @@
+"""Filesystem helpers that never follow a link they did not mean to: descriptors relative to
+folders we opened, O_EXCL/O_NOFOLLOW, renameat2(RENAME_NOREPLACE), the parent listing hash."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+
+from .protocol import CHUNK, PREFIX, refuse
+
+
+def listing_sha256(parent: str) -> str:
+    """sha256 of a folder's listing: name, type, and for files size+mtime, for links the target."""
+    if not os.path.isdir(parent):
+        return "absent"
+    lines = []
+    with os.scandir(parent) as it:
+        for e in it:
+            if e.name.startswith(PREFIX):
+                continue
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                lines.append(f"{e.name}\tl\t{os.readlink(e.path)}")
+            elif stat.S_ISDIR(st.st_mode):
+                lines.append(f"{e.name}\td\t{stat.S_IMODE(st.st_mode):o}")
+            elif stat.S_ISREG(st.st_mode):
+                lines.append(f"{e.name}\tf\t{st.st_size}\t{st.st_mtime_ns}\t{stat.S_IMODE(st.st_mode):o}")
+            else:
+                lines.append(f"{e.name}\to")
+    lines.sort()
+    return hashlib.sha256("".join(x + "\n" for x in lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def path_kind(path: str) -> str:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "absent"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(st.st_mode):
+        return "directory"
+    return "file"
+
+
+def _write_new(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
+    """Create ``name`` (O_EXCL, no link followed) holding ``data``; on any failure nothing is left."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(name, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+
+
+def remove_tree_at(dir_fd: int, name: str) -> None:
+    """Delete the folder ``name`` under ``dir_fd`` and all it holds, never following a link.
+
+    Depth first with ``os.scandir`` on descriptors and ``unlinkat``: no path is resolved
+    twice, no per-file stat beyond what the directory entry says.
+    """
+    fd = open_dir(name, dir_fd)
+    try:
+        with os.scandir(fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for sub, is_dir in entries:
+            if is_dir:
+                remove_tree_at(fd, sub)
+            else:
+                os.unlink(sub, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_dir(name: str, dir_fd: int | None = None) -> int:
+    """Open a folder without following a link in its last component (relative to ``dir_fd``)."""
+    return os.open(name, O_DIR, dir_fd=dir_fd)
+
+
+class DirFds:
+    """Folder descriptors of a tree being written, opened component by component, never via a link."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.fds: dict[str, int] = {"": root_fd}
+
+    def get(self, rel_dir: str) -> int:
+        fd = self.fds.get(rel_dir)
+        if fd is not None:
+            return fd
+        if len(self.fds) > 256:
+            self.close()
+        parent, _, base = rel_dir.rpartition("/")
+        fd = open_dir(base, self.get(parent))
+        self.fds[rel_dir] = fd
+        return fd
+
+    def close(self) -> None:
+        for key, fd in list(self.fds.items()):
+            if key:
+                os.close(fd)
+        self.fds = {"": self.root_fd}
+
+
+def _renameat2(src_dir: int, src: str, dst_dir: int, dst: str, flags: int) -> int:
+    """renameat2(2) through libc; returns 0, or the errno (ENOSYS when it is not there)."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return errno.ENOSYS
+    if fn(src_dir, os.fsencode(src), dst_dir, os.fsencode(dst), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+AT_FDCWD = -100
+
+
+def rename_noreplace(src: str, dst: str, src_dir: int = AT_FDCWD, dst_dir: int = AT_FDCWD) -> None:
+    """rename(2) that fails if ``dst`` exists (renameat2 RENAME_NOREPLACE where available)."""
+    err = _renameat2(src_dir, src, dst_dir, dst, 1)
+    if err == 0:
+        return
+    if err == errno.EEXIST:
+        raise refuse(f"target appeared during the deploy: {dst}", "nothing was overwritten; inspect it")
+    if err not in (errno.ENOSYS, errno.EINVAL):
+        raise OSError(err, os.strerror(err), dst)
+    try:
+        os.stat(dst, dir_fd=None if dst_dir == AT_FDCWD else dst_dir, follow_symlinks=False)
+        raise refuse(f"target appeared during the deploy: {dst}", "nothing was overwritten; inspect it")
+    except FileNotFoundError:
+        pass
+    os.rename(src, dst, src_dir_fd=None if src_dir == AT_FDCWD else src_dir, dst_dir_fd=None if dst_dir == AT_FDCWD else dst_dir)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lstat_kind(name: str, dir_fd: int) -> str:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return "absent"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(st.st_mode):
+        return "directory"
+    return "file" if stat.S_ISREG(st.st_mode) else "special file"
+
+
+def _read_regular(dir_fd: int, name: str, limit: int) -> bytes:
+    """Read a regular file under ``dir_fd`` without following a link or opening a FIFO/device."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refuse(f"{name} is not a regular file", "inspect it by hand")
+        data = b""
+        while len(data) <= limit and (chunk := os.read(fd, CHUNK)):
+            data += chunk
+        if len(data) > limit:
+            raise refuse(f"{name} is larger than {limit} bytes", "inspect it by hand")
+        return data
+    finally:
+        os.close(fd)

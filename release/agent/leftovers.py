@@ -1,0 +1,156 @@
+"""What killed runs leave (staging, trash, temp files): recognisable as ours, and cleaned."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import time
+from typing import Any
+
+from .fsutil import _write_new, open_dir, remove_tree_at
+from .lock import _alive
+from .protocol import MARKER, PREFIX, refuse, say
+
+
+def _remove_marked(parent_fd: int, name: str) -> None:
+    """Remove our folder ``name``: everything but its marker first, the marker last, then the folder.
+
+    A kill at any point leaves either the marked folder (cleaned by the next run) or
+    nothing: never an unmarked copy.
+    """
+    fd = open_dir(name, parent_fd)
+    try:
+        with os.scandir(fd) as it:
+            inner = [(e.name, e.is_dir(follow_symlinks=False)) for e in it if e.name != MARKER]
+        for sub, is_dir in inner:
+            if is_dir:
+                remove_tree_at(fd, sub)
+            else:
+                os.unlink(sub, dir_fd=fd)
+        try:
+            os.unlink(MARKER, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def leftovers(parent: str) -> list[str]:
+    """Names of this tool's transient entries in ``parent`` (staging, trash, lock temp files)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith((PREFIX + "tmp-", PREFIX + "trash-", PREFIX + "lock-new-", PREFIX + "current-")))
+
+
+def clean_leftovers(parent: str) -> list[str]:
+    """Remove what killed runs of this tool left in ``parent``; only what is provably ours.
+
+    Staging and trash folders are ours when their marker names the id in their name, or
+    when they are empty (killed before the marker was written). Lock temp files and
+    pointer temp links are ours when the process that wrote them is gone.
+    """
+    cleaned: list[str] = []
+    try:
+        parent_fd = open_dir(parent)
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        return cleaned
+    try:
+        for name in leftovers(parent):
+            try:
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+                if name.startswith((PREFIX + "tmp-", PREFIX + "trash-")):
+                    if not stat.S_ISDIR(st.st_mode):
+                        continue
+                    marker = _read_marker(parent_fd, name)
+                    if marker is None:
+                        try:
+                            os.rmdir(name, dir_fd=parent_fd)  # empty: killed before its marker
+                        except OSError:
+                            continue  # not empty and unmarked: not provably ours, never touched
+                    elif _marker_matches(name, marker):
+                        say(f"removing leftover of killed run {marker.get('deploy_id')}: {os.path.join(parent, name)}")
+                        _remove_marked(parent_fd, name)
+                    else:
+                        continue
+                elif name.startswith(PREFIX + "lock-new-"):
+                    if not stat.S_ISREG(st.st_mode) or _writer_alive(parent_fd, name):
+                        continue
+                    os.unlink(name, dir_fd=parent_fd)
+                elif name.startswith(PREFIX + "current-"):
+                    pid = name.rsplit("-", 1)[-1]
+                    if not stat.S_ISLNK(st.st_mode) or (pid.isdigit() and _alive(int(pid))):
+                        continue
+                    os.unlink(name, dir_fd=parent_fd)
+                cleaned.append(os.path.join(parent, name))
+            except FileNotFoundError:
+                continue
+    finally:
+        os.close(parent_fd)
+    return cleaned
+
+
+def _read_marker(parent_fd: int, name: str) -> dict[str, Any] | None:
+    try:
+        fd = open_dir(name, parent_fd)
+    except OSError:
+        return None
+    try:
+        mfd = os.open(MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        os.close(fd)
+        return None
+    try:
+        data = json.loads(os.read(mfd, 1 << 16))
+        return data if isinstance(data, dict) else None
+    except ValueError:
+        return None
+    finally:
+        os.close(mfd)
+        os.close(fd)
+
+
+def _marker_matches(name: str, marker: dict[str, Any]) -> bool:
+    did = str(marker.get("deploy_id", "\0"))
+    return name.startswith((f"{PREFIX}tmp-{did}-", f"{PREFIX}trash-{did}-")) or name in (f"{PREFIX}tmp-{did}", f"{PREFIX}trash-{did}")
+
+
+def _writer_alive(dir_fd: int, name: str) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        try:
+            data = json.loads(os.read(fd, 1 << 16) or b"{}")
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and _alive(int(data.get("pid", -1) or -1), str(data.get("started", "")))
+
+
+def make_marked_dir(parent_fd: int, kind: str, deploy_id: str, op: str) -> str:
+    """Create ``.release-<kind>-<id>-<random>`` (0700) and write its marker first; return its name.
+
+    The random part makes the name unguessable, so nobody can plant it beforehand; if
+    the marker cannot be written (full disk) the empty folder is removed at once.
+    """
+    for _ in range(5):
+        name = f"{PREFIX}{kind}-{deploy_id}-{secrets.token_hex(8)}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            continue
+        try:
+            fd = open_dir(name, parent_fd)
+            try:
+                _write_new(fd, MARKER, json.dumps({"deploy_id": deploy_id, "op": op, "pid": os.getpid(), "time": time.time()}).encode())
+            finally:
+                os.close(fd)
+        except BaseException:
+            os.rmdir(name, dir_fd=parent_fd)
+            raise
+        return name
+    raise refuse("could not create a private staging folder", "inspect the target root")

@@ -1,0 +1,158 @@
+"""The target root's lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from typing import Any
+
+from .fsutil import _write_new, open_dir
+from .protocol import LOCK, PREFIX, AgentError, _hostname, refuse, say
+
+
+def read_lock(root: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(root, LOCK), "rb") as f:
+            raw = f.read(1 << 16)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raw = b""
+    try:
+        data = json.loads(raw)
+        if isinstance(data, dict):
+            return data
+    except ValueError:
+        pass
+    return {"host": "?", "pid": -1, "time": 0, "deploy_id": "?", "unreadable": True}
+
+
+def _start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (to tell a reused pid from the lock's holder), or ''."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, started: str = "") -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return False
+        return not started or fields[19] == started
+    except (OSError, IndexError):
+        return True
+
+
+class Lock:
+    """The root's lock: ``.release-lock``, complete before it is visible, never outliving its op.
+
+    Taking it: the JSON is written to a private new file, which is then hard-linked to
+    the lock name (atomic, fails if the lock exists), so a full disk never leaves an
+    empty lock. Breaking a stale one (``--break-lock``) happens under a second lock, so
+    two breakers cannot both win.
+    """
+
+    def __init__(self, root: str, deploy_id: str, op: str, break_lock: bool) -> None:
+        self.path = os.path.join(root, LOCK)
+        self.root = root
+        pid = os.getpid()
+        self.info = {"host": _hostname(), "pid": pid, "started": _start_time(pid), "time": time.time(), "deploy_id": deploy_id, "op": op}
+        self.break_lock = break_lock
+        self.held = False
+
+    def _describe(self, holder: dict[str, Any]) -> str:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(holder.get("time", 0) or 0)))
+        return f"{holder.get('op', '?')} {holder.get('deploy_id', '?')} by pid {holder.get('pid')} on {holder.get('host')} since {since}"
+
+    def _try(self, root_fd: int) -> bool:
+        tmp = f"{PREFIX}lock-new-{secrets.token_hex(8)}"
+        _write_new(root_fd, tmp, json.dumps(self.info).encode())
+        try:
+            os.link(tmp, LOCK, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp, dir_fd=root_fd)
+
+    def __enter__(self) -> Lock:
+        root_fd = open_dir(self.root)
+        try:
+            for _ in range(3):
+                if self._try(root_fd):
+                    self.held = True
+                    return self
+                holder = read_lock(self.root)
+                if holder is None:
+                    continue  # released meanwhile: try again
+                desc = self._describe(holder)
+                same_host = holder.get("host") == _hostname()
+                try:
+                    pid = int(holder.get("pid", -1))
+                except (TypeError, ValueError):
+                    pid = -1
+                dead = bool(holder.get("unreadable")) or (same_host and not _alive(pid, str(holder.get("started", ""))))
+                if same_host and not dead:
+                    raise AgentError(4, f"target root is locked: {self.path} held by {desc}", "wait for it to finish; a lock of a live process is never broken")
+                if not self.break_lock:
+                    if dead:
+                        raise refuse(f"stale lock at {self.path}: {desc} (that process is gone)", "rerun with --break-lock to break it")
+                    raise refuse(
+                        f"target root is locked: {self.path} held by {desc}; it was taken on another host, so whether it is alive cannot be checked from here",
+                        "if you are sure that run is gone, rerun with --break-lock",
+                    )
+                self._break(root_fd, holder, desc)
+            raise refuse(f"could not take the lock at {self.path}", "rerun")
+        finally:
+            os.close(root_fd)
+
+    def _break(self, root_fd: int, judged: dict[str, Any], desc: str) -> None:
+        """Remove the stale lock ``judged`` if it is still the lock, under the breaker's lock."""
+        breaker = PREFIX + "lock-breaking"
+        try:
+            os.link(self._breaker_file(root_fd), breaker, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
+        except FileExistsError:
+            raise AgentError(4, f"another run is breaking the lock at {self.path}", "rerun in a moment") from None
+        finally:
+            self._drop_breaker_file(root_fd)
+        try:
+            if read_lock(self.root) == judged:
+                say(f"breaking stale lock: {desc}")
+                try:
+                    os.unlink(LOCK, dir_fd=root_fd)
+                except FileNotFoundError:
+                    pass
+        finally:
+            os.unlink(breaker, dir_fd=root_fd)
+
+    def _breaker_file(self, root_fd: int) -> str:
+        self._breaker_tmp = f"{PREFIX}lock-new-{secrets.token_hex(8)}"
+        _write_new(root_fd, self._breaker_tmp, json.dumps(self.info).encode())
+        return self._breaker_tmp
+
+    def _drop_breaker_file(self, root_fd: int) -> None:
+        try:
+            os.unlink(self._breaker_tmp, dir_fd=root_fd)
+        except FileNotFoundError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,118 @@
+"""Name rules, one copy each: release-relative paths, links, deploy ids, folder names,
+the rollback command, the manifest format and the tree hash. The controller imports them."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from .protocol import BUNDLE_MANIFEST, PREFIX, AgentError, refuse
+
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def name_problem(rel: str) -> str:
+    """Why ``rel`` (a '/'-separated path inside a release) is not a safe name, or ''.
+
+    The one rule for names, used by the bundle writer and by the agent: UTF-8 only, no
+    control character (0x00-0x1f, 0x7f), no backslash, relative, no empty, '.' or '..'
+    component, bounded length.
+    """
+    if not rel:
+        return "empty name"
+    if any("\udc80" <= c <= "\udcff" for c in rel):
+        return "not UTF-8"
+    if any(ord(c) < 32 or ord(c) == 0x7F for c in rel):
+        return "control character"
+    if "\\" in rel:
+        return "backslash"
+    if rel.startswith("/"):
+        return "absolute path"
+    if len(rel.encode("utf-8")) > PATH_MAX:
+        return "path too long"
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            return "'..', '.' or empty path component"
+        if len(part.encode("utf-8")) > NAME_MAX:
+            return "name component too long"
+    return ""
+
+
+def link_problem(rel: str, target: str, links: set[str] | frozenset[str]) -> str:
+    """Why the symlink ``rel -> target`` may leave the tree, or ''.
+
+    Resolved against the tree itself, component by component, the way the kernel would:
+    a target that is absolute, climbs above the tree's top, or passes through another
+    link (whose own target text would then decide where '..' goes) is refused. The last
+    component may be a link (``libx.so -> libx.so.1``): that link is checked by itself.
+    """
+    if not target:
+        return "empty link target"
+    if target.startswith("/"):
+        return "absolute link target"
+    if any(ord(c) < 32 or ord(c) == 0x7F for c in target) or "\\" in target:
+        return "control character or backslash in the link target"
+    where = rel.split("/")[:-1]
+    parts = target.split("/")
+    for i, part in enumerate(parts):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not where:
+                return "link target climbs out of the tree"
+            where.pop()
+            continue
+        where.append(part)
+        if i < len(parts) - 1 and "/".join(where) in links:
+            return f"link target passes through another link ({'/'.join(where)})"
+    return ""
+
+
+def manifest_entries(files: list[dict[str, Any]]) -> dict[str, str]:
+    """BUNDLE-MANIFEST ``files`` as {path: sha256 | 'link:' + target}: the form hashed in tree_sha256."""
+    out: dict[str, str] = {}
+    for e in files:
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
+            raise refuse(f"{BUNDLE_MANIFEST} has a malformed file entry: {str(e)[:80]!r}", "do not deploy this bundle")
+        out[e["path"]] = ("link:" + str(e["link"])) if "link" in e else str(e.get("sha256"))
+    return out
+
+
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def checked_id(value: object) -> str:
+    """A deploy id as the agent accepts it: 1-100 of [A-Za-z0-9._-], not starting with '.' or '-'."""
+    s = str(value)
+    if not (0 < len(s) <= 100) or not set(s) <= _ID_CHARS or s[0] in ".-":
+        raise AgentError(2, f"invalid deploy id {s[:40]!r}", "deploy ids are made by the controller")
+    return s
+
+
+def checked_folder_name(value: object, what: str) -> str:
+    s = str(value)
+    why = name_problem(s) or ("contains '/'" if "/" in s else "") or ("starts with the tool's reserved prefix" if s.startswith(PREFIX) else "")
+    if why:
+        raise AgentError(2, f"{what} is not a safe folder name: {s[:80]!r} ({why})", "fix the config")
+    return s
+
+
+def rollback_command(target: str) -> str:
+    """The exact shell command that removes a release, quoted for any folder name."""
+    import shlex
+
+    return shlex.join(["rm", "-rf", "--", target])
+
+
+def manifest_text(lines: dict[str, str]) -> str:
+    for k, v in lines.items():
+        if any(ord(c) < 32 or ord(c) == 0x7F for c in k + v) or ": " in k:
+            raise AgentError(2, f"manifest value for {k!r} holds a control character", "fix the config")
+    return "".join(f"{k}: {v}\n" for k, v in lines.items())
+
+
+def tree_sha256(entries: dict[str, str]) -> str:
+    """sha256 over sorted ``<sha256-or-link:target>  <path>`` lines of the release's files."""
+    text = "".join(f"{v}  {p}\n" for p, v in sorted(entries.items()))
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()

@@ -1,0 +1,283 @@
+"""Op smoke (G5): the checks in the deployed folder, bounded, with a clean environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+from .fsutil import path_kind
+from .protocol import DEPLOY_MANIFEST, AgentError, say
+from .release_ops import op_verify
+
+# ----------------------------------------------------------------------------- smoke (G5)
+
+_ATTR_SCRIPT = """
+import importlib, json, sys
+mod, _, attr = sys.argv[1].partition(":")
+obj = importlib.import_module(mod)
+for part in attr.split("."):
+    obj = getattr(obj, part)
+try:
+    print(json.dumps(obj))
+except TypeError:
+    print(json.dumps(repr(obj)))
+"""
+
+_IMPORT_SCRIPT = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n    print('imported', m)\n"
+
+
+def _become_subreaper() -> bool:
+    """Make orphaned descendants of check commands (even new sessions) our children (Linux)."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc), children before their parent's siblings."""
+    parents: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for n in names:
+        if not n.isdigit():
+            continue
+        try:
+            with open(f"/proc/{n}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(n))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_descendants() -> int:
+    """SIGKILL every process below this agent and reap them; return how many there were."""
+    import signal
+
+    me = os.getpid()
+    killed = 0
+    for _ in range(5):
+        found = _descendants(me)
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        _reap()
+        time.sleep(0.01)
+    return killed
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _run_limited(argv: list[str], cwd: str, env: dict[str, str], timeout: float) -> tuple[int | None, str, float]:
+    """Run a check command with a hard bound: when it ends or times out, every process it
+    started (its own session or not) is killed. Output goes to a private file, so a
+    descendant that keeps it open cannot hold the check. Returns (exit code or None on
+    timeout, output tail, seconds it ran)."""
+    import subprocess
+    import tempfile
+
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile(dir=env.get("TMPDIR")) as out:
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code: int | None = p.wait(timeout=max(timeout, 0.1))
+        except subprocess.TimeoutExpired:
+            code = None
+        try:
+            os.killpg(p.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _kill_descendants()
+        p.wait()
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - 64 * 1024))
+        text = out.read().decode("utf-8", "replace")
+    return code, text, time.monotonic() - t0
+
+
+def _pytest_counts(output: str) -> dict[str, int]:
+    import re
+
+    counts: dict[str, int] = {}
+    for line in reversed(output.strip().splitlines()):
+        if re.search(r"\bin [0-9.]+s\b", line) and re.search(r"\d+ (passed|failed|error|errors|skipped|no tests ran)", line):
+            for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)", line):
+                key = {"error": "errors", "warning": "warnings"}.get(word, word)
+                counts[key] = counts.get(key, 0) + int(n)
+            break
+    return counts
+
+
+_ANSI = None
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal escape sequences and other control characters but newline and tab."""
+    import re
+
+    global _ANSI
+    if _ANSI is None:
+        _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1f\x7f]")
+    return _ANSI.sub("", text.replace("\r\n", "\n"))
+
+
+def run_check(check: dict[str, Any], target: str, python: str, env: dict[str, str], budget: float | None = None) -> dict[str, Any]:
+    kind = check["kind"]
+    opts = check["options"]
+    timeout = float(check["timeout"]) if budget is None else max(0.1, min(float(check["timeout"]), budget))
+    t0 = time.monotonic()
+    status, detail, data = "passed", "", {}
+    if kind == "compileall":
+        argv = [python, "-m", "compileall", "-q", target]
+    elif kind == "import":
+        argv = [python, "-c", _IMPORT_SCRIPT, *opts["modules"]]
+    elif kind == "attr":
+        argv = [python, "-c", _ATTR_SCRIPT, opts["object"]]
+    elif kind == "pytest":
+        argv = [python, "-m", "pytest", "-p", "no:cacheprovider", *opts.get("args", [])]
+    elif kind == "command":
+        argv = [a.replace("{python}", python).replace("{target}", target) for a in opts["argv"]]
+    else:
+        return {"name": check["name"], "kind": kind, "status": "error", "duration": 0.0, "detail": f"unknown check kind {kind!r}"}
+    try:
+        code, out, ran = _run_limited(argv, target, env, timeout)
+    except OSError as exc:
+        code, out, ran = -1, f"cannot run {argv[0]}: {exc}", 0.0
+    out = strip_ansi(out)
+    tail = out.strip()[-3000:]
+    if code is None:
+        status, detail = "timeout", f"timed out after {timeout:g}s: every process it started was killed (ran {ran:.1f}s)\n{tail}"
+    elif kind == "attr":
+        if code != 0:
+            status, detail = "failed", tail
+        else:
+            import json as _json
+
+            value = _json.loads(out.strip().splitlines()[-1])
+            data["value"] = value
+            if "startswith" in opts:
+                ok = isinstance(value, str) and value.startswith(opts["startswith"])
+                detail = f"{opts['object']} = {value!r}; expected to start with {opts['startswith']!r}"
+            else:
+                ok = value == opts["equals"] and type(value) is type(opts["equals"])
+                detail = f"{opts['object']} = {value!r}; expected {opts['equals']!r}"
+            status = "passed" if ok else "failed"
+    elif kind == "pytest":
+        counts = _pytest_counts(out)
+        data["counts"] = counts
+        want = opts.get("expect_passed")
+        reasons = []
+        if code != 0:
+            reasons.append(f"pytest exit code {code}")
+        if counts.get("failed") or counts.get("errors"):
+            reasons.append(f"{counts.get('failed', 0)} failed, {counts.get('errors', 0)} errors")
+        if want is not None and counts.get("passed", 0) != want:
+            reasons.append(f"{counts.get('passed', 0)} passed, expected {want}")
+        status = "failed" if reasons else "passed"
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no summary line"
+        detail = (("; ".join(reasons) + "\n") if reasons else "") + summary + ("\n" + tail if reasons else "")
+    elif kind == "command":
+        want_code = int(opts.get("expect_exit", 0))
+        expect = opts.get("expect_output")
+        reasons = []
+        if code != want_code:
+            reasons.append(f"exit code {code}, expected {want_code}")
+        if expect is not None and expect not in out:
+            reasons.append(f"output lacks {expect!r}")
+        status = "failed" if reasons else "passed"
+        detail = ("; ".join(reasons) + "\n" if reasons else "") + tail
+    else:
+        status = "passed" if code == 0 else "failed"
+        detail = tail if code != 0 else (tail or "ok")
+    return {
+        "name": check["name"],
+        "kind": kind,
+        "status": status,
+        "duration": round(time.monotonic() - t0, 3),
+        "detail": detail,
+        "data": data,
+    }
+
+
+ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "HOME")
+
+
+def check_env(scratch: str, target: str) -> dict[str, str]:
+    """The clean environment of a check: an allowlist of the agent's variables (never a DSN,
+    password or token) plus what keeps the release unwritten."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(
+        {
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"),
+            "PYTHONPATH": target,
+            "HOME": env.get("HOME", scratch),
+            "TMPDIR": scratch,
+        }
+    )
+    return env
+
+
+def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
+    """Run G5 checks in the deployed folder; bytecode and caches go to a private temp dir."""
+    target = req["target"]
+    if path_kind(target) != "directory" or not os.path.isfile(os.path.join(target, DEPLOY_MANIFEST)):
+        raise AgentError(3, f"no deployed release at {target}", "deploy first")
+    import tempfile
+
+    python = req["python"]
+    scratch = tempfile.mkdtemp(prefix="release-smoke-")
+    env = check_env(scratch, target)
+    _become_subreaper()
+    deadline = time.monotonic() + float(req.get("total_timeout") or sum(float(c["timeout"]) for c in req["checks"]) + 5)
+    results = []
+    try:
+        for check in req["checks"]:
+            say(f"smoke: {check['name']}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                results.append(
+                    {
+                        "name": check["name"],
+                        "kind": check["kind"],
+                        "status": "timeout",
+                        "duration": 0.0,
+                        "detail": "not run: the smoke's total time was used up",
+                        "data": {},
+                    }
+                )
+                continue
+            results.append(run_check(check, target, python, env, left))
+    finally:
+        _kill_descendants()
+        shutil.rmtree(scratch, ignore_errors=True)
+    # in the same connection: prove the smoke left the deployed tree unchanged
+    verify = op_verify({"target": target, "tree_sha256": req.get("tree_sha256"), "manifest_sha256": req.get("manifest_sha256")})
+    return {"target": target, "results": results, "verify": verify}

@@ -1,0 +1,477 @@
+"""The bundle reader: the single authority on a bundle's members."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from .fsutil import DirFds
+from .names import link_problem, manifest_entries, name_problem, tree_sha256
+from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, refuse
+
+# ----------------------------------------------------------------------------- the bundle reader
+#
+# One reader is the single authority on a bundle's members. The bundle's bytes are
+# checksummed before anything parses them; ``scan`` then reads every header once and
+# returns the accepted members with the offset of their data; ``extract`` writes exactly
+# those members, reading data at those offsets; it never parses a header itself.
+
+MAX_HEADER_BODY = 1 << 20  # a pax or GNU long-name body
+MAX_MANIFEST = 64 << 20
+MAX_MEMBER = 1 << 40
+MAX_MEMBERS = 2_000_000
+DATA_TYPES = (b"0", b"\0", b"7")  # regular files: the only members that carry data
+
+
+def _keep_limit() -> int:
+    """Bytes of inflated tar kept in memory between the passes: 256 MiB or an eighth of free memory."""
+    limit = 256 << 20
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limit = min(limit, int(line.split()[1]) * 1024 // 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(limit, 0)
+
+
+def _mismatch(got: str, expected: str) -> AgentError:
+    return refuse(
+        f"checksum mismatch on the target: bundle has sha256 {got}, expected {expected}",
+        "the bundle was altered or truncated; rebuild or re-ship it",
+    )
+
+
+class Verified:
+    """A bundle whose sha256 was checked: its inflated tar kept in memory, or a private copy.
+
+    ``read(src_fd, expected, copy_to)`` reads the bundle once: it hashes the bytes, inflates
+    them (bounded), keeps the inflated tar when it fits, and writes a private copy when
+    ``copy_to`` is given. Nothing is parsed before the checksum matched.
+    """
+
+    def __init__(self, kept: list[bytes] | None, copy: str | None, sha256: str) -> None:
+        self.kept = kept
+        self.copy = copy
+        self.sha256 = sha256
+
+    @classmethod
+    def read(cls, src_fd: int, expected: str, copy_to: str | None = None, keep: bool = True) -> Verified:
+        h = hashlib.sha256()
+        out = os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600) if copy_to else -1
+        limit = _keep_limit() if keep else -1
+        kept: list[bytes] | None = [] if keep else None
+        size = 0
+        z = zlib.decompressobj(31)
+        bad = ""
+        try:
+            while chunk := os.read(src_fd, 1 << 18):
+                h.update(chunk)
+                if out >= 0:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view) :]
+                if kept is None or bad:
+                    continue
+                if z.eof:
+                    if chunk.strip(b"\0"):
+                        bad = "trailing data after the gzip stream"
+                    continue
+                data = chunk
+                try:
+                    while data:
+                        piece = z.decompress(data, CHUNK)
+                        data = z.unconsumed_tail
+                        size += len(piece)
+                        if size > limit:
+                            kept = None
+                            break
+                        if piece:
+                            kept.append(piece)
+                        if z.eof:
+                            if (z.unused_data + data).strip(b"\0"):
+                                bad = "trailing data after the gzip stream"
+                            break
+                except zlib.error as exc:
+                    bad = str(exc)
+        finally:
+            if out >= 0:
+                os.fsync(out)
+                os.close(out)
+        got = h.hexdigest()
+        if got != expected:
+            raise _mismatch(got, expected)
+        if kept is not None and not bad and not z.eof:
+            bad = "gzip stream not finished"
+        if bad:
+            raise refuse(f"bundle is not a readable tar.gz: {bad}", "rebuild the bundle")
+        if kept is None and copy_to is None:
+            return cls(None, None, got)
+        return cls(kept, copy_to, got)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The inflated tar, bounded chunk by chunk."""
+        if self.kept is not None:
+            yield from self.kept
+            return
+        if self.copy is None:
+            raise AgentError(1, "internal: no verified copy of the bundle to read")
+        z = zlib.decompressobj(31)
+        with open(self.copy, "rb") as f:
+            while raw := f.read(CHUNK):
+                data = raw
+                while data and not z.eof:
+                    piece = z.decompress(data, CHUNK)
+                    data = z.unconsumed_tail
+                    if piece:
+                        yield piece
+                if z.eof:
+                    if z.unused_data.strip(b"\0") or data.strip(b"\0") or f.read(CHUNK).strip(b"\0"):
+                        raise refuse("bundle has trailing data after the gzip stream", "do not deploy this bundle")
+                    return
+        raise refuse("bundle is truncated (gzip stream not finished)", "the bundle is damaged; rebuild it")
+
+
+class _Stream:
+    """A bounded, forward-only byte stream over inflated chunks, with an absolute position."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._src = chunks
+        self._buf = b""
+        self._at = 0  # position inside _buf
+        self.pos = 0  # absolute position in the tar
+
+    def _more(self) -> bool:
+        chunk = next(self._src, None)
+        if chunk is None:
+            return False
+        self._buf = self._buf[self._at :] + chunk if self._at < len(self._buf) else chunk
+        self._at = 0
+        return True
+
+    def read(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes (callers bound ``n``)."""
+        while len(self._buf) - self._at < n:
+            if not self._more():
+                raise refuse("bundle is truncated", "the bundle is damaged; rebuild it")
+        out = self._buf[self._at : self._at + n]
+        self._at += n
+        self.pos += n
+        return out
+
+    def pump(self, n: int, sink: Any) -> None:
+        """Pass the next ``n`` bytes to ``sink`` (or drop them if None) without holding them."""
+        while n > 0:
+            if self._at >= len(self._buf) and not self._more():
+                raise refuse("bundle is truncated", "the bundle is damaged; rebuild it")
+            step = min(n, len(self._buf) - self._at)
+            if sink is not None:
+                sink(memoryview(self._buf)[self._at : self._at + step])
+            self._at += step
+            self.pos += step
+            n -= step
+
+    def seek_forward(self, pos: int) -> None:
+        if pos < self.pos:
+            raise AgentError(1, "internal: the bundle reader cannot move backwards")
+        self.pump(pos - self.pos, None)
+
+
+class Member:
+    """One accepted member: its path inside the top folder, kind, and where its data is."""
+
+    __slots__ = ("exe", "kind", "link", "offset", "rel", "sha256", "size")
+
+    def __init__(self, rel: str, kind: str, size: int, exe: bool, link: str, offset: int, sha256: str) -> None:
+        self.rel = rel
+        self.kind = kind  # "f" file, "d" folder, "l" symlink
+        self.size = size
+        self.exe = exe
+        self.link = link
+        self.offset = offset
+        self.sha256 = sha256
+
+
+class Scan:
+    """What ``scan`` accepted: the only members ``extract`` may write."""
+
+    def __init__(self, top: str, members: list[Member], manifest: dict[str, Any]) -> None:
+        self.top = top
+        self.members = members
+        self.manifest = manifest
+
+    def entries(self) -> dict[str, str]:
+        """{path: sha256 | 'link:' + target} of every file and link but the bundle manifest."""
+        return {m.rel: (m.sha256 if m.kind == "f" else "link:" + m.link) for m in self.members if m.kind != "d" and m.rel != BUNDLE_MANIFEST}
+
+
+def _number(field: bytes, what: str) -> int:
+    """A tar numeric field: octal text, or GNU base-256 (positive only)."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    if field[:1] and field[0] & 0x80:
+        raise refuse(f"bundle has a negative or malformed {what} field", "do not deploy this bundle")
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    if not all(48 <= c <= 55 for c in text):
+        raise refuse(f"bundle has a non-numeric {what} field: {text[:20]!r}", "do not deploy this bundle")
+    return int(text, 8)
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.split(b"\0", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise refuse(f"bundle has a {what} that is not UTF-8: {raw[:60]!r}", "do not deploy this bundle") from None
+
+
+def _pax(body: bytes) -> dict[str, str]:
+    """Parse pax records strictly: '<len> <key>=<value>\\n', lengths that add up exactly."""
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(body):
+        if body[pos:].strip(b"\0") == b"":
+            break
+        sp = body.find(b" ", pos, pos + 21)
+        digits = body[pos:sp] if sp > pos else b""
+        if not digits or not digits.isdigit():
+            raise refuse("bundle has a corrupt pax header (record length)", "do not deploy this bundle")
+        length = int(digits)
+        end = pos + length
+        if length <= len(digits) + 1 or end > len(body) or body[end - 1 : end] != b"\n":
+            raise refuse("bundle has a corrupt pax header (record bounds)", "do not deploy this bundle")
+        key, eq, value = body[sp + 1 : end - 1].partition(b"=")
+        if not eq:
+            raise refuse("bundle has a corrupt pax header (no '=')", "do not deploy this bundle")
+        out[_text(key, "pax key")] = _text(value, "pax value") if b"\0" not in value else "\0"
+        pos = end
+    return out
+
+
+def _pax_size(value: str) -> int:
+    if not value.isdigit() or not value.isascii() or len(value) > 20 or int(value) > MAX_MEMBER:
+        raise refuse(f"bundle has an invalid pax size {value[:30]!r} (negative, overflowing or not a number)", "do not deploy this bundle")
+    return int(value)
+
+
+def _headers(stream: _Stream) -> Iterator[tuple[str, bytes, int, int, str]]:
+    """Yield (name, type, size, mode, linkname) of each real member; the stream is left at its data."""
+    pax: dict[str, str] = {}
+    longname: str | None = None
+    longlink: str | None = None
+    pending = False
+    count = 0
+    while True:
+        hdr = stream.read(512)
+        if hdr == bytes(512):
+            if pending:
+                raise refuse("bundle ends after an extended header", "do not deploy this bundle")
+            return
+        count += 1
+        if count > MAX_MEMBERS:
+            raise refuse(f"bundle has more than {MAX_MEMBERS} members", "do not deploy this bundle")
+        chk = _number(hdr[148:156], "checksum")
+        unsigned = sum(hdr[:148]) + 256 + sum(hdr[156:])
+        signed = sum(b - 256 if b > 127 else b for b in hdr[:148] + hdr[156:]) + 256
+        if chk not in (unsigned, signed):
+            raise refuse("bundle has a corrupt tar header (checksum)", "the bundle is damaged; rebuild it")
+        type_ = hdr[156:157]
+        size = _number(hdr[124:136], "size")
+        if size > MAX_MEMBER:
+            raise refuse(f"bundle member size {size} is beyond the limit of {MAX_MEMBER}", "do not deploy this bundle")
+        if type_ in (b"x", b"g", b"L", b"K"):
+            if size > MAX_HEADER_BODY:
+                raise refuse(f"bundle has an extended header of {size} bytes (limit {MAX_HEADER_BODY})", "do not deploy this bundle")
+            body = stream.read(size)
+            stream.pump(-size % 512, None)
+            if type_ == b"x":
+                pax.update(_pax(body))
+            elif type_ == b"g":
+                if set(_pax(body)) & {"path", "linkpath", "size"}:
+                    raise refuse("bundle has a global pax header that renames or resizes members", "do not deploy this bundle")
+            elif type_ == b"L":
+                longname = _text(body, "long name")
+            else:
+                longlink = _text(body, "long link name")
+            pending = type_ != b"g"
+            continue
+        if any(k.startswith("GNU.sparse") for k in pax):
+            raise refuse("bundle has a sparse member", "do not deploy this bundle")
+        name = _text(hdr[0:100], "member name")
+        if hdr[257:262] == b"ustar" and hdr[345:346] != b"\0":
+            name = _text(hdr[345:500], "member name prefix") + "/" + name
+        name = longname if longname is not None else pax.get("path", name)
+        linkname = longlink if longlink is not None else pax.get("linkpath", _text(hdr[157:257], "link name"))
+        if "size" in pax:
+            size = _pax_size(pax["size"])
+        if "\0" in name or "\0" in linkname:
+            raise refuse("bundle has a NUL in a member name", "do not deploy this bundle")
+        yield name, type_, size, _number(hdr[100:108], "mode"), linkname
+        pax, longname, longlink, pending = {}, None, None, False
+
+
+def scan(verified: Verified) -> Scan:
+    """Read every header of a checksummed bundle once and decide; write nothing.
+
+    Refused (exit 4): any name outside the single top folder or not safe by
+    ``name_problem``, duplicates, a member under a link or under a file, hard links,
+    devices, FIFOs, sparse or multi-volume members, setuid/setgid/sticky bits, a
+    directory or link carrying data, a link leaving the tree (``link_problem``), a
+    member named like the deploy manifest, and a BUNDLE-MANIFEST that does not list
+    exactly the files and links the bundle holds, with their sha256.
+    """
+    stream = _Stream(verified.chunks())
+    top = ""
+    members: list[Member] = []
+    kinds: dict[str, str] = {}
+    manifest_raw: bytes | None = None
+    for name, type_, size, mode, linkname in _headers(stream):
+        is_dir = type_ == b"5"
+        raw = name[:-1] if is_dir and name.endswith("/") else name
+        why = name_problem(raw)
+        if why:
+            raise refuse(f"hostile bundle member refused: {name!r} ({why})", "do not deploy this bundle")
+        head, _, rel = raw.partition("/")
+        if not top:
+            top = head
+        if head != top:
+            raise refuse(f"bundle member outside the single top folder: {name!r}", "do not deploy this bundle")
+        if rel in kinds:
+            raise refuse(f"duplicate bundle member refused: {name!r}", "do not deploy this bundle")
+        if mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
+            raise refuse(f"setuid/setgid/sticky bit refused: {name!r}", "do not deploy this bundle")
+        if type_ in DATA_TYPES:
+            kind = "f"
+        elif is_dir:
+            kind = "d"
+        elif type_ == b"2":
+            kind = "l"
+        elif type_ == b"1":
+            raise refuse(f"hard link refused: {name!r} -> {linkname!r}", "do not deploy this bundle")
+        else:
+            raise refuse(f"special or unsupported member refused (device, FIFO, sparse, multi-volume: type {type_!r}): {name!r}", "do not deploy this bundle")
+        if kind != "f" and size:
+            raise refuse(f"bundle member that cannot carry data has a size of {size}: {name!r}", "do not deploy this bundle")
+        if not rel:
+            if kind != "d":
+                raise refuse(f"the bundle's top folder is not a folder: {name!r}", "do not deploy this bundle")
+            stream.pump(size + (-size % 512), None)
+            continue
+        if rel == DEPLOY_MANIFEST or rel.startswith(DEPLOY_MANIFEST + "/"):
+            raise refuse(f"bundle member {name!r} would take the place of the deploy manifest", "do not deploy this bundle")
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            above = kinds.get("/".join(parts[:i]))
+            if above == "l":
+                raise refuse(f"bundle member under a symlink refused: {name!r}", "do not deploy this bundle")
+            if above == "f":
+                raise refuse(f"bundle member under a file refused: {name!r}", "do not deploy this bundle")
+        kinds[rel] = kind
+        offset = stream.pos
+        digest = ""
+        if kind == "f":
+            h = hashlib.sha256()
+            if rel == BUNDLE_MANIFEST:
+                if size > MAX_MANIFEST:
+                    raise refuse(f"{BUNDLE_MANIFEST} is {size} bytes (limit {MAX_MANIFEST})", "do not deploy this bundle")
+                manifest_raw = stream.read(size)
+                h.update(manifest_raw)
+            else:
+                stream.pump(size, h.update)
+            stream.pump(-size % 512, None)
+            digest = h.hexdigest()
+        members.append(Member(rel, kind, size, bool(mode & 0o111), linkname if kind == "l" else "", offset, digest))
+    for m in members:  # a folder must not sit where a file or link already is (or the reverse)
+        parts = m.rel.split("/")
+        for i in range(1, len(parts)):
+            if kinds.get("/".join(parts[:i]), "d") != "d":
+                raise refuse(f"bundle member under a file or link refused: {m.rel!r}", "do not deploy this bundle")
+    links = frozenset(m.rel for m in members if m.kind == "l")
+    for m in members:
+        if m.kind == "l":
+            why = link_problem(m.rel, m.link, links)
+            if why:
+                raise refuse(f"symlink leaving the release folder refused: {m.rel!r} -> {m.link!r} ({why})", "do not deploy this bundle")
+    if manifest_raw is None:
+        raise refuse(f"bundle has no {BUNDLE_MANIFEST}", "rebuild the bundle with `release bundle`")
+    try:
+        manifest = json.loads(manifest_raw)
+    except ValueError:
+        raise refuse(f"bundle's {BUNDLE_MANIFEST} is not valid JSON", "rebuild the bundle") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise refuse(f"bundle's {BUNDLE_MANIFEST} has no file list", "rebuild the bundle")
+    result = Scan(top, members, manifest)
+    want = manifest_entries(manifest["files"])
+    got = result.entries()
+    if got != want:
+        bad = sorted(p for p in set(got) | set(want) if got.get(p) != want.get(p))
+        raise refuse(f"bundle content does not match its {BUNDLE_MANIFEST}: " + ", ".join(bad[:10]), "the bundle was tampered with; rebuild it")
+    return result
+
+
+def extract(verified: Verified, result: Scan, tree_fd: int) -> dict[str, Any]:
+    """Write exactly the members ``scan`` accepted under ``tree_fd`` (an empty folder we created).
+
+    Folders first, then files (data read at the offsets the scan recorded and hashed
+    again as written), links last: no write can pass through a link, and every name is
+    created relative to a descriptor of its parent (O_EXCL, O_NOFOLLOW).
+    """
+    fds = DirFds(tree_fd)
+    try:
+        for m in sorted((m for m in result.members if m.kind == "d"), key=lambda m: m.rel.count("/")):
+            parent, _, base = m.rel.rpartition("/")
+            _mkdir_parents(fds, parent)
+            try:
+                os.mkdir(base, 0o755, dir_fd=fds.get(parent))
+            except FileExistsError:
+                pass  # made earlier as the parent of another member
+        stream = _Stream(verified.chunks())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        for m in result.members:
+            if m.kind != "f":
+                continue
+            parent, _, base = m.rel.rpartition("/")
+            _mkdir_parents(fds, parent)
+            stream.seek_forward(m.offset)
+            fd = os.open(base, flags, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
+            h = hashlib.sha256()
+
+            def sink(view: memoryview, fd: int = fd, h: Any = h) -> None:
+                h.update(view)
+                while view:
+                    view = view[os.write(fd, view) :]
+
+            try:
+                stream.pump(m.size, sink)
+            finally:
+                os.close(fd)
+            if h.hexdigest() != m.sha256:
+                raise refuse(f"bundle data changed between the scan and the unpack: {m.rel}", "rerun the deploy")
+        for m in result.members:
+            if m.kind == "l":
+                parent, _, base = m.rel.rpartition("/")
+                _mkdir_parents(fds, parent)
+                os.symlink(m.link, base, dir_fd=fds.get(parent))
+    finally:
+        fds.close()
+    entries = result.entries()
+    return {"files": len(entries), "tree_sha256": tree_sha256(entries)}
+
+
+def _mkdir_parents(fds: DirFds, rel_dir: str) -> None:
+    if not rel_dir or rel_dir in fds.fds:
+        return
+    parent, _, base = rel_dir.rpartition("/")
+    _mkdir_parents(fds, parent)
+    try:
+        os.mkdir(base, 0o755, dir_fd=fds.get(parent))
+    except FileExistsError:
+        pass
+    fds.get(rel_dir)
