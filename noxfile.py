@@ -102,11 +102,42 @@ def provision(session: nox.Session) -> None:
     _stage(session, "provision")
 
 
+AGENT_OLDEST = "3.8"  # the oldest Python the target side (release/agent) supports
+AGENT_UNIT_TESTS = ["tests/unit/test_agent_tar.py", "tests/unit/test_lock_and_rename.py"]
+
+
+def _oldest_python() -> str | None:
+    pyenv = sorted(Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob(f"versions/{AGENT_OLDEST}.*/bin/python"))
+    if pyenv:
+        return str(pyenv[-1])
+    found = shutil.which(f"python{AGENT_OLDEST}")
+    return found if found and "/shims/" not in found else None
+
+
 @nox.session(reuse_venv=True)
 def tests(session: nox.Session) -> None:
-    """The whole test suite (real git, tar, sshd and PostgreSQL)."""
+    """The whole test suite (real git, tar, sshd and PostgreSQL), then the agent's unit tests
+    on the oldest Python the target side supports."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+    if not session.posargs:
+        agent_oldest(session)
+
+
+@nox.session(name="agent-oldest", venv_backend="none")
+def agent_oldest(session: nox.Session) -> None:
+    """The agent's unit tests (tar reader, lock, rename) on Python 3.8, the oldest target."""
+    python = _oldest_python()
+    if python is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            session.error(f"python{AGENT_OLDEST} is needed to test the agent on the oldest target Python")
+        session.skip(f"python{AGENT_OLDEST} not found")
+    env_dir = HERE / ".nox" / f"agent-py{AGENT_OLDEST}"
+    if not (env_dir / "bin" / "pytest").exists():
+        session.run(python, "-m", "venv", str(env_dir), external=True)
+        session.run(str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "pytest", "hypothesis", external=True)
+    pytest = [str(env_dir / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *AGENT_UNIT_TESTS]
+    session.run(*pytest, env={"PYTHONPATH": str(HERE)}, external=True)
 
 
 @nox.session(reuse_venv=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bundle as bundle_stage
-from . import gitsource, names, progress, reconcile
+from . import gitsource, names, planlock, progress, reconcile
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
 from .state import State, now_iso
@@ -223,9 +223,7 @@ def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> dict[str, Any
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     plan, chosen = prepare(cfg, args.bundle)
-    from . import plan as plan_stage
-
-    plan_stage.check_lock(cfg, plan, no_plan=args.no_plan)
+    planlock.check_lock(cfg, plan.head, plan.version, no_plan=args.no_plan)
     if cfg.allowed_signers:
         from . import signing
 

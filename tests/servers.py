@@ -1,4 +1,4 @@
-"""Real servers for the tests: an OpenSSH server and a PostgreSQL server on 127.0.0.1.
+"""A real OpenSSH server for the tests, on 127.0.0.1 (PostgreSQL comes from ``release.pgdemo``).
 
 Each starts in a temp folder with keys/credentials made here. When a server cannot be
 started the test is skipped locally, and fails under CI=true (see conftest.need).
@@ -7,7 +7,6 @@ started the test is skipped locally, and fails under CI=true (see conftest.need)
 from __future__ import annotations
 
 import getpass
-import glob
 import os
 import shutil
 import socket
@@ -83,20 +82,3 @@ def start_sshd(folder: Path) -> tuple[SshServer | None, str]:
         proc.kill()
         return None, "ssh to the test sshd failed: " + probe.stderr
     return SshServer("testhost", client, proc, folder), ""
-
-
-@dataclass
-class PgServer:
-    admin_dsn: str
-    host: str
-    port: int
-    proc: subprocess.Popen[bytes] | None
-    folder: Path | None
-
-
-def pg_bindir() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return os.path.dirname(found[-1])
-    initdb = shutil.which("initdb")
-    return os.path.dirname(initdb) if initdb else None

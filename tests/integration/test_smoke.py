@@ -7,12 +7,13 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import EXAMPLE, Repo, git, run_release, write_config
+from ..support import EXAMPLE, Repo, git, run_release, write_config
 
-G5 = [
+G5: list[dict[str, object]] = [
     {"kind": "compileall"},
     {"kind": "import", "modules": ["cutter_agent", "cutter_agent.orchestrator"]},
     {"kind": "attr", "name": "version", "object": "cutter_agent:__version__", "startswith": "0.6"},
@@ -25,7 +26,7 @@ G5 = [
         "expect_output": "execution_enabled=False",
     },
 ]
-G6_DEMO = {
+G6_DEMO: dict[str, object] = {
     "kind": "db-readonly",
     "dsn_env": "RELEASE_TEST_UNSET_DSN",
     "demo": True,
@@ -44,7 +45,7 @@ def example_repo(path: Path) -> Repo:
     return repo
 
 
-def deployed(tmp_path: Path, transport: dict[str, object], checks: list[dict[str, object]], repo: Repo | None = None) -> tuple[Path, Path]:
+def deployed(tmp_path: Path, transport: dict[str, object], checks: list[Any], repo: Repo | None = None) -> tuple[Path, Path]:
     repo = repo or example_repo(tmp_path / "iu-cutter")
     root = tmp_path / "opt" / "incomex" / "dot"
     cfg = write_config(

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from release import config
 from release.errors import ConfigError
 
-from .conftest import write_config
+from ..support import Cli, write_config
 
-MIN = {"name": "app", "source": {"repo": ".", "head": "HEAD"}, "target": {"root": "/srv"}}
+MIN: dict[str, Any] = {"name": "app", "source": {"repo": ".", "head": "HEAD"}, "target": {"root": "/srv"}}
 
 
 def parse(data: dict[str, object], tmp_path: Path) -> config.Config:
@@ -84,7 +85,7 @@ def test_pyproject_tool_release_and_explicit_config(tmp_path: Path) -> None:
     assert config.load(str(tmp_path / "pyproject.toml")).name == "from-pyproject"
 
 
-def test_no_config_is_usage_error(tmp_path: Path, cli) -> None:
+def test_no_config_is_usage_error(tmp_path: Path, cli: Cli) -> None:
     import os
 
     old = os.getcwd()
@@ -96,20 +97,20 @@ def test_no_config_is_usage_error(tmp_path: Path, cli) -> None:
     assert r.code == 2 and "no configuration found" in r.err
 
 
-def test_bad_toml_is_usage_error(tmp_path: Path, cli) -> None:
+def test_bad_toml_is_usage_error(tmp_path: Path, cli: Cli) -> None:
     p = tmp_path / "release.toml"
     p.write_text("name = \n")
     r = cli("--config", p, "bundle")
     assert r.code == 2 and "not valid TOML" in r.err
 
 
-def test_bad_cli_argument_is_exit_2(cli) -> None:
+def test_bad_cli_argument_is_exit_2(cli: Cli) -> None:
     r = cli("bundle", "--no-such-flag")
     assert r.code == 2 and "--no-such-flag" in r.err
 
 
 def test_repository_default_config_is_valid() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     cfg = config.load(str(root / "pyproject.toml"))
     kinds = {c.kind for c in cfg.checks}
     assert kinds == set(config.CHECK_KINDS), "the example config must use every check kind"

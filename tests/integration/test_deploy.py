@@ -15,26 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Repo, run_release, write_config
-
-
-def tree_state(path: Path) -> dict[str, tuple[object, ...]]:
-    """Every entry under ``path`` with its type, mode, mtime and content hash."""
-    out: dict[str, tuple[object, ...]] = {}
-    for p in sorted([path, *path.rglob("*")]):
-        st = p.lstat()
-        rel = str(p.relative_to(path))
-        if p.is_symlink():
-            out[rel] = ("l", os.readlink(p))
-        elif p.is_dir():
-            out[rel] = ("d", st.st_mode)
-        else:
-            out[rel] = ("f", st.st_mode, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-    return out
-
-
-def listing(path: Path) -> list[str]:
-    return sorted(os.listdir(path))
+from ..support import Repo, bundle, deploy, listing, run_release, tree_state, write_config
 
 
 @pytest.fixture
@@ -48,16 +29,6 @@ def setup(project: Repo, tmp_path: Path, transport: dict[str, object]):  # type:
     (root / "notes.txt").write_text("operator notes\n")
     cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root), "create_root": False, **transport})
     return cfg, root, old
-
-
-def deploy(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_release("--config", cfg, "--json", "deploy", "--no-plan", *extra)
-
-
-def bundle(cfg: Path) -> Path:
-    cp = run_release("--config", cfg, "--json", "bundle")
-    assert cp.returncode == 0, cp.stderr
-    return Path(json.loads(cp.stdout)["bundle"])
 
 
 def test_deploy_and_rollback_round_trip(setup, cli) -> None:  # type: ignore[no-untyped-def]

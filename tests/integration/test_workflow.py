@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .conftest import ROOT, need
+from ..support import ROOT, need
 
 SET_X = re.compile(r"^\s*set\s+-[a-z]*x|^\s*set\s+-o\s+xtrace", re.MULTILINE)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .conftest import Repo, run_release, write_config
-from .test_deploy import tree_state
+from ..support import Repo, run_release, tree_state, write_config
 
 
 def _cfg(project: Repo, tmp_path: Path, transport: dict[str, object], **settings: object) -> tuple[Path, Path]:

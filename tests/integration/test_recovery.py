@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Repo, run_release, write_config
-from .test_deploy import bundle, listing, tree_state
+from ..support import Repo, bundle, listing, run_release, tree_state, write_config
 
 
 def _cfg(tmp_path: Path, project: Repo, transport: dict[str, object], strategy: str = "timestamped") -> tuple[Path, Path]:

@@ -18,9 +18,7 @@ import pytest
 from release import agent, names
 from release.errors import ConfigError, RefusedError
 
-from .conftest import Repo, make_project, need, run_release, write_config
-from .test_deploy import bundle, deploy, listing, tree_state
-from .test_signing import keypair
+from ..support import Repo, bundle, deploy, keypair, listing, make_project, need, run_release, tree_state, write_config
 
 
 @pytest.fixture
@@ -345,7 +343,7 @@ def test_two_break_lock_runs_never_both_take_the_lock(tmp_path: Path) -> None:
         "try:\n    with agent.Lock(sys.argv[1], 'x-' + str(__import__('os').getpid()), 'deploy', True):\n"
         "        print('took', flush=True)\n        time.sleep(0.3)\nexcept agent.AgentError as e:\n    print('refused', e.code, flush=True)\n"
     )
-    repo_root = str(Path(__file__).resolve().parents[1])
+    repo_root = str(Path(__file__).resolve().parents[2])
     wins = []
     for _ in range(50):
         _stale_lock(root)

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from .conftest import Repo, run_release, write_config
-
-
-def keypair(folder: Path, name: str) -> Path:
-    key = folder / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
-    return key
+from ..support import Repo, keypair, run_release, write_config
 
 
 def test_signed_bundle_is_required_and_verified(project: Repo, tmp_path: Path) -> None:

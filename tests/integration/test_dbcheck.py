@@ -6,7 +6,7 @@ import pytest
 
 from release import dbcheck, sqlguard
 from release.config import Check
-from release.errors import ConfigError, RefusedError
+from release.errors import ConfigError, RefusedError, ReleaseError
 
 
 def table_rows(admin: str) -> dict[str, list[tuple[object, ...]]]:
@@ -78,11 +78,11 @@ def test_layer_two_catches_a_write_the_parser_was_not_told_about(app_db, monkeyp
         conn.execute(f"grant usage on sequence iu_id_seq to {app_db['role']}")
         conn.execute(f"grant insert on iu to {app_db['role']}")
     before = table_rows(app_db["admin"])
-    with pytest.raises(dbcheck.RefusedError) as refused:
+    with pytest.raises(RefusedError) as refused:
         dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
     assert "VOLATILE" in refused.value.message and "fn_iu_create" in refused.value.message
     monkeypatch.setattr(dbcheck, "check_catalog", lambda *a, **k: None)
-    with pytest.raises(dbcheck.ReleaseError) as e:
+    with pytest.raises(ReleaseError) as e:
         dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
     assert "read-only transaction" in e.value.message
     assert table_rows(app_db["admin"]) == before
@@ -147,7 +147,7 @@ def test_wrong_role_is_refused(app_db) -> None:  # type: ignore[no-untyped-def]
     ],
 )
 def test_malformed_dsn_never_shows_the_password(dsn: str) -> None:
-    with pytest.raises((ConfigError, dbcheck.ReleaseError)) as e:
+    with pytest.raises((ConfigError, ReleaseError)) as e:
         dbcheck.run(make_check("ro", ["select 1"]), dsn)
     text = e.value.message + e.value.hint + e.value.detail + str(e.value)
     assert "Sup3rSecretPw" not in text
@@ -155,7 +155,7 @@ def test_malformed_dsn_never_shows_the_password(dsn: str) -> None:
 
 def test_wrong_password_error_is_redacted(app_db) -> None:  # type: ignore[no-untyped-def]
     bad = app_db["dsn"].replace(app_db["password"], "Wr0ngPassw0rd")
-    with pytest.raises(dbcheck.ReleaseError) as e:
+    with pytest.raises(ReleaseError) as e:
         dbcheck.run(make_check(app_db["role"], ["select 1"]), bad)
     assert "Wr0ngPassw0rd" not in str(e.value) + e.value.detail
     assert "password authentication failed" in e.value.message
@@ -177,7 +177,7 @@ SQL_TEXT_ATTACKS = [
 
 @pytest.mark.parametrize("sql", SQL_TEXT_ATTACKS)
 def test_sql_that_runs_sql_is_refused_before_sending(sql: str) -> None:
-    with pytest.raises(sqlguard.RefusedError):
+    with pytest.raises(RefusedError):
         sqlguard.check(sql, ["fn_iu_create"])
 
 
@@ -189,7 +189,7 @@ def test_ts_stat_cannot_kill_another_session(app_db) -> None:  # type: ignore[no
     try:
         pid = victim.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         attack = f"select * from ts_stat('select to_tsvector(''x'') from (select pg_terminate_backend({pid})) s')"
-        with pytest.raises(dbcheck.RefusedError):
+        with pytest.raises(RefusedError):
             dbcheck.run(make_check(app_db["role"], [attack]), app_db["dsn"])
         assert victim.execute("select 1").fetchone() == (1,), "the other session is alive"
     finally:
@@ -215,12 +215,12 @@ def test_catalog_layer_refuses_column_style_user_function_and_views_hiding_volat
         "select random()": "VOLATILE",
     }
     for sql, why in cases.items():
-        with pytest.raises(dbcheck.RefusedError) as e:
+        with pytest.raises(RefusedError) as e:
             dbcheck.run(make_check(app_db["role"], [sql], count_tables=[]), app_db["dsn"])
         assert why in e.value.message, (sql, e.value.message)
     # reviewed and listed, a stable user function is allowed
     data = dbcheck.run(make_check(app_db["role"], ["select iu.stamp_row from iu"], count_tables=[], allow_functions=["stamp_row"]), app_db["dsn"])
     assert data["statements"][0]["no_xid"] is True
     # a view given as a count table passes the same layers
-    with pytest.raises(dbcheck.RefusedError):
+    with pytest.raises(RefusedError):
         dbcheck.run(make_check(app_db["role"], ["select 1"], count_tables=["iu_killer"]), app_db["dsn"])

@@ -13,7 +13,7 @@ import pytest
 
 from release import bundle, config
 
-from .conftest import Repo, make_project, write_config
+from ..support import Cli, Repo, make_project, write_config
 
 
 def _bundle_files(out: Path) -> list[Path]:
@@ -35,7 +35,7 @@ def _read(path: Path, rel: str) -> bytes:
     raise KeyError(rel)
 
 
-def test_bundle_writes_verified_checksummed_bundle(project: Repo, tmp_path: Path, cli) -> None:
+def test_bundle_writes_verified_checksummed_bundle(project: Repo, tmp_path: Path, cli: Cli) -> None:
     cfg = write_config(tmp_path / "release.toml", project.path)
     r = cli("--config", cfg, "--json", "bundle")
     assert r.code == 0, r.err
@@ -63,7 +63,7 @@ def test_bundle_writes_verified_checksummed_bundle(project: Repo, tmp_path: Path
     assert not list(path.parent.glob(".*part*"))
 
 
-def test_headers_are_normalised(project: Repo, tmp_path: Path, cli) -> None:
+def test_headers_are_normalised(project: Repo, tmp_path: Path, cli: Cli) -> None:
     cfg = write_config(tmp_path / "release.toml", project.path)
     assert cli("--config", cfg, "bundle").code == 0
     path = _bundle_files(tmp_path / "bundles")[0]
@@ -81,7 +81,7 @@ def test_headers_are_normalised(project: Repo, tmp_path: Path, cli) -> None:
             assert m.mode == 0o644, rel
 
 
-def test_uncommitted_and_untracked_files_never_reach_the_bundle(project: Repo, tmp_path: Path, cli) -> None:
+def test_uncommitted_and_untracked_files_never_reach_the_bundle(project: Repo, tmp_path: Path, cli: Cli) -> None:
     committed = project.git("rev-parse", "HEAD")
     project.write("demo_app/core.py", "def answer():\n    return 'DIRTY'\n")
     project.write("untracked.txt", "should not ship")
@@ -112,7 +112,7 @@ def test_tag_and_full_sha_resolve_to_the_same_commit(project: Repo, tmp_path: Pa
         assert plan.sha == sha
 
 
-def test_missing_commit_is_blocked_and_writes_nothing(project: Repo, tmp_path: Path, cli) -> None:
+def test_missing_commit_is_blocked_and_writes_nothing(project: Repo, tmp_path: Path, cli: Cli) -> None:
     cfg = write_config(tmp_path / "release.toml", project.path, source={"head": "6625f76"})
     r = cli("--config", cfg, "bundle")
     assert r.code == 3
@@ -121,7 +121,7 @@ def test_missing_commit_is_blocked_and_writes_nothing(project: Repo, tmp_path: P
     assert not (tmp_path / "bundles").exists()
 
 
-def test_commit_delivered_as_git_bundle_file(project: Repo, tmp_path: Path, cli) -> None:
+def test_commit_delivered_as_git_bundle_file(project: Repo, tmp_path: Path, cli: Cli) -> None:
     sha = project.git("rev-parse", "HEAD")
     gb = tmp_path / "delivery.bundle"
     project.git("bundle", "create", str(gb), "--all")
@@ -131,7 +131,7 @@ def test_commit_delivered_as_git_bundle_file(project: Repo, tmp_path: Path, cli)
     assert r.json["head"] == sha
 
 
-def test_not_a_git_repository_is_a_config_error(tmp_path: Path, cli) -> None:
+def test_not_a_git_repository_is_a_config_error(tmp_path: Path, cli: Cli) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     cfg = write_config(tmp_path / "release.toml", plain)
@@ -139,7 +139,7 @@ def test_not_a_git_repository_is_a_config_error(tmp_path: Path, cli) -> None:
     assert r.code == 2 and "not a git repository" in r.err and str(plain) in r.err
 
 
-def test_symlink_outside_tree_is_refused(project: Repo, tmp_path: Path, cli) -> None:
+def test_symlink_outside_tree_is_refused(project: Repo, tmp_path: Path, cli: Cli) -> None:
     (project.path / "escape").symlink_to("../../etc/passwd")
     project.commit("hostile link")
     cfg = write_config(tmp_path / "release.toml", project.path)
@@ -149,7 +149,7 @@ def test_symlink_outside_tree_is_refused(project: Repo, tmp_path: Path, cli) -> 
     assert not list((tmp_path / "bundles").glob(".*"))
 
 
-def test_symlink_inside_tree_is_kept(project: Repo, tmp_path: Path, cli) -> None:
+def test_symlink_inside_tree_is_kept(project: Repo, tmp_path: Path, cli: Cli) -> None:
     (project.path / "link.py").symlink_to("demo_app/core.py")
     project.commit("inner link")
     cfg = write_config(tmp_path / "release.toml", project.path)
@@ -158,7 +158,7 @@ def test_symlink_inside_tree_is_kept(project: Repo, tmp_path: Path, cli) -> None
     assert m.issym() and m.linkname == "demo_app/core.py"
 
 
-def test_path_that_cannot_be_represented_is_refused(project: Repo, tmp_path: Path, cli) -> None:
+def test_path_that_cannot_be_represented_is_refused(project: Repo, tmp_path: Path, cli: Cli) -> None:
     (project.path / b"bad\xffname.txt".decode("utf-8", "surrogateescape")).write_text("x")
     project.commit("non-utf8 name")
     cfg = write_config(tmp_path / "release.toml", project.path)
@@ -166,7 +166,7 @@ def test_path_that_cannot_be_represented_is_refused(project: Repo, tmp_path: Pat
     assert r.code == 4 and "cannot be represented" in r.err
 
 
-def test_subdir_selects_the_project(tmp_path: Path, cli) -> None:
+def test_subdir_selects_the_project(tmp_path: Path, cli: Cli) -> None:
     mono = make_project(tmp_path / "mono" / "services" / "app")
     outer = Repo(tmp_path / "mono")
     # make the outer folder the repository and the project a subfolder of it
@@ -202,19 +202,19 @@ def test_two_builds_are_byte_identical_in_content(project: Repo, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_artifacts_and_reproducible_check(project: Repo, tmp_path: Path, cli) -> None:
+def test_artifacts_and_reproducible_check(project: Repo, tmp_path: Path, cli: Cli) -> None:
     cfg = write_config(tmp_path / "release.toml", project.path, bundle={"artifacts": ["sdist", "wheel"]})
     r = cli("--config", cfg, "--json", "bundle", "--reproducible-check")
     assert r.code == 0, r.err
     res = r.json
     assert res["reproducible"]["identical"] is True  # type: ignore[index]
-    assert sorted(res["artifacts"]) == ["demo_app-0.6.0-py3-none-any.whl", "demo_app-0.6.0.tar.gz"]  # type: ignore[arg-type]
+    assert sorted(res["artifacts"]) == ["demo_app-0.6.0-py3-none-any.whl", "demo_app-0.6.0.tar.gz"]  # type: ignore[call-overload]
     names = set(_members(Path(str(res["bundle"]))))
     assert "dist/demo_app-0.6.0-py3-none-any.whl" in names
 
 
 @pytest.mark.slow
-def test_hatch_vcs_project_builds_with_the_recorded_commits_version(tmp_path: Path, cli) -> None:
+def test_hatch_vcs_project_builds_with_the_recorded_commits_version(tmp_path: Path, cli: Cli) -> None:
     repo = make_project(tmp_path / "vcsapp")
     repo.write(
         "pyproject.toml",
@@ -239,7 +239,7 @@ def test_hatch_vcs_project_builds_with_the_recorded_commits_version(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_build_failure_is_exit_1_with_backend_error_and_no_bundle(project: Repo, tmp_path: Path, cli) -> None:
+def test_build_failure_is_exit_1_with_backend_error_and_no_bundle(project: Repo, tmp_path: Path, cli: Cli) -> None:
     project.write(
         "pyproject.toml",
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
@@ -257,7 +257,7 @@ def test_the_build_never_sees_the_dsn_or_other_secrets_of_the_controller(tmp_pat
     """Finding 6: a build hook read the DSN variable of the CI job and shipped it in the wheel."""
     import zipfile
 
-    from .conftest import run_release
+    from ..support import run_release
 
     repo = make_project(tmp_path / "app")
     repo.write(

@@ -1,0 +1,60 @@
+"""The lock and rename_noreplace in-process: the primitives the safety promises stand on."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from release import agent
+
+
+def test_lock_is_exclusive_complete_and_released(tmp_path: Path) -> None:
+    with agent.Lock(str(tmp_path), "d1", "deploy", False):
+        data = json.loads((tmp_path / ".release-lock").read_text())
+        assert data["deploy_id"] == "d1" and data["pid"] == os.getpid() and data["started"]
+        with pytest.raises(agent.AgentError) as e, agent.Lock(str(tmp_path), "d2", "deploy", True):
+            pass
+        assert e.value.code == 4 and "held by deploy d1" in e.value.message
+    assert os.listdir(tmp_path) == []
+
+
+def test_stale_lock_needs_the_flag_and_a_reused_pid_is_not_the_holder(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".release-lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "deploy_id": "old", "op": "deploy", "time": 0}))
+    with pytest.raises(agent.AgentError) as e, agent.Lock(str(tmp_path), "d", "deploy", False):
+        pass
+    assert "stale lock" in e.value.message
+    # our own pid, but recorded with another start time: a reused pid, so the holder is gone
+    (tmp_path / ".release-lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": "1", "deploy_id": "old", "op": "deploy"}))
+    with agent.Lock(str(tmp_path), "d", "deploy", True):
+        assert json.loads((tmp_path / ".release-lock").read_text())["deploy_id"] == "d"
+
+
+def test_unreadable_lock_is_stale_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / ".release-lock").write_text("")
+    with pytest.raises(agent.AgentError) as e, agent.Lock(str(tmp_path), "d", "deploy", False):
+        pass
+    assert e.value.code == 4 and "stale" in e.value.message
+    with agent.Lock(str(tmp_path), "d", "deploy", True):
+        pass
+
+
+def test_rename_noreplace_never_replaces(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep").write_text("keep")
+    with pytest.raises(agent.AgentError) as e:
+        agent.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert e.value.code == 4 and (tmp_path / "b" / "keep").exists() and (tmp_path / "a").exists()
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(agent.AgentError):
+        agent.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "link"))
+    agent.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
+    assert (tmp_path / "c").is_dir() and not (tmp_path / "a").exists()
