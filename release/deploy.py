@@ -18,6 +18,7 @@ from typing import Any
 
 from . import bundle as bundle_stage
 from . import gitsource, names, planlock, progress, reconcile
+from .agent.messages import DeployRequest, TidyRequest
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
 from .state import State, now_iso
@@ -116,7 +117,7 @@ def prepare(cfg: Config, explicit_bundle: str | None, stamp: str | None = None) 
     return make_plan(cfg, src.sha, chosen.path, chosen.sha256, chosen.version, stamp, names.new_deploy_id()), chosen
 
 
-def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, ship_only: bool = False) -> dict[str, Any]:
+def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, ship_only: bool = False) -> DeployRequest:
     manifest = {
         "name": plan.name,
         "version": plan.version,
@@ -128,7 +129,7 @@ def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, sh
         "strategy": plan.strategy,
         "rollback_tool": f"release rollback --deploy-id {plan.deploy_id}",
     }
-    return {
+    req: DeployRequest = {
         "root": plan.root,
         "parent": plan.parent,
         "dir": plan.dir,
@@ -141,6 +142,7 @@ def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, sh
         "expect": {"name": plan.name, "version": plan.version, "commit": plan.head},
         "manifest": manifest,
     }
+    return req
 
 
 def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool = False, ship_only: bool = False) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
             if landed.get("rerun_pending") and landed["status"] == "deployed" and landed.get("bundle_sha256") == plan.bundle_sha256:
                 # the rerun of a deploy whose answer was lost: it had landed, so it is done;
                 # what its killed run left behind (lock, staging) is cleaned under the lock
-                tidy = {"root": plan.root, "parent": plan.parent, "deploy_id": landed["deploy_id"], "break_lock": break_lock}
+                tidy: TidyRequest = {"root": plan.root, "parent": plan.parent, "deploy_id": landed["deploy_id"], "break_lock": break_lock}
                 landed["cleaned_leftovers"] = transport.agent("tidy", tidy).get("cleaned", [])
                 landed.pop("rerun_pending", None)
                 state.save(landed)
@@ -163,7 +165,8 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         req = agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only)
         with progress.task(f"ship, verify and unpack on {plan.host}"):
             if transport.same_machine and not ship_only:
-                result = transport.agent("deploy", {**req, "bundle_path": plan.bundle})
+                req["bundle_path"] = plan.bundle
+                result = transport.agent("deploy", req)
             else:
                 with open(plan.bundle, "rb") as stdin:
                     result = transport.agent("deploy", req, stdin=stdin)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .agent.messages import PromoteRequest
 from .config import Config
 from .errors import BlockedError, ConfigError
 from .state import State, now_iso
@@ -28,7 +29,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
             f"deploy {record['deploy_id']} is {record.get('status')!r}: only a deployed release can be promoted",
             hint="deploy it again, or promote another deploy with --deploy-id",
         )
-    req = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": args.break_lock}
+    req: PromoteRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": args.break_lock}
     result = for_config(cfg).agent("promote", req)
     record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}
     state.save(record)

@@ -14,6 +14,7 @@ import argparse
 import json
 from typing import Any
 
+from .agent.messages import ProvisionRequest
 from .config import SECRET_WORDS, Config
 from .errors import BlockedError, ConfigError, RefusedError
 from .redact import redact
@@ -73,7 +74,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         return {"stage": "provision", "undo": True, **result, "_text": "removed:\n" + "\n".join(f"  {p}" for p in result["removed"])}
     if record_path.is_file():
         raise RefusedError(f"already provisioned (record {record_path})", hint="run `release provision --undo` first to recreate it")
-    req = {
+    req: ProvisionRequest = {
         "root": cfg.provision_root,
         "dirs": list(cfg.provision_dirs),
         "config_file": cfg.provision_config_file,

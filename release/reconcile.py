@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .agent.messages import InspectRequest
 from .config import Config
 from .errors import RefusedError
 from .state import State, now_iso
@@ -36,7 +37,8 @@ def settle(cfg: Config, state: State, transport: Transport, *, running_ok: bool 
     for record in state.records():
         if record.get("status") not in UNSETTLED or not _same_target(cfg, record):
             continue
-        seen = transport.agent("inspect", {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]})
+        req: InspectRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]}
+        seen = transport.agent("inspect", req)
         if seen.get("running"):
             if running_ok:
                 continue  # its own lock refuses anything that would collide with it

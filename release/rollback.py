@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from . import reconcile
+from .agent.messages import RollbackRequest
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .state import State, now_iso
@@ -28,7 +29,7 @@ def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock
             f"deploy {record['deploy_id']} is {record.get('status')!r}: its release is not on the target, so there is nothing of it to roll back",
             hint="`release status` lists the deploys",
         )
-    req = {
+    req: RollbackRequest = {
         "root": record["root"],
         "target": record["target"],
         "deploy_id": record["deploy_id"],

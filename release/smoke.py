@@ -20,6 +20,7 @@ from typing import Any, cast
 from xml.etree import ElementTree as ET
 
 from . import dbcheck, gitsource, progress
+from .agent.messages import SmokeRequest
 from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
 from .names import utc_stamp
@@ -121,17 +122,20 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
     started = utc_stamp()
     if target_checks:
         with progress.task(f"G5 smoke: {len(target_checks)} checks on {record['host']}"):
-            answer = for_config(cfg).agent(
-                "smoke",
-                {
-                    "target": record["target"],
-                    "python": cfg.python,
-                    "hide_env": [c.options["dsn_env"] for c in db_checks],
-                    "tree_sha256": record.get("tree_sha256"),
-                    "manifest_sha256": record.get("manifest_sha256", ""),
-                    "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
-                },
-            )
+            req: SmokeRequest = {
+                "target": record["target"],
+                "python": cfg.python,
+                "tree_sha256": record.get("tree_sha256"),
+                "manifest_sha256": record.get("manifest_sha256", ""),
+                "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
+            }
+            try:
+                answer = for_config(cfg).agent("smoke", req)
+            except ReleaseError as exc:
+                if exc.exit_code != 1:
+                    raise
+                # an unexpected error on the target: reported with its traceback, not lost
+                answer = _agent_failed(target_checks, exc)
         it = iter(answer["results"])
         for i, c in enumerate(cfg.checks):
             if c.kind != "db-readonly":
@@ -172,6 +176,13 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
         bad = [f"{r['name']} ({r['status']}): {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in ordered if r["status"] != PASSED]
         out["failed"] = "; ".join(bad)
     return out
+
+
+def _agent_failed(checks: list[Check], exc: ReleaseError) -> dict[str, Any]:
+    detail = exc.message + (f"\n{exc.detail}" if exc.detail else "")
+    results = [{"name": c.name, "kind": c.kind, "status": "error", "duration": 0.0, "detail": detail, "data": {}} for c in checks]
+    verify = {"clean": False, "added": [], "changed": [], "removed": [], "deploy_manifest_intact": True}
+    return {"results": results, "verify": verify}
 
 
 def write_report(cfg: Config, report: dict[str, Any]) -> Path:

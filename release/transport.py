@@ -14,6 +14,7 @@ import functools
 import json
 import shlex
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -65,9 +66,9 @@ class Transport(Protocol):
     label: str
     same_machine: bool  # the target can read the controller's files in place
 
-    def agent(self, op: str, request: dict[str, Any], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]: ...
+    def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]: ...
 
-    def argv(self, op: str, request: dict[str, Any]) -> list[str]: ...
+    def argv(self, op: str, request: Mapping[str, object]) -> list[str]: ...
 
 
 class _Base:
@@ -77,10 +78,10 @@ class _Base:
     def __init__(self, python: str) -> None:
         self.python = python
 
-    def argv(self, op: str, request: dict[str, Any]) -> list[str]:
+    def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
         raise NotImplementedError
 
-    def agent(self, op: str, request: dict[str, Any], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
+    def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
         argv = self.argv(op, request)
         proc.log.debug("agent %s on %s", op, self.label)
         cp = proc.run(
@@ -148,7 +149,7 @@ class LocalTransport(_Base):
     label = "localhost"
     same_machine = True
 
-    def argv(self, op: str, request: dict[str, Any]) -> list[str]:
+    def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
         return [self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)]
 
 
@@ -165,7 +166,7 @@ class SshTransport(_Base):
             argv += ["-F", self.ssh_config]
         return argv
 
-    def argv(self, op: str, request: dict[str, Any]) -> list[str]:
+    def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
         remote = shlex.join([self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)])
         return [*self.ssh_argv(), "--", self.host, remote]
 

@@ -12,7 +12,8 @@ from .provision_ops import op_provision, op_unprovision
 from .release_ops import op_deploy, op_facts, op_inspect, op_promote, op_rollback, op_status, op_tidy, op_verify
 from .smoke_ops import op_smoke
 
-OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+# each op takes its request TypedDict and returns its answer (see messages.py); JSON in, JSON out
+OPS: dict[str, Callable[[Any], Any]] = {
     "facts": op_facts,
     "deploy": op_deploy,
     "rollback": op_rollback,

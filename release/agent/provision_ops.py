@@ -8,13 +8,14 @@ from typing import Any
 
 from .fsutil import _write_new, open_dir, path_kind
 from .lock import Lock
+from .messages import Created, ProvisionRequest, UnprovisionRequest
 from .names import name_problem
 from .protocol import AgentError, refuse
 
 # ----------------------------------------------------------------------------- provision (G4)
 
 
-def _make_dirs(path: str, created: list[dict[str, str]]) -> None:
+def _make_dirs(path: str, created: list[Created]) -> None:
     """mkdir -p that records every folder it creates, and never touches what exists."""
     missing = []
     p = path
@@ -45,9 +46,9 @@ def _inside(root: str, rel: str, what: str) -> str:
     return path
 
 
-def op_provision(req: dict[str, Any]) -> dict[str, Any]:
+def op_provision(req: ProvisionRequest) -> dict[str, Any]:
     root = req["root"]
-    created: list[dict[str, str]] = []
+    created: list[Created] = []
     existed: list[str] = []
     lock_root = req["lock_root"]
     if req.get("create_lock_root"):
@@ -83,7 +84,7 @@ def op_provision(req: dict[str, Any]) -> dict[str, Any]:
     return {"created": created, "existed": existed}
 
 
-def _undo(created: list[dict[str, str]]) -> list[str]:
+def _undo(created: list[Created]) -> list[str]:
     removed = []
     for entry in reversed(created):
         path = entry["path"]
@@ -104,7 +105,7 @@ def _undo(created: list[dict[str, str]]) -> list[str]:
     return removed
 
 
-def op_unprovision(req: dict[str, Any]) -> dict[str, Any]:
+def op_unprovision(req: UnprovisionRequest) -> dict[str, Any]:
     created = req["created"]
     # check everything first, so a refusal removes nothing
     for entry in created:

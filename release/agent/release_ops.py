@@ -22,12 +22,26 @@ from .fsutil import (
 )
 from .leftovers import _remove_marked, clean_leftovers, leftovers, make_marked_dir
 from .lock import Lock, _alive, read_lock
+from .messages import (
+    DeployRequest,
+    DeployResult,
+    FactsRequest,
+    InspectRequest,
+    InspectResult,
+    PromoteRequest,
+    RollbackRequest,
+    RollbackResult,
+    StatusRequest,
+    TidyRequest,
+    VerifyRequest,
+    VerifyResult,
+)
 from .names import checked_folder_name, checked_id, manifest_entries, manifest_text, rollback_command, tree_sha256
 from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
 from .tarsafe import MAX_MANIFEST, Verified, extract, scan
 
 
-def op_facts(req: dict[str, Any]) -> dict[str, Any]:
+def op_facts(req: FactsRequest) -> dict[str, Any]:
     root = req["root"]
     parent = os.path.join(root, req.get("parent", "")) if req.get("parent") else root
     target = os.path.join(parent, req["dir"]) if req.get("dir") else ""
@@ -44,7 +58,7 @@ def op_facts(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
+def op_deploy(req: DeployRequest) -> DeployResult:
     root = req["root"]
     deploy_id = checked_id(req["deploy_id"])
     dirname = checked_folder_name(req["dir"], "target.dir")
@@ -68,7 +82,7 @@ def op_deploy(req: dict[str, Any]) -> dict[str, Any]:
         raise _io_error(exc, f"deploy to {os.path.join(root, parent_rel, dirname)} failed") from None
 
 
-def _deploy_locked(req: dict[str, Any], root: str, root_fd: int, parent_rel: str, dirname: str, deploy_id: str) -> dict[str, Any]:
+def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str, dirname: str, deploy_id: str) -> DeployResult:
     parent = os.path.join(root, parent_rel) if parent_rel else root
     cleaned = clean_leftovers(root)
     parent_existed = True
@@ -106,7 +120,10 @@ def _deploy_locked(req: dict[str, Any], root: str, root_fd: int, parent_rel: str
             result = _unpack(req, parent, parent_fd, stage, dirname, target, deploy_id)
             if result.get("shipped"):
                 return result
-            result.update(parent=parent, parent_existed=parent_existed, parent_listing_sha256_before=before, cleaned=cleaned)
+            result["parent"] = parent
+            result["parent_existed"] = parent_existed
+            result["parent_listing_sha256_before"] = before
+            result["cleaned"] = cleaned
             lines = result["manifest"]
             lines["parent_existed"] = "true" if parent_existed else "false"
             lines["parent_listing_sha256_before"] = before
@@ -137,7 +154,7 @@ def _deploy_locked(req: dict[str, Any], root: str, root_fd: int, parent_rel: str
             os.close(parent_fd)
 
 
-def _unpack(req: dict[str, Any], parent: str, parent_fd: int, stage: str, dirname: str, target: str, deploy_id: str) -> dict[str, Any]:
+def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname: str, target: str, deploy_id: str) -> DeployResult:
     """Read the bundle once (checksum first), scan it, write the accepted members into ``stage/tree``."""
     sha = str(req["bundle_sha256"])
     copy = os.path.join(parent, stage, "bundle.tar.gz")
@@ -188,7 +205,7 @@ def _unpack(req: dict[str, Any], parent: str, parent_fd: int, stage: str, dirnam
             "rollback": rollback_command(target),
         }
     )
-    return {"target": target, **facts, "manifest": lines}
+    return {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}
 
 
 PARENT_MARKER = PREFIX + "parent"
@@ -284,7 +301,7 @@ def _bundle_entries(folder_fd: int) -> dict[str, str]:
         return {}
 
 
-def op_rollback(req: dict[str, Any]) -> dict[str, Any]:
+def op_rollback(req: RollbackRequest) -> RollbackResult:
     root = req["root"]
     target = req["target"]
     parent, name = os.path.split(target)
@@ -298,7 +315,7 @@ def op_rollback(req: dict[str, Any]) -> dict[str, Any]:
         raise _io_error(exc, f"rollback of {target} failed") from None
 
 
-def _rollback_locked(req: dict[str, Any], root: str, parent: str, name: str, target: str, deploy_id: str) -> dict[str, Any]:
+def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, target: str, deploy_id: str) -> RollbackResult:
     cleaned = clean_leftovers(parent) + (clean_leftovers(root) if parent != root else [])
     finished = [c for c in cleaned if os.path.basename(c).startswith(f"{PREFIX}trash-{deploy_id}")]
     try:
@@ -357,7 +374,7 @@ def _rollback_locked(req: dict[str, Any], root: str, parent: str, name: str, tar
 
 
 def _rolled_back(
-    req: dict[str, Any],
+    req: RollbackRequest,
     root: str,
     parent: str,
     target: str,
@@ -367,7 +384,7 @@ def _rolled_back(
     finished: bool = False,
     drift: bool = False,
     discarded: list[str] | None = None,
-) -> dict[str, Any]:
+) -> RollbackResult:
     removed_parent = False
     if req.get("remove_parent_if_empty") and parent != root and os.path.isdir(parent):
         root_fd = open_dir(root)
@@ -441,7 +458,7 @@ def switch_link(root: str, rel_target: str) -> str | None:
     return previous
 
 
-def op_promote(req: dict[str, Any]) -> dict[str, Any]:
+def op_promote(req: PromoteRequest) -> dict[str, Any]:
     root = req["root"]
     target = req["target"]
     try:
@@ -459,7 +476,7 @@ def op_promote(req: dict[str, Any]) -> dict[str, Any]:
         raise _io_error(exc, f"promote of {target} failed") from None
 
 
-def op_tidy(req: dict[str, Any]) -> dict[str, Any]:
+def op_tidy(req: TidyRequest) -> dict[str, Any]:
     """Under the lock, remove what killed runs left in the root and in the releases folder."""
     root = req["root"]
     with Lock(root, checked_id(req["deploy_id"]), "tidy", bool(req.get("break_lock"))):
@@ -469,7 +486,7 @@ def op_tidy(req: dict[str, Any]) -> dict[str, Any]:
         return {"cleaned": cleaned}
 
 
-def op_inspect(req: dict[str, Any]) -> dict[str, Any]:
+def op_inspect(req: InspectRequest) -> InspectResult:
     """What the target says about one deploy: does its release exist, is it that deploy's,
     is a run of it still holding the lock. Used to reconcile an outcome the controller did not see."""
     root, target, deploy_id = req["root"], req["target"], checked_id(req["deploy_id"])
@@ -477,7 +494,7 @@ def op_inspect(req: dict[str, Any]) -> dict[str, Any]:
     running = bool(
         lock and lock.get("deploy_id") == deploy_id and lock.get("host") == _hostname() and _alive(int(lock.get("pid", -1) or -1), str(lock.get("started", "")))
     )
-    out: dict[str, Any] = {"target": target, "kind": path_kind(target), "running": running, "manifest": None, "manifest_sha256": ""}
+    out: InspectResult = {"target": target, "kind": path_kind(target), "running": running, "manifest": None, "manifest_sha256": ""}
     if out["kind"] == "directory":
         try:
             fd = open_dir(target)
@@ -492,7 +509,7 @@ def op_inspect(req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def op_status(req: dict[str, Any]) -> dict[str, Any]:
+def op_status(req: StatusRequest) -> dict[str, Any]:
     root = req["root"]
     releases = []
     current = os.path.join(root, "current")
@@ -525,7 +542,7 @@ def op_status(req: dict[str, Any]) -> dict[str, Any]:
     return {"root": root, "releases": releases, "lock": read_lock(root), "entries": others, "leftovers": left, "current": pointer_state(root)}
 
 
-def op_verify(req: dict[str, Any]) -> dict[str, Any]:
+def op_verify(req: VerifyRequest) -> VerifyResult:
     """Re-hash a release against its BUNDLE-MANIFEST (files, links, folders) and its DEPLOY-MANIFEST
     against the controller's record. Only regular files are ever opened: anything else is drift."""
     target = req["target"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any
 
 from .fsutil import path_kind
+from .messages import CheckResult, CheckSpec, SmokeRequest, SmokeResult
 from .protocol import DEPLOY_MANIFEST, AgentError, say
 from .release_ops import op_verify
 
@@ -147,7 +147,7 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text.replace("\r\n", "\n"))
 
 
-def run_check(check: dict[str, Any], target: str, python: str, env: dict[str, str], budget: float | None = None) -> dict[str, Any]:
+def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], budget: float | None = None) -> CheckResult:
     kind = check["kind"]
     opts = check["options"]
     timeout = float(check["timeout"]) if budget is None else max(0.1, min(float(check["timeout"]), budget))
@@ -164,7 +164,7 @@ def run_check(check: dict[str, Any], target: str, python: str, env: dict[str, st
     elif kind == "command":
         argv = [a.replace("{python}", python).replace("{target}", target) for a in opts["argv"]]
     else:
-        return {"name": check["name"], "kind": kind, "status": "error", "duration": 0.0, "detail": f"unknown check kind {kind!r}"}
+        return {"name": check["name"], "kind": kind, "status": "error", "duration": 0.0, "detail": f"unknown check kind {kind!r}", "data": {}}
     try:
         code, out, ran = _run_limited(argv, target, env, timeout)
     except OSError as exc:
@@ -245,7 +245,7 @@ def check_env(scratch: str, target: str) -> dict[str, str]:
     return env
 
 
-def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
+def op_smoke(req: SmokeRequest) -> SmokeResult:
     """Run G5 checks in the deployed folder; bytecode and caches go to a private temp dir."""
     target = req["target"]
     if path_kind(target) != "directory" or not os.path.isfile(os.path.join(target, DEPLOY_MANIFEST)):
@@ -257,7 +257,7 @@ def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
     env = check_env(scratch, target)
     _become_subreaper()
     deadline = time.monotonic() + float(req.get("total_timeout") or sum(float(c["timeout"]) for c in req["checks"]) + 5)
-    results = []
+    results: list[CheckResult] = []
     try:
         for check in req["checks"]:
             say(f"smoke: {check['name']}")
@@ -279,5 +279,5 @@ def op_smoke(req: dict[str, Any]) -> dict[str, Any]:
         _kill_descendants()
         shutil.rmtree(scratch, ignore_errors=True)
     # in the same connection: prove the smoke left the deployed tree unchanged
-    verify = op_verify({"target": target, "tree_sha256": req.get("tree_sha256"), "manifest_sha256": req.get("manifest_sha256")})
+    verify = op_verify({"target": target, "tree_sha256": req.get("tree_sha256"), "manifest_sha256": req.get("manifest_sha256", "")})
     return {"target": target, "results": results, "verify": verify}

@@ -1,0 +1,205 @@
+"""The typed protocol: every agent request and answer, as the controller builds and reads them.
+
+Plain ``TypedDict`` (standard library, Python 3.8+): the messages are JSON on the wire, and
+mypy checks both ends against these definitions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+# ----------------------------------------------------------------------------- requests
+
+
+class FactsRequest(TypedDict, total=False):
+    root: str
+    parent: str
+    dir: str
+
+
+class Expect(TypedDict):
+    name: str
+    version: str
+    commit: str
+
+
+class _DeployBase(TypedDict):
+    root: str
+    parent: str
+    dir: str
+    deploy_id: str
+    bundle: str
+    bundle_sha256: str
+    create_root: bool
+    break_lock: bool
+    ship_only: bool
+    expect: Expect
+    manifest: dict[str, str]
+
+
+class DeployRequest(_DeployBase, total=False):
+    bundle_path: str  # same machine: the agent reads the bundle where it lies
+
+
+class RollbackRequest(TypedDict):
+    root: str
+    target: str
+    deploy_id: str
+    previous_current: str | None
+    remove_parent_if_empty: bool
+    parent_existed: bool
+    parent_listing_sha256_before: str
+    manifest_sha256: str
+    tree_sha256: str
+    discard_added: bool
+    break_lock: bool
+
+
+class PromoteRequest(TypedDict):
+    root: str
+    target: str
+    deploy_id: str
+    break_lock: bool
+
+
+class StatusRequest(TypedDict):
+    root: str
+
+
+class _VerifyBase(TypedDict):
+    target: str
+
+
+class VerifyRequest(_VerifyBase, total=False):
+    tree_sha256: str | None
+    manifest_sha256: str
+
+
+class InspectRequest(TypedDict):
+    root: str
+    target: str
+    deploy_id: str
+
+
+class TidyRequest(TypedDict):
+    root: str
+    parent: str
+    deploy_id: str
+    break_lock: bool
+
+
+class CheckSpec(TypedDict):
+    kind: str
+    name: str
+    timeout: int
+    options: dict[str, Any]
+
+
+class _SmokeBase(TypedDict):
+    target: str
+    python: str
+    checks: list[CheckSpec]
+
+
+class SmokeRequest(_SmokeBase, total=False):
+    tree_sha256: str | None
+    manifest_sha256: str
+    total_timeout: float
+
+
+class ProvisionRequest(TypedDict):
+    root: str
+    dirs: list[str]
+    config_file: str
+    config_text: str
+    lock_root: str
+    create_lock_root: bool
+    id: str
+
+
+class Created(TypedDict, total=False):
+    type: str
+    path: str
+    sha256: str
+
+
+class UnprovisionRequest(TypedDict):
+    created: list[Created]
+    lock_root: str
+    id: str
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+class DeployResult(TypedDict, total=False):
+    shipped: bool
+    bundle_sha256: str
+    target: str
+    files: int
+    tree_sha256: str
+    manifest: dict[str, str]
+    manifest_sha256: str
+    parent: str
+    parent_existed: bool
+    parent_listing_sha256_before: str
+    cleaned: list[str]
+
+
+class RollbackResult(TypedDict):
+    removed: str
+    pointer: str
+    current: str
+    removed_parent: bool
+    finished_interrupted: bool
+    manifest_drift: bool
+    discarded: list[str]
+    parent_listing_sha256_before: str
+    parent_listing_sha256_after: str
+    parent_restored: bool
+
+
+class VerifyResult(TypedDict):
+    target: str
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    special: list[str]
+    manifest_intact: bool
+    deploy_manifest_intact: bool
+    files: int
+    clean: bool
+
+
+class CheckResult(TypedDict):
+    name: str
+    kind: str
+    status: str  # passed | failed | timeout | refused | error
+    duration: float
+    detail: str
+    data: dict[str, Any]
+
+
+class SmokeResult(TypedDict):
+    target: str
+    results: list[CheckResult]
+    verify: VerifyResult
+
+
+class InspectResult(TypedDict):
+    target: str
+    kind: str
+    running: bool
+    manifest: dict[str, str] | None
+    manifest_sha256: str
+
+
+class Answer(TypedDict, total=False):
+    """The one JSON line the agent prints."""
+
+    ok: bool
+    result: dict[str, Any]
+    exit_code: int
+    message: str
+    hint: str
+    traceback: str
