@@ -107,7 +107,7 @@ def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo
 
 def prepare(cfg: Config, stamp: str | None = None) -> tuple[BundlePlan, gitsource.Source]:
     src = gitsource.resolve(cfg)
-    return make_plan(cfg, src, gitsource.project_version(src), stamp or names.utc_stamp()), src
+    return make_plan(cfg, src, gitsource.project_version(src, cfg.state), stamp or names.utc_stamp()), src
 
 
 def build(cfg: Config, stamp: str | None = None) -> BundleResult:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import proc
 from .config import Config
@@ -146,38 +144,30 @@ class VersionInfo:
         return self.source == "vcs"
 
 
-def project_version(src: Source) -> VersionInfo:
-    """The project's version from the commit, without building, in PEP 440 normal form."""
+def project_version(src: Source, state: Path) -> VersionInfo:
+    """The project's version at the recorded commit, from its build backend (see ``metadata``),
+    in PEP 440 normal form."""
+    from .metadata import project_metadata
     from .names import normalize_version
 
-    info = _raw_version(src)
-    return VersionInfo(normalize_version(info.version), info.source)
+    meta = project_metadata(src, state)
+    return VersionInfo(normalize_version(meta.version), meta.source)
 
 
-def _raw_version(src: Source) -> VersionInfo:
-    raw = read_file(src, "pyproject.toml")
-    if raw is None:
-        raise ConfigError(
-            f"no pyproject.toml at '{src.subdir or '.'}' in commit {src.sha[:12]}",
-            hint="set source.subdir to the project's folder",
-        )
+def export(src: Source, dest: Path) -> None:
+    """Write the recorded commit's tree (``source.subdir`` of it) into the new folder ``dest``."""
+    import tarfile
+
+    dest.mkdir(parents=True)
+    p = proc.popen(["git", "-C", src.git_dir, "archive", "--format=tar", src.treeish])
+    assert p.stdout is not None
     try:
-        data: dict[str, Any] = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"the project's pyproject.toml is not valid TOML: {exc}") from exc
-    project = data.get("project", {})
-    if isinstance(project.get("version"), str):
-        return VersionInfo(project["version"], "static")
-    tool = data.get("tool", {})
-    hatch_version = tool.get("hatch", {}).get("version", {})
-    requires = " ".join(data.get("build-system", {}).get("requires", []))
-    if hatch_version.get("source") == "vcs" or "setuptools_scm" in tool or "setuptools-scm" in requires:
-        return VersionInfo(scm_version(src), "vcs")
-    if "path" in hatch_version:
-        text = read_file(src, hatch_version["path"])
-        if text is not None and (m := _VERSION_RE.search(text.decode("utf-8", "replace"))):
-            return VersionInfo(m.group(1), f"file:{hatch_version['path']}")
-    raise ConfigError(
-        "cannot determine the project's version from its pyproject.toml",
-        hint="use a static project.version, hatch-vcs/setuptools-scm, or [tool.hatch.version] path",
-    )
+        with tarfile.open(fileobj=p.stdout, mode="r|") as tf:
+            tf.extractall(dest, filter="data")
+    finally:
+        p.stdout.close()
+        if p.stderr is not None:
+            p.stderr.close()
+        rc = p.wait()
+    if rc != 0:
+        raise ReleaseError(f"git archive of {src.sha[:12]} failed (exit {rc})")

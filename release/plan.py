@@ -41,7 +41,7 @@ def compute(cfg: Config) -> dict[str, Any]:
             ],
         }
         return plan
-    version = gitsource.project_version(src)
+    version = gitsource.project_version(src, cfg.state)
     fields = planlock.locked_fields(cfg, src.sha, version.version)
     plan.update(fields)
     plan["commit_time"] = src.commit_time

@@ -4,12 +4,16 @@ the rollback command, the manifest format and the tree hash. The controller impo
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from .protocol import BUNDLE_MANIFEST, PREFIX, AgentError, refuse
 
 NAME_MAX = 255
 PATH_MAX = 4096
+
+
+_BAD_CHAR = re.compile("[\x00-\x1f\x7f\\\\\udc80-\udcff]")
 
 
 def name_problem(rel: str) -> str:
@@ -21,12 +25,10 @@ def name_problem(rel: str) -> str:
     """
     if not rel:
         return "empty name"
-    if any("\udc80" <= c <= "\udcff" for c in rel):
-        return "not UTF-8"
-    if any(ord(c) < 32 or ord(c) == 0x7F for c in rel):
-        return "control character"
-    if "\\" in rel:
-        return "backslash"
+    bad = _BAD_CHAR.search(rel)
+    if bad:
+        c = bad.group()
+        return "not UTF-8" if "\udc80" <= c <= "\udcff" else ("backslash" if c == "\\" else "control character")
     if rel.startswith("/"):
         return "absolute path"
     if len(rel.encode("utf-8")) > PATH_MAX:
