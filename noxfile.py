@@ -21,24 +21,21 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 HERE = Path(__file__).resolve().parent
 ENV = HERE / ".nox" / "release-env"
-# The sandbox target of the built-in example runs `python3` from this environment (it is
-# first on PATH in the pipeline sessions), so the example's own pytest suite can run there.
-TARGET_TOOLS = ["pytest"]
 
 
 def _release_bin() -> str:
     """Create (or reuse) the shared pipeline environment and return its `release` script."""
     stamp = ENV / ".installed"
-    want = hashlib.sha256((HERE / "pyproject.toml").read_bytes() + repr(TARGET_TOOLS).encode()).hexdigest()
+    want = hashlib.sha256((HERE / "pyproject.toml").read_bytes()).hexdigest()
     exe = ENV / "bin" / "release"
     if not (stamp.is_file() and stamp.read_text() == want and exe.exists()):
         uv = shutil.which("uv")
         if uv:
             subprocess.run([uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(ENV)], check=True)
-            subprocess.run([uv, "pip", "install", "--quiet", "--python", str(ENV / "bin" / "python"), "-e", str(HERE), *TARGET_TOOLS], check=True)
+            subprocess.run([uv, "pip", "install", "--quiet", "--python", str(ENV / "bin" / "python"), "-e", str(HERE)], check=True)
         else:
             subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
-            subprocess.run([str(ENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "-e", str(HERE), *TARGET_TOOLS], check=True)
+            subprocess.run([str(ENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "-e", str(HERE)], check=True)
         stamp.write_text(want)
     return str(exe)
 

@@ -26,10 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from . import __version__, gitsource, names, proc, progress
+from . import __version__, environment, gitsource, names, proc, progress
 from .agent import BUNDLE_MANIFEST, DEPLOY_MANIFEST, link_problem, name_problem
 from .archive import TarGzWriter, checksum_line, sha256_file
-from .config import Config
+from .config import Config, Environment
+from .environment import TargetPython
 from .errors import BlockedError, RefusedError, ReleaseError
 
 MANIFEST_NAME = BUNDLE_MANIFEST
@@ -46,6 +47,8 @@ class BundlePlan:
     out: Path
     artifacts: tuple[str, ...]
     stamp: str
+    env: Environment | None = None  # [environment]: the release carries its locked environment
+    target: TargetPython | None = None  # the interpreter it is resolved for
 
     @property
     def basename(self) -> str:
@@ -59,6 +62,7 @@ class BundlePlan:
         d = asdict(self)
         d["out"] = str(self.out)
         d["bundle"] = self.path.name
+        d["target"] = self.target.to_dict() if self.target else None
         return d
 
 
@@ -91,7 +95,10 @@ class BundleResult:
         }
 
 
-def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo, stamp: str) -> BundlePlan:
+def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo, stamp: str, target: TargetPython | None = None) -> BundlePlan:
+    artifacts = cfg.artifacts
+    if cfg.environment is not None and "wheel" not in artifacts:
+        artifacts = (*artifacts, "wheel")  # the environment installs the application's own wheel
     return BundlePlan(
         name=cfg.name,
         version=version.version,
@@ -100,14 +107,29 @@ def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo
         commit_time=src.commit_time,
         subdir=src.subdir,
         out=cfg.out,
-        artifacts=cfg.artifacts,
+        artifacts=artifacts,
         stamp=stamp,
+        env=cfg.environment,
+        target=target,
     )
+
+
+def target_interpreter(cfg: Config) -> TargetPython | None:
+    """The interpreter an environment is resolved for: from the config, else asked of the target."""
+    if cfg.environment is None:
+        return None
+    if cfg.environment.python:
+        return environment.target_python(cfg.environment, None)
+    from .transport import for_config
+
+    facts = for_config(cfg).agent("facts", {"root": cfg.root})
+    return environment.target_python(cfg.environment, facts)
 
 
 def prepare(cfg: Config, stamp: str | None = None) -> tuple[BundlePlan, gitsource.Source]:
     src = gitsource.resolve(cfg)
-    return make_plan(cfg, src, gitsource.project_version(src, cfg.state), stamp or names.utc_stamp()), src
+    version = gitsource.project_version(src, cfg.state)
+    return make_plan(cfg, src, version, stamp or names.utc_stamp(), target_interpreter(cfg)), src
 
 
 def build(cfg: Config, stamp: str | None = None) -> BundleResult:
@@ -229,6 +251,11 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
                 bar.advance()
         _check_links(links)
         built: list[str] = []
+        env_doc: dict[str, Any] | None = None
+        if plan.env is not None:
+            clash = sorted({f["path"] for f in files if f["path"].split("/")[0] in (ENV_DIR, ".venv")})
+            if clash:
+                raise RefusedError(f"the commit holds {clash[0]}, a name the release's environment uses", hint=f"rename {ENV_DIR}/ or .venv/ in the repository")
         if plan.artifacts and export is not None and workdir is not None:
             dist = workdir / "dist"
             _build_artifacts(plan, src, export, dist)
@@ -238,7 +265,9 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
                     digest = w.add_stream(f"{top}/dist/{p.name}", f, p.stat().st_size)
                 files.append({"path": f"dist/{p.name}", "size": p.stat().st_size, "sha256": digest, "mode": "644"})
                 built.append(p.name)
-        manifest = _manifest(plan, files, built)
+            if plan.env is not None and plan.target is not None:
+                env_doc = _add_environment(plan, w, top, export, dist, workdir, files)
+        manifest = _manifest(plan, files, built, env_doc)
         w.add_bytes(f"{top}/{MANIFEST_NAME}", manifest)
         digest, size = w.close()
         if sha256_file(tmp) != digest:
@@ -253,6 +282,34 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return BundleResult(final, digest, size, len(files), plan, tuple(built))
+
+
+ENV_DIR = "release-env"
+
+
+def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, dist: Path, workdir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Resolve, download and lock the environment; add its wheels and pylock.toml to the bundle."""
+    assert plan.env is not None and plan.target is not None
+    wheels = sorted(dist.glob("*.whl"))
+    if not wheels:
+        raise ReleaseError("the application's wheel was not built", hint="check the build backend's output")
+    with progress.task(f"environment for Python {plan.target.version} on {plan.target.platforms[0]}"):
+        env_built = environment.build(plan.env, plan.target, export, wheels[0], f"dist/{wheels[0].name}", workdir / "env")
+    w.add_dir(f"{top}/{ENV_DIR}")
+    w.add_dir(f"{top}/{ENV_DIR}/wheels")
+    for rel, path in env_built.files:
+        rel = rel.replace(environment.WHEELS, f"{ENV_DIR}/wheels")
+        with path.open("rb") as f:
+            digest = w.add_stream(f"{top}/{rel}", f, path.stat().st_size)
+        files.append({"path": rel, "size": path.stat().st_size, "sha256": digest, "mode": "644"})
+    lock = env_built.lock.replace(environment.WHEELS, f"{ENV_DIR}/wheels").encode()
+    w.add_bytes(f"{top}/{ENV_DIR}/{environment.LOCK_NAME}", lock)
+    files.append({"path": f"{ENV_DIR}/{environment.LOCK_NAME}", "size": len(lock), "sha256": hashlib.sha256(lock).hexdigest(), "mode": "644"})
+    doc = dict(env_built.manifest)
+    doc["lock"] = f"{ENV_DIR}/{environment.LOCK_NAME}"
+    doc["lock_sha256"] = hashlib.sha256(lock).hexdigest()
+    doc["packages"] = [{**p, "path": p["path"].replace(environment.WHEELS, f"{ENV_DIR}/wheels")} for p in doc["packages"]]
+    return doc
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -271,8 +328,8 @@ def _write_new(path: Path, data: bytes) -> None:
     _publish(tmp, path)
 
 
-def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str]) -> bytes:
-    doc = {
+def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str], env: dict[str, Any] | None = None) -> bytes:
+    doc: dict[str, Any] = {
         "format": 1,
         "name": plan.name,
         "version": plan.version,
@@ -286,6 +343,8 @@ def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str]) -
         "artifacts": built,
         "files": files,
     }
+    if env is not None:
+        doc["environment"] = env
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 

@@ -42,6 +42,7 @@ SECTIONS: dict[str, _Spec] = {
     },
     "smoke": {"check": (list, []), "timeout": (int, 600)},
     "provision": {"root": (str, ""), "dirs": (list, []), "config_file": (str, ""), "settings": (dict, {})},
+    "environment": {"extras": (list, []), "groups": (list, []), "python": (str, ""), "platforms": (list, [])},
 }
 CHECK_KEYS: dict[str, _Spec] = {
     "compileall": {},
@@ -77,6 +78,16 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Environment:
+    """``[environment]``: the release carries its own locked environment (its presence turns it on)."""
+
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    python: str = ""  # "3.11": resolve without asking the target
+    platforms: tuple[str, ...] = ()  # e.g. ("manylinux_2_28_x86_64",)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     base: Path
@@ -100,6 +111,7 @@ class Config:
     provision_dirs: tuple[str, ...] = ()
     provision_config_file: str = ""
     provision_settings: Mapping[str, Any] = field(default_factory=dict)
+    environment: Environment | None = None
 
     @property
     def is_local(self) -> bool:
@@ -222,10 +234,24 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         provision_dirs=tuple(_relative(d, "provision.dirs") for d in _str_list(prov["dirs"], "provision.dirs")),
         provision_config_file=_relative(prov["config_file"], "provision.config_file") if prov["config_file"] else "",
         provision_settings=dict(prov["settings"]),
+        environment=_environment(sec["environment"]) if "environment" in data else None,
     )
 
 
 _STRICT_TABLES = ("name", "state", "source", "bundle", "target", "provision", "fleet", "environment")
+
+
+def _environment(env: dict[str, Any]) -> Environment:
+    python = env["python"]
+    if python and not re.fullmatch(r"3\.\d{1,2}", python):
+        raise ConfigError(f'environment.python must be a Python version like "3.11", got {python!r}', hint="fix environment.python")
+    platforms = _str_list(env["platforms"], "environment.platforms")
+    for p in platforms:
+        if not re.fullmatch(r"[a-z0-9_]+", p):
+            raise ConfigError(f"environment.platforms: {p!r} is not a platform tag", hint='e.g. "manylinux_2_28_x86_64"')
+    if bool(python) != bool(platforms):
+        raise ConfigError("environment.python and environment.platforms go together", hint="set both, or neither to ask the target")
+    return Environment(_str_list(env["extras"], "environment.extras"), _str_list(env["groups"], "environment.groups"), python, platforms)
 
 
 def _no_control(value: object, key: str) -> None:

@@ -193,6 +193,8 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         files=result["files"],
         tree_sha256=result["tree_sha256"],
         manifest_sha256=result.get("manifest_sha256", ""),
+        env_sha256=result.get("env_sha256", ""),
+        env_packages=result.get("env_packages", 0),
         cleaned_leftovers=result.get("cleaned", []),
     )
     state.save(record)

@@ -56,6 +56,7 @@ def settle(cfg: Config, state: State, transport: Transport, *, running_ok: bool 
                 files=int(manifest.get("files", "0") or 0),
                 tree_sha256=manifest.get("tree_sha256", ""),
                 manifest_sha256=seen.get("manifest_sha256", ""),
+                env_sha256=manifest.get("env_sha256", ""),
                 note=f"outcome was {record['status']}; the target holds the release, so it is deployed",
                 rerun_pending=True,  # a rerun of the same deploy completes it instead of deploying again
             )

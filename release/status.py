@@ -42,7 +42,12 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 def verify_cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     record = State(cfg.state).pick(args.deploy_id)
-    req: VerifyRequest = {"target": record["target"], "tree_sha256": record.get("tree_sha256"), "manifest_sha256": record.get("manifest_sha256", "")}
+    req: VerifyRequest = {
+        "target": record["target"],
+        "tree_sha256": record.get("tree_sha256"),
+        "manifest_sha256": record.get("manifest_sha256", ""),
+        "env_sha256": record.get("env_sha256", ""),
+    }
     result = for_config(cfg).agent("verify", req)
     result.pop("_log", None)
     lines = [f"verify {record['host']}:{record['target']} ({result['files']} files)"]

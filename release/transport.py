@@ -31,33 +31,49 @@ SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAl
 
 AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it never touches its disk)
 
+# S: {package: {module path: source}}; a small finder serves them from memory
 _BOOT = """import sys,json,zlib,base64
 from importlib.machinery import ModuleSpec
 S=json.loads(zlib.decompress(base64.b64decode('{blob}')))
-P='{pkg}'
 class F:
+ def key(self,name):
+  top,_,rest=name.partition('.')
+  m=S.get(top)
+  if m is None:return None
+  r=rest.replace('.','/') or '__init__'
+  if r in m:return top,r
+  if r+'/__init__' in m:return top,r+'/__init__'
  def find_spec(self,name,path=None,target=None):
-  k='__init__' if name==P else (name[len(P)+1:] if name.startswith(P+'.') else '')
-  if k in S:return ModuleSpec(name,self,is_package=name==P)
+  k=self.key(name)
+  if k:return ModuleSpec(name,self,is_package=k[1].endswith('__init__'))
  def create_module(self,spec):return None
  def exec_module(self,m):
-  n=m.__name__;k='__init__' if n==P else n[len(P)+1:]
-  exec(compile(S[k],'<release-agent/'+k+'.py>','exec'),m.__dict__)
+  top,k=self.key(m.__name__)
+  exec(compile(S[top][k],'<'+top+'/'+k+'.py>','exec'),m.__dict__)
 sys.meta_path.insert(0,F())
 from {pkg}.ops import main
 sys.exit(main(sys.argv))
 """
 
 
-def agent_sources() -> dict[str, str]:
-    """The agent package's modules by name: what travels to the target."""
-    folder = Path(__file__).parent / "agent"
-    return {p.stem: p.read_text() for p in sorted(folder.glob("*.py"))}
+def _package_sources(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).with_suffix("").as_posix(): p.read_text() for p in sorted(folder.rglob("*.py"))}
+
+
+def agent_sources() -> dict[str, dict[str, str]]:
+    """What travels to the target: the agent package, and pypa ``installer`` (used to build a
+    release's environment; carried here so that deploying never runs code from the bundle)."""
+    import installer
+
+    return {
+        AGENT_PACKAGE: _package_sources(Path(__file__).parent / "agent"),
+        "installer": _package_sources(Path(installer.__file__).parent),
+    }
 
 
 @functools.cache
 def _bootstrap() -> str:
-    """One program: the agent's sources (compressed) and a small ``sys.meta_path`` importer."""
+    """One program: the sources (compressed) and a small ``sys.meta_path`` importer."""
     blob = base64.b64encode(zlib.compress(json.dumps(agent_sources(), sort_keys=True).encode(), 9)).decode()
     return _BOOT.replace("{blob}", blob).replace("{pkg}", AGENT_PACKAGE)
 

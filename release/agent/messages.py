@@ -73,6 +73,7 @@ class _VerifyBase(TypedDict):
 class VerifyRequest(_VerifyBase, total=False):
     tree_sha256: str | None
     manifest_sha256: str
+    env_sha256: str
 
 
 class InspectRequest(TypedDict):
@@ -144,6 +145,8 @@ class DeployResult(TypedDict, total=False):
     parent_existed: bool
     parent_listing_sha256_before: str
     cleaned: list[str]
+    env_sha256: str
+    env_packages: int
 
 
 class RollbackResult(TypedDict):

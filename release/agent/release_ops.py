@@ -10,6 +10,7 @@ import stat
 import sys
 from typing import Any
 
+from . import env_build
 from .fsutil import (
     _lstat_kind,
     _read_regular,
@@ -55,6 +56,28 @@ def op_facts(req: FactsRequest) -> dict[str, Any]:
         "target": target,
         "target_kind": path_kind(target) if target else "",
         "lock": read_lock(root),
+        "interpreter": interpreter(),
+    }
+
+
+def interpreter() -> dict[str, Any]:
+    """What a wheel needs to know of this interpreter: version, implementation, machine, libc."""
+    import platform
+
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError):
+        libc = ""
+    if not libc:
+        name, version = platform.libc_ver()
+        libc = f"{name} {version}".strip()
+    return {
+        "version": ".".join(map(str, sys.version_info[:3])),
+        "implementation": sys.implementation.name,
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "libc": libc,
+        "executable": sys.executable,
     }
 
 
@@ -194,6 +217,12 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
         os.close(stage_fd)
     del verified
     checkpoint("deploy:extracted")
+    env_doc = accepted.manifest.get("environment")
+    env_facts: dict[str, Any] = {}
+    if env_doc:
+        say("building the release's environment (offline, from its own wheels)")
+        env_facts = env_build.build(os.path.join(parent, stage, "tree"), target, env_doc, accepted.entries())
+        checkpoint("deploy:environment")
     lines = {str(k): str(v) for k, v in dict(req["manifest"]).items()}
     lines.update(
         {
@@ -203,9 +232,14 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
             "target": target,
             "target_host": _hostname(),
             "rollback": rollback_command(target),
+            **{k: str(v) for k, v in env_facts.items()},
         }
     )
-    return {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}
+    result: DeployResult = {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}
+    if env_facts:
+        result["env_sha256"] = str(env_facts["env_sha256"])
+        result["env_packages"] = int(env_facts["env_packages"])
+    return result
 
 
 PARENT_MARKER = PREFIX + "parent"
@@ -281,14 +315,26 @@ def _walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str]) -> None:
             out[rel] = "l" if is_link else ("f" if is_file else "o")
 
 
-def _added(folder_fd: int, expected: set[str]) -> list[str]:
-    """Paths in a release that its manifest does not list (bytecode caches aside)."""
+OWN_FILES = (DEPLOY_MANIFEST, BUNDLE_MANIFEST, env_build.ENV_MANIFEST)
+
+
+def _wanted_dirs(paths: set[str] | dict[str, str]) -> set[str]:
+    return {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+
+
+def _release_entries(folder_fd: int) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """(bundle entries, environment entries, environment folders) of a release."""
+    env = env_build.read_env(folder_fd)
+    return _bundle_entries(folder_fd), (env[0] if env else {}), (env[1] if env else set())
+
+
+def _added(folder_fd: int, expected: set[str], env_dirs: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """Paths in a release that its manifests do not list (bytecode caches aside)."""
     found: dict[str, str] = {}
     dirs: set[str] = set()
     _walk(folder_fd, "", found, dirs)
-    wanted_dirs = {p.rsplit("/", 1)[0] for p in expected if "/" in p}
-    wanted_dirs |= {"/".join(d.split("/")[:i]) for d in list(wanted_dirs) for i in range(1, d.count("/") + 1)}
-    added = [p for p in found if p not in expected and p not in (DEPLOY_MANIFEST, BUNDLE_MANIFEST) and "__pycache__" not in p.split("/")]
+    wanted_dirs = _wanted_dirs(expected) | set(env_dirs)
+    added = [p for p in found if p not in expected and p not in OWN_FILES and "__pycache__" not in p.split("/")]
     added += [d + "/" for d in dirs if d not in wanted_dirs and "__pycache__" not in d.split("/")]
     return sorted(added)
 
@@ -347,9 +393,13 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             # manifest (which a smoke check could edit) is only asked when there is no record
             if not recorded and manifest.get("pre_existed") != "false":
                 raise refuse(f"refusing to remove {target}: its manifest does not prove it was created by the deploy", "inspect it by hand")
-            entries = _bundle_entries(folder_fd)
+            entries, env_entries, env_dirs = _release_entries(folder_fd)
             trusted = req.get("tree_sha256") in (None, "") or tree_sha256(entries) == req.get("tree_sha256")
-            added = _added(folder_fd, set(entries)) if trusted else ["(BUNDLE-MANIFEST.json changed: the release's own file list cannot be trusted)"]
+            trusted = trusted and (not env_entries or tree_sha256(env_entries) == manifest.get("env_sha256"))
+            if trusted:
+                added = _added(folder_fd, set(entries) | set(env_entries), env_dirs)
+            else:
+                added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
         finally:
             os.close(folder_fd)
         if added and not req.get("discard_added"):
@@ -551,14 +601,15 @@ def op_verify(req: VerifyRequest) -> VerifyResult:
     fd = open_dir(target)
     try:
         got_manifest = _manifest_of(fd)
-        want = _bundle_entries(fd)
+        bundle_want, env_want, env_dirs = _release_entries(fd)
+        want = {**bundle_want, **env_want}
         found: dict[str, str] = {}
         dirs: set[str] = set()
         _walk(fd, "", found, dirs)
         got: dict[str, str] = {}
         others: list[str] = []
         for rel, kind in found.items():
-            if rel in (DEPLOY_MANIFEST, BUNDLE_MANIFEST):
+            if rel in OWN_FILES:
                 continue
             if kind == "l":
                 got[rel] = "link:" + os.readlink(rel, dir_fd=fd)
@@ -569,13 +620,15 @@ def op_verify(req: VerifyRequest) -> VerifyResult:
                 got[rel] = "special"
     finally:
         os.close(fd)
-    wanted_dirs = {"/".join(p.split("/")[:i]) for p in want for i in range(1, p.count("/") + 1)}
+    wanted_dirs = _wanted_dirs(want) | env_dirs
     added = sorted(set(got) - set(want)) + sorted(d + "/" for d in dirs - wanted_dirs)
     removed = sorted(set(want) - set(got))
     changed = sorted(p for p in set(got) & set(want) if got[p] != want[p])
     dm, dm_sha = got_manifest if got_manifest else ({}, "")
     recorded_tree = req.get("tree_sha256") or dm.get("tree_sha256")
-    manifest_ok = bool(want) and tree_sha256(want) == dm.get("tree_sha256") == recorded_tree
+    manifest_ok = bool(bundle_want) and tree_sha256(bundle_want) == dm.get("tree_sha256") == recorded_tree
+    if env_want or dm.get("env_sha256"):
+        manifest_ok = manifest_ok and tree_sha256(env_want) == dm.get("env_sha256") == (req.get("env_sha256") or dm.get("env_sha256"))
     deploy_manifest_ok = not req.get("manifest_sha256") or req.get("manifest_sha256") == dm_sha
     return {
         "target": target,

@@ -253,6 +253,9 @@ def op_smoke(req: SmokeRequest) -> SmokeResult:
     import tempfile
 
     python = req["python"]
+    venv_python = os.path.join(target, ".venv", "bin", "python")
+    if os.path.exists(venv_python):
+        python = venv_python  # the release's own environment runs every check and {python}
     scratch = tempfile.mkdtemp(prefix="release-smoke-")
     env = check_env(scratch, target)
     _become_subreaper()

@@ -38,7 +38,9 @@ def test_the_program_carries_every_module_and_runs_isolated(tmp_path: Path) -> N
     program = transport._bootstrap()
     blob = program.split("b64decode('", 1)[1].split("'", 1)[0]
     sources = json.loads(zlib.decompress(base64.b64decode(blob)))
-    assert set(sources) == {p.stem for p in AGENT.glob("*.py")}
+    assert set(sources[transport.AGENT_PACKAGE]) == {p.stem for p in AGENT.glob("*.py")}
+    assert "destinations" in sources["installer"], "pypa installer travels with the agent"
+    assert len(program) < 100_000, "one command-line argument stays far below Linux's 128 KiB limit"
     cp = subprocess.run(
         [sys.executable, "-I", "-S", "-c", program, "status", json.dumps({"root": str(tmp_path)})], capture_output=True, text=True, cwd=tmp_path
     )

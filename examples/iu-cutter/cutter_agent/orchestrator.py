@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from packaging.version import Version
+
 from . import __version__
 from .cutter import IU, cut
 
@@ -50,6 +52,7 @@ def plan_batch(docs: dict[str, str], mode: Mode = Mode.DRYRUN, cap: int = 400) -
 def status() -> dict[str, object]:
     return {
         "version": __version__,
+        "release": Version(__version__).release,  # a runtime dependency: the release carries it
         "milestone": MILESTONE,
         "execution_enabled": __execution_enabled__,
         "modes": [m.name for m in Mode],

@@ -1,0 +1,158 @@
+"""Build ``<release>/.venv`` offline, inside the staging folder, from the bundle's wheels only.
+
+No pip, no network, no index: the venv's layout is made here (``bin/python`` links to
+this interpreter, ``pyvenv.cfg`` without the staging path), and every wheel is installed
+by pypa ``installer``, which travels inside the agent's program (it is never taken from
+the bundle, so deploying runs no code of the bundle). Console scripts get the release's
+final interpreter path in their shebang; no bytecode is compiled (a .pyc would hold the
+staging path). Every wheel's sha256 is checked against the lock first. The environment's
+files are then listed, with their sha256, in ENVIRONMENT-MANIFEST.json, which ``verify``
+and ``rollback`` use as they use BUNDLE-MANIFEST.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import re
+import stat
+import sys
+from typing import Any
+
+from .names import tree_sha256
+from .protocol import CHUNK, AgentError, refuse, say
+
+ENV_MANIFEST = "ENVIRONMENT-MANIFEST.json"
+VENV = ".venv"
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def satisfies(requires: str, version: tuple[int, ...]) -> bool:
+    """A small evaluator of ``requires-python`` (>=, >, <=, <, ==, !=, ~=, '.*' wildcards)."""
+    for clause in filter(None, (c.strip() for c in requires.split(","))):
+        m = re.fullmatch(r"(~=|==|!=|>=|<=|>|<)\s*([0-9][0-9.]*)(\.\*)?", clause)
+        if not m:
+            continue  # a form this evaluator does not know is left to the controller's check
+        op, want, wild = m[1], _version_tuple(m[2]), bool(m[3])
+        have = version[: len(want)] if wild else version
+        padded = want + (0,) * (len(have) - len(want)) if not wild else want
+        ok = {
+            ">=": have >= padded,
+            ">": have > padded,
+            "<=": have <= padded,
+            "<": have < padded,
+            "==": have == padded,
+            "!=": have != padded,
+            "~=": have >= padded and have[: len(want) - 1] == want[:-1],
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def check_interpreter(env: dict[str, Any]) -> None:
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if env.get("python") != mine:
+        raise AgentError(
+            3,
+            f"the bundle's environment was resolved for Python {env.get('python')}; the target's interpreter is {mine}",
+            "bundle again for this target (or fix environment.python)",
+        )
+    requires = str(env.get("requires_python") or "")
+    if requires and not satisfies(requires, tuple(sys.version_info[:3])):
+        raise AgentError(
+            3,
+            f"the target's Python {sys.version.split()[0]} does not satisfy the project's requires-python {requires!r}",
+            "deploy to an interpreter it supports (target.python)",
+        )
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -> dict[str, Any]:
+    """Make ``tree/.venv`` for the release that will live at ``final``; return its facts."""
+    check_interpreter(env)
+    lock = os.path.join(tree, env["lock"])
+    if scanned.get(env["lock"]) != env.get("lock_sha256") or _sha256(lock) != env.get("lock_sha256"):
+        raise refuse(f"the environment's lock {env['lock']} does not match BUNDLE-MANIFEST.json", "the bundle was tampered with; rebuild it")
+    for pkg in env["packages"]:
+        if scanned.get(pkg["path"]) != pkg["sha256"]:
+            raise refuse(
+                f"wheel {pkg['path']} ({pkg['name']} {pkg['version']}) does not match its sha256 in the lock", "the bundle was tampered with; rebuild it"
+            )
+    venv = os.path.join(tree, VENV)
+    final_venv = os.path.join(final, VENV)
+    pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site = os.path.join(venv, "lib", pyver, "site-packages")
+    os.makedirs(site, 0o755)
+    os.mkdir(os.path.join(venv, "bin"), 0o755)
+    base = getattr(sys, "_base_executable", "") or sys.executable
+    for name in ("python", "python3", pyver):
+        os.symlink(base, os.path.join(venv, "bin", name))
+    with open(os.path.join(venv, "pyvenv.cfg"), "x") as f:
+        f.write(
+            f"home = {os.path.dirname(base)}\ninclude-system-site-packages = false\nversion = {'.'.join(map(str, sys.version_info[:3]))}\nexecutable = {base}\n"
+        )
+    from installer import install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
+    scheme = {
+        "purelib": site,
+        "platlib": site,
+        "headers": os.path.join(venv, "include", "site", pyver),
+        "scripts": os.path.join(venv, "bin"),
+        "data": venv,
+    }
+    dest = SchemeDictionaryDestination(scheme, interpreter=os.path.join(final_venv, "bin", "python"), script_kind="posix", bytecode_optimization_levels=())
+    for pkg in env["packages"]:
+        say(f"installing {pkg['name']} {pkg['version']}")
+        with WheelFile.open(pathlib.Path(tree, pkg["path"])) as source:
+            install(source, dest, {"INSTALLER": b"release\n"})
+    entries = walk_entries(tree, VENV)
+    dirs = sorted(os.path.relpath(d, tree) for d, _, _ in os.walk(venv))
+    files = [{"path": p, "id": v} for p, v in sorted(entries.items())]
+    doc = {"format": 1, "python": env["python"], "lock_sha256": env["lock_sha256"], "files": files, "dirs": dirs}
+    with open(os.path.join(tree, ENV_MANIFEST), "x") as f:
+        json.dump(doc, f, indent=0, sort_keys=True)
+    return {"env_packages": len(env["packages"]), "env_files": len(entries), "env_sha256": tree_sha256(entries)}
+
+
+def walk_entries(root: str, top: str) -> dict[str, str]:
+    """{path: sha256 | 'link:' + target} of every file and link under ``root/top`` (paths relative to root)."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = "link:" + os.readlink(path)
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = _sha256(path)
+    return out
+
+
+def read_env(folder_fd: int) -> tuple[dict[str, str], set[str]] | None:
+    """ENVIRONMENT-MANIFEST.json of a release: ({path: id}, folders), or None when it has none."""
+    from .fsutil import _read_regular
+
+    try:
+        doc = json.loads(_read_regular(folder_fd, ENV_MANIFEST, 256 << 20))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AgentError):
+        return {}, set()
+    files = {str(e["path"]): str(e["id"]) for e in doc.get("files", []) if isinstance(e, dict)}
+    return files, {str(d) for d in doc.get("dirs", [])}

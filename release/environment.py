@@ -1,0 +1,316 @@
+"""``[environment]``: every release carries its own locked, offline environment.
+
+At bundle time, for the target's interpreter and platform (asked of the target, or
+``environment.python`` + ``environment.platforms``):
+
+1. the requirements: the commit's lock when it has one (``uv.lock`` through
+   ``uv export --frozen``, or ``pylock.toml``), pinned exactly, with hashes; else the
+   application's wheel with ``extras`` plus the PEP 735 ``groups``, resolved by pip;
+2. the wheels, downloaded by pip for that interpreter and platform only
+   (``--only-binary :all:``); a dependency without a wheel for the target is built into
+   a wheel here when it is pure Python, else refused (exit 3) naming it; a direct URL or
+   VCS dependency is refused unless locked by hash;
+3. ``pylock.toml`` (PEP 751) pinning every wheel by sha256, and the same list in
+   BUNDLE-MANIFEST.json's ``environment`` (what the agent reads: it needs no TOML
+   parser on an old Python).
+
+At deploy the agent builds ``<release>/.venv`` from those wheels only, inside the staging
+folder, with pypa ``installer`` (carried in the agent's program, never taken from the
+bundle), before the atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .config import Environment
+from .errors import BlockedError, ConfigError, RefusedError, ReleaseError
+
+LOCK_NAME = "pylock.toml"
+WHEELS = "env/wheels"
+
+
+@dataclass(frozen=True)
+class TargetPython:
+    """The interpreter the environment is resolved for."""
+
+    version: str  # "3.11"
+    implementation: str  # "cp"
+    platforms: tuple[str, ...]  # pip --platform values, most specific first
+
+    @property
+    def abis(self) -> tuple[str, ...]:
+        nodot = self.version.replace(".", "")
+        return (f"{self.implementation}{nodot}", "abi3", "none")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"python": self.version, "implementation": self.implementation, "platforms": list(self.platforms)}
+
+
+def platforms_for(machine: str, libc: str, system: str = "Linux") -> tuple[str, ...]:
+    """pip platform tags a Linux interpreter accepts: manylinux for its glibc (or musllinux), then linux."""
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+    if system != "Linux":
+        raise BlockedError(f"the target runs {system}: environments are built for Linux targets", hint="set environment.python and environment.platforms")
+    out: list[str] = []
+    m = re.match(r"glibc (\d+)\.(\d+)", libc)
+    if m and int(m[1]) == 2:
+        minor = int(m[2])
+        out += [f"manylinux_2_{y}_{arch}" for y in range(minor, 16, -1)]
+        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+        out += [f"{name}_{arch}" for y, name in legacy.items() if y <= minor]
+    m = re.match(r"musl (\d+)\.(\d+)", libc)
+    if m:
+        out += [f"musllinux_{m[1]}_{y}_{arch}" for y in range(int(m[2]), 0, -1)]
+    out.append(f"linux_{arch}")
+    return tuple(out)
+
+
+def target_python(env: Environment, facts: dict[str, Any] | None) -> TargetPython:
+    if env.python:
+        return TargetPython(env.python, "cp", env.platforms)
+    if not facts:
+        raise BlockedError("cannot ask the target for its interpreter", hint="make the target reachable, or set environment.python and environment.platforms")
+    interp = facts["interpreter"]
+    if interp["implementation"] != "cpython":
+        raise BlockedError(f"the target's interpreter is {interp['implementation']}: environments are built for CPython", hint="set target.python to a CPython")
+    version = ".".join(str(interp["version"]).split(".")[:2])
+    return TargetPython(version, "cp", platforms_for(interp["machine"], interp["libc"], interp.get("system", "Linux")))
+
+
+# ----------------------------------------------------------------------------- requirements
+
+
+def _groups(pyproject: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """PEP 735 dependency groups, with include-group, as requirement strings."""
+    table = pyproject.get("dependency-groups", {})
+    out: list[str] = []
+
+    def add(name: str, seen: tuple[str, ...]) -> None:
+        if name in seen:
+            raise ConfigError(f"dependency group {name!r} includes itself", hint="fix [dependency-groups]")
+        if name not in table:
+            raise ConfigError(
+                f"environment.groups: the project has no dependency group {name!r}", hint="add it to [dependency-groups] or fix environment.groups"
+            )
+        for item in table[name]:
+            if isinstance(item, dict) and "include-group" in item:
+                add(item["include-group"], (*seen, name))
+            elif isinstance(item, str):
+                out.append(item)
+
+    for n in names:
+        add(n, ())
+    return out
+
+
+def _refuse_direct(reqs: list[str]) -> None:
+    for r in reqs:
+        if "@" in r.split(";")[0] or r.startswith(("git+", "http:", "https:", "file:")):
+            raise RefusedError(f"direct URL / VCS dependency refused: {r!r}", hint="publish it as a wheel, or lock it by hash (uv.lock / pylock.toml)")
+
+
+def _from_pylock(path: Path) -> list[str]:
+    """pylock.toml (PEP 751) -> pinned requirement lines with every wheel's hash."""
+    data = tomllib.loads(path.read_text())
+    lines = []
+    for pkg in data.get("packages", []):
+        hashes = [w["hashes"]["sha256"] for w in pkg.get("wheels", []) if "sha256" in w.get("hashes", {})]
+        if "sdist" in pkg and "sha256" in pkg["sdist"].get("hashes", {}):
+            hashes.append(pkg["sdist"]["hashes"]["sha256"])
+        if not hashes:
+            raise RefusedError(f"{path.name}: {pkg.get('name')} is not locked by hash", hint="regenerate the lock with hashes")
+        lines.append(f"{pkg['name']}=={pkg['version']} " + " ".join(f"--hash=sha256:{h}" for h in hashes))
+    return lines
+
+
+def _uv() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if not found:
+            raise BlockedError("the commit has a uv.lock but uv is not installed", hint="pip install uv") from None
+        return found
+
+
+def locked_requirements(tree: Path, env: Environment) -> tuple[list[str], str] | None:
+    """The commit's own lock as pinned, hashed requirement lines, and where they came from."""
+    if (tree / "uv.lock").is_file():
+        argv = [_uv(), "export", "--frozen", "--no-emit-project", "--no-header", "--no-default-groups", "--format", "requirements-txt"]
+        argv += [a for e in env.extras for a in ("--extra", e)] + [a for g in env.groups for a in ("--group", g)]
+        cp = proc.run(argv, cwd=tree, check=False, what="uv export of the commit's uv.lock")
+        if cp.returncode != 0:
+            raise BlockedError("the commit's uv.lock cannot be exported for this environment", hint="run `uv lock` and commit it", detail=cp.err)
+        lines = []
+        for raw in cp.out.replace("\\\n", " ").splitlines():
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                lines.append(" ".join(line.split()))
+        return lines, "uv.lock"
+    if (tree / LOCK_NAME).is_file():
+        return _from_pylock(tree / LOCK_NAME), LOCK_NAME
+    return None
+
+
+# ----------------------------------------------------------------------------- download
+
+
+_NO_DIST = re.compile(r"(?:No matching distribution found for|Could not find a version that satisfies the requirement) (\S+)")
+
+
+def _pip_download(target: TargetPython, dest: Path, args: list[str], find_links: Path) -> proc.Completed:
+    argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:", "--dest", str(dest)]
+    argv += ["--python-version", target.version, "--implementation", target.implementation]
+    argv += [a for abi in target.abis for a in ("--abi", abi)]
+    argv += [a for p in target.platforms for a in ("--platform", p)]
+    argv += ["--find-links", str(find_links), *args]
+    return proc.run(argv, check=False, what="pip download of the environment's wheels")
+
+
+def _build_pure(requirement: str, dest: Path) -> Path:
+    """Build ``requirement`` into a wheel here; only a pure-Python wheel is accepted."""
+    out = dest / ".built"
+    out.mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--wheel-dir", str(out), requirement]
+    cp = proc.run(argv, check=False, what=f"pip wheel {requirement}")
+    wheels = sorted(out.glob("*.whl"))
+    if cp.returncode != 0 or not wheels:
+        raise BlockedError(
+            f"no wheel of {requirement} for the target, and it cannot be built here", hint="publish a wheel for the target's platform", detail=cp.err
+        )
+    built = wheels[-1]
+    if not built.name.endswith("-none-any.whl"):
+        raise BlockedError(f"{requirement} has no wheel for the target and is not pure Python ({built.name})", hint="publish a wheel for the target's platform")
+    return built
+
+
+def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[str, ...], groups: list[str], locked: list[str] | None) -> None:
+    """Every wheel of the environment into ``dest``, for the target only."""
+    dest.mkdir(parents=True, exist_ok=True)
+    links = dest.parent / "built-wheels"
+    links.mkdir(exist_ok=True)
+    if locked is not None:
+        req = dest.parent / "requirements.txt"
+        req.write_text("\n".join(locked) + "\n")
+        jobs = [["--no-deps", "--require-hashes", "-r", str(req)], ["--no-deps", str(app_wheel)]]
+    else:
+        _refuse_direct(groups)
+        root = f"{app_wheel}[{','.join(extras)}]" if extras else str(app_wheel)
+        jobs = [[root, *groups]]
+    for job in jobs:
+        for _ in range(20):
+            cp = _pip_download(target, dest, job, links)
+            if cp.returncode == 0:
+                break
+            err = cp.err
+            if "THESE PACKAGES DO NOT MATCH THE HASHES" in err or ("hash" in err.lower() and "require" in err.lower() and "mismatch" in err.lower()):
+                raise RefusedError(
+                    "a wheel does not match the hash in the commit's lock",
+                    hint="the lock or the index was tampered with; regenerate the lock",
+                    detail=err[-3000:],
+                )
+            m = _NO_DIST.search(err)
+            if not m:
+                raise ReleaseError("pip could not download the environment's wheels", detail=err[-4000:], hint="see pip's message above")
+            requirement = m[1].strip("'\"")
+            built = _build_pure(requirement, links)
+            shutil.copy2(built, links / built.name)
+        else:
+            raise ReleaseError("pip download did not settle after building 20 pure-Python wheels")
+
+
+def lock_entries(wheels: list[Path], rel: dict[Path, str]) -> list[dict[str, str]]:
+    from packaging.utils import parse_wheel_filename
+
+    out = []
+    for w in sorted(wheels, key=lambda p: p.name.lower()):
+        name, version, _, _ = parse_wheel_filename(w.name)
+        out.append({"name": str(name), "version": str(version), "path": rel[w], "sha256": hashlib.sha256(w.read_bytes()).hexdigest()})
+    return out
+
+
+def pylock_text(entries: list[dict[str, str]], target: TargetPython, requires_python: str) -> str:
+    """PEP 751 ``pylock.toml``: every package pinned to one wheel by sha256."""
+
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ['lock-version = "1.0"', 'created-by = "release"']
+    if requires_python:
+        lines.append(f"requires-python = {q(requires_python)}")
+    marker = f'python_version == "{target.version}"'
+    lines.append(f"environments = ['{marker}']")  # a TOML literal string: the marker holds double quotes
+    for e in entries:
+        lines += ["", "[[packages]]", f"name = {q(e['name'])}", f"version = {q(e['version'])}", "", "[[packages.wheels]]"]
+        lines += [f"name = {q(Path(e['path']).name)}", f"path = {q(e['path'])}", f"hashes = {{sha256 = {q(e['sha256'])}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def requires_python_of(app_wheel: Path) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(app_wheel) as zf:
+        meta = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1), None)
+        if meta is None:
+            return ""
+        for line in zf.read(meta).decode("utf-8", "replace").splitlines():
+            if line.startswith("Requires-Python:"):
+                return line.split(":", 1)[1].strip()
+            if not line:
+                break
+    return ""
+
+
+def check_requires_python(requires: str, version: str) -> None:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    spec = SpecifierSet(requires)
+    if requires and Version(version + ".0") not in spec and Version(version + ".99") not in spec:
+        raise BlockedError(
+            f"the target's Python {version} does not satisfy the project's requires-python {requires!r}",
+            hint="deploy to an interpreter it supports (target.python)",
+        )
+
+
+@dataclass(frozen=True)
+class Built:
+    manifest: dict[str, Any]  # BUNDLE-MANIFEST's "environment"
+    files: list[tuple[str, Path]]  # (path inside the bundle, file)
+    lock: str
+
+
+def build(env: Environment, target: TargetPython, tree: Path, app_wheel: Path, app_rel: str, workdir: Path) -> Built:
+    """Resolve, download and lock the environment of the project exported at ``tree``."""
+    pyproject = tomllib.loads((tree / "pyproject.toml").read_text()) if (tree / "pyproject.toml").is_file() else {}
+    requires = requires_python_of(app_wheel)
+    check_requires_python(requires, target.version)
+    locked = locked_requirements(tree, env)
+    groups = _groups(pyproject, env.groups) if locked is None else []
+    dest = workdir / "wheels"
+    download(target, dest, app_wheel, env.extras, groups, locked[0] if locked else None)
+    wheels = sorted(p for p in dest.glob("*.whl") if p.name != app_wheel.name)
+    rel = {w: f"{WHEELS}/{w.name}" for w in wheels}
+    rel[app_wheel] = app_rel
+    entries = lock_entries([*wheels, app_wheel], rel)
+    lock = pylock_text(entries, target, requires)
+    manifest = {
+        **target.to_dict(),
+        "requires_python": requires,
+        "lock": LOCK_NAME,
+        "lock_sha256": hashlib.sha256(lock.encode()).hexdigest(),
+        "locked_from": locked[1] if locked else "resolved",
+        "packages": entries,
+    }
+    return Built(manifest, [(rel[w], w) for w in wheels], lock)
