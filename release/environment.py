@@ -147,7 +147,7 @@ def _uv() -> str:
 def locked_requirements(tree: Path, env: Environment) -> tuple[list[str], str] | None:
     """The commit's own lock as pinned, hashed requirement lines, and where they came from."""
     if (tree / "uv.lock").is_file():
-        argv = [_uv(), "export", "--frozen", "--no-emit-project", "--no-header", "--no-default-groups", "--format", "requirements-txt"]
+        argv = [_uv(), "export", "--locked", "--no-emit-project", "--no-header", "--no-default-groups", "--format", "requirements-txt"]
         argv += [a for e in env.extras for a in ("--extra", e)] + [a for g in env.groups for a in ("--group", g)]
         cp = proc.run(argv, cwd=tree, check=False, what="uv export of the commit's uv.lock")
         if cp.returncode != 0:

@@ -70,7 +70,37 @@ def compute(cfg: Config) -> dict[str, Any]:
         dsn_set=dsn_set,
     )
     plan["gates"] = {k: g.to_dict() for k, g in gates.evaluate(cfg, facts, planlock.STAMP).items()}
+    if cfg.environment is not None:
+        plan["environment"] = environment_plan(cfg, src.sha, target or {})
     return plan
+
+
+def environment_plan(cfg: Config, head: str, target: dict[str, Any]) -> dict[str, Any]:
+    """What the release's environment will be (from the newest bundle of the recorded HEAD),
+    and which versions change against the release in service."""
+    from . import bundle
+
+    out: dict[str, Any] = {"extras": list(cfg.environment.extras if cfg.environment else ()), "groups": list(cfg.environment.groups if cfg.environment else ())}
+    try:
+        path = bundle.find_newest(cfg.out, cfg.name, head)
+    except BlockedError:
+        out["note"] = "resolved at bundle time (no bundle of the recorded HEAD yet)"
+        return out
+    env = bundle.read_manifest(path).get("environment") or {}
+    sizes = {m["path"]: m.get("size", 0) for m in bundle.read_manifest(path).get("files", [])}
+    new = {p["name"]: p["version"] for p in env.get("packages", [])}
+    old: dict[str, str] = (target.get("deployed_env") or {}).get("packages", {})
+    out.update(
+        bundle=path.name,
+        packages=len(new),
+        lock_sha256=env.get("lock_sha256", ""),
+        python=env.get("python", ""),
+        platform=(env.get("platforms") or [""])[0],
+        size=sum(int(sizes.get(p["path"], 0)) for p in env.get("packages", [])),
+        changes=sorted(f"{n}: {old.get(n, '-')} -> {new.get(n, '-')}" for n in set(old) | set(new) if old.get(n) != new.get(n)),
+        compared_with=(target.get("deployed_env") or {}).get("release", "nothing deployed"),
+    )
+    return out
 
 
 def render(plan: dict[str, Any]) -> str:
@@ -109,6 +139,21 @@ def render(plan: dict[str, Any]) -> str:
         f"pre-state: target {facts.get('target_kind', '?')}; parent listing sha256 {facts.get('parent_listing_sha256', '?')}",
         f"rollback:  {plan['rollback']}",
         "```",
+    ]
+    env = plan.get("environment")
+    if env:
+        lines += ["", "## Environment", "", "```"]
+        if "note" in env:
+            lines.append(f"extras {env['extras']}, groups {env['groups']}: {env['note']}")
+        else:
+            lines += [
+                f"packages:  {env['packages']} wheels, {env['size'] / 1e6:.1f} MB, for Python {env['python']} on {env['platform']}",
+                f"lock:      pylock.toml sha256 {env['lock_sha256']} ({env['bundle']})",
+                f"changes against {env['compared_with']}:",
+            ]
+            lines += [f"  {c}" for c in env["changes"]] or ["  none"]
+        lines.append("```")
+    lines += [
         "",
         "## Smoke set",
         "",

@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from .names import tree_sha256
-from .protocol import CHUNK, AgentError, refuse, say
+from .protocol import CHUNK, AgentError, checkpoint, refuse, say
 
 ENV_MANIFEST = "ENVIRONMENT-MANIFEST.json"
 VENV = ".venv"
@@ -120,6 +120,7 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
         say(f"installing {pkg['name']} {pkg['version']}")
         with WheelFile.open(pathlib.Path(tree, pkg["path"])) as source:
             install(source, dest, {"INSTALLER": b"release\n"})
+        checkpoint("deploy:installing")
     entries = walk_entries(tree, VENV)
     dirs = sorted(os.path.relpath(d, tree) for d, _, _ in os.walk(venv))
     files = [{"path": p, "id": v} for p, v in sorted(entries.items())]

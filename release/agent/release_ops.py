@@ -57,7 +57,39 @@ def op_facts(req: FactsRequest) -> dict[str, Any]:
         "target_kind": path_kind(target) if target else "",
         "lock": read_lock(root),
         "interpreter": interpreter(),
+        "deployed_env": deployed_env(root, parent),
     }
+
+
+def deployed_env(root: str, parent: str) -> dict[str, Any]:
+    """The environment ({name: version}) of the release in service: the one ``current`` points
+    at, else the newest release under ``parent``; {} when there is none."""
+    current = os.path.join(root, "current")
+    candidates = [os.path.realpath(current)] if path_kind(current) == "symlink" else []
+    if not candidates and os.path.isdir(parent):
+        found = []
+        for name in os.listdir(parent):
+            path = os.path.join(parent, name)
+            if not name.startswith(PREFIX) and path_kind(os.path.join(path, DEPLOY_MANIFEST)) == "file":
+                try:
+                    found.append((read_deploy_manifest(path).get("release_stamp", ""), path))
+                except (OSError, AgentError):
+                    continue
+        candidates = [p for _, p in sorted(found, reverse=True)[:1]]
+    for path in candidates:
+        try:
+            fd = open_dir(path)
+        except OSError:
+            continue
+        try:
+            bm = json.loads(_read_regular(fd, BUNDLE_MANIFEST, MAX_MANIFEST))
+        except (OSError, ValueError, AgentError):
+            continue
+        finally:
+            os.close(fd)
+        env = bm.get("environment") or {}
+        return {"release": path, "packages": {str(p["name"]): str(p["version"]) for p in env.get("packages", [])}}
+    return {}
 
 
 def interpreter() -> dict[str, Any]:
