@@ -1,0 +1,252 @@
+"""[environment]: a project with dependencies (one of them binary) released with its own locked
+environment onto a target whose interpreter has no network (`unshare -n`), over both
+transports; commit locks used exactly; every bad input refused with nothing written."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..support import Repo, git, listing, need, run_release, tree_state, write_config
+
+pytestmark = pytest.mark.slow
+
+PYPROJECT = """[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+[project]
+name = "webapp"
+version = "1.0.0"
+requires-python = "{requires}"
+dependencies = [{deps}]
+[project.scripts]
+webapp = "webapp:main"
+[dependency-groups]
+tests = ["pytest>=7"]
+[tool.hatch.build.targets.wheel]
+packages = ["webapp"]
+"""
+APP = """import markupsafe
+__version__ = "1.0.0"
+def main():
+    print("webapp", __version__, markupsafe.escape("<x>"))
+"""
+CHECKS: list[dict[str, Any]] = [
+    {"kind": "import", "modules": ["webapp", "markupsafe", "packaging.version"]},
+    {"kind": "pytest", "args": ["tests", "-q"], "expect_passed": 1},
+    {"kind": "command", "name": "script", "argv": ["{target}/.venv/bin/webapp"], "expect_output": "&lt;x&gt;"},
+    {
+        "kind": "command",
+        "name": "metadata",
+        "argv": ["{python}", "-c", "import importlib.metadata as m; print(m.version('webapp'), m.version('packaging'))"],
+        "expect_output": "1.0.0 ",
+    },
+    {
+        "kind": "command",
+        "name": "offline",
+        "argv": ["{python}", "-c", "import socket; s = socket.socket(); s.settimeout(3); print('connect', s.connect_ex(('1.1.1.1', 443)))"],
+        "expect_output": "connect 101",  # ENETUNREACH: the target has no network at all
+    },
+]
+
+
+def webapp(path: Path, deps: str = '"packaging>=23", "markupsafe>=2"', requires: str = ">=3.9") -> Repo:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    repo = Repo(path)
+    repo.write("pyproject.toml", PYPROJECT.format(deps=deps, requires=requires))
+    repo.write("webapp/__init__.py", APP)
+    repo.write("tests/test_app.py", "import webapp\n\ndef test_version():\n    assert webapp.__version__ == '1.0.0'\n")
+    repo.commit("webapp 1.0.0")
+    return repo
+
+
+def offline_python(tmp_path: Path) -> str:
+    """An interpreter that runs without any network (its own empty network namespace)."""
+    unshare = shutil.which("unshare")
+    need(unshare is not None and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0, "unshare -n needs root and util-linux")
+    wrapper = tmp_path / "python-offline"
+    wrapper.write_text(f'#!/bin/sh\nexec {unshare} -n {shutil.which("python3") or "/usr/bin/python3"} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def cfg_for(tmp_path: Path, repo: Repo, transport: dict[str, object], interpreter: str, **env: object) -> Path:
+    root = tmp_path / "target"
+    return write_config(
+        tmp_path / "release.toml",
+        repo.path,
+        top={"name": "webapp"},
+        bundle={"artifacts": ["wheel"]},
+        target={"root": str(root), "python": interpreter, "create_root": True, **transport},
+        environment={"groups": ["tests"], **env},
+        checks=CHECKS,
+    )
+
+
+def test_release_with_dependencies_onto_an_offline_target(tmp_path: Path, transport: dict[str, object]) -> None:
+    repo = webapp(tmp_path / "app")
+    cfg = cfg_for(tmp_path, repo, transport, offline_python(tmp_path))
+    cp = run_release("--config", cfg, "--json", "bundle")
+    assert cp.returncode == 0, cp.stderr
+    bundle = Path(json.loads(cp.stdout)["bundle"])
+    with tarfile.open(bundle) as tf:
+        names = tf.getnames()
+    assert any("/release-env/wheels/markupsafe-" in n and "manylinux" in n for n in names), "the binary dependency is a wheel for the target"
+    assert any(n.endswith("/release-env/pylock.toml") for n in names)
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 0, cp.stderr
+    target = Path(json.loads(cp.stdout)["target"])
+    assert (target / ".venv" / "bin" / "webapp").read_text().startswith(f"#!{target}/.venv/bin/python")
+    for p in target.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            assert b".release-tmp-" not in p.read_bytes(), f"a staging path remains in {p}"
+    cp = run_release("--config", cfg, "--json", "smoke")
+    res = json.loads(cp.stdout)
+    assert cp.returncode == 0, [(c["name"], c["status"], c["detail"][:300]) for c in res["checks"] if c["status"] != "passed"]
+    assert run_release("--config", cfg, "verify").returncode == 0
+    site = next((target / ".venv" / "lib").glob("python3.*/site-packages"))
+    (site / "markupsafe" / "__init__.py").write_text("tampered = True\n")
+    v = run_release("--config", cfg, "--json", "verify")
+    assert v.returncode == 1 and any("markupsafe/__init__.py" in c for c in json.loads(v.stdout)["changed"]), "verify covers the environment"
+    assert run_release("--config", cfg, "rollback").returncode == 0
+    assert not target.exists()
+
+
+def test_a_commits_uv_lock_is_used_exactly(tmp_path: Path) -> None:
+    repo = webapp(tmp_path / "app", deps='"packaging>=20", "markupsafe>=2"')
+    from uv import find_uv_bin
+
+    lock = subprocess.run([find_uv_bin(), "lock", "--upgrade-package", "packaging==23.2"], cwd=repo.path, capture_output=True, text=True)
+    need(lock.returncode == 0, f"uv lock needs the package index: {lock.stderr[-300:]}")
+    repo.commit("lock packaging 23.2")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    cp = run_release("--config", cfg, "--json", "bundle")
+    assert cp.returncode == 0, cp.stderr
+    manifest = _bundle_manifest(Path(json.loads(cp.stdout)["bundle"]))
+    versions = {p["name"]: p["version"] for p in manifest["environment"]["packages"]}
+    assert versions["packaging"] == "23.2", "the locked version wins over the newest"
+    assert manifest["environment"]["locked_from"] == "uv.lock"
+    assert "pytest" in versions, "the dependency group comes from the lock too"
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    cp = run_release("--config", cfg, "--json", "smoke")
+    metadata = next(c for c in json.loads(cp.stdout)["checks"] if c["name"] == "metadata")
+    assert "1.0.0 23.2" in metadata["detail"]
+    # a lock that no longer agrees with the project's dependencies is refused
+    repo.write("pyproject.toml", (repo.path / "pyproject.toml").read_text().replace('"packaging>=20"', '"packaging>=20", "iniconfig"'))
+    repo.commit("a new dependency, lock not updated")
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 3 and "uv.lock" in cp.stderr
+
+
+def _bundle_manifest(bundle: Path) -> dict[str, Any]:
+    with tarfile.open(bundle) as tf:
+        member = next(m for m in tf if m.name.endswith("/BUNDLE-MANIFEST.json") and m.name.count("/") == 1)
+        f = tf.extractfile(member)
+        assert f is not None
+        data: dict[str, Any] = json.loads(f.read())
+        return data
+
+
+def test_no_wheel_for_the_target_platform_is_blocked_naming_the_package(tmp_path: Path) -> None:
+    repo = webapp(tmp_path / "app")
+    cfg = cfg_for(tmp_path, repo, {}, "python3", python="3.11", platforms=["linux_riscv64"])
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 3 and "markupsafe" in cp.stderr.lower(), cp.stderr
+    assert not list((tmp_path / "bundles").glob("*.tar.gz"))
+
+
+def test_a_hash_mismatch_in_the_commits_lock_is_refused(tmp_path: Path) -> None:
+    repo = webapp(tmp_path / "app", deps='"packaging==24.1"')
+    repo.write("webapp/__init__.py", '__version__ = "1.0.0"\n')
+    wrong = "0" * 64
+    repo.write(
+        "pylock.toml",
+        'lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "packaging"\nversion = "24.1"\n'
+        f'[[packages.wheels]]\nname = "packaging-24.1-py3-none-any.whl"\nhashes = {{sha256 = "{wrong}"}}\n'
+        '[[packages]]\nname = "pytest"\nversion = "8.3.3"\n'
+        f'[[packages.wheels]]\nname = "pytest-8.3.3-py3-none-any.whl"\nhashes = {{sha256 = "{wrong}"}}\n',
+    )
+    repo.commit("a lock with a wrong hash")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 4 and "hash" in cp.stderr.lower(), cp.stderr
+    assert not list((tmp_path / "bundles").glob("*.tar.gz"))
+
+
+def test_requires_python_newer_than_the_target_is_blocked(tmp_path: Path) -> None:
+    repo = webapp(tmp_path / "app", requires=">=3.99")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 3 and "requires-python" in cp.stderr
+
+
+def _retar(bundle: Path, change: Any) -> None:
+    """Rewrite a bundle as an attacker who can write the bundle and its .sha256 would."""
+    with tarfile.open(bundle) as tf:
+        members = [(m, tf.extractfile(m).read() if m.isreg() else None) for m in tf]  # type: ignore[union-attr]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for m, data in members:
+            data = change(m.name, data)
+            if data is not None:
+                m.size = len(data)
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+    raw = gzip.compress(out.getvalue(), mtime=0)
+    bundle.write_bytes(raw)
+    bundle.with_name(bundle.name + ".sha256").write_text(f"{hashlib.sha256(raw).hexdigest()}  {bundle.name}\n")
+
+
+def test_a_tampered_wheel_inside_the_bundle_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    repo = webapp(tmp_path / "app")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    cp = run_release("--config", cfg, "--json", "bundle")
+    assert cp.returncode == 0, cp.stderr
+    bundle = Path(json.loads(cp.stdout)["bundle"])
+    evil = b"PK-not-the-wheel-that-was-locked"
+
+    def change(name: str, data: bytes | None) -> bytes | None:
+        if "/release-env/wheels/packaging-" in name:
+            return evil
+        if name.endswith("/BUNDLE-MANIFEST.json") and data is not None:
+            doc = json.loads(data)
+            for f in doc["files"]:  # the file list agrees with the new bytes; the lock does not
+                if "/wheels/packaging-" in "/" + f["path"]:
+                    f["sha256"] = hashlib.sha256(evil).hexdigest()
+            return json.dumps(doc).encode()
+        return data
+
+    _retar(bundle, change)
+    root = tmp_path / "target"
+    root.mkdir(exist_ok=True)
+    before = tree_state(root)
+    cp = run_release("--config", cfg, "deploy", "--no-plan")
+    assert cp.returncode == 4 and "packaging" in cp.stderr and "lock" in cp.stderr, cp.stderr
+    assert tree_state(root) == before
+
+
+def test_a_deploy_killed_while_building_the_environment_leaves_nothing(tmp_path: Path) -> None:
+    repo = webapp(tmp_path / "app")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    root = tmp_path / "target"
+    root.mkdir(exist_ok=True)
+    before = tree_state(root)
+    cp = run_release("--config", cfg, "deploy", "--no-plan", env={"RELEASE_TEST_KILL_AT": "deploy:installing"})
+    assert cp.returncode == 1 and "outcome unknown" in cp.stderr
+    assert not [n for n in listing(root) if not n.startswith(".release-")], "no release folder appears"
+    cp = run_release("--config", cfg, "deploy", "--no-plan", "--break-lock")
+    assert cp.returncode == 0, cp.stderr
+    assert run_release("--config", cfg, "rollback").returncode == 0
+    assert tree_state(root) == before
+    os.sync()
