@@ -12,6 +12,8 @@ ratio:
                               (deploy flushes to disk before its atomic rename)
 - rollback                 vs  rm -rf of the same tree (in the same, synced, state)
 - ship over SSH            vs  ssh host 'cat > file' < bundle   (needs an sshd; see tests)
+- env: deploy of a release with an environment (7 wheels, one binary)
+                           vs  python -m venv + pip install --no-index --find-links of the same wheels
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--mb", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="bundle,deploy,rollback,ship")
+    ap.add_argument("--only", default="bundle,deploy,rollback,ship,env")
     ap.add_argument("--workdir", default="", help="keep the synthetic repo here between runs (a tmpfs such as /dev/shm removes disk noise)")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -195,10 +197,67 @@ def main() -> int:
                 rows.append(("ship over SSH vs ssh 'cat > file'", t_rel, t_raw))
             finally:
                 server.proc.terminate()
+    if "env" in only:
+        rows.append(bench_env(work, args.repeat))
     print(f"{'measure':42} {'release':>9} {'raw':>9} {'ratio':>7}")
     for name, rel, raw in rows:
         print(f"{name:42} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x")
     return 0
+
+
+def bench_env(work: Path, repeat: int) -> tuple[str, float, float]:
+    """Deploy of a release that carries its environment, against building the same venv by hand."""
+    app = work / "envapp"
+    if not (app / ".git").exists():
+        (app / "envapp").mkdir(parents=True)
+        (app / "envapp" / "__init__.py").write_text("import markupsafe, packaging\n")
+        (app / "pyproject.toml").write_text(
+            '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+            '[project]\nname = "envapp"\nversion = "1.0"\ndependencies = ["packaging", "markupsafe"]\n'
+            '[dependency-groups]\ntests = ["pytest"]\n[tool.hatch.build.targets.wheel]\npackages = ["envapp"]\n'
+        )
+        env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+        subprocess.run(["git", "init", "-q", str(app)], check=True)
+        subprocess.run(["git", "-C", str(app), "add", "-A"], check=True)
+        subprocess.run(["git", "-C", str(app), "commit", "-qm", "envapp"], check=True, env=env)
+    cfg = work / "release-env.toml"
+    root = work / "env-target"
+    cfg.write_text(
+        f'name = "envapp"\nstate = "state-env"\n[source]\nrepo = "{app}"\nhead = "HEAD"\n[bundle]\nout = "bundles-env"\nartifacts = ["wheel"]\n'
+        f'[target]\nroot = "{root}"\ndir = "{{name}}-{{stamp}}"\ncreate_root = true\n[environment]\ngroups = ["tests"]\n'
+    )
+    release = [sys.executable, "-m", "release", "--config", str(cfg)]
+    bundles = work / "bundles-env"
+    if not bundles.exists() or not list(bundles.glob("*.tar.gz")):
+        sh(*release, "bundle")
+    bundle = next(bundles.glob("*.tar.gz"))
+    wheels = work / "env-wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir()
+    import tarfile
+
+    with tarfile.open(bundle) as tf:
+        for m in tf:
+            if m.name.endswith(".whl"):
+                f = tf.extractfile(m)
+                assert f is not None
+                (wheels / Path(m.name).name).write_bytes(f.read())
+    count = len(list(wheels.glob("*.whl")))
+    venv = work / "raw-venv"
+
+    def raw() -> None:
+        shutil.rmtree(venv, ignore_errors=True)
+        sh(sys.executable, "-m", "venv", str(venv))
+        sh(str(venv / "bin" / "pip"), "install", "--quiet", "--no-index", "--find-links", str(wheels), *map(str, sorted(wheels.glob("*.whl"))))
+
+    def rollback_all() -> None:
+        while subprocess.run([*release, "rollback"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            pass
+
+    t_raw = best(raw, repeat)
+    t_rel = best(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), repeat, rollback_all)
+    rollback_all()
+    return (f"deploy with env ({count} wheels) vs venv+pip", t_rel, t_raw)
 
 
 if __name__ == "__main__":
