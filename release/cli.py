@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--limit", metavar="PATTERN", default=None, help="fleet: only these hosts or inventory groups (comma-separated; !name excludes)")
     sub = p.add_subparsers(dest="stage", metavar="<stage>", parser_class=_Parser)
     _add = sub.add_parser
 
@@ -138,11 +139,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
         progress.configure(enabled=not args.json)
         cfg = load(args.config)
+        handler = args.handler
+        if cfg.hosts or getattr(args, "limit", None):
+            from . import fleet
+
+            cfg = fleet.limited(cfg, getattr(args, "limit", None))
+            if args.stage not in fleet.HANDLERS:
+                raise ConfigError(f"`release {args.stage}` works on one target, not on a fleet", hint="use target.host for it")
+            handler = fleet.HANDLERS[args.stage]
+            progress.configure(enabled=not args.json)
         from . import secretenv
 
         # the DSNs live only in this process's memory from here on (not in its environment)
         secretenv.take([str(c.options["dsn_env"]) for c in cfg.checks if c.kind == "db-readonly"] + ["PGPASSWORD"])
-        result = args.handler(cfg, args)
+        result = handler(cfg, args)
         code = int(result.pop("exit_code", 0))
         failed = result.pop("failed", None)
         if args.json:

@@ -39,7 +39,11 @@ SECTIONS: dict[str, _Spec] = {
         "ssh_config": (str, ""),
         "create_root": (bool, False),
         "allowed_signers": (str, ""),
+        "hosts": (list, []),
+        "inventory": (str, ""),
+        "group": (str, "all"),
     },
+    "fleet": {"forks": (int, 10), "serial": (object, None), "max_fail_percentage": (object, 0)},
     "smoke": {"check": (list, []), "timeout": (int, 600)},
     "provision": {"root": (str, ""), "dirs": (list, []), "config_file": (str, ""), "settings": (dict, {})},
     "environment": {"extras": (list, []), "groups": (list, []), "python": (str, ""), "platforms": (list, [])},
@@ -88,6 +92,15 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Fleet:
+    """``[fleet]``: how a release goes to many hosts."""
+
+    forks: int = 10
+    serial: tuple[int | str, ...] = ()  # promotion waves: counts or "25%"; () = all at once
+    max_fail_percentage: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     base: Path
@@ -112,6 +125,10 @@ class Config:
     provision_config_file: str = ""
     provision_settings: Mapping[str, Any] = field(default_factory=dict)
     environment: Environment | None = None
+    hosts: tuple[Any, ...] = ()  # inventory.Host of every fleet host (after --limit); () = one target
+    fleet: Fleet = field(default_factory=Fleet)
+    ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
+    inventory_path: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -235,10 +252,50 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         provision_config_file=_relative(prov["config_file"], "provision.config_file") if prov["config_file"] else "",
         provision_settings=dict(prov["settings"]),
         environment=_environment(sec["environment"]) if "environment" in data else None,
+        hosts=_hosts(t, base),
+        fleet=_fleet(sec["fleet"]),
+        inventory_path=str((base / t["inventory"]).resolve()) if t["inventory"] else "",
     )
 
 
 _STRICT_TABLES = ("name", "state", "source", "bundle", "target", "provision", "fleet", "environment")
+
+
+def _hosts(t: dict[str, Any], base: Path) -> tuple[Any, ...]:
+    from . import inventory
+
+    names = _str_list(t["hosts"], "target.hosts")
+    if (names or t["inventory"]) and t["host"]:
+        raise ConfigError("target.host and target.hosts / target.inventory are exclusive", hint="use target.hosts for a fleet, target.host for one host")
+    if names and t["inventory"]:
+        raise ConfigError("target.hosts and target.inventory are exclusive", hint="list the hosts, or name an inventory and a group")
+    for n in names:
+        if not n or n.startswith("-") or any(c.isspace() for c in n):
+            raise ConfigError(f"target.hosts: {n!r} is not an ssh destination", hint="use an ssh alias or user@host")
+    if names:
+        return tuple(inventory.Host(n) for n in names)
+    if t["inventory"]:
+        inv = inventory.load(base / t["inventory"])
+        return tuple(inv.host(h) for h in inv.members(t["group"]))
+    return ()
+
+
+def _fleet(f: dict[str, Any]) -> Fleet:
+    forks = f["forks"]
+    if forks < 1:
+        raise ConfigError("fleet.forks must be at least 1", hint="fleet.forks = 10")
+    serial = f["serial"]
+    waves: list[int | str] = []
+    for item in serial if isinstance(serial, list) else ([] if serial is None else [serial]):
+        count = isinstance(item, int) and not isinstance(item, bool) and item > 0
+        percent = isinstance(item, str) and re.fullmatch(r"\d{1,3}%", item) is not None and 0 < int(item[:-1]) <= 100
+        if not (count or percent):
+            raise ConfigError(f"fleet.serial: {item!r} is not a host count or a percentage", hint='e.g. serial = [1, "25%", "100%"]')
+        waves.append(item)
+    mfp = f["max_fail_percentage"]
+    if isinstance(mfp, bool) or not isinstance(mfp, (int, float)) or not 0 <= mfp <= 100:
+        raise ConfigError(f"fleet.max_fail_percentage must be a number from 0 to 100, got {mfp!r}", hint="fleet.max_fail_percentage = 0")
+    return Fleet(forks, tuple(waves), float(mfp))
 
 
 def _environment(env: dict[str, Any]) -> Environment:

@@ -110,11 +110,21 @@ def choose_bundle(cfg: Config, head: str, explicit: str | None) -> Chosen:
 
 
 def prepare(cfg: Config, explicit_bundle: str | None, stamp: str | None = None) -> tuple[DeployPlan, Chosen]:
-    """Read the facts and compute the plan (no change anywhere)."""
+    """Read the facts and compute the plan (no change anywhere); one deploy id, for one host or a fleet."""
     src = gitsource.resolve(cfg)
     chosen = choose_bundle(cfg, src.sha, explicit_bundle)
     stamp = stamp or names.utc_stamp()
     return make_plan(cfg, src.sha, chosen.path, chosen.sha256, chosen.version, stamp, names.new_deploy_id()), chosen
+
+
+def check_before(cfg: Config, plan: DeployPlan, chosen: Chosen, *, no_plan: bool) -> None:
+    """The controller-side gates of a deploy: the plan lock and the bundle's signature."""
+    planlock.check_lock(cfg, plan.head, plan.version, no_plan=no_plan)
+    if cfg.allowed_signers:
+        from . import signing
+
+        # the signature is checked over the very bytes whose checksum the target will verify
+        signing.verify(chosen.path, cfg.allowed_signers, chosen.sums)
 
 
 def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, ship_only: bool = False) -> DeployRequest:
@@ -228,10 +238,5 @@ def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> dict[str, Any
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     plan, chosen = prepare(cfg, args.bundle)
-    planlock.check_lock(cfg, plan.head, plan.version, no_plan=args.no_plan)
-    if cfg.allowed_signers:
-        from . import signing
-
-        # the signature is checked over the very bytes whose checksum the target will verify
-        signing.verify(chosen.path, cfg.allowed_signers, chosen.sums)
+    check_before(cfg, plan, chosen, no_plan=args.no_plan)
     return run(cfg, plan, for_config(cfg), break_lock=args.break_lock, ship_only=getattr(args, "ship_only", False))

@@ -52,3 +52,22 @@ def task(description: str, total: float | None = None) -> Iterator[Task]:
         transient=True,
     ) as p:
         yield _Rich(p, p.add_task(description, total=total))
+
+
+_note_lock = None
+
+
+def note(line: str) -> None:
+    """One line of per-host progress on stderr (a fleet's hosts report as they finish)."""
+    global _note_lock
+    import threading
+
+    from .redact import redact
+
+    if _note_lock is None:
+        _note_lock = threading.Lock()
+    if not _enabled:
+        return
+    with _note_lock:
+        sys.stderr.write(redact(line) + "\n")
+        sys.stderr.flush()

@@ -104,12 +104,14 @@ def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
     }
 
 
-def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, Any]:
+def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool = True, write: bool = True) -> dict[str, Any]:
+    """Smoke one deployed release. ``db=False`` leaves out the G6 checks (a fleet runs them
+    once); ``write=False`` returns the report without writing it (a fleet writes one)."""
     if mode != "dryrun":
         raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
     if not cfg.checks:
         raise ConfigError("no smoke checks configured", hint="add [[smoke.check]] tables to the config")
-    db_checks = [c for c in cfg.checks if c.kind == "db-readonly"]
+    db_checks = [c for c in cfg.checks if c.kind == "db-readonly"] if db else []
     for c in db_checks:  # layer 1 for every query before anything runs anywhere
         dbcheck.validate_queries(c)
         if not dbcheck.dsn_from_env(c) and not c.options.get("demo"):
@@ -153,7 +155,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
             "data": {},
         }
     for i, c in enumerate(cfg.checks):
-        if c.kind == "db-readonly":
+        if c.kind == "db-readonly" and db:
             results[i] = _db_result(cfg, c)
     ordered = [results[k] for k in sorted(results)]
     report = {
@@ -167,8 +169,10 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun") -> dict[str, 
         "finished": utc_stamp(),
         "checks": ordered,
     }
-    folder = write_report(cfg, report)
     statuses = {r["status"] for r in ordered}
+    if not write:
+        return {**report, "exit_code": 4 if REFUSED in statuses else (1 if statuses - {PASSED} else 0)}
+    folder = write_report(cfg, report)
     code = 4 if REFUSED in statuses else (1 if statuses - {PASSED} else 0)
     State(cfg.state).audit("smoke", deploy_id=record["deploy_id"], target=report["target"], result=f"exit {code}", report=str(folder))
     out: dict[str, Any] = {**report, "report": str(folder), "exit_code": code, "_text": summary_table(ordered, folder)}

@@ -9,10 +9,14 @@ known_hosts apply.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
 import json
 import shlex
+import shutil
+import tempfile
+import threading
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -150,7 +154,7 @@ NEVER_CONNECTED = (
 )
 
 # ops that change the target: when their answer is lost, the outcome is unknown, not failed
-CHANGING_OPS = frozenset({"deploy", "rollback", "promote", "provision", "unprovision"})
+CHANGING_OPS = frozenset({"deploy", "rollback", "promote", "provision", "unprovision", "repoint"})
 
 
 def _unknown(op: str, label: str, why: str, err: str) -> OutcomeUnknownError:
@@ -169,17 +173,62 @@ class LocalTransport(_Base):
         return [self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)]
 
 
+class _Shared:
+    """OpenSSH connection sharing for this run: one authenticated connection per host, reused
+    by every call of every stage (ControlMaster/ControlPersist), its socket in a private 0700
+    folder; at exit each master is told to stop and the folder is removed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.folder = ""
+        self.masters: set[tuple[str, ...]] = set()
+
+    def options(self, base: list[str], host: str) -> list[str]:
+        with self.lock:
+            if not self.folder:
+                self.folder = tempfile.mkdtemp(prefix="release-ssh-")  # mode 0700
+                atexit.register(self.close)
+            self.masters.add((*base, host))
+        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.folder}/%C", "-o", "ControlPersist=60"]
+
+    def close(self) -> None:
+        import subprocess
+
+        for *base, host in sorted(self.masters):
+            subprocess.run(
+                [*base, "-o", f"ControlPath={self.folder}/%C", "-O", "exit", "--", host],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=proc.clean_env(),
+                timeout=10,
+                check=False,
+            )
+        self.masters.clear()
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = ""
+
+
+SHARED = _Shared()
+
+
 class SshTransport(_Base):
-    def __init__(self, host: str, python: str, ssh_config: str = "") -> None:
+    def __init__(self, host: str, python: str, ssh_config: str = "", options: tuple[str, ...] = (), share: bool = True) -> None:
         super().__init__(python)
         self.host = host
         self.label = host
         self.ssh_config = ssh_config
+        self.options = options
+        self.share = share
 
     def ssh_argv(self) -> list[str]:
         argv = ["ssh", *SSH_OPTIONS]
         if self.ssh_config:
             argv += ["-F", self.ssh_config]
+        argv += list(self.options)
+        if self.share:
+            argv += SHARED.options(list(argv), self.host)
         return argv
 
     def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
@@ -206,4 +255,4 @@ def for_config(cfg: Config) -> Transport:
         from .errors import ConfigError
 
         raise ConfigError(f"target.ssh_config not found: {ssh_config}", hint="fix target.ssh_config")
-    return SshTransport(cfg.host, cfg.python, ssh_config)
+    return SshTransport(cfg.host, cfg.python, ssh_config, cfg.ssh_options)

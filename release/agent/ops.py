@@ -9,7 +9,7 @@ from typing import Any
 
 from .protocol import AgentError, _answer
 from .provision_ops import op_provision, op_unprovision
-from .release_ops import op_deploy, op_facts, op_inspect, op_promote, op_rollback, op_status, op_tidy, op_verify
+from .release_ops import op_deploy, op_facts, op_inspect, op_promote, op_repoint, op_rollback, op_status, op_tidy, op_verify
 from .smoke_ops import op_smoke
 
 # each op takes its request TypedDict and returns its answer (see messages.py); JSON in, JSON out
@@ -21,6 +21,7 @@ OPS: dict[str, Callable[[Any], Any]] = {
     "status": op_status,
     "inspect": op_inspect,
     "tidy": op_tidy,
+    "repoint": op_repoint,
     "verify": op_verify,
     "smoke": op_smoke,
     "provision": op_provision,

@@ -558,6 +558,20 @@ def op_promote(req: PromoteRequest) -> dict[str, Any]:
         raise _io_error(exc, f"promote of {target} failed") from None
 
 
+def op_repoint(req: dict[str, Any]) -> dict[str, Any]:
+    """Point ``current`` back at ``to`` (a release relative to the root), or remove it (None):
+    the undo of a promotion in a wave that failed."""
+    root = req["root"]
+    with Lock(root, checked_id(req["deploy_id"]), "repoint", bool(req.get("break_lock"))):
+        to = req.get("to")
+        if to and _is_release(os.path.join(root, to)):
+            switch_link(root, to)
+        elif path_kind(os.path.join(root, "current")) == "symlink":
+            os.unlink(os.path.join(root, "current"))
+            fsync_dir(root)
+        return {"current": pointer_state(root)}
+
+
 def op_tidy(req: TidyRequest) -> dict[str, Any]:
     """Under the lock, remove what killed runs left in the root and in the releases folder."""
     root = req["root"]

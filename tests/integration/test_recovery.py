@@ -64,8 +64,13 @@ def test_lost_connection_during_unpack_then_rollback_removes_only_the_new_releas
     assert flag.exists(), f"the agent reached the rename: {p.poll()} {p.stderr.read() if p.poll() is not None else ''}"  # type: ignore[union-attr]
     ssh = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "ssh"], capture_output=True, text=True).stdout.split()
     assert ssh, "the controller's ssh client is running"
-    for pid in ssh:
-        os.kill(int(pid), signal.SIGKILL)  # the connection is lost
+    # the connection is lost: the client and the shared connection (its ControlMaster) die
+    cmdline = Path(f"/proc/{ssh[0]}/cmdline").read_bytes().split(b"\0")
+    folder = next(a.decode().split("=", 1)[1].rsplit("/", 1)[0] for a in cmdline if a.startswith(b"ControlPath="))
+    masters = subprocess.run(["pgrep", "-f", f"^ssh: {folder}/"], capture_output=True, text=True).stdout.split()
+    assert masters, "the shared connection's master is running"
+    for pid in ssh + masters:
+        os.kill(int(pid), signal.SIGKILL)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 1 and "outcome unknown" in err, err
     flag.unlink()  # the agent goes on and renames the release into place

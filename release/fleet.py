@@ -1,0 +1,446 @@
+"""Fleets: one release to many hosts, in parallel and in waves, with exact fleet-wide undo.
+
+A fleet is ``target.hosts`` or an inventory group (``inventory``); ``--limit`` narrows it.
+Every host is worked on by the same single-host code that `deploy`, `smoke`, `verify`,
+`status`, `rollback` and `promote` use for one target, with that host's own state folder
+(``.release/hosts/<host>/``: records, reconciliation, audit), so every safety property of
+one host holds on each. This module adds what a fleet needs:
+
+- one bundle and one deploy id for the whole fleet, recorded per host and in
+  ``.release/fleet/<deploy_id>.json`` (which hosts hold the release);
+- ``fleet.forks`` hosts at once, at most 10 new SSH connections at a time (sshd's default
+  ``MaxStartups``), one shared OpenSSH connection per host for all of a stage's calls;
+- all or nothing: when more than ``fleet.max_fail_percentage`` of the hosts fail, every
+  host where the release landed is rolled back exactly, and the command exits 1 naming
+  each failed host and why (unreachable, disk full, refused, connection lost, ...);
+- ``promote`` in waves (``fleet.serial``): each wave's hosts are smoked (tree check
+  included), then switched; a wave that fails beyond the threshold stops the promotion
+  and every host switched so far points back to its previous release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import deploy as deploy_stage
+from . import inventory, names, progress, reconcile, smoke
+from . import rollback as rollback_stage
+from .config import Config
+from .errors import BlockedError, ConfigError, OutcomeUnknownError, RefusedError, ReleaseError
+from .state import State, now_iso, private_dir, write_json
+from .transport import SshTransport, for_config
+
+MAX_NEW_CONNECTIONS = 10  # sshd's default MaxStartups: never more unauthenticated connections at once
+
+
+@dataclass
+class Outcome:
+    host: str
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: ReleaseError | None = None
+    seconds: float = 0.0
+
+    @property
+    def reason(self) -> str:
+        return reason(self.error) if self.error else ""
+
+
+def reason(exc: ReleaseError) -> str:
+    """Why a host failed, in one word or two, then the message."""
+    msg = exc.message
+    if isinstance(exc, OutcomeUnknownError):
+        kind = "connection lost"
+    elif "cannot connect" in msg:
+        kind = "unreachable"
+    elif "disk is full" in msg or "No space" in msg or "disk is full" in exc.hint:
+        kind = "disk full"
+    elif exc.exit_code == 4:
+        kind = "refused"
+    elif exc.exit_code == 3:
+        kind = "blocked"
+    else:
+        kind = "failed"
+    return f"{kind}: {msg}"
+
+
+def host_config(cfg: Config, host: inventory.Host) -> Config:
+    """The single-target config of one fleet host (its own state folder and connection options)."""
+    opts: list[str] = []
+    if host.address:
+        opts += ["-o", f"HostName={host.address}"]
+    if host.port:
+        opts += ["-p", str(host.port)]
+    if host.user:
+        opts += ["-l", host.user]
+    return dataclasses.replace(cfg, host=host.name, python=host.python or cfg.python, state=cfg.state / "hosts" / host.name, ssh_options=tuple(opts), hosts=())
+
+
+def limited(cfg: Config, pattern: str | None) -> Config:
+    """Apply ``--limit`` to the fleet's hosts."""
+    if not pattern:
+        return cfg
+    if not cfg.hosts:
+        raise ConfigError("--limit needs a fleet (target.hosts or target.inventory)", hint="remove --limit, or configure target.hosts")
+    inv = inventory.load(Path(cfg.inventory_path)) if cfg.inventory_path else None
+    names = [h.name for h in cfg.hosts]
+    chosen = set(inventory.select(names, inv, pattern))
+    return dataclasses.replace(cfg, hosts=tuple(h for h in cfg.hosts if h.name in chosen))
+
+
+def _connect(hcfg: Config, gate: threading.Semaphore) -> None:
+    """Open the host's shared connection, at most MAX_NEW_CONNECTIONS at a time."""
+    t = for_config(hcfg)
+    if not isinstance(t, SshTransport):
+        return
+    import subprocess
+
+    from . import proc
+
+    with gate:
+        cp = subprocess.run([*t.ssh_argv(), "--", t.host, "true"], stdin=subprocess.DEVNULL, capture_output=True, env=proc.clean_env(), timeout=60, check=False)
+    if cp.returncode != 0:
+        raise ReleaseError(f"cannot connect to SSH host {t.host}", detail=cp.stderr.decode("utf-8", "replace").strip())
+
+
+def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, hosts: tuple[inventory.Host, ...] | None = None) -> list[Outcome]:
+    """``fn(host_config)`` on every host, ``fleet.forks`` at a time; progress per host on stderr."""
+    chosen = hosts if hosts is not None else cfg.hosts
+    gate = threading.Semaphore(MAX_NEW_CONNECTIONS)
+
+    def one(h: inventory.Host) -> Outcome:
+        hcfg = host_config(cfg, h)
+        t0 = time.monotonic()
+        try:
+            _connect(hcfg, gate)
+            result = fn(hcfg)
+            progress.note(f"{h.name}: {what}: ok")
+            return Outcome(h.name, True, result, None, time.monotonic() - t0)
+        except ReleaseError as exc:
+            progress.note(f"{h.name}: {what}: {reason(exc)}")
+            return Outcome(h.name, False, None, exc, time.monotonic() - t0)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(cfg.fleet.forks, len(chosen)))) as ex:
+        return list(ex.map(one, chosen))
+
+
+def too_many(failed: int, total: int, max_fail_percentage: float) -> bool:
+    return total > 0 and failed * 100.0 / total > max_fail_percentage
+
+
+def _table(title: str, outcomes: list[Outcome], ok_text: Callable[[dict[str, Any]], str]) -> str:
+    lines = [title, f"{'host':<20} {'result':<8} {'time':>7}  detail"]
+    for o in outcomes:
+        detail = ok_text(o.result or {}) if o.ok else o.reason
+        lines.append(f"{o.host:<20} {'OK' if o.ok else 'FAILED':<8} {o.seconds:6.1f}s  {detail}")
+    return "\n".join(lines)
+
+
+def _record(cfg: Config, deploy_id: str, doc: dict[str, Any]) -> Path:
+    folder = private_dir(cfg.state / "fleet")
+    path = folder / f"{deploy_id}.json"
+    write_json(path, {"deploy_id": deploy_id, "updated": now_iso(), **doc})
+    return path
+
+
+def _fleet_records(cfg: Config) -> list[dict[str, Any]]:
+    import json
+
+    folder = cfg.state / "fleet"
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(json.loads(p.read_text()))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda r: str(r.get("deploy_id")))
+
+
+def _pick_fleet_id(cfg: Config, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    live = [r for r in _fleet_records(cfg) if r.get("status") in ("deployed", "partial")]
+    if not live:
+        raise BlockedError(f"no fleet deploy to act on in {cfg.state / 'fleet'}", hint="deploy first, or pass --deploy-id")
+    return str(live[-1]["deploy_id"])
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    first = host_config(cfg, cfg.hosts[0])
+    plan, chosen = deploy_stage.prepare(first, args.bundle)
+    deploy_stage.check_before(first, plan, chosen, no_plan=args.no_plan)
+
+    def one(hcfg: Config) -> dict[str, Any]:
+        return deploy_stage.run(hcfg, dataclasses.replace(plan, host=hcfg.host), for_config(hcfg), break_lock=args.break_lock)
+
+    outcomes = run_all(cfg, one, "deploy")
+    failed = [o for o in outcomes if not o.ok]
+    landed = [o.host for o in outcomes if o.ok]
+    doc: dict[str, Any] = {
+        "bundle": Path(plan.bundle).name,
+        "version": plan.version,
+        "head": plan.head,
+        "hosts": [h.name for h in cfg.hosts],
+        "landed": landed,
+        "failed": {o.host: o.reason for o in failed},
+    }
+    out: dict[str, Any] = {"stage": "deploy", "deploy_id": plan.deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
+    text = _table(
+        f"deploy {plan.name} {plan.version} ({plan.head[:12]}) to {len(outcomes)} hosts, deploy_id {plan.deploy_id}", outcomes, lambda r: r.get("target", "")
+    )
+    if failed and too_many(len(failed), len(outcomes), cfg.fleet.max_fail_percentage):
+        undo = _undo_deploy(cfg, plan.deploy_id, [o.host for o in outcomes if o.ok or isinstance(o.error, OutcomeUnknownError)])
+        doc.update(status="rolled-back", undo=undo)
+        _record(cfg, plan.deploy_id, doc)
+        which = "; ".join(f"{o.host} ({o.reason})" for o in failed)
+        out.update(status="rolled-back", failed_hosts=doc["failed"], undo=undo, exit_code=1)
+        limit = f"max_fail_percentage {cfg.fleet.max_fail_percentage:g}"
+        out["failed"] = f"{len(failed)} of {len(outcomes)} hosts failed ({limit}): {which}; the release was rolled back on every host where it landed"
+        out["_text"] = text + "\nundo: " + ", ".join(f"{h}: {r}" for h, r in undo.items())
+        return out
+    status = "deployed" if not failed else "partial"
+    doc["status"] = status
+    _record(cfg, plan.deploy_id, doc)
+    out.update(status=status, landed=landed, failed_hosts=doc["failed"])
+    out["_text"] = text + (f"\nthe release is on {len(landed)} of {len(outcomes)} hosts (within max_fail_percentage)" if failed else "")
+    return out
+
+
+def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str]:
+    """Roll back ``deploy_id`` exactly on each of ``hosts`` (its outcome settled first)."""
+    chosen = tuple(h for h in cfg.hosts if h.name in hosts)
+
+    def one(hcfg: Config) -> dict[str, Any]:
+        state = State(hcfg.state)
+        transport = for_config(hcfg)
+        reconcile.settle(hcfg, state, transport, running_ok=False)
+        record = state.load(deploy_id)
+        if record.get("status") != "deployed":
+            return {"undo": f"nothing to undo ({record.get('status')})"}
+        res = rollback_stage.run(hcfg, record, transport)
+        return {"undo": "rolled back" + ("" if res.get("parent_restored") else " (parent listing differs)")}
+
+    return {o.host: (o.result or {}).get("undo", "") if o.ok else f"undo failed: {o.reason}" for o in run_all(cfg, one, "undo", chosen)}
+
+
+def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+    doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
+    holders = tuple(h for h in cfg.hosts if h.name in set(doc.get("landed") or [h.name for h in cfg.hosts]))
+
+    def one(hcfg: Config) -> dict[str, Any]:
+        state = State(hcfg.state)
+        transport = for_config(hcfg)
+        reconcile.settle(hcfg, state, transport, running_ok=False)
+        return rollback_stage.run(hcfg, state.load(deploy_id), transport, break_lock=args.break_lock, discard_added=args.discard_added)
+
+    outcomes = run_all(cfg, one, "rollback", holders)
+    failed = [o for o in outcomes if not o.ok or not (o.result or {}).get("parent_restored")]
+    if doc:
+        _record(cfg, deploy_id, {**doc, "status": "rolled-back" if not failed else "partial", "landed": [o.host for o in outcomes if not o.ok]})
+    out: dict[str, Any] = {"stage": "rollback", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
+    out["_text"] = _table(
+        f"rollback of {deploy_id} on {len(outcomes)} hosts",
+        outcomes,
+        lambda r: "root back to its pre-deploy state" if r.get("parent_restored") else "parent listing differs",
+    )
+    if failed:
+        out["exit_code"] = 1
+        out["failed"] = "; ".join(f"{o.host} ({o.reason or 'parent listing differs'})" for o in failed)
+    return out
+
+
+def _per_host_ok(name: str, fn: Callable[[Config, dict[str, Any]], dict[str, Any]]) -> Callable[[Config], dict[str, Any]]:
+    def one(hcfg: Config) -> dict[str, Any]:
+        result = fn(hcfg, {})
+        if result.get("exit_code"):
+            raise ReleaseError(f"{name} failed on {hcfg.host}: {result.get('failed', '')}")
+        return result
+
+    return one
+
+
+def smoke_stage(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    if args.mode != "dryrun":
+        raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
+    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+    doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
+    holders = tuple(h for h in cfg.hosts if h.name in set(doc.get("landed") or [h.name for h in cfg.hosts]))
+    results: dict[str, dict[str, Any]] = {}
+
+    def one(hcfg: Config) -> dict[str, Any]:
+        report = smoke.run(hcfg, State(hcfg.state).load(deploy_id), args.mode, db=False, write=False)
+        results[hcfg.host] = report
+        if report.get("exit_code"):
+            bad = [c["name"] for c in report["checks"] if c["status"] != smoke.PASSED]
+            raise ReleaseError(f"smoke failed: {', '.join(bad)}")
+        return report
+
+    outcomes = run_all(cfg, one, "smoke", holders)
+    checks: list[dict[str, Any]] = []
+    for o in outcomes:
+        rep = results.get(o.host)
+        if rep is None:
+            checks.append(
+                {"name": f"{o.host}: reachable", "kind": "host", "status": smoke.FAILED, "duration": o.seconds, "detail": o.reason, "data": {}, "host": o.host}
+            )
+            continue
+        checks += [{**c, "name": f"{o.host}: {c['name']}", "host": o.host} for c in rep["checks"]]
+    db_checks = [c for c in cfg.checks if c.kind == "db-readonly"]
+    if db_checks:  # the database is checked once, not per host
+        first = host_config(cfg, cfg.hosts[0])
+        for c in db_checks:
+            checks.append(smoke._db_result(first, c))
+    report = {
+        "stage": "smoke",
+        "mode": "DRYRUN",
+        "deploy_id": deploy_id,
+        "target": "fleet: " + ", ".join(h.name for h in holders),
+        "version": doc.get("version"),
+        "head": doc.get("head"),
+        "started": names.utc_stamp(),
+        "finished": names.utc_stamp(),
+        "checks": checks,
+    }
+    folder = smoke.write_report(cfg, report)
+    statuses = {c["status"] for c in checks}
+    code = 4 if smoke.REFUSED in statuses else (1 if statuses - {smoke.PASSED} else 0)
+    out: dict[str, Any] = {**report, "report": str(folder), "exit_code": code, "_text": smoke.summary_table(checks, folder)}
+    if code:
+        out["failed"] = "; ".join(f"{c['name']} ({c['status']})" for c in checks if c["status"] != smoke.PASSED)
+    return out
+
+
+def verify(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    from . import status as status_stage
+
+    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+
+    def one(hcfg: Config) -> dict[str, Any]:
+        res = status_stage.verify_cli(hcfg, argparse.Namespace(deploy_id=deploy_id))
+        if res.get("exit_code"):
+            raise ReleaseError(f"drift: added {res['added'][:3]} changed {res['changed'][:3]} removed {res['removed'][:3]}")
+        return res
+
+    outcomes = run_all(cfg, one, "verify")
+    out: dict[str, Any] = {"stage": "verify", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
+    out["_text"] = _table(f"verify {deploy_id} on {len(outcomes)} hosts", outcomes, lambda r: f"clean ({r.get('files')} files)")
+    if any(not o.ok for o in outcomes):
+        out["exit_code"] = 1
+        out["failed"] = "; ".join(f"{o.host} ({o.reason})" for o in outcomes if not o.ok)
+    return out
+
+
+def status(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    from . import status as status_stage
+
+    outcomes = run_all(cfg, lambda hcfg: status_stage.cli(hcfg, args), "status")
+    out: dict[str, Any] = {"stage": "status", "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}, "fleet": _fleet_records(cfg)}
+    out["_text"] = _table(
+        f"status of {len(outcomes)} hosts",
+        outcomes,
+        lambda r: f"{len(r.get('releases', []))} releases; {r.get('current', 'none')}",
+    )
+    if any(not o.ok for o in outcomes):
+        out["exit_code"] = 1
+        out["failed"] = "; ".join(f"{o.host} ({o.reason})" for o in outcomes if not o.ok)
+    return out
+
+
+def waves(hosts: list[inventory.Host], serial: tuple[int | str, ...]) -> list[list[inventory.Host]]:
+    """Split hosts into promotion waves: counts or percentages of the fleet; the last repeats."""
+    if not serial:
+        return [hosts]
+    out: list[list[inventory.Host]] = []
+    i, k = 0, 0
+    while i < len(hosts):
+        spec = serial[min(k, len(serial) - 1)]
+        size = int(spec) if isinstance(spec, int) else max(1, math.floor(len(hosts) * int(spec[:-1]) / 100))
+        out.append(hosts[i : i + size])
+        i += size
+        k += 1
+    return out
+
+
+def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    from . import promote as promote_stage
+
+    if cfg.strategy != "timestamped":
+        raise ConfigError("promote switches the `current` pointer of the timestamped strategy", hint='set target.strategy = "timestamped"')
+    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+    doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
+    holders = [h for h in cfg.hosts if h.name in set(doc.get("landed") or [h.name for h in cfg.hosts])]
+    switched: dict[str, Any] = {}  # host -> previous `current` (None: there was none)
+    lines: list[str] = []
+    all_outcomes: list[Outcome] = []
+    for n, wave in enumerate(waves(holders, cfg.fleet.serial), 1):
+
+        def one(hcfg: Config) -> dict[str, Any]:
+            report = smoke.run(hcfg, State(hcfg.state).load(deploy_id), "dryrun", db=False, write=False)
+            if report.get("exit_code"):
+                bad = [f"{c['name']}: {c['detail'].splitlines()[0] if c['detail'] else ''}" for c in report["checks"] if c["status"] != smoke.PASSED]
+                raise ReleaseError("gate failed: " + "; ".join(bad))
+            return promote_stage.cli(hcfg, argparse.Namespace(deploy_id=deploy_id, break_lock=False))
+
+        outcomes = run_all(cfg, one, f"wave {n}", tuple(wave))
+        all_outcomes += outcomes
+        for o in outcomes:
+            if o.ok and o.result is not None:
+                switched[o.host] = o.result.get("previous")
+        failed = [o for o in outcomes if not o.ok]
+        lines.append(_table(f"wave {n}: {', '.join(h.name for h in wave)}", outcomes, lambda r: f"current -> {r.get('current')}"))
+        if failed and too_many(len(failed), len(outcomes), cfg.fleet.max_fail_percentage):
+            reverted = _revert(cfg, deploy_id, switched)
+            later = [h.name for w in waves(holders, cfg.fleet.serial)[n:] for h in w]
+            return {
+                "stage": "promote",
+                "deploy_id": deploy_id,
+                "exit_code": 1,
+                "reverted": reverted,
+                "untouched": later,
+                "failed": f"wave {n} failed on "
+                + "; ".join(f"{o.host} ({o.reason})" for o in failed)
+                + "; every switched host points back to its previous release",
+                "_text": "\n".join(lines)
+                + "\nreverted: "
+                + ", ".join(f"{h}: {r}" for h, r in reverted.items())
+                + (f"\nnever touched: {', '.join(later)}" if later else ""),
+            }
+    return {"stage": "promote", "deploy_id": deploy_id, "hosts": {o.host: o.result for o in all_outcomes}, "_text": "\n".join(lines)}
+
+
+def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any]) -> dict[str, str]:
+    chosen = tuple(h for h in cfg.hosts if h.name in switched)
+
+    def one(hcfg: Config) -> dict[str, Any]:
+        state = State(hcfg.state)
+        record = state.load(deploy_id)
+        answer = for_config(hcfg).agent("repoint", {"root": record["root"], "deploy_id": deploy_id, "to": switched[hcfg.host]})
+        record.pop("promotion", None)
+        state.save(record)
+        state.audit("promote --revert", deploy_id=deploy_id, target=record["target"], result=str(answer.get("current")))
+        return {"current": answer.get("current")}
+
+    return {o.host: str((o.result or {}).get("current")) if o.ok else f"revert failed: {o.reason}" for o in run_all(cfg, one, "revert", chosen)}
+
+
+HANDLERS: dict[str, Callable[[Config, argparse.Namespace], dict[str, Any]]] = {
+    "deploy": deploy,
+    "rollback": rollback,
+    "smoke": smoke_stage,
+    "verify": verify,
+    "status": status,
+    "promote": promote,
+}

@@ -1,0 +1,232 @@
+"""Fleet targets: ``target.hosts``, or an Ansible inventory (INI or YAML) and ``target.group``.
+
+The inventory is read the way ``ansible-inventory --list`` reads it (tested against
+ansible-core): groups, ``[group:children]``, ``[group:vars]``, host variables inline or
+under ``vars:``, variables inherited from parent groups (a child group's value wins,
+the host's own value wins over any group's), ``all`` and ``ungrouped``. Of the
+variables, the ones a connection needs are used: ``ansible_host``, ``ansible_port``,
+``ansible_user``, ``ansible_python_interpreter``.
+
+``--limit PATTERN`` selects hosts by host or group names, comma-separated (``:`` also
+separates, as in Ansible; ``!name`` excludes).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Host:
+    """One target host: its inventory name and how to reach it."""
+
+    name: str
+    address: str = ""  # ansible_host ("" = the name itself, resolved by ssh_config)
+    port: int = 0
+    user: str = ""
+    python: str = ""  # ansible_python_interpreter ("" = target.python)
+
+
+@dataclass
+class Inventory:
+    hosts: dict[str, dict[str, Any]]  # host -> its own variables
+    groups: dict[str, dict[str, Any]]  # group -> {"hosts": [...], "children": [...], "vars": {...}}
+
+    def members(self, group: str) -> list[str]:
+        """Every host of ``group`` and of its children, in inventory order."""
+        if group not in self.groups:
+            raise ConfigError(f"target.group: the inventory has no group {group!r}", hint="groups: " + ", ".join(sorted(self.groups)))
+        out: list[str] = []
+        seen: set[str] = set()
+
+        def walk(g: str, path: tuple[str, ...]) -> None:
+            if g in path:
+                raise ConfigError(f"inventory group {g!r} is its own child", hint="fix the [group:children] sections")
+            for h in self.groups[g].get("hosts", []):
+                if h not in seen:
+                    seen.add(h)
+                    out.append(h)
+            for c in self.groups[g].get("children", []):
+                walk(c, (*path, g))
+
+        walk(group, ())
+        return out
+
+    def parents(self, group: str) -> list[str]:
+        return [g for g, d in self.groups.items() if group in d.get("children", [])]
+
+    def host_vars(self, host: str) -> dict[str, Any]:
+        """Variables of ``host``: all < parent groups < child groups < the host's own."""
+        order: list[str] = []
+
+        def depth(g: str, seen: tuple[str, ...] = ()) -> int:
+            ps = [p for p in self.parents(g) if p not in seen]
+            return 0 if not ps else 1 + max(depth(p, (*seen, g)) for p in ps)
+
+        groups = [g for g in self.groups if host in self.members(g)]
+        order = sorted(groups, key=lambda g: (depth(g), g))
+        merged: dict[str, Any] = {}
+        for g in order:
+            merged.update(self.groups[g].get("vars", {}))
+        merged.update(self.hosts.get(host, {}))
+        return merged
+
+    def host(self, name: str) -> Host:
+        v = self.host_vars(name)
+        try:
+            port = int(v.get("ansible_port", v.get("ansible_ssh_port", 0)) or 0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"inventory: ansible_port of {name} is not a number: {v.get('ansible_port')!r}", hint="fix the inventory") from None
+        return Host(
+            name=name,
+            address=str(v.get("ansible_host", v.get("ansible_ssh_host", "")) or ""),
+            port=port,
+            user=str(v.get("ansible_user", v.get("ansible_ssh_user", "")) or ""),
+            python=str(v.get("ansible_python_interpreter", "") or ""),
+        )
+
+
+def _value(text: str) -> Any:
+    """An INI variable value the way Ansible's INI plugin reads it (literals where they parse)."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _add_group(inv: Inventory, name: str) -> dict[str, Any]:
+    return inv.groups.setdefault(name, {"hosts": [], "children": [], "vars": {}})
+
+
+def parse_ini(text: str, where: str) -> Inventory:
+    inv = Inventory(hosts={}, groups={})
+    _add_group(inv, "all")
+    _add_group(inv, "ungrouped")
+    section, kind = "ungrouped", "hosts"
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            name, _, suffix = line[1:-1].partition(":")
+            if suffix not in ("", "children", "vars"):
+                raise ConfigError(f"{where}:{n}: unknown section [{line[1:-1]}]", hint="use [group], [group:children] or [group:vars]")
+            section, kind = name, suffix or "hosts"
+            _add_group(inv, section)
+            continue
+        group = _add_group(inv, section)
+        if kind == "vars":
+            key, eq, value = line.partition("=")
+            if not eq:
+                raise ConfigError(f"{where}:{n}: expected key=value in [{section}:vars]", hint="fix the inventory")
+            group["vars"][key.strip()] = _value(value.strip())
+        elif kind == "children":
+            _add_group(inv, line)
+            if line not in group["children"]:
+                group["children"].append(line)
+        else:
+            parts = shlex.split(line, comments=True)
+            host, assigns = parts[0], parts[1:]
+            if "[" in host:
+                raise ConfigError(f"{where}:{n}: host ranges ({host}) are not supported", hint="list the hosts one by one")
+            hv = inv.hosts.setdefault(host, {})
+            for a in assigns:
+                key, eq, value = a.partition("=")
+                if not eq:
+                    raise ConfigError(f"{where}:{n}: expected key=value after the host name, got {a!r}", hint="fix the inventory")
+                hv[key] = _value(value)
+            if host not in group["hosts"]:
+                group["hosts"].append(host)
+    _finish(inv)
+    return inv
+
+
+def parse_yaml(text: str, where: str) -> Inventory:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}", hint="fix the inventory") from None
+    inv = Inventory(hosts={}, groups={})
+    _add_group(inv, "all")
+    _add_group(inv, "ungrouped")
+
+    def walk(name: str, body: Any) -> None:
+        group = _add_group(inv, name)
+        body = body or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: group {name!r} must be a mapping", hint="hosts:, children:, vars:")
+        for host, hv in (body.get("hosts") or {}).items():
+            inv.hosts.setdefault(str(host), {}).update(hv or {})
+            if host not in group["hosts"]:
+                group["hosts"].append(str(host))
+        group["vars"].update(body.get("vars") or {})
+        for child, cbody in (body.get("children") or {}).items():
+            if child not in group["children"]:
+                group["children"].append(str(child))
+            walk(str(child), cbody)
+
+    for name, body in data.items():
+        walk(str(name), body)
+    _finish(inv)
+    return inv
+
+
+def _finish(inv: Inventory) -> None:
+    """Ansible's implicit structure: every group is a child of all; hosts in no group are ungrouped."""
+    grouped = {h for g, d in inv.groups.items() if g not in ("all", "ungrouped") for h in d["hosts"]}
+    for h in inv.hosts:
+        if h not in grouped and h not in inv.groups["ungrouped"]["hosts"]:
+            inv.groups["ungrouped"]["hosts"].append(h)
+    inv.groups["ungrouped"]["hosts"] = [h for h in inv.groups["ungrouped"]["hosts"] if h not in grouped]
+    inv.groups["all"]["hosts"] = [h for h in inv.groups["all"]["hosts"] if h not in grouped and h not in inv.groups["ungrouped"]["hosts"]]
+    top = [g for g in inv.groups if g != "all" and not any(g in d["children"] for o, d in inv.groups.items() if o != "all")]
+    for g in top:
+        if g not in inv.groups["all"]["children"]:
+            inv.groups["all"]["children"].append(g)
+
+
+def load(path: Path) -> Inventory:
+    if not path.is_file():
+        raise ConfigError(f"target.inventory not found: {path}", hint="fix target.inventory")
+    text = path.read_text()
+    if path.suffix in (".yml", ".yaml") or text.lstrip().startswith(("all:", "---")):
+        return parse_yaml(text, str(path))
+    return parse_ini(text, str(path))
+
+
+def select(names: list[str], inv: Inventory | None, pattern: str) -> list[str]:
+    """Apply ``--limit``: host or group names, ',' or ':' separated; '!name' excludes."""
+    if not pattern:
+        return names
+    include: set[str] = set()
+    exclude: set[str] = set()
+    any_include = False
+    for part in (p.strip() for p in pattern.replace(":", ",").split(",")):
+        if not part:
+            continue
+        neg = part.startswith("!")
+        name = part[1:] if neg else part
+        if inv is not None and name in inv.groups:
+            found = set(inv.members(name))
+        elif name in names:
+            found = {name}
+        else:
+            raise ConfigError(f"--limit: {name!r} is neither a target host nor an inventory group", hint="hosts: " + ", ".join(names))
+        if neg:
+            exclude |= found
+        else:
+            any_include = True
+            include |= found
+    chosen = [h for h in names if (h in include or not any_include) and h not in exclude]
+    if not chosen:
+        raise ConfigError(f"--limit {pattern!r} selects no host", hint="hosts: " + ", ".join(names))
+    return chosen
