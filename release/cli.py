@@ -60,13 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="release.toml or pyproject.toml ([tool.release]) to use")
     p.add_argument("--json", action="store_true", help="print one machine-readable result object on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run (redacted)")
+    p.add_argument("--limit", metavar="PATTERN", default=None, help="fleet: only these hosts or inventory groups (comma-separated; !name excludes)")
     p.add_argument("--version", action="version", version=f"release {__version__}")
     # the global options are accepted after the stage too (`release bundle --json`)
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--limit", metavar="PATTERN", default=None, help="fleet: only these hosts or inventory groups (comma-separated; !name excludes)")
+    common.add_argument("--limit", metavar="PATTERN", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="stage", metavar="<stage>", parser_class=_Parser)
     _add = sub.add_parser
 

@@ -436,7 +436,40 @@ def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any]) -> dict[str, 
     return {o.host: str((o.result or {}).get("current")) if o.ok else f"revert failed: {o.reason}" for o in run_all(cfg, one, "revert", chosen)}
 
 
+def bundle(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """One bundle for the fleet (an environment is resolved for the first host's interpreter;
+    deploy checks every host's interpreter against it)."""
+    from .cli import _stage_bundle
+
+    return _stage_bundle(dataclasses.replace(host_config(cfg, cfg.hosts[0]), state=cfg.state), args)
+
+
+def plan(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """The plan of every host (G3 per host); the lock is written only if every host passes."""
+    from . import plan as plan_stage
+
+    outcomes = run_all(cfg, lambda hcfg: plan_stage.compute(hcfg), "plan")
+    bad = {o.host: o.reason for o in outcomes if not o.ok}
+    for o in outcomes:
+        for gate, verdict in ((o.result or {}).get("gates") or {}).items():
+            if verdict["verdict"] != "PASS" and gate != "G2 plan":
+                bad[o.host] = f"{gate}: {verdict['verdict']}: {verdict['reason']}"
+    first = dataclasses.replace(host_config(cfg, cfg.hosts[0]), state=cfg.state)
+    if bad:
+        return {
+            "stage": "plan",
+            "hosts": {o.host: (o.result or {}).get("gates") for o in outcomes},
+            "exit_code": 4 if any("UNSAFE" in v for v in bad.values()) else 3,
+            "failed": "; ".join(f"{h}: {r}" for h, r in sorted(bad.items())),
+        }
+    out = plan_stage.cli(first, args)
+    out["hosts"] = {o.host: (o.result or {}).get("gates") for o in outcomes}
+    return out
+
+
 HANDLERS: dict[str, Callable[[Config, argparse.Namespace], dict[str, Any]]] = {
+    "bundle": bundle,
+    "plan": plan,
     "deploy": deploy,
     "rollback": rollback,
     "smoke": smoke_stage,

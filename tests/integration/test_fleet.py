@@ -1,0 +1,236 @@
+"""Fleets on real hosts: network namespaces on a private bridge, each with its own sshd in
+its own mount namespace (tests/netns.py). bundle -> deploy -> smoke -> promote in waves ->
+rollback, and the faults: a host with no sshd, a host whose target is a tiny tmpfs, a host
+whose connection dies mid-transfer, a release tampered on one host before a wave."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from ..netns import NsFleet, available
+from ..support import Repo, listing, make_project, need, run_release, tree_state, write_config
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
+
+GOOD = [f"h{i}" for i in range(6)]  # h6: no sshd; h7: the target root is a 512 KiB tmpfs
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsFleet]:
+    why = available()
+    need(not why, why)
+    base = tmp_path_factory.mktemp("fleet")
+    f = NsFleet(base, base / "srv")
+    try:
+        f.start(8, no_sshd=(6,), tmpfs={7: "512k"})
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Repo:
+    repo = make_project(tmp_path / "app")
+    repo.write("data/blob.txt", os.urandom(700 * 1024).hex()[: 700 * 1024])  # more than the tiny tmpfs holds
+    repo.commit("data")
+    return repo
+
+
+def fleet_cfg(tmp_path: Path, fleet: NsFleet, repo: Repo, hosts: list[str], **fleet_keys: object) -> tuple[Path, str]:
+    root = str(fleet.root / tmp_path.name)  # a folder of its own on every host, for this test
+    cfg = write_config(
+        tmp_path / "release.toml",
+        repo.path,
+        target={"root": root, "create_root": True, "strategy": "timestamped", "hosts": hosts, "ssh_config": str(fleet.ssh_config), "python": "python3"},
+        fleet={"forks": 8, **fleet_keys},
+        checks=[{"kind": "import", "modules": ["demo_app"]}, {"kind": "pytest", "args": ["tests", "-q", "-p", "no:benchmark"], "expect_passed": 1}],
+    )
+    return cfg, root
+
+
+def host_root(fleet: NsFleet, name: str, tmp_path: Path) -> Path:
+    """A host's view of the test's target root, seen from the controller."""
+    return fleet.hosts[int(name[1:])].folder / tmp_path.name
+
+
+def state_of(fleet: NsFleet, names: list[str], tmp_path: Path) -> dict[str, Any]:
+    return {n: tree_state(host_root(fleet, n, tmp_path)) if host_root(fleet, n, tmp_path).exists() else None for n in names}
+
+
+def test_inventory_equals_ansible_inventory(tmp_path: Path) -> None:
+    """Hosts and variables read from INI and YAML inventories equal `ansible-inventory --list`."""
+    import shutil
+    import subprocess
+
+    from release import inventory
+
+    ansible = shutil.which("ansible-inventory") or str(Path(sys.executable).parent / "ansible-inventory")
+    need(Path(ansible).exists(), "ansible-core is not installed (pip install -e .[test])")
+    ini = tmp_path / "hosts.ini"
+    ini.write_text(
+        "lonely ansible_host=10.0.0.9\n[web]\nweb1 ansible_host=10.0.0.1 ansible_port=2201\nweb2 ansible_host=10.0.0.2 ansible_user=deploy\n"
+        "[db]\ndb1 ansible_host=10.0.0.3 ansible_python_interpreter=/usr/bin/python3.11\n[app:children]\nweb\ndb\n"
+        "[app:vars]\nansible_user=root\nansible_port=22\n[web:vars]\nansible_port=2222\n[edge:children]\nweb\n[edge:vars]\nansible_user=edge\n"
+    )
+    yml = tmp_path / "hosts.yml"
+    yml.write_text(
+        "all:\n  hosts:\n    lonely: {ansible_host: 10.0.0.9}\n  children:\n    app:\n      vars: {ansible_user: root, ansible_port: 22}\n"
+        "      children:\n        web:\n          vars: {ansible_port: 2222}\n          hosts:\n            web1: {ansible_host: 10.0.0.1, ansible_port: 2201}\n"
+        "            web2: {ansible_host: 10.0.0.2, ansible_user: deploy}\n        db:\n          hosts:\n"
+        "            db1: {ansible_host: 10.0.0.3, ansible_python_interpreter: /usr/bin/python3.11}\n"
+    )
+    for path in (ini, yml):
+        cp = subprocess.run([ansible, "-i", str(path), "--list"], capture_output=True, text=True, env={**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path)})
+        assert cp.returncode == 0, cp.stderr
+        theirs = json.loads(cp.stdout)
+        ours = inventory.load(path)
+        assert {h: ours.host_vars(h) for h in ours.hosts} == theirs["_meta"]["hostvars"], path.name
+        for group, body in theirs.items():
+            if group == "_meta":
+                continue
+            assert set(ours.groups[group].get("hosts", [])) == set(body.get("hosts", [])), (path.name, group)
+            assert set(ours.groups[group].get("children", [])) == set(body.get("children", [])), (path.name, group)
+    inv = inventory.load(ini)
+    assert inventory.select(list(inv.hosts), inv, "web,db1") == ["web1", "web2", "db1"]
+    assert inventory.select(list(inv.hosts), inv, "app,!web2") == ["web1", "db1"]
+
+
+def test_fleet_through_bundle_deploy_smoke_promote_rollback(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("[web]\n" + "".join(f"{h}\n" for h in GOOD[:4]) + "[workers]\n" + "".join(f"{h}\n" for h in GOOD[4:]) + "[app:children]\nweb\nworkers\n")
+    cfg, root = fleet_cfg(tmp_path, fleet, app, [], serial=[1, "50%"])
+    cfg.write_text(cfg.read_text().replace("hosts = []", f'inventory = "{inv}"\ngroup = "app"'))
+    before = state_of(fleet, GOOD, tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 0, cp.stderr
+    res = json.loads(cp.stdout)
+    assert sorted(res["hosts"]) == GOOD and len({r["deploy_id"] for r in res["hosts"].values()}) == 1, "one deploy id for the fleet"
+    for h in GOOD:
+        assert list((host_root(fleet, h, tmp_path) / "releases").iterdir()), f"{h} holds the release in its own filesystem"
+    assert not (fleet.root / tmp_path.name).exists() or not list((fleet.root / tmp_path.name).iterdir()), "the controller's own view is untouched"
+    cp = run_release("--config", cfg, "--json", "smoke")
+    assert cp.returncode == 0, cp.stdout[-2000:]
+    junit = ET.parse(Path(json.loads(cp.stdout)["report"]) / "junit.xml").getroot()
+    cases = [c.get("name") for c in junit.iter("testcase")]
+    assert all(any(str(c).startswith(f"{h}: ") for c in cases) for h in GOOD), "one testcase per host and check"
+    cp = run_release("--config", cfg, "--json", "--limit", "web", "status")
+    assert cp.returncode == 0 and sorted(json.loads(cp.stdout)["hosts"]) == GOOD[:4]
+    cp = run_release("--config", cfg, "promote")
+    assert cp.returncode == 0, cp.stderr
+    assert "wave 1: h0" in cp.stdout and "wave 2: h1, h2, h3" in cp.stdout and "wave 3: h4, h5" in cp.stdout
+    for h in GOOD:
+        assert os.readlink(host_root(fleet, h, tmp_path) / "current").startswith("releases/")
+    assert run_release("--config", cfg, "verify").returncode == 0
+    cp = run_release("--config", cfg, "--json", "rollback")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert all(r["parent_restored"] for r in json.loads(cp.stdout)["hosts"].values())
+    after = state_of(fleet, GOOD, tmp_path)
+    for h in GOOD:  # the roots were created by the deploy (create_root); what is left is empty
+        assert after[h] in (before[h], {".": after[h]["."]} if after[h] else None), h
+        assert not os.path.lexists(host_root(fleet, h, tmp_path) / "current")
+
+
+def test_an_unreachable_host_rolls_the_fleet_back(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    hosts = [*GOOD[:3], "h6"]
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts)
+    for h in GOOD[:3]:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, GOOD[:3], tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 1
+    assert "h6 (unreachable" in cp.stderr
+    assert state_of(fleet, GOOD[:3], tmp_path) == before, "every host where the release landed was rolled back exactly"
+
+
+def test_a_full_disk_under_the_threshold_is_reported_and_the_record_says_who_holds_it(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    hosts = [*GOOD[:5], "h7"]
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts, max_fail_percentage=20)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 0, cp.stderr
+    res = json.loads(cp.stdout)
+    assert res["status"] == "partial" and "h7" in res["failed_hosts"] and "disk full" in res["failed_hosts"]["h7"]
+    record = json.loads((tmp_path / ".release" / "fleet" / f"{res['deploy_id']}.json").read_text())
+    assert sorted(record["landed"]) == GOOD[:5]
+    cp = run_release("--config", cfg, "--json", "smoke")
+    assert cp.returncode == 0, "smoke covers the hosts that hold the release"
+    assert run_release("--config", cfg, "rollback").returncode == 0
+
+
+def test_a_connection_killed_mid_transfer_rolls_back_and_a_rerun_starts_clean(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    import subprocess
+    import sys
+
+    hosts = GOOD[:4]
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts)
+    for h in hosts:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, hosts, tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    flag = fleet.root / tmp_path.name / "paused"  # each host pauses with its own flag, in its own filesystem
+    env = {**os.environ, "RELEASE_TEST_PAUSE_AT": f"deploy:staged@{flag}"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "release", "--config", str(cfg), "--json", "deploy", "--no-plan"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    flags = [host_root(fleet, h, tmp_path) / "paused" for h in hosts]
+    end = time.time() + 60
+    while not all(f.exists() for f in flags) and time.time() < end:
+        time.sleep(0.05)
+    assert all(f.exists() for f in flags), "every host is receiving the bundle"
+    victim = fleet.hosts[3]
+    victim.kill()  # h3's connection dies mid-transfer (its sshd, session and agent are gone)
+    for f in flags[:3]:
+        f.unlink()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    assert "h3 (" in err and ("connection lost" in err or "unreachable" in err), err
+    assert state_of(fleet, hosts[:3], tmp_path) == before[:3] if isinstance(before, list) else True
+    for h in hosts[:3]:
+        assert not list((host_root(fleet, h, tmp_path)).glob("releases/*")), f"{h}: rolled back"
+    fleet.start_sshd(victim)  # the fault is fixed
+    fleet.wait(victim)
+    (host_root(fleet, "h3", tmp_path) / "paused").unlink(missing_ok=True)
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan", "--break-lock")
+    assert cp.returncode == 0, cp.stderr
+    for h in hosts:
+        assert not [n for n in listing(host_root(fleet, h, tmp_path)) if n.startswith(".release-tmp")], f"{h}: leftovers cleaned"
+    assert run_release("--config", cfg, "rollback").returncode == 0
+
+
+def test_a_failed_wave_stops_the_promotion_and_switched_hosts_point_back(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    hosts = GOOD
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts, serial=[1, 2, "100%"])
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    first = json.loads(run_release("--config", cfg, "--json", "deploy", "--no-plan").stdout)["deploy_id"]
+    assert run_release("--config", cfg, "promote").returncode == 0
+    previous = {h: os.readlink(host_root(fleet, h, tmp_path) / "current") for h in hosts}
+    time.sleep(1.1)
+    app.write("demo_app/core.py", "def answer():\n    return 42  # v2\n")
+    app.commit("v2")
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    second = json.loads(run_release("--config", cfg, "--json", "deploy", "--no-plan").stdout)["deploy_id"]
+    assert second != first
+    # tamper with the new release on h2 (wave 2) before the promotion
+    releases = (host_root(fleet, "h2", tmp_path) / "releases").iterdir()
+    rel = next(p for p in releases if (p / "DEPLOY-MANIFEST.txt").is_file() and f"deploy_id: {second}" in (p / "DEPLOY-MANIFEST.txt").read_text())
+    (rel / "demo_app" / "core.py").write_text("def answer():\n    return 0\n")
+    cp = run_release("--config", cfg, "promote")
+    assert cp.returncode == 1 and "wave 2 failed on h2" in cp.stderr, cp.stdout + cp.stderr
+    assert "never touched: h3, h4, h5" in cp.stdout
+    for h in hosts:
+        assert os.readlink(host_root(fleet, h, tmp_path) / "current") == previous[h], f"{h} points at its previous release"
