@@ -366,6 +366,10 @@ def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
             raise ConfigError(f"{where}object must look like 'module:attribute'", hint='e.g. object = "cutter_agent:__version__"')
     if kind == "command" and not values["argv"]:
         raise ConfigError(f"{where}argv must not be empty", hint='e.g. argv = ["{python}", "cli.py", "status"]')
+    if kind == "db-readonly" and values["via"] not in ("controller", "target"):
+        raise ConfigError(
+            f'{where}via must be "controller" or "target", got {values["via"]!r}', hint='via = "target" reaches the database as the target sees it'
+        )
     if kind == "db-readonly" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", values["dsn_env"]):
         raise ConfigError(f"{where}dsn_env must be an environment variable name", hint="the DSN itself never goes in the file")
     name = values.pop("name") or f"{kind}"

@@ -299,10 +299,11 @@ def smoke_stage(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
             continue
         checks += [{**c, "name": f"{o.host}: {c['name']}", "host": o.host} for c in rep["checks"]]
     db_checks = [c for c in cfg.checks if c.kind == "db-readonly"]
-    if db_checks:  # the database is checked once, not per host
-        first = host_config(cfg, cfg.hosts[0])
+    if db_checks:  # the database is checked once, not per host: through the first reachable host
+        reachable = [o.host for o in outcomes if results.get(o.host) is not None] or [h.name for h in holders]
+        first = host_config(cfg, next(h for h in cfg.hosts if h.name == reachable[0]))
         for c in db_checks:
-            checks.append(smoke._db_result(first, c))
+            checks.append({**smoke._db_result(first, c), "host": first.host})
     report = {
         "stage": "smoke",
         "mode": "DRYRUN",

@@ -51,7 +51,9 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 @contextmanager
-def server() -> Iterator[Server]:
+def server(netns: str = "") -> Iterator[Server]:
+    """A throwaway PostgreSQL; with ``netns`` (tests) it runs inside that network namespace and
+    also listens on its 127.0.0.1:5432, with password authentication."""
     bins = bindir()
     if not bins:
         raise BlockedError("PostgreSQL server binaries not found (initdb)", hint="apt-get install postgresql, or set the DSN variable")
@@ -73,13 +75,15 @@ def server() -> Iterator[Server]:
         what="initdb",
     )
     with open(os.path.join(data, "pg_hba.conf"), "w") as f:
-        f.write("local all postgres trust\nlocal all all scram-sha-256\n")
+        f.write("local all postgres trust\nlocal all all scram-sha-256\n" + ("host all all 127.0.0.1/32 scram-sha-256\n" if netns else ""))
     log = os.path.join(folder, "server.log")
     if os.geteuid() == 0:
         Path(log).touch()
         os.chown(log, pw.pw_uid, pw.pw_gid)
-    opts = f"-k {sock} -c listen_addresses='' -p {port} -c fsync=off -c full_page_writes=off"
-    proc.run(_as_postgres([f"{bins}/pg_ctl", "-D", data, "-l", log, "-o", opts, "-w", "-t", "60", "start"]), what="pg_ctl start")
+    listen = "127.0.0.1" if netns else "''"
+    opts = f"-k {sock} -c listen_addresses={listen} -p {port} -c fsync=off -c full_page_writes=off"
+    start = _as_postgres([f"{bins}/pg_ctl", "-D", data, "-l", log, "-o", opts, "-w", "-t", "60", "start"])
+    proc.run(["ip", "netns", "exec", netns, *start] if netns else start, what="pg_ctl start")
     try:
         yield Server(sock, port, folder)
     finally:

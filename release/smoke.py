@@ -52,6 +52,12 @@ def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
     """Yield (dsn, description): the DSN variable's value, or the embedded demo server."""
     dsn = dbcheck.dsn_from_env(check)
     name = check.options["dsn_env"]
+    if dsn and check.options.get("via") == "target":
+        from . import forward
+
+        with forward.through(cfg, dsn) as through:
+            yield through, f"from ${name}, through {cfg.host or 'localhost'} (as the target sees it)"
+        return
     if dsn:
         yield dsn, f"from ${name}"
         return

@@ -234,3 +234,42 @@ def test_a_failed_wave_stops_the_promotion_and_switched_hosts_point_back(tmp_pat
     assert "never touched: h3, h4, h5" in cp.stdout
     for h in hosts:
         assert os.readlink(host_root(fleet, h, tmp_path) / "current") == previous[h], f"{h} points at its previous release"
+
+
+def test_g6_through_the_target_reaches_a_database_only_that_host_sees(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """PostgreSQL listens only inside h1's network namespace: the controller reaches it only
+    through an OpenSSH forward over h1's connection, and runs the same layers and proof."""
+    from release import pgdemo
+
+    from ..support import EXAMPLE
+
+    need(pgdemo.bindir() is not None, "PostgreSQL server binaries not installed (apt-get install postgresql)")
+    with pgdemo.server(netns=fleet.hosts[1].ns) as srv:
+        local = pgdemo.seed(srv, (EXAMPLE / "db" / "schema.sql").read_text(), "context_pack_readonly")
+        password = local.rsplit("password=", 1)[1]
+        dsn = f"host=127.0.0.1 port=5432 user=context_pack_readonly dbname=app password={password}"
+        check = {
+            "kind": "db-readonly",
+            "dsn_env": "APP_RO_DSN",
+            "role": "context_pack_readonly",
+            "queries": ["select count(*) from iu"],
+            "count_tables": ["iu"],
+            "via": "target",
+        }
+        cfg, _ = fleet_cfg(tmp_path, fleet, app, ["h1", "h2"])
+        cfg.write_text(cfg.read_text() + "[[smoke.check]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in check.items()))
+        assert run_release("--config", cfg, "bundle").returncode == 0
+        assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+        cp = run_release("--config", cfg, "--json", "smoke", env={"APP_RO_DSN": dsn})
+        res = json.loads(cp.stdout)
+        db = next(c for c in res["checks"] if c["kind"] == "db-readonly")
+        assert cp.returncode == 0 and db["status"] == "passed", db
+        assert "through h1" in db["detail"] and db["data"]["statements"][0]["no_xid"] is True
+        assert password not in cp.stdout + cp.stderr
+        # without the forward the controller cannot reach it
+        cfg.write_text(cfg.read_text().replace('via = "target"', 'via = "controller"'))
+        cp = run_release("--config", cfg, "--json", "smoke", env={"APP_RO_DSN": dsn})
+        db = next(c for c in json.loads(cp.stdout)["checks"] if c["kind"] == "db-readonly")
+        assert db["status"] == "failed" and "connect" in db["detail"]
+        assert not list(Path("/tmp").glob("release-pgfwd-*")), "the forward's private folder is gone"
+        assert run_release("--config", cfg, "rollback").returncode == 0
