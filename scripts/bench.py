@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -100,7 +101,8 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--mb", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="bundle,deploy,rollback,ship,env")
+    ap.add_argument("--only", default="bundle,deploy,rollback,ship,env,fleet")
+    ap.add_argument("--ansible", default="", help="a venv with `ansible` installed (else one is made under --workdir, from PyPI)")
     ap.add_argument("--workdir", default="", help="keep the synthetic repo here between runs (a tmpfs such as /dev/shm removes disk noise)")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -199,9 +201,11 @@ def main() -> int:
                 server.proc.terminate()
     if "env" in only:
         rows.append(bench_env(work, args.repeat))
+    if "fleet" in only:
+        rows += bench_fleet(work, args.repeat, args.ansible)
     print(f"{'measure':42} {'release':>9} {'raw':>9} {'ratio':>7}")
     for name, rel, raw in rows:
-        print(f"{name:42} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x")
+        print(f"{name:42} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x" + (f"   (Ansible/ours {raw / rel:.1f}x)" if "Ansible" in name else ""))
     return 0
 
 
@@ -258,6 +262,109 @@ def bench_env(work: Path, repeat: int) -> tuple[str, float, float]:
     t_rel = best(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), repeat, rollback_all)
     rollback_all()
     return (f"deploy with env ({count} wheels) vs venv+pip", t_rel, t_raw)
+
+
+PLAYBOOK = """- hosts: all
+  gather_facts: false
+  tasks:
+    - community.general.deploy_helper:
+        path: "{root}"
+        state: present
+    - ansible.builtin.file:
+        path: "{{{{ deploy_helper.new_release_path }}}}"
+        state: directory
+    - ansible.builtin.unarchive:
+        src: "{bundle}"
+        dest: "{{{{ deploy_helper.new_release_path }}}}"
+        extra_opts: ["--strip-components=1"]
+    - community.general.deploy_helper:
+        path: "{root}"
+        release: "{{{{ deploy_helper.new_release }}}}"
+        state: finalize
+        keep_releases: 100
+"""
+
+
+def _ansible(work: Path, given: str) -> Path:
+    if given:
+        return Path(given)
+    venv = work / "ansible-venv"
+    if not (venv / "bin" / "ansible-playbook").exists():
+        sh(sys.executable, "-m", "venv", str(venv))
+        sh(str(venv / "bin" / "pip"), "install", "--quiet", "ansible")
+    return venv
+
+
+def bench_fleet(work: Path, repeat: int, ansible_venv: str) -> list[tuple[str, float, float]]:
+    """Our fleet deploy against an Ansible playbook doing the same job (deploy_helper +
+    unarchive, forks = 8, the same ssh_config), on 1 and on 8 namespace hosts (tests/netns.py)."""
+    sys.path.insert(0, str(HERE))
+    from tests.netns import NsFleet, available
+
+    why = available()
+    if why:
+        print(f"fleet: skipped: {why}")
+        return []
+    app = work / "fleetapp"
+    if not (app / ".git").exists():
+        rng = random.Random(7)
+        (app / "pkg").mkdir(parents=True)
+        (app / "pyproject.toml").write_text('[project]\nname = "fleetapp"\nversion = "1.0"\n')
+        for i in range(300):
+            (app / "pkg" / f"m{i:03d}.py").write_bytes(b" ".join(rng.choice(WORDS) for _ in range(400)) + b"\n")
+        env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+        subprocess.run(["git", "init", "-q", str(app)], check=True)
+        subprocess.run(["git", "-C", str(app), "add", "-A"], check=True)
+        subprocess.run(["git", "-C", str(app), "commit", "-qm", "fleetapp"], check=True, env=env)
+    ansible = _ansible(work, ansible_venv)
+    base = Path(tempfile.mkdtemp(prefix="release-bench-fleet-"))
+    fleet = NsFleet(base, base / "srv")
+    rows: list[tuple[str, float, float]] = []
+    try:
+        fleet.start(8)
+        assert fleet.ssh_config is not None
+        py = shutil.which("python3") or sys.executable
+        names = [h.name for h in fleet.hosts]
+        results: dict[tuple[str, int], float] = {}
+        for count in (1, 8):
+            hosts = names[:count]
+            cfg = work / f"release-fleet{count}.toml"
+            cfg.write_text(
+                f'name = "fleetapp"\nstate = "state-fleet{count}"\n[source]\nrepo = "{app}"\nhead = "HEAD"\n[bundle]\nout = "bundles-fleet"\nartifacts = []\n'
+                f'[target]\nroot = "{fleet.root}/ours"\ncreate_root = true\nstrategy = "timestamped"\nhosts = {json.dumps(hosts)}\n'
+                f'ssh_config = "{fleet.ssh_config}"\npython = "{py}"\n[fleet]\nforks = 8\n'
+            )
+            release = [sys.executable, "-m", "release", "--config", str(cfg)]
+            if not list((work / "bundles-fleet").glob("*.tar.gz")):
+                sh(*release, "bundle")
+            bundle = next((work / "bundles-fleet").glob("*.tar.gz"))
+
+            def undo(release: list[str] = release) -> None:
+                while subprocess.run([*release, "rollback"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+                    pass
+
+            results[("ours", count)] = best(lambda release=release, bundle=bundle: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), repeat, undo)
+            undo()
+            inv = work / f"ansible-hosts{count}.ini"
+            inv.write_text(
+                "[all]\n" + "".join(f"{h}\n" for h in hosts)
+                + f"[all:vars]\nansible_python_interpreter={py}\nansible_ssh_common_args='-F {fleet.ssh_config}'\n"
+            )
+            play = work / "deploy.yml"
+            play.write_text(PLAYBOOK.format(root=f"{fleet.root}/ansible", bundle=bundle))
+            env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_FORKS": "8", "ANSIBLE_STDOUT_CALLBACK": "default"}
+
+            def run_ansible(inv: Path = inv, play: Path = play, env: dict[str, str] = env) -> None:
+                sh(str(ansible / "bin" / "ansible-playbook"), "-i", str(inv), "-f", "8", str(play), env=env)
+
+            results[("ansible", count)] = best(run_ansible, repeat)
+        rows.append(("fleet deploy, 1 host: ours vs Ansible", results[("ours", 1)], results[("ansible", 1)]))
+        rows.append(("fleet deploy, 8 hosts: ours vs Ansible", results[("ours", 8)], results[("ansible", 8)]))
+        rows.append(("fleet deploy: 8 hosts vs 1 host (ours)", results[("ours", 8)], results[("ours", 1)]))
+    finally:
+        fleet.close()
+        shutil.rmtree(base, ignore_errors=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ class NsFleet:
             (host.folder.parent / f"sshd{i}.conf").write_text(
                 f"ListenAddress {host.address}\nPort 22\nHostKey {hk}\nPidFile none\nAuthorizedKeysFile {keys / 'client.pub'}\n"
                 "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-                "PermitRootLogin prohibit-password\nLogLevel ERROR\nAcceptEnv RELEASE_TEST_*\nMaxStartups 50:30:100\n"
+                "PermitRootLogin prohibit-password\nLogLevel ERROR\nAcceptEnv RELEASE_TEST_*\nMaxStartups 50:30:100\nSubsystem sftp internal-sftp\n"
             )
             if host.sshd:
                 self.start_sshd(host)
