@@ -165,6 +165,13 @@ def _fleet_records(cfg: Config) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: str(r.get("deploy_id")))
 
 
+def _holders(cfg: Config, deploy_id: str) -> tuple[dict[str, Any], tuple[inventory.Host, ...]]:
+    """The fleet record of ``deploy_id`` and the (limited) hosts that hold its release."""
+    doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
+    landed = set(doc.get("landed") or [h.name for h in cfg.hosts])
+    return doc, tuple(h for h in cfg.hosts if h.name in landed)
+
+
 def _pick_fleet_id(cfg: Config, explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -237,8 +244,7 @@ def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str
 
 def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     deploy_id = _pick_fleet_id(cfg, args.deploy_id)
-    doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
-    holders = tuple(h for h in cfg.hosts if h.name in set(doc.get("landed") or [h.name for h in cfg.hosts]))
+    doc, holders = _holders(cfg, deploy_id)
 
     def one(hcfg: Config) -> dict[str, Any]:
         state = State(hcfg.state)
@@ -276,8 +282,7 @@ def smoke_stage(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     if args.mode != "dryrun":
         raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
     deploy_id = _pick_fleet_id(cfg, args.deploy_id)
-    doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
-    holders = tuple(h for h in cfg.hosts if h.name in set(doc.get("landed") or [h.name for h in cfg.hosts]))
+    doc, holders = _holders(cfg, deploy_id)
     results: dict[str, dict[str, Any]] = {}
 
     def one(hcfg: Config) -> dict[str, Any]:
@@ -381,8 +386,8 @@ def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     if cfg.strategy != "timestamped":
         raise ConfigError("promote switches the `current` pointer of the timestamped strategy", hint='set target.strategy = "timestamped"')
     deploy_id = _pick_fleet_id(cfg, args.deploy_id)
-    doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
-    holders = [h for h in cfg.hosts if h.name in set(doc.get("landed") or [h.name for h in cfg.hosts])]
+    _, held = _holders(cfg, deploy_id)
+    holders = list(held)
     switched: dict[str, Any] = {}  # host -> previous `current` (None: there was none)
     lines: list[str] = []
     all_outcomes: list[Outcome] = []

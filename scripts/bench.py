@@ -347,8 +347,7 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str) -> list[tuple[str, f
             undo()
             inv = work / f"ansible-hosts{count}.ini"
             inv.write_text(
-                "[all]\n" + "".join(f"{h}\n" for h in hosts)
-                + f"[all:vars]\nansible_python_interpreter={py}\nansible_ssh_common_args='-F {fleet.ssh_config}'\n"
+                "[all]\n" + "".join(f"{h}\n" for h in hosts) + f"[all:vars]\nansible_python_interpreter={py}\nansible_ssh_common_args='-F {fleet.ssh_config}'\n"
             )
             play = work / "deploy.yml"
             play.write_text(PLAYBOOK.format(root=f"{fleet.root}/ansible", bundle=bundle))

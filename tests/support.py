@@ -132,6 +132,17 @@ def run_release(*args: str | Path, env: dict[str, str] | None = None, cwd: Path 
     )
 
 
+def popen_release(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The CLI started in the background (for tests that act while it runs)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "release", *map(str, args)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -28,12 +28,36 @@ The controller imports the shared rules from here: one copy of every rule.
 
 from __future__ import annotations
 
-from .fsutil import listing_sha256, open_dir, path_kind, rename_noreplace
-from .lock import Lock, read_lock
-from .names import checked_folder_name, checked_id, link_problem, manifest_entries, manifest_text, name_problem, rollback_command, tree_sha256
-from .ops import OPS, main
-from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, LOCK, MARKER, PREFIX, AgentError, refuse
-from .tarsafe import MAX_HEADER_BODY, MAX_MANIFEST, Scan, Verified, extract, scan
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, statically, for mypy
+    from .fsutil import listing_sha256, open_dir, path_kind, rename_noreplace
+    from .lock import Lock, read_lock
+    from .names import checked_folder_name, checked_id, link_problem, manifest_entries, manifest_text, name_problem, rollback_command, tree_sha256
+    from .ops import OPS, main
+    from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, LOCK, MARKER, PREFIX, AgentError, refuse
+    from .tarsafe import MAX_HEADER_BODY, MAX_MANIFEST, Scan, Verified, extract, scan
+
+# the controller's names, imported from their modules on first use (PEP 562): the agent on
+# a target imports only the modules its op needs
+_EXPORTS = {
+    "fsutil": ("listing_sha256", "open_dir", "path_kind", "rename_noreplace"),
+    "lock": ("Lock", "read_lock"),
+    "names": ("checked_folder_name", "checked_id", "link_problem", "manifest_entries", "manifest_text", "name_problem", "rollback_command", "tree_sha256"),
+    "ops": ("OPS", "main"),
+    "protocol": ("BUNDLE_MANIFEST", "DEPLOY_MANIFEST", "LOCK", "MARKER", "PREFIX", "AgentError", "refuse"),
+    "tarsafe": ("MAX_HEADER_BODY", "MAX_MANIFEST", "Scan", "Verified", "extract", "scan"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "BUNDLE_MANIFEST",

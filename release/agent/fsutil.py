@@ -34,15 +34,8 @@ def listing_sha256(parent: str) -> str:
 
 
 def path_kind(path: str) -> str:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return "absent"
-    if stat.S_ISLNK(st.st_mode):
-        return "symlink"
-    if stat.S_ISDIR(st.st_mode):
-        return "directory"
-    return "file"
+    """'absent', 'symlink', 'directory', 'file' or 'special file' of ``path`` (no link followed)."""
+    return _lstat_kind(path, None)
 
 
 def _write_new(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
@@ -60,8 +53,9 @@ def _write_new(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
     os.close(fd)
 
 
-def remove_tree_at(dir_fd: int, name: str) -> None:
-    """Delete the folder ``name`` under ``dir_fd`` and all it holds, never following a link.
+def remove_tree_at(dir_fd: int, name: str, last: str = "") -> None:
+    """Delete the folder ``name`` under ``dir_fd`` and all it holds, never following a link;
+    the entry ``last`` (a marker) goes after everything else, just before the folder.
 
     Depth first with ``os.scandir`` on descriptors and ``unlinkat``: no path is resolved
     twice, no per-file stat beyond what the directory entry says.
@@ -69,12 +63,17 @@ def remove_tree_at(dir_fd: int, name: str) -> None:
     fd = open_dir(name, dir_fd)
     try:
         with os.scandir(fd) as it:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it if e.name != last]
         for sub, is_dir in entries:
             if is_dir:
                 remove_tree_at(fd, sub)
             else:
                 os.unlink(sub, dir_fd=fd)
+        if last:
+            try:
+                os.unlink(last, dir_fd=fd)
+            except FileNotFoundError:
+                pass
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)
@@ -154,7 +153,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _lstat_kind(name: str, dir_fd: int) -> str:
+def _lstat_kind(name: str, dir_fd: int | None) -> str:
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:

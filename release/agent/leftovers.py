@@ -20,22 +20,7 @@ def _remove_marked(parent_fd: int, name: str) -> None:
     A kill at any point leaves either the marked folder (cleaned by the next run) or
     nothing: never an unmarked copy.
     """
-    fd = open_dir(name, parent_fd)
-    try:
-        with os.scandir(fd) as it:
-            inner = [(e.name, e.is_dir(follow_symlinks=False)) for e in it if e.name != MARKER]
-        for sub, is_dir in inner:
-            if is_dir:
-                remove_tree_at(fd, sub)
-            else:
-                os.unlink(sub, dir_fd=fd)
-        try:
-            os.unlink(MARKER, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=parent_fd)
+    remove_tree_at(parent_fd, name, last=MARKER)
 
 
 def leftovers(parent: str) -> list[str]:

@@ -8,25 +8,34 @@ from collections.abc import Callable
 from typing import Any
 
 from .protocol import AgentError, _answer
-from .provision_ops import op_provision, op_unprovision
-from .release_ops import op_deploy, op_facts, op_inspect, op_promote, op_repoint, op_rollback, op_status, op_tidy, op_verify
-from .smoke_ops import op_smoke
 
-# each op takes its request TypedDict and returns its answer (see messages.py); JSON in, JSON out
-OPS: dict[str, Callable[[Any], Any]] = {
-    "facts": op_facts,
-    "deploy": op_deploy,
-    "rollback": op_rollback,
-    "promote": op_promote,
-    "status": op_status,
-    "inspect": op_inspect,
-    "tidy": op_tidy,
-    "repoint": op_repoint,
-    "verify": op_verify,
-    "smoke": op_smoke,
-    "provision": op_provision,
-    "unprovision": op_unprovision,
+# the explicit op registry: op -> (module, function). Modules are imported when their op
+# runs, so a call compiles only what it uses (the agent travels as source).
+OPS: dict[str, tuple[str, str]] = {
+    "facts": ("release_ops", "op_facts"),
+    "deploy": ("release_ops", "op_deploy"),
+    "rollback": ("release_ops", "op_rollback"),
+    "promote": ("release_ops", "op_promote"),
+    "status": ("release_ops", "op_status"),
+    "inspect": ("release_ops", "op_inspect"),
+    "tidy": ("release_ops", "op_tidy"),
+    "repoint": ("release_ops", "op_repoint"),
+    "verify": ("release_ops", "op_verify"),
+    "smoke": ("smoke_ops", "op_smoke"),
+    "provision": ("provision_ops", "op_provision"),
+    "unprovision": ("provision_ops", "op_unprovision"),
 }
+
+
+def handler(op: str) -> Callable[[Any], Any] | None:
+    """Each op takes its request TypedDict and returns its answer (see messages.py)."""
+    import importlib
+
+    entry = OPS.get(op)
+    if entry is None:
+        return None
+    fn: Callable[[Any], Any] = getattr(importlib.import_module(f"{__package__}.{entry[0]}"), entry[1])
+    return fn
 
 
 def main(argv: list[str]) -> int:
@@ -38,10 +47,10 @@ def main(argv: list[str]) -> int:
     try:
         op, raw = argv[1], argv[2]
         req = json.loads(raw)
-        handler = OPS.get(op)
-        if handler is None:
+        run = handler(op)
+        if run is None:
             raise AgentError(2, f"unknown agent op {op!r}")
-        result = handler(req)
+        result = run(req)
         _answer({"ok": True, "result": result})
         return 0
     except AgentError as exc:

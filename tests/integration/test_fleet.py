@@ -17,7 +17,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from ..netns import NsFleet, available
-from ..support import Repo, listing, make_project, need, run_release, tree_state, write_config
+from ..support import Repo, listing, make_project, need, popen_release, run_release, tree_state, write_config
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
@@ -169,8 +169,6 @@ def test_a_full_disk_under_the_threshold_is_reported_and_the_record_says_who_hol
 
 
 def test_a_connection_killed_mid_transfer_rolls_back_and_a_rerun_starts_clean(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
-    import subprocess
-    import sys
 
     hosts = GOOD[:4]
     cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts)
@@ -179,14 +177,8 @@ def test_a_connection_killed_mid_transfer_rolls_back_and_a_rerun_starts_clean(tm
     before = state_of(fleet, hosts, tmp_path)
     assert run_release("--config", cfg, "bundle").returncode == 0
     flag = fleet.root / tmp_path.name / "paused"  # each host pauses with its own flag, in its own filesystem
-    env = {**os.environ, "RELEASE_TEST_PAUSE_AT": f"deploy:staged@{flag}"}
-    p = subprocess.Popen(
-        [sys.executable, "-m", "release", "--config", str(cfg), "--json", "deploy", "--no-plan"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    pause = {"RELEASE_TEST_PAUSE_AT": f"deploy:staged@{flag}"}
+    p = popen_release("--config", cfg, "--json", "deploy", "--no-plan", env=pause)
     flags = [host_root(fleet, h, tmp_path) / "paused" for h in hosts]
     end = time.time() + 60
     while not all(f.exists() for f in flags) and time.time() < end:

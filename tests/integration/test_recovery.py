@@ -10,13 +10,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ..support import Repo, bundle, listing, run_release, tree_state, write_config
+from ..support import Repo, bundle, listing, popen_release, run_release, tree_state, write_config
 
 
 def _cfg(tmp_path: Path, project: Repo, transport: dict[str, object], strategy: str = "timestamped") -> tuple[Path, Path]:
@@ -50,14 +49,8 @@ def test_lost_connection_during_unpack_then_rollback_removes_only_the_new_releas
     live = json.loads(first.stdout)["target"]
     time.sleep(1.1)
     flag = tmp_path / "paused"
-    env = {**os.environ, "RELEASE_TEST_PAUSE_AT": f"deploy:before-rename@{flag}"}
-    p = subprocess.Popen(
-        [sys.executable, "-m", "release", "--config", str(cfg), "--json", "deploy", "--no-plan"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    pause = {"RELEASE_TEST_PAUSE_AT": f"deploy:before-rename@{flag}"}
+    p = popen_release("--config", cfg, "--json", "deploy", "--no-plan", env=pause)
     end = time.time() + 60
     while not flag.exists() and time.time() < end and p.poll() is None:
         time.sleep(0.01)
