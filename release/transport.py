@@ -192,18 +192,24 @@ class _Shared:
         return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.folder}/%C", "-o", "ControlPersist=60"]
 
     def close(self) -> None:
+        """Tell every master to stop (all at once), then remove the socket folder."""
         import subprocess
 
-        for *base, host in sorted(self.masters):
-            subprocess.run(
+        stops = [
+            subprocess.Popen(
                 [*base, "-o", f"ControlPath={self.folder}/%C", "-O", "exit", "--", host],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=proc.clean_env(),
-                timeout=10,
-                check=False,
             )
+            for *base, host in sorted(self.masters)
+        ]
+        for p in stops:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
         self.masters.clear()
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
