@@ -237,7 +237,8 @@ def check_env(scratch: str, target: str) -> dict[str, str]:
         {
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"),
-            "PYTHONPATH": target,
+            # the release's tree, and its src/ folder for a src layout (without an environment)
+            "PYTHONPATH": os.pathsep.join([target] + ([os.path.join(target, "src")] if os.path.isdir(os.path.join(target, "src")) else [])),
             "HOME": env.get("HOME", scratch),
             "TMPDIR": scratch,
         }
