@@ -121,7 +121,8 @@ def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, host
         hcfg = host_config(cfg, h)
         t0 = time.monotonic()
         try:
-            _connect(hcfg, gate)
+            if cfg.fleet.forks > MAX_NEW_CONNECTIONS:
+                _connect(hcfg, gate)  # more hosts at once than sshd lets connect: connect in bounded steps first
             result = fn(hcfg)
             progress.note(f"{h.name}: {what}: ok")
             return Outcome(h.name, True, result, None, time.monotonic() - t0)

@@ -323,7 +323,7 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str) -> list[tuple[str, f
     try:
         fleet.start(8)
         assert fleet.ssh_config is not None
-        py = shutil.which("python3") or sys.executable
+        py = os.path.realpath(sys.executable)  # the interpreter itself, not a shim (the same for both tools)
         names = [h.name for h in fleet.hosts]
         results: dict[tuple[str, int], float] = {}
         for count in (1, 8):
