@@ -217,8 +217,10 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
         # same machine: hash and inflate the bundle where it lies, in one read; what is
         # unpacked are the bytes that were hashed, never the file read again
         say(f"checking {req['bundle']} in place")
-        src = os.open(req["bundle_path"], os.O_RDONLY)
+        src = os.open(req["bundle_path"], os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         try:
+            if not stat.S_ISREG(os.fstat(src).st_mode):  # a FIFO or device swapped in: never read
+                raise refuse(f"the bundle {req['bundle_path']} is not a regular file", "deploy a bundle written by `release bundle`")
             verified = Verified.read(src, sha, None, keep=True)
             if verified.kept is None:  # too large to keep in memory: work from a private copy
                 os.lseek(src, 0, os.SEEK_SET)
