@@ -222,7 +222,7 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
             if not stat.S_ISREG(os.fstat(src).st_mode):  # a FIFO or device swapped in: never read
                 raise refuse(f"the bundle {req['bundle_path']} is not a regular file", "deploy a bundle written by `release bundle`")
             verified = Verified.read(src, sha, None, keep=True)
-            if verified.kept is None:  # too large to keep in memory: work from a private copy
+            if not verified.readable:  # too large to keep in memory: work from a private copy
                 os.lseek(src, 0, os.SEEK_SET)
                 verified = Verified.read(src, sha, copy, keep=False)
         finally:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import stat
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -49,27 +51,29 @@ def _mismatch(got: str, expected: str) -> AgentError:
 
 
 class Verified:
-    """A bundle whose sha256 was checked: its inflated tar kept in memory, or a private copy.
+    """A bundle whose sha256 was checked: its compressed bytes in memory, or a private copy.
 
-    ``read(src_fd, expected, copy_to)`` reads the bundle once: it hashes the bytes, inflates
-    them (bounded), keeps the inflated tar when it fits, and writes a private copy when
-    ``copy_to`` is given. Nothing is parsed before the checksum matched.
+    ``read(src_fd, expected, copy_to)`` reads the bundle once and hashes it (keeping the
+    compressed bytes when they fit, and writing a private copy when ``copy_to`` is given);
+    nothing is inflated or parsed before the checksum matched. ``chunks()`` then inflates
+    in a worker thread (zlib releases the GIL, so inflating overlaps the scan, as gzip and
+    tar do in a pipe); the first pass keeps the inflated tar when it fits, so the second
+    pass does not inflate again.
     """
 
-    def __init__(self, kept: list[bytes] | None, copy: str | None, sha256: str) -> None:
-        self.kept = kept
+    def __init__(self, raw: list[bytes] | None, copy: str | None, sha256: str) -> None:
+        self.raw = raw
         self.copy = copy
         self.sha256 = sha256
+        self.kept: list[bytes] | None = None  # the inflated tar, kept by the first pass
 
     @classmethod
     def read(cls, src_fd: int, expected: str, copy_to: str | None = None, keep: bool = True) -> Verified:
         h = hashlib.sha256()
         out = os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600) if copy_to else -1
         limit = _keep_limit() if keep else -1
-        kept: list[bytes] | None = [] if keep else None
+        raw: list[bytes] | None = [] if keep else None
         size = 0
-        z = zlib.decompressobj(31)
-        bad = ""
         try:
             while chunk := os.read(src_fd, 1 << 18):
                 h.update(chunk)
@@ -77,29 +81,12 @@ class Verified:
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(out, view) :]
-                if kept is None or bad:
-                    continue
-                if z.eof:
-                    if chunk.strip(b"\0"):
-                        bad = "trailing data after the gzip stream"
-                    continue
-                data = chunk
-                try:
-                    while data:
-                        piece = z.decompress(data, CHUNK)
-                        data = z.unconsumed_tail
-                        size += len(piece)
-                        if size > limit:
-                            kept = None
-                            break
-                        if piece:
-                            kept.append(piece)
-                        if z.eof:
-                            if (z.unused_data + data).strip(b"\0"):
-                                bad = "trailing data after the gzip stream"
-                            break
-                except zlib.error as exc:
-                    bad = str(exc)
+                if raw is not None:
+                    size += len(chunk)
+                    if size > limit:
+                        raw = None
+                    else:
+                        raw.append(chunk)
         finally:
             if out >= 0:
                 os.fsync(out)
@@ -107,35 +94,90 @@ class Verified:
         got = h.hexdigest()
         if got != expected:
             raise _mismatch(got, expected)
-        if kept is not None and not bad and not z.eof:
-            bad = "gzip stream not finished"
-        if bad:
-            raise refuse(f"bundle is not a readable tar.gz: {bad}", "rebuild the bundle")
-        if kept is None and copy_to is None:
-            return cls(None, None, got)
-        return cls(kept, copy_to, got)
+        return cls(raw, copy_to, got)
 
-    def chunks(self) -> Iterator[bytes]:
-        """The inflated tar, bounded chunk by chunk."""
-        if self.kept is not None:
-            yield from self.kept
+    @property
+    def readable(self) -> bool:
+        return self.raw is not None or self.copy is not None
+
+    def _compressed(self) -> Iterator[bytes]:
+        if self.raw is not None:
+            yield from self.raw
             return
         if self.copy is None:
             raise AgentError(1, "internal: no verified copy of the bundle to read")
-        z = zlib.decompressobj(31)
         with open(self.copy, "rb") as f:
             while raw := f.read(CHUNK):
-                data = raw
+                yield raw
+
+    def _inflate(self) -> Iterator[bytes]:
+        z = zlib.decompressobj(31)
+        source = self._compressed()
+        for raw in source:
+            data = raw
+            try:
                 while data and not z.eof:
                     piece = z.decompress(data, CHUNK)
                     data = z.unconsumed_tail
                     if piece:
                         yield piece
-                if z.eof:
-                    if z.unused_data.strip(b"\0") or data.strip(b"\0") or f.read(CHUNK).strip(b"\0"):
-                        raise refuse("bundle has trailing data after the gzip stream", "do not deploy this bundle")
-                    return
+            except zlib.error as exc:
+                raise refuse(f"bundle is not a readable tar.gz: {exc}", "rebuild the bundle") from None
+            if z.eof:
+                if z.unused_data.strip(b"\0") or data.strip(b"\0") or any(rest.strip(b"\0") for rest in source):
+                    raise refuse("bundle has trailing data after the gzip stream", "do not deploy this bundle")
+                return
         raise refuse("bundle is truncated (gzip stream not finished)", "the bundle is damaged; rebuild it")
+
+    def chunks(self) -> Iterator[bytes]:
+        """The inflated tar, chunk by chunk (bounded), inflated ahead in a worker thread."""
+        if self.kept is not None:
+            yield from self.kept
+            return
+        keep: list[bytes] | None = [] if self.kept is None and not getattr(self, "_kept_tried", False) else None
+        self._kept_tried = True
+        limit = _keep_limit()
+        size = 0
+        q: queue.Queue[Any] = queue.Queue(maxsize=16)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for piece in self._inflate():
+                    while not stop.is_set():
+                        try:
+                            q.put(piece, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(None)
+            except BaseException as exc:  # handed to the consumer, raised there
+                q.put(exc)
+
+        worker = threading.Thread(target=produce, daemon=True)
+        worker.start()
+        complete = False
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    complete = True
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if keep is not None:
+                    size += len(item)
+                    if size > limit:
+                        keep = None
+                    else:
+                        keep.append(item)
+                yield item
+        finally:
+            stop.set()
+            if complete and keep is not None:
+                self.kept = keep
 
 
 class _Stream:
@@ -176,6 +218,18 @@ class _Stream:
             self._at += step
             self.pos += step
             n -= step
+
+    def drain(self) -> None:
+        """Read the rest of the stream (the tar's end padding): it must be zeros."""
+        rest = self._buf[self._at :]
+        self._buf, self._at = b"", 0
+        while True:
+            if rest.strip(b"\0"):
+                raise refuse("bundle has data after the end of the tar archive", "do not deploy this bundle")
+            chunk = next(self._src, None)
+            if chunk is None:
+                return
+            rest = chunk
 
     def seek_forward(self, pos: int) -> None:
         if pos < self.pos:
@@ -393,6 +447,7 @@ def scan(verified: Verified) -> Scan:
         for i in range(1, len(parts)):
             if kinds.get("/".join(parts[:i]), "d") != "d":
                 raise refuse(f"bundle member under a file or link refused: {m.rel!r}", "do not deploy this bundle")
+    stream.drain()  # to the gzip stream's end: trailing data is refused, and the inflated tar is kept
     links = frozenset(m.rel for m in members if m.kind == "l")
     for m in members:
         if m.kind == "l":

@@ -344,7 +344,7 @@ with open(path, "wb") as f:
 sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
 fd = os.open(path, os.O_RDONLY)
 v = agent.Verified.read(fd, sha, None, keep=True)
-if v.kept is None:
+if not v.readable:
     os.lseek(fd, 0, 0)
     v = agent.Verified.read(fd, sha, path + ".copy", keep=False)
 try:
