@@ -67,18 +67,23 @@ def _package_sources(folder: Path) -> dict[str, str]:
 def agent_sources() -> dict[str, dict[str, str]]:
     """What travels to the target: the agent package, and pypa ``installer`` (used to build a
     release's environment; carried here so that deploying never runs code from the bundle)."""
-    import installer
+    import importlib.util
 
+    spec = importlib.util.find_spec("installer")  # located, not imported: the controller never runs it
+    if spec is None or not spec.submodule_search_locations:
+        from .errors import BlockedError
+
+        raise BlockedError("pypa installer is not installed", hint="pip install installer (a dependency of this tool)")
     return {
         AGENT_PACKAGE: _package_sources(Path(__file__).parent / "agent"),
-        "installer": _package_sources(Path(installer.__file__).parent),
+        "installer": _package_sources(Path(next(iter(spec.submodule_search_locations)))),
     }
 
 
 @functools.cache
 def _bootstrap() -> str:
     """One program: the sources (compressed) and a small ``sys.meta_path`` importer."""
-    blob = base64.b64encode(zlib.compress(json.dumps(agent_sources(), sort_keys=True).encode(), 9)).decode()
+    blob = base64.b64encode(zlib.compress(json.dumps(agent_sources(), sort_keys=True).encode(), 6)).decode()
     return _BOOT.replace("{blob}", blob).replace("{pkg}", AGENT_PACKAGE)
 
 
