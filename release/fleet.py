@@ -35,7 +35,7 @@ from . import deploy as deploy_stage
 from . import inventory, names, progress, reconcile, smoke
 from . import rollback as rollback_stage
 from .config import Config
-from .errors import BlockedError, ConfigError, OutcomeUnknownError, RefusedError, ReleaseError
+from .errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
 from .state import State, now_iso, private_dir, write_json
 from .transport import SshTransport, for_config
 
@@ -269,30 +269,35 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _per_host_ok(name: str, fn: Callable[[Config, dict[str, Any]], dict[str, Any]]) -> Callable[[Config], dict[str, Any]]:
-    def one(hcfg: Config) -> dict[str, Any]:
-        result = fn(hcfg, {})
-        if result.get("exit_code"):
-            raise ReleaseError(f"{name} failed on {hcfg.host}: {result.get('failed', '')}")
-        return result
+def _smoke_host(hcfg: Config, deploy_id: str) -> dict[str, Any]:
+    """One host's G5 smoke of ``deploy_id`` (tree check included; the database is checked once
+    for the fleet); raises when a check did not pass."""
+    report = smoke.run(hcfg, State(hcfg.state).load(deploy_id), "dryrun", db=False, write=False)
+    if report.get("exit_code"):
+        bad = [f"{c['name']}: {c['detail'].splitlines()[0] if c['detail'] else ''}" for c in report["checks"] if c["status"] != smoke.PASSED]
+        raise SmokeFailed("; ".join(bad), report)
+    return report
 
-    return one
+
+class SmokeFailed(ReleaseError):
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(f"smoke failed: {message}")
+        self.report = report
 
 
 def smoke_stage(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    if args.mode != "dryrun":
-        raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
+    smoke.refuse_live(args.mode)
     deploy_id = _pick_fleet_id(cfg, args.deploy_id)
     doc, holders = _holders(cfg, deploy_id)
     results: dict[str, dict[str, Any]] = {}
 
     def one(hcfg: Config) -> dict[str, Any]:
-        report = smoke.run(hcfg, State(hcfg.state).load(deploy_id), args.mode, db=False, write=False)
-        results[hcfg.host] = report
-        if report.get("exit_code"):
-            bad = [c["name"] for c in report["checks"] if c["status"] != smoke.PASSED]
-            raise ReleaseError(f"smoke failed: {', '.join(bad)}")
-        return report
+        try:
+            results[hcfg.host] = _smoke_host(hcfg, deploy_id)
+        except SmokeFailed as exc:
+            results[hcfg.host] = exc.report
+            raise
+        return results[hcfg.host]
 
     outcomes = run_all(cfg, one, "smoke", holders)
     checks: list[dict[str, Any]] = []
@@ -384,8 +389,7 @@ def waves(hosts: list[inventory.Host], serial: tuple[int | str, ...]) -> list[li
 def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     from . import promote as promote_stage
 
-    if cfg.strategy != "timestamped":
-        raise ConfigError("promote switches the `current` pointer of the timestamped strategy", hint='set target.strategy = "timestamped"')
+    promote_stage.require_timestamped(cfg)
     deploy_id = _pick_fleet_id(cfg, args.deploy_id)
     _, held = _holders(cfg, deploy_id)
     holders = list(held)
@@ -395,10 +399,7 @@ def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     for n, wave in enumerate(waves(holders, cfg.fleet.serial), 1):
 
         def one(hcfg: Config) -> dict[str, Any]:
-            report = smoke.run(hcfg, State(hcfg.state).load(deploy_id), "dryrun", db=False, write=False)
-            if report.get("exit_code"):
-                bad = [f"{c['name']}: {c['detail'].splitlines()[0] if c['detail'] else ''}" for c in report["checks"] if c["status"] != smoke.PASSED]
-                raise ReleaseError("gate failed: " + "; ".join(bad))
+            _smoke_host(hcfg, deploy_id)  # the wave's gate
             return promote_stage.cli(hcfg, argparse.Namespace(deploy_id=deploy_id, break_lock=False))
 
         outcomes = run_all(cfg, one, f"wave {n}", tuple(wave))

@@ -86,8 +86,9 @@ def environment_plan(cfg: Config, head: str, target: dict[str, Any]) -> dict[str
     except BlockedError:
         out["note"] = "resolved at bundle time (no bundle of the recorded HEAD yet)"
         return out
-    env = bundle.read_manifest(path).get("environment") or {}
-    sizes = {m["path"]: m.get("size", 0) for m in bundle.read_manifest(path).get("files", [])}
+    manifest = bundle.read_manifest(path)
+    env = manifest.get("environment") or {}
+    sizes = {m["path"]: m.get("size", 0) for m in manifest.get("files", [])}
     new = {p["name"]: p["version"] for p in env.get("packages", [])}
     old: dict[str, str] = (target.get("deployed_env") or {}).get("packages", {})
     out.update(

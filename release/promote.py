@@ -16,12 +16,16 @@ from .state import State, now_iso
 from .transport import for_config
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def require_timestamped(cfg: Config) -> None:
     if cfg.strategy != "timestamped":
         raise ConfigError(
             "promote switches the `current` pointer of the timestamped strategy; this config uses side-by-side",
             hint='set target.strategy = "timestamped"; side-by-side promotion in place is a separate reviewed step (seed §2)',
         )
+
+
+def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    require_timestamped(cfg)
     state = State(cfg.state)
     record = state.pick(args.deploy_id)
     if record.get("status") != "deployed":

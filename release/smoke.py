@@ -110,11 +110,16 @@ def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
     }
 
 
+def refuse_live(mode: str) -> None:
+    """Only DRYRUN runs: LIVE is refused (exit 4) before anything else happens."""
+    if mode != "dryrun":
+        raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
+
+
 def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool = True, write: bool = True) -> dict[str, Any]:
     """Smoke one deployed release. ``db=False`` leaves out the G6 checks (a fleet runs them
     once); ``write=False`` returns the report without writing it (a fleet writes one)."""
-    if mode != "dryrun":
-        raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
+    refuse_live(mode)
     if not cfg.checks:
         raise ConfigError("no smoke checks configured", hint="add [[smoke.check]] tables to the config")
     db_checks = [c for c in cfg.checks if c.kind == "db-readonly"] if db else []
@@ -241,7 +246,6 @@ def summary_table(results: list[dict[str, Any]], folder: Path) -> str:
 
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    if args.mode != "dryrun":
-        raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
+    refuse_live(args.mode)
     record = State(cfg.state).pick(args.deploy_id)
     return run(cfg, record, args.mode)

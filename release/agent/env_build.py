@@ -12,17 +12,16 @@ and ``rollback`` use as they use BUNDLE-MANIFEST.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
 import re
-import stat
 import sys
 from typing import Any
 
+from .fsutil import hash_at, open_dir, walk
 from .names import tree_sha256
-from .protocol import CHUNK, AgentError, checkpoint, refuse, say
+from .protocol import AgentError, checkpoint, refuse, say
 
 ENV_MANIFEST = "ENVIRONMENT-MANIFEST.json"
 VENV = ".venv"
@@ -72,19 +71,11 @@ def check_interpreter(env: dict[str, Any]) -> None:
         )
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -> dict[str, Any]:
     """Make ``tree/.venv`` for the release that will live at ``final``; return its facts."""
     check_interpreter(env)
     lock = os.path.join(tree, env["lock"])
-    if scanned.get(env["lock"]) != env.get("lock_sha256") or _sha256(lock) != env.get("lock_sha256"):
+    if scanned.get(env["lock"]) != env.get("lock_sha256") or hash_at(None, lock) != env.get("lock_sha256"):
         raise refuse(f"the environment's lock {env['lock']} does not match BUNDLE-MANIFEST.json", "the bundle was tampered with; rebuild it")
     for pkg in env["packages"]:
         if scanned.get(pkg["path"]) != pkg["sha256"]:
@@ -121,8 +112,8 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
         with WheelFile.open(pathlib.Path(tree, pkg["path"])) as source:
             install(source, dest, {"INSTALLER": b"release\n"})
         checkpoint("deploy:installing")
-    entries = walk_entries(tree, VENV)
-    dirs = sorted(os.path.relpath(d, tree) for d, _, _ in os.walk(venv))
+    entries, venv_dirs = walk_entries(tree, VENV)
+    dirs = sorted(venv_dirs)
     files = [{"path": p, "id": v} for p, v in sorted(entries.items())]
     doc = {"format": 1, "python": env["python"], "lock_sha256": env["lock_sha256"], "files": files, "dirs": dirs}
     with open(os.path.join(tree, ENV_MANIFEST), "x") as f:
@@ -130,19 +121,21 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
     return {"env_packages": len(env["packages"]), "env_files": len(entries), "env_sha256": tree_sha256(entries)}
 
 
-def walk_entries(root: str, top: str) -> dict[str, str]:
-    """{path: sha256 | 'link:' + target} of every file and link under ``root/top`` (paths relative to root)."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = "link:" + os.readlink(path)
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = _sha256(path)
-    return out
+def walk_entries(root: str, top: str) -> tuple[dict[str, str], set[str]]:
+    """({path: sha256 | 'link:' + target}, folders) under ``root/top``, paths relative to ``root``."""
+    kinds: dict[str, str] = {}
+    dirs: set[str] = set()
+    fd = open_dir(os.path.join(root, top))
+    try:
+        walk(fd, top + "/", kinds, dirs)
+        out = {
+            rel: ("link:" + os.readlink(rel[len(top) + 1 :], dir_fd=fd) if k == "l" else hash_at(fd, rel[len(top) + 1 :]))
+            for rel, k in kinds.items()
+            if k != "o"
+        }
+    finally:
+        os.close(fd)
+    return out, dirs | {top}
 
 
 def read_env(folder_fd: int) -> tuple[dict[str, str], set[str]] | None:

@@ -179,3 +179,35 @@ def _read_regular(dir_fd: int, name: str, limit: int) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+def walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str]) -> None:
+    """Every entry under ``fd``: {path: 'f' | 'l' | 'o'} (file, link, other); folders in ``dirs``."""
+    with os.scandir(fd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.is_file(follow_symlinks=False)) for e in it]
+    for name, is_dir, is_link, is_file in entries:
+        rel = prefix + name
+        if is_dir:
+            dirs.add(rel)
+            sub = open_dir(name, fd)
+            try:
+                walk(sub, rel + "/", out, dirs)
+            finally:
+                os.close(sub)
+        else:
+            out[rel] = "l" if is_link else ("f" if is_file else "o")
+
+
+def hash_at(dir_fd: int | None, rel: str) -> str:
+    """sha256 of a regular file (relative to ``dir_fd``), never following a link or opening a FIFO;
+    'special' for anything else."""
+    fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "special"
+        h = hashlib.sha256()
+        while chunk := os.read(fd, CHUNK):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        os.close(fd)

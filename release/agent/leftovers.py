@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from .fsutil import _write_new, open_dir, remove_tree_at
-from .lock import _alive
+from .lock import _alive, _read_json
 from .protocol import MARKER, PREFIX, refuse, say
 
 
@@ -80,22 +80,14 @@ def clean_leftovers(parent: str) -> list[str]:
 
 
 def _read_marker(parent_fd: int, name: str) -> dict[str, Any] | None:
+    """The marker of our folder ``name`` (None when it has none)."""
     try:
         fd = open_dir(name, parent_fd)
     except OSError:
         return None
     try:
-        mfd = os.open(MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-    except OSError:
-        os.close(fd)
-        return None
-    try:
-        data = json.loads(os.read(mfd, 1 << 16))
-        return data if isinstance(data, dict) else None
-    except ValueError:
-        return None
+        return _read_json(fd, MARKER) or None
     finally:
-        os.close(mfd)
         os.close(fd)
 
 
@@ -105,15 +97,8 @@ def _marker_matches(name: str, marker: dict[str, Any]) -> bool:
 
 
 def _writer_alive(dir_fd: int, name: str) -> bool:
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-        try:
-            data = json.loads(os.read(fd, 1 << 16) or b"{}")
-        finally:
-            os.close(fd)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and _alive(int(data.get("pid", -1) or -1), str(data.get("started", "")))
+    data = _read_json(dir_fd, name)
+    return _alive(int(data.get("pid", -1) or -1), str(data.get("started", "")))
 
 
 def make_marked_dir(parent_fd: int, kind: str, deploy_id: str, op: str) -> str:

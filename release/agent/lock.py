@@ -57,6 +57,34 @@ def _alive(pid: int, started: str = "") -> bool:
         return True
 
 
+def _link_new(dir_fd: int, name: str, data: bytes) -> bool:
+    """Create ``name`` holding ``data``, atomically and complete: written to a private new file,
+    then hard-linked to ``name`` (fails if it exists). False if ``name`` exists."""
+    tmp = f"{PREFIX}lock-new-{secrets.token_hex(8)}"
+    _write_new(dir_fd, tmp, data)
+    try:
+        os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp, dir_fd=dir_fd)
+
+
+def _read_json(dir_fd: int, name: str) -> dict[str, Any]:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return {}
+    try:
+        data = json.loads(os.read(fd, 1 << 16) or b"{}")
+        return data if isinstance(data, dict) else {}
+    except ValueError:
+        return {}
+    finally:
+        os.close(fd)
+
+
 class Lock:
     """The root's lock: ``.release-lock``, complete before it is visible, never outliving its op.
 
@@ -79,15 +107,7 @@ class Lock:
         return f"{holder.get('op', '?')} {holder.get('deploy_id', '?')} by pid {holder.get('pid')} on {holder.get('host')} since {since}"
 
     def _try(self, root_fd: int) -> bool:
-        tmp = f"{PREFIX}lock-new-{secrets.token_hex(8)}"
-        _write_new(root_fd, tmp, json.dumps(self.info).encode())
-        try:
-            os.link(tmp, LOCK, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp, dir_fd=root_fd)
+        return _link_new(root_fd, LOCK, json.dumps(self.info).encode())
 
     def __enter__(self) -> Lock:
         root_fd = open_dir(self.root)
@@ -121,14 +141,19 @@ class Lock:
             os.close(root_fd)
 
     def _break(self, root_fd: int, judged: dict[str, Any], desc: str) -> None:
-        """Remove the stale lock ``judged`` if it is still the lock, under the breaker's lock."""
+        """Remove the stale lock ``judged`` if it is still the lock, under the breaker's lock
+        (itself taken like the lock; one left by a breaker that died is removed first)."""
         breaker = PREFIX + "lock-breaking"
-        try:
-            os.link(self._breaker_file(root_fd), breaker, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
-        except FileExistsError:
-            raise AgentError(4, f"another run is breaking the lock at {self.path}", "rerun in a moment") from None
-        finally:
-            self._drop_breaker_file(root_fd)
+        data = json.dumps(self.info).encode()
+        if not _link_new(root_fd, breaker, data):
+            other = _read_json(root_fd, breaker)
+            if other.get("host") == _hostname() and not _alive(int(other.get("pid", -1) or -1), str(other.get("started", ""))):
+                try:
+                    os.unlink(breaker, dir_fd=root_fd)  # its breaker died: no run is breaking the lock
+                except FileNotFoundError:
+                    pass
+            if not _link_new(root_fd, breaker, data):
+                raise AgentError(4, f"another run is breaking the lock at {self.path}", "rerun in a moment")
         try:
             if read_lock(self.root) == judged:
                 say(f"breaking stale lock: {desc}")
@@ -138,17 +163,6 @@ class Lock:
                     pass
         finally:
             os.unlink(breaker, dir_fd=root_fd)
-
-    def _breaker_file(self, root_fd: int) -> str:
-        self._breaker_tmp = f"{PREFIX}lock-new-{secrets.token_hex(8)}"
-        _write_new(root_fd, self._breaker_tmp, json.dumps(self.info).encode())
-        return self._breaker_tmp
-
-    def _drop_breaker_file(self, root_fd: int) -> None:
-        try:
-            os.unlink(self._breaker_tmp, dir_fd=root_fd)
-        except FileNotFoundError:
-            pass
 
     def __exit__(self, *exc: object) -> None:
         if self.held:

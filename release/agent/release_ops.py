@@ -16,10 +16,12 @@ from .fsutil import (
     _read_regular,
     _write_new,
     fsync_dir,
+    hash_at,
     listing_sha256,
     open_dir,
     path_kind,
     rename_noreplace,
+    walk,
 )
 from .leftovers import _remove_marked, clean_leftovers, leftovers, make_marked_dir
 from .lock import Lock, _alive, read_lock
@@ -38,7 +40,7 @@ from .messages import (
     VerifyResult,
 )
 from .names import checked_folder_name, checked_id, manifest_entries, manifest_text, rollback_command, tree_sha256
-from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
+from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
 from .tarsafe import MAX_MANIFEST, Verified, extract, scan
 
 
@@ -332,23 +334,6 @@ def _manifest_of(folder_fd: int) -> tuple[dict[str, str], str] | None:
     return parse_deploy_manifest(raw), hashlib.sha256(raw).hexdigest()
 
 
-def _walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str]) -> None:
-    """Every entry under ``fd``: {path: 'f' | 'l' | 'o'} (file, link, other); folders in ``dirs``."""
-    with os.scandir(fd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.is_file(follow_symlinks=False)) for e in it]
-    for name, is_dir, is_link, is_file in entries:
-        rel = prefix + name
-        if is_dir:
-            dirs.add(rel)
-            sub = open_dir(name, fd)
-            try:
-                _walk(sub, rel + "/", out, dirs)
-            finally:
-                os.close(sub)
-        else:
-            out[rel] = "l" if is_link else ("f" if is_file else "o")
-
-
 OWN_FILES = (DEPLOY_MANIFEST, BUNDLE_MANIFEST, env_build.ENV_MANIFEST)
 
 
@@ -366,7 +351,7 @@ def _added(folder_fd: int, expected: set[str], env_dirs: set[str] = frozenset())
     """Paths in a release that its manifests do not list (bytecode caches aside)."""
     found: dict[str, str] = {}
     dirs: set[str] = set()
-    _walk(folder_fd, "", found, dirs)
+    walk(folder_fd, "", found, dirs)
     wanted_dirs = _wanted_dirs(expected) | set(env_dirs)
     added = [p for p in found if p not in expected and p not in OWN_FILES and "__pycache__" not in p.split("/")]
     added += [d + "/" for d in dirs if d not in wanted_dirs and "__pycache__" not in d.split("/")]
@@ -653,7 +638,7 @@ def op_verify(req: VerifyRequest) -> VerifyResult:
         want = {**bundle_want, **env_want}
         found: dict[str, str] = {}
         dirs: set[str] = set()
-        _walk(fd, "", found, dirs)
+        walk(fd, "", found, dirs)
         got: dict[str, str] = {}
         others: list[str] = []
         for rel, kind in found.items():
@@ -662,7 +647,7 @@ def op_verify(req: VerifyRequest) -> VerifyResult:
             if kind == "l":
                 got[rel] = "link:" + os.readlink(rel, dir_fd=fd)
             elif kind == "f":
-                got[rel] = _hash_at(fd, rel)
+                got[rel] = hash_at(fd, rel)
             else:
                 others.append(rel)
                 got[rel] = "special"
@@ -689,16 +674,3 @@ def op_verify(req: VerifyRequest) -> VerifyResult:
         "files": len(got),
         "clean": not (added or removed or changed) and manifest_ok and deploy_manifest_ok,
     }
-
-
-def _hash_at(dir_fd: int, rel: str) -> str:
-    fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return "special"
-        h = hashlib.sha256()
-        while chunk := os.read(fd, CHUNK):
-            h.update(chunk)
-        return h.hexdigest()
-    finally:
-        os.close(fd)

@@ -66,6 +66,7 @@ class Verified:
         self.copy = copy
         self.sha256 = sha256
         self.kept: list[bytes] | None = None  # the inflated tar, kept by the first pass
+        self._passes = 0
 
     @classmethod
     def read(cls, src_fd: int, expected: str, copy_to: str | None = None, keep: bool = True) -> Verified:
@@ -134,8 +135,8 @@ class Verified:
         if self.kept is not None:
             yield from self.kept
             return
-        keep: list[bytes] | None = [] if self.kept is None and not getattr(self, "_kept_tried", False) else None
-        self._kept_tried = True
+        self._passes += 1
+        keep: list[bytes] | None = [] if self._passes == 1 else None  # only the first pass keeps
         limit = _keep_limit()
         size = 0
         q: queue.Queue[Any] = queue.Queue(maxsize=16)

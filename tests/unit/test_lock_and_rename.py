@@ -58,3 +58,22 @@ def test_rename_noreplace_never_replaces(tmp_path: Path) -> None:
         agent.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "link"))
     agent.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
     assert (tmp_path / "c").is_dir() and not (tmp_path / "a").exists()
+
+
+def test_a_breakers_lock_left_by_a_dead_run_does_not_block_breaking(tmp_path: Path) -> None:
+    """A `.release-lock-breaking` left (or planted) by a process that is gone is not a live breaker."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = {"host": socket.gethostname(), "pid": dead.pid, "deploy_id": "old", "op": "deploy", "time": 0}
+    (tmp_path / ".release-lock").write_text(json.dumps(stale))
+    (tmp_path / ".release-lock-breaking").write_text(json.dumps(stale))
+    with agent.Lock(str(tmp_path), "d", "deploy", True):
+        assert json.loads((tmp_path / ".release-lock").read_text())["deploy_id"] == "d"
+    assert os.listdir(tmp_path) == []
+    # a live breaker is respected
+    (tmp_path / ".release-lock").write_text(json.dumps(stale))
+    live = {"host": socket.gethostname(), "pid": os.getpid(), "deploy_id": "x", "op": "deploy"}
+    (tmp_path / ".release-lock-breaking").write_text(json.dumps(live))
+    with pytest.raises(agent.AgentError) as e, agent.Lock(str(tmp_path), "d", "deploy", True):
+        pass
+    assert "another run is breaking" in e.value.message
