@@ -160,8 +160,3 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def checksum_line(sha: str, name: str) -> str:
-    """One line in ``sha256sum -c`` format."""
-    return f"{sha}  {name}\n"

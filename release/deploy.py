@@ -14,15 +14,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import bundle as bundle_stage
-from . import gitsource, names, planlock, progress, reconcile
-from .agent.messages import DeployRequest, TidyRequest
+from . import bundlefile, gitsource, names, planlock, progress, reconcile
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
 from .state import State, now_iso
 from .transport import Transport, for_config
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import DeployRequest, TidyRequest
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Chosen:
 
 def choose_bundle(cfg: Config, head: str, explicit: str | None) -> Chosen:
     """The bundle, its sha256 and the .sha256 file's bytes (read once: what is verified is what is used)."""
-    path = Path(explicit).resolve() if explicit else bundle_stage.find_newest(cfg.out, cfg.name, head)
+    path = Path(explicit).resolve() if explicit else bundlefile.find_newest(cfg.out, cfg.name, head)
     if not path.is_file():
         raise BlockedError(f"bundle not found: {path}", hint="run `release bundle` first or fix --bundle")
     parsed = names.parse_bundle_name(cfg.name, path.name)
@@ -105,8 +106,8 @@ def choose_bundle(cfg: Config, head: str, explicit: str | None) -> Chosen:
             f"bundle {path.name} is of commit {parsed.sha7}, the recorded HEAD is {head[:12]}",
             hint="bundle the recorded HEAD, or change source.head",
         )
-    sums = bundle_stage.read_checksum_bytes(path)
-    return Chosen(path, bundle_stage.parse_checksum(path, sums), parsed.version, sums)
+    sums = bundlefile.read_checksum_bytes(path)
+    return Chosen(path, bundlefile.parse_checksum(path, sums), parsed.version, sums)
 
 
 def prepare(cfg: Config, explicit_bundle: str | None, stamp: str | None = None) -> tuple[DeployPlan, Chosen]:

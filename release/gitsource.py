@@ -75,11 +75,16 @@ def open_repo(cfg: Config) -> str:
 
 def resolve(cfg: Config) -> Source:
     """Resolve ``source.head`` to one full commit sha, or STOP (exit 3) if it is not there."""
-    git_dir = open_repo(cfg)
     location = cfg.repo_location()
     head = cfg.head
     if head.startswith("-"):
         raise ConfigError(f"source.head must not start with '-': {head!r}", hint="use a sha, a tag or HEAD")
+    if Path(location).is_dir():  # the usual case, one git call; anything unexpected takes the long way
+        cp = git(location, "-c", "log.showSignature=false", "show", "-s", "--format=%H %ct", "--end-of-options", f"{head}^{{commit}}", "--", check=False)
+        m = _SHA_TIME.fullmatch(cp.out.strip()) if cp.returncode == 0 else None
+        if m:
+            return _source(cfg, location, location, m.group(1), int(m.group(2)))
+    git_dir = open_repo(cfg)
     cp = git(git_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{head}^{{commit}}", check=False)
     if cp.returncode != 0:
         raise BlockedError(
@@ -91,7 +96,14 @@ def resolve(cfg: Config) -> Source:
             detail=f"looked for: {head}^{{commit}} in {git_dir}",
         )
     sha = cp.out.strip()
-    ct = int(git(git_dir, "show", "-s", "--format=%ct", sha).out.strip())
+    ct = int(git(git_dir, "-c", "log.showSignature=false", "show", "-s", "--format=%ct", sha).out.strip())
+    return _source(cfg, git_dir, location, sha, ct)
+
+
+_SHA_TIME = re.compile(r"([0-9a-f]{40}|[0-9a-f]{64}) ([0-9]+)")
+
+
+def _source(cfg: Config, git_dir: str, location: str, sha: str, ct: int) -> Source:
     subdir = cfg.subdir
     if subdir:
         t = git(git_dir, "cat-file", "-t", f"{sha}:{subdir}", check=False)

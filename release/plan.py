@@ -78,11 +78,11 @@ def compute(cfg: Config) -> dict[str, Any]:
 def environment_plan(cfg: Config, head: str, target: dict[str, Any]) -> dict[str, Any]:
     """What the release's environment will be (from the newest bundle of the recorded HEAD),
     and which versions change against the release in service."""
-    from . import bundle
+    from . import bundle, bundlefile
 
     out: dict[str, Any] = {"extras": list(cfg.environment.extras if cfg.environment else ()), "groups": list(cfg.environment.groups if cfg.environment else ())}
     try:
-        path = bundle.find_newest(cfg.out, cfg.name, head)
+        path = bundlefile.find_newest(cfg.out, cfg.name, head)
     except BlockedError:
         out["note"] = "resolved at bundle time (no bundle of the recorded HEAD yet)"
         return out

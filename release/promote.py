@@ -7,13 +7,15 @@ target is recorded so that rollback can restore it.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .agent.messages import PromoteRequest
 from .config import Config
 from .errors import BlockedError, ConfigError
 from .state import State, now_iso
 from .transport import for_config
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import PromoteRequest
 
 
 def require_timestamped(cfg: Config) -> None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .agent.messages import ProvisionRequest
 from .config import SECRET_WORDS, Config
 from .errors import BlockedError, ConfigError, RefusedError
 from .redact import redact
 from .state import State, now_iso, private_dir, write_json
 from .transport import for_config
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import ProvisionRequest
 
 
 def _toml_value(v: Any) -> str:

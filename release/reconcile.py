@@ -11,13 +11,15 @@ its run is still going, nothing acts (exit 4).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .agent.messages import InspectRequest
 from .config import Config
 from .errors import RefusedError
 from .state import State, now_iso
 from .transport import Transport
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import InspectRequest
 
 UNSETTLED = ("started", "unknown")
 

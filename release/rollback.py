@@ -10,14 +10,16 @@ release is restored to its previous target first.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import reconcile
-from .agent.messages import RollbackRequest
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .state import State, now_iso
 from .transport import Transport, for_config
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import RollbackRequest
 
 
 def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock: bool = False, discard_added: bool = False) -> dict[str, Any]:

@@ -16,17 +16,19 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from xml.etree import ElementTree as ET
 
 from . import dbcheck, gitsource, progress
-from .agent.messages import SmokeRequest
 from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
 from .names import utc_stamp
 from .redact import redact, redact_obj
 from .state import State, private_dir
 from .transport import for_config
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import SmokeRequest
 
 PASSED, FAILED, REFUSED = "passed", "failed", "refused"
 

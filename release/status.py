@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .agent.messages import VerifyRequest
 from .config import Config
 from .state import State
 from .transport import for_config
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import VerifyRequest
 
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:

@@ -111,12 +111,18 @@ def main() -> int:
     repo = make_repo(work, args.files, args.mb)
     size = sum(p.stat().st_size for p in (repo / "pkg").rglob("*") if p.is_file())
     print(f"synthetic repo: {args.files} files, {size / 1e6:.1f} MB at {repo}")
+    # what an installed tool runs: its bytecode compiled (pip does it at install time; an
+    # editable install with PYTHONDONTWRITEBYTECODE would recompile the package on every run)
+    sh(sys.executable, "-m", "compileall", "-q", str(HERE / "release"))
+    # the target's interpreter itself, not a shim that finds it (a pyenv shim is a bash
+    # script: ~60 ms per start); the fleet measure does the same for both tools
+    py = os.path.realpath(sys.executable)
     cfg = work / "release.toml"
     root = work / "target"
     root.mkdir(exist_ok=True)
     base_cfg = (
         f'name = "bench"\nstate = "state"\n[source]\nrepo = "{repo}"\nhead = "HEAD"\n'
-        f'[bundle]\nout = "bundles"\nartifacts = []\n[target]\nroot = "{root}"\ndir = "{{name}}-{{stamp}}"\n'
+        f'[bundle]\nout = "bundles"\nartifacts = []\n[target]\nroot = "{root}"\ndir = "{{name}}-{{stamp}}"\npython = "{py}"\n'
     )
     cfg.write_text(base_cfg)
     release = [sys.executable, "-m", "release", "--config", str(cfg)]
@@ -317,8 +323,10 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str) -> list[tuple[str, f
         subprocess.run(["git", "-C", str(app), "add", "-A"], check=True)
         subprocess.run(["git", "-C", str(app), "commit", "-qm", "fleetapp"], check=True, env=env)
     ansible = _ansible(work, ansible_venv)
-    base = Path(tempfile.mkdtemp(prefix="release-bench-fleet-"))
-    fleet = NsFleet(base, base / "srv")
+    # under the work folder (a tmpfs with --workdir /dev/shm/...), like the one-host measures;
+    # the hosts get empty login files, as fresh hosts have (both tools run through them)
+    base = Path(tempfile.mkdtemp(prefix="fleet-", dir=work))
+    fleet = NsFleet(base, base / "srv", clean_login=True)
     rows: list[tuple[str, float, float]] = []
     try:
         fleet.start(8)

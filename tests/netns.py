@@ -55,6 +55,9 @@ class NsFleet:
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
     subnet: str = ""
     ssh_config: Path | None = None
+    # the bench's hosts do not run this machine's login files (a developer's ~/.bashrc, say
+    # `pyenv init`, would run on every SSH command of every host): a fresh host's are empty
+    clean_login: bool = False
 
     @property
     def bridge(self) -> str:
@@ -111,7 +114,11 @@ class NsFleet:
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
         mount = f"mount -t tmpfs -o size={host.tmpfs} tmpfs {self.root}" if host.tmpfs else f"mount --bind {host.folder} {self.root}"
         conf = host.folder.parent / f"sshd{host.name[1:]}.conf"
-        script = f"hostname {host.name} && mount --make-rprivate / && {mount} && exec {sshd} -D -e -f {conf}"
+        script = f"hostname {host.name} && mount --make-rprivate / && {mount} && "
+        if self.clean_login:
+            home = Path.home()
+            script += "".join(f"mount --bind /dev/null {home / f} && " for f in (".bashrc", ".bash_profile", ".bash_login", ".profile") if (home / f).is_file())
+        script += f"exec {sshd} -D -e -f {conf}"
         log = (host.folder.parent / f"sshd{host.name[1:]}.log").open("ab")
         host.proc = subprocess.Popen(["ip", "netns", "exec", host.ns, "unshare", "-m", "-u", "sh", "-c", script], stdout=log, stderr=subprocess.STDOUT)
 
