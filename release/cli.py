@@ -20,6 +20,9 @@ from .redact import redact, redact_obj
 
 Handler = Callable[[Config, argparse.Namespace], dict[str, Any]]
 
+# the stages that talk to the target
+TARGET_STAGES = frozenset({"deploy", "rollback", "smoke", "status", "verify", "promote", "plan", "provision"})
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # exit 2 through our own error path
@@ -153,6 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # the DSNs live only in this process's memory from here on (not in its environment)
         secretenv.take([str(c.options["dsn_env"]) for c in cfg.checks if c.kind == "db-readonly"] + ["PGPASSWORD"])
+        if args.stage in TARGET_STAGES and not cfg.hosts and not cfg.is_local:
+            from .transport import SshTransport, for_config
+
+            t = for_config(cfg)
+            if isinstance(t, SshTransport):
+                t.connect_soon()  # the key exchange overlaps the local work (git, checksums) before the first call
         result = handler(cfg, args)
         code = int(result.pop("exit_code", 0))
         failed = result.pop("failed", None)

@@ -100,16 +100,9 @@ def limited(cfg: Config, pattern: str | None) -> Config:
 def _connect(hcfg: Config, gate: threading.Semaphore) -> None:
     """Open the host's shared connection, at most MAX_NEW_CONNECTIONS at a time."""
     t = for_config(hcfg)
-    if not isinstance(t, SshTransport):
-        return
-    import subprocess
-
-    from . import proc
-
-    with gate:
-        cp = subprocess.run([*t.ssh_argv(), "--", t.host, "true"], stdin=subprocess.DEVNULL, capture_output=True, env=proc.clean_env(), timeout=60, check=False)
-    if cp.returncode != 0:
-        raise ReleaseError(f"cannot connect to SSH host {t.host}", detail=cp.stderr.decode("utf-8", "replace").strip())
+    if isinstance(t, SshTransport):
+        with gate:
+            t.connect()
 
 
 def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, hosts: tuple[inventory.Host, ...] | None = None) -> list[Outcome]:

@@ -187,6 +187,8 @@ class _Shared:
         self.lock = threading.Lock()
         self.folder = ""
         self.masters: set[tuple[str, ...]] = set()
+        self.opening: dict[tuple[str, ...], threading.Thread] = {}
+        self.failed: dict[tuple[str, ...], str] = {}
 
     def options(self, base: list[str], host: str) -> list[str]:
         with self.lock:
@@ -195,6 +197,46 @@ class _Shared:
                 atexit.register(self.close)
             self.masters.add((*base, host))
         return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.folder}/%C", "-o", "ControlPersist=60"]
+
+    def open(self, base: list[str], host: str) -> str:
+        """Open the shared connection now, without a remote command (``ssh -N``: it returns
+        once the master is up); '' when it is up, else OpenSSH's message."""
+        import subprocess
+
+        argv = [*base, *self.options(base, host), "-N", "--", host]
+        try:
+            cp = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=proc.clean_env(), timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            return "ssh: connect timed out"
+        return "" if cp.returncode == 0 else (redact(cp.stderr.decode("utf-8", "replace").strip()) or f"ssh exited {cp.returncode}")
+
+    def open_soon(self, base: list[str], host: str) -> None:
+        """Start opening the connection in the background, while this run does its local
+        work (the key exchange overlaps it); the first call to the host waits for it."""
+        key = (*base, host)
+
+        def run() -> None:
+            why = self.open(base, host)
+            if why:
+                with self.lock:
+                    self.failed[key] = why
+
+        thread = threading.Thread(target=run, daemon=True)
+        with self.lock:
+            if key in self.opening:
+                return
+            self.opening[key] = thread
+        thread.start()
+
+    def wait(self, base: list[str], host: str) -> str:
+        """Wait for a connection being opened in the background; '' or why it failed."""
+        key = (*base, host)
+        with self.lock:
+            thread = self.opening.get(key)
+        if thread is not None:
+            thread.join()
+        with self.lock:
+            return self.failed.get(key, "")
 
     def close(self) -> None:
         """Tell every master to stop (all at once), then remove the socket folder."""
@@ -233,14 +275,40 @@ class SshTransport(_Base):
         self.options = options
         self.share = share
 
-    def ssh_argv(self) -> list[str]:
+    def _base(self) -> list[str]:
         argv = ["ssh", *SSH_OPTIONS]
         if self.ssh_config:
             argv += ["-F", self.ssh_config]
-        argv += list(self.options)
+        return argv + list(self.options)
+
+    def ssh_argv(self) -> list[str]:
+        argv = self._base()
         if self.share:
             argv += SHARED.options(list(argv), self.host)
         return argv
+
+    def connect(self) -> None:
+        """Open the shared connection now (exit 1 naming the host when it cannot be)."""
+        why = SHARED.open(self._base(), self.host) if self.share else ""
+        if why:
+            raise self._cannot_connect(why)
+
+    def connect_soon(self) -> None:
+        if self.share:
+            SHARED.open_soon(self._base(), self.host)
+
+    def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
+        why = SHARED.wait(self._base(), self.host) if self.share else ""
+        if why and any(m in why for m in NEVER_CONNECTED):  # it never got in: the op was not started
+            raise self._cannot_connect(why)
+        return super().agent(op, request, stdin=stdin, timeout=timeout)
+
+    def _cannot_connect(self, err: str) -> ReleaseError:
+        return ReleaseError(
+            f"cannot connect to SSH host {self.host}",
+            detail=err,
+            hint="check target.host, your ssh_config/target.ssh_config, keys/agent and known_hosts (batch mode: no prompts)",
+        )
 
     def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
         remote = shlex.join([self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)])
@@ -250,11 +318,7 @@ class SshTransport(_Base):
         if code == 255 and op in CHANGING_OPS and not any(m in err for m in NEVER_CONNECTED):
             return _unknown(op, self.label, "the SSH connection was lost", err)
         if code == 255:
-            return ReleaseError(
-                f"cannot connect to SSH host {self.host}",
-                detail=err,
-                hint="check target.host, your ssh_config/target.ssh_config, keys/agent and known_hosts (batch mode: no prompts)",
-            )
+            return self._cannot_connect(err)
         return super()._no_answer(op, code, err)
 
 

@@ -140,6 +140,7 @@ def test_connection_failure_names_the_host(project: Repo, tmp_path: Path) -> Non
     cp = deploy(cfg)
     assert cp.returncode == 1
     assert "cannot connect to SSH host nowhere" in cp.stderr
+    assert "Connection refused" in cp.stderr  # OpenSSH's own reason, from the connection opened ahead
 
 
 # ----------------------------------------------------------------------------- hostile bundles

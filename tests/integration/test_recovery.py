@@ -60,7 +60,8 @@ def test_lost_connection_during_unpack_then_rollback_removes_only_the_new_releas
     # the connection is lost: the client and the shared connection (its ControlMaster) die
     cmdline = Path(f"/proc/{ssh[0]}/cmdline").read_bytes().split(b"\0")
     folder = next(a.decode().split("=", 1)[1].rsplit("/", 1)[0] for a in cmdline if a.startswith(b"ControlPath="))
-    masters = subprocess.run(["pgrep", "-f", f"^ssh: {folder}/"], capture_output=True, text=True).stdout.split()
+    # the master: "ssh: <socket> [mux]" once forked by a call, its own command line when opened ahead (-N)
+    masters = [pid for pid in subprocess.run(["pgrep", "-f", f"{folder}/"], capture_output=True, text=True).stdout.split() if pid not in ssh]
     assert masters, "the shared connection's master is running"
     for pid in ssh + masters:
         os.kill(int(pid), signal.SIGKILL)
