@@ -40,6 +40,7 @@ from .state import State, now_iso, private_dir, write_json
 from .transport import SshTransport, for_config
 
 MAX_NEW_CONNECTIONS = 10  # sshd's default MaxStartups: never more unauthenticated connections at once
+CONNECT_GATE = threading.Semaphore(MAX_NEW_CONNECTIONS)
 
 
 @dataclass
@@ -97,25 +98,24 @@ def limited(cfg: Config, pattern: str | None) -> Config:
     return dataclasses.replace(cfg, hosts=tuple(h for h in cfg.hosts if h.name in chosen))
 
 
-def _connect(hcfg: Config, gate: threading.Semaphore) -> None:
-    """Open the host's shared connection, at most MAX_NEW_CONNECTIONS at a time."""
-    t = for_config(hcfg)
-    if isinstance(t, SshTransport):
-        with gate:
-            t.connect()
+def connect_soon(cfg: Config, hosts: tuple[inventory.Host, ...]) -> None:
+    """Start opening every host's shared connection, at most MAX_NEW_CONNECTIONS at a time
+    (sshd's MaxStartups); each host's first call waits for its own."""
+    for h in hosts:
+        t = for_config(host_config(cfg, h))
+        if isinstance(t, SshTransport):
+            t.connect_soon(CONNECT_GATE)
 
 
 def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, hosts: tuple[inventory.Host, ...] | None = None) -> list[Outcome]:
     """``fn(host_config)`` on every host, ``fleet.forks`` at a time; progress per host on stderr."""
     chosen = hosts if hosts is not None else cfg.hosts
-    gate = threading.Semaphore(MAX_NEW_CONNECTIONS)
+    connect_soon(cfg, chosen)
 
     def one(h: inventory.Host) -> Outcome:
         hcfg = host_config(cfg, h)
         t0 = time.monotonic()
         try:
-            if cfg.fleet.forks > MAX_NEW_CONNECTIONS:
-                _connect(hcfg, gate)  # more hosts at once than sshd lets connect: connect in bounded steps first
             result = fn(hcfg)
             progress.note(f"{h.name}: {what}: ok")
             return Outcome(h.name, True, result, None, time.monotonic() - t0)

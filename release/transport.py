@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import functools
+import hashlib
 import json
+import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 import threading
 import zlib
@@ -189,6 +193,7 @@ class _Shared:
         self.masters: set[tuple[str, ...]] = set()
         self.opening: dict[tuple[str, ...], threading.Thread] = {}
         self.failed: dict[tuple[str, ...], str] = {}
+        self.openers: list[subprocess.Popen[bytes]] = []
 
     def options(self, base: list[str], host: str) -> list[str]:
         with self.lock:
@@ -196,27 +201,46 @@ class _Shared:
                 self.folder = tempfile.mkdtemp(prefix="release-ssh-")  # mode 0700
                 atexit.register(self.close)
             self.masters.add((*base, host))
-        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.folder}/%C", "-o", "ControlPersist=60"]
+        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.socket(base, host)}", "-o", "ControlPersist=60"]
 
-    def open(self, base: list[str], host: str) -> str:
+    def socket(self, base: list[str], host: str) -> str:
+        """One socket per host as named here (OpenSSH's %C hashes the resolved address, so
+        two names for one machine would share a master and an opener would hang on it)."""
+        return f"{self.folder}/" + hashlib.sha256("\0".join([*base, host]).encode()).hexdigest()[:24]
+
+    def open(self, base: list[str], host: str, gate: threading.Semaphore | None = None) -> str:
         """Open the shared connection now, without a remote command (``ssh -N``: it returns
-        once the master is up); '' when it is up, else OpenSSH's message."""
-        import subprocess
-
+        once the master is up), at most ``gate`` at a time; '' when it is up, else OpenSSH's
+        message. A connection already being opened is waited for, not opened twice."""
+        key = (*base, host)
+        with self.lock:
+            pending = self.opening.get(key)
+        if pending is not None and pending is not threading.current_thread():
+            pending.join()
+            with self.lock:
+                return self.failed.get(key, "")
         argv = [*base, *self.options(base, host), "-N", "--", host]
-        try:
-            cp = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=proc.clean_env(), timeout=60, check=False)
-        except subprocess.TimeoutExpired:
-            return "ssh: connect timed out"
-        return "" if cp.returncode == 0 else (redact(cp.stderr.decode("utf-8", "replace").strip()) or f"ssh exited {cp.returncode}")
+        if os.path.exists(self.socket(base, host)):  # a call opened it already (-N would wait on it)
+            return ""
+        with gate or contextlib.nullcontext():
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=proc.clean_env())
+            with self.lock:
+                self.openers.append(child)
+            try:
+                _, err = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                return "ssh: connect timed out"
+        return "" if child.returncode == 0 else (redact(err.decode("utf-8", "replace").strip()) or f"ssh exited {child.returncode}")
 
-    def open_soon(self, base: list[str], host: str) -> None:
-        """Start opening the connection in the background, while this run does its local
-        work (the key exchange overlaps it); the first call to the host waits for it."""
+    def open_soon(self, base: list[str], host: str, gate: threading.Semaphore | None = None) -> None:
+        """Start opening the connection in the background, while this run does other work
+        (the key exchange overlaps it); the first call to the host waits for it."""
         key = (*base, host)
 
         def run() -> None:
-            why = self.open(base, host)
+            why = self.open(base, host, gate)
             if why:
                 with self.lock:
                     self.failed[key] = why
@@ -239,12 +263,16 @@ class _Shared:
             return self.failed.get(key, "")
 
     def close(self) -> None:
-        """Tell every master to stop (all at once), then remove the socket folder."""
-        import subprocess
-
+        """Stop openers still connecting, tell every master to stop (all at once), then
+        remove the socket folder."""
+        for child in self.openers:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        self.openers.clear()
         stops = [
             subprocess.Popen(
-                [*base, "-o", f"ControlPath={self.folder}/%C", "-O", "exit", "--", host],
+                [*base, "-o", f"ControlPath={self.socket(base, host)}", "-O", "exit", "--", host],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -287,15 +315,10 @@ class SshTransport(_Base):
             argv += SHARED.options(list(argv), self.host)
         return argv
 
-    def connect(self) -> None:
-        """Open the shared connection now (exit 1 naming the host when it cannot be)."""
-        why = SHARED.open(self._base(), self.host) if self.share else ""
-        if why:
-            raise self._cannot_connect(why)
-
-    def connect_soon(self) -> None:
+    def connect_soon(self, gate: threading.Semaphore | None = None) -> None:
+        """Start opening this host's shared connection (the first call waits for it)."""
         if self.share:
-            SHARED.open_soon(self._base(), self.host)
+            SHARED.open_soon(self._base(), self.host, gate)
 
     def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
         why = SHARED.wait(self._base(), self.host) if self.share else ""

@@ -47,7 +47,7 @@ def find_sshd() -> str | None:
     return shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if os.path.exists(p)), None)
 
 
-def start_sshd(folder: Path) -> tuple[SshServer | None, str]:
+def start_sshd(folder: Path, max_startups: str = "50:30:100") -> tuple[SshServer | None, str]:
     sshd = find_sshd()
     if not sshd:
         return None, "openssh-server is not installed (apt-get install openssh-server)"
@@ -61,7 +61,7 @@ def start_sshd(folder: Path) -> tuple[SshServer | None, str]:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nPidFile {folder / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {folder / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
-        "MaxStartups 50:30:100\nMaxSessions 50\nAcceptEnv RELEASE_TEST_*\n"
+        f"MaxStartups {max_startups}\nMaxSessions 50\nAcceptEnv RELEASE_TEST_*\n"
     )
     os.makedirs("/run/sshd", exist_ok=True)
     log = (folder / "sshd.log").open("wb")

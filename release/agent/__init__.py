@@ -29,9 +29,11 @@ The controller imports the shared rules from here: one copy of every rule.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing is not imported on the target
 if TYPE_CHECKING:  # the same names, statically, for mypy
+    from typing import Any
+
     from .fsutil import listing_sha256, open_dir, path_kind, rename_noreplace
     from .lock import Lock, read_lock
     from .names import checked_folder_name, checked_id, link_problem, manifest_entries, manifest_text, name_problem, rollback_command, tree_sha256

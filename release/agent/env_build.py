@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import re
 import sys
-from typing import Any
 
 from .fsutil import hash_at, open_dir, walk
 from .names import tree_sha256
 from .protocol import AgentError, checkpoint, refuse, say
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from typing import Any
+
 
 ENV_MANIFEST = "ENVIRONMENT-MANIFEST.json"
 VENV = ".venv"
@@ -95,6 +98,8 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
         f.write(
             f"home = {os.path.dirname(base)}\ninclude-system-site-packages = false\nversion = {'.'.join(map(str, sys.version_info[:3]))}\nexecutable = {base}\n"
         )
+    import pathlib
+
     from installer import install
     from installer.destinations import SchemeDictionaryDestination
     from installer.sources import WheelFile

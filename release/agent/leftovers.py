@@ -7,11 +7,14 @@ import os
 import secrets
 import stat
 import time
-from typing import Any
 
 from .fsutil import _write_new, open_dir, remove_tree_at
 from .lock import _alive, _read_json
 from .protocol import MARKER, PREFIX, refuse, say
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _remove_marked(parent_fd: int, name: str) -> None:

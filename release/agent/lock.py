@@ -6,10 +6,13 @@ import json
 import os
 import secrets
 import time
-from typing import Any
 
 from .fsutil import _write_new, open_dir
 from .protocol import LOCK, PREFIX, AgentError, _hostname, refuse, say
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def read_lock(root: str) -> dict[str, Any] | None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
 
 from .protocol import BUNDLE_MANIFEST, PREFIX, AgentError, refuse
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from typing import Any
+
 
 NAME_MAX = 255
 PATH_MAX = 4096

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from .protocol import AgentError, _answer
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 
 # the explicit op registry: op -> (module, function). Modules are imported when their op
 # runs, so a call compiles only what it uses (the agent travels as source).

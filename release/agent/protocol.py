@@ -7,7 +7,11 @@ import json
 import os
 import sys
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from typing import Any
+
 
 PREFIX = ".release-"
 LOCK = PREFIX + "lock"

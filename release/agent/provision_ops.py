@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
 
 from .fsutil import _write_new, open_dir, path_kind
 from .lock import Lock
-from .messages import Created, ProvisionRequest, UnprovisionRequest
 from .names import name_problem
 from .protocol import AgentError, refuse
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .messages import Created, ProvisionRequest, UnprovisionRequest
+
 
 # ----------------------------------------------------------------------------- provision (G4)
 

@@ -8,7 +8,6 @@ import os
 import secrets
 import stat
 import sys
-from typing import Any
 
 from . import env_build
 from .fsutil import (
@@ -25,23 +24,28 @@ from .fsutil import (
 )
 from .leftovers import _remove_marked, clean_leftovers, leftovers, make_marked_dir
 from .lock import Lock, _alive, read_lock
-from .messages import (
-    DeployRequest,
-    DeployResult,
-    FactsRequest,
-    InspectRequest,
-    InspectResult,
-    PromoteRequest,
-    RollbackRequest,
-    RollbackResult,
-    StatusRequest,
-    TidyRequest,
-    VerifyRequest,
-    VerifyResult,
-)
 from .names import checked_folder_name, checked_id, manifest_entries, manifest_text, rollback_command, tree_sha256
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
 from .tarsafe import MAX_MANIFEST, Verified, extract, scan
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .messages import (
+        DeployRequest,
+        DeployResult,
+        FactsRequest,
+        InspectRequest,
+        InspectResult,
+        PromoteRequest,
+        RollbackRequest,
+        RollbackResult,
+        StatusRequest,
+        TidyRequest,
+        VerifyRequest,
+        VerifyResult,
+    )
 
 
 def op_facts(req: FactsRequest) -> dict[str, Any]:

@@ -7,14 +7,18 @@ import shutil
 import time
 
 from .fsutil import path_kind
-from .messages import CheckResult, CheckSpec, SmokeRequest, SmokeResult
 from .protocol import DEPLOY_MANIFEST, AgentError, say
 from .release_ops import op_verify
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from .messages import CheckResult, CheckSpec, SmokeRequest, SmokeResult
 
 # ----------------------------------------------------------------------------- smoke (G5)
 
 _ATTR_SCRIPT = """
 import importlib, json, sys
+
 mod, _, attr = sys.argv[1].partition(":")
 obj = importlib.import_module(mod)
 for part in attr.split("."):

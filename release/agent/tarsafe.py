@@ -9,12 +9,16 @@ import queue
 import stat
 import threading
 import zlib
-from collections.abc import Iterator
-from typing import Any
 
 from .fsutil import DirFds
 from .names import link_problem, manifest_entries, name_problem, tree_sha256
 from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, refuse
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
 
 # ----------------------------------------------------------------------------- the bundle reader
 #

@@ -265,3 +265,35 @@ def test_g6_through_the_target_reaches_a_database_only_that_host_sees(tmp_path: 
         assert db["status"] == "failed" and "connect" in db["detail"]
         assert not list(Path("/tmp").glob("release-pgfwd-*")), "the forward's private folder is gone"
         assert run_release("--config", cfg, "rollback").returncode == 0
+
+
+def test_never_more_than_ten_new_connections_at_once(tmp_path: Path, app: Repo) -> None:
+    """An sshd that refuses an 11th unauthenticated connection (MaxStartups 10, as sshd's
+    default starts to), 16 host names for it and forks = 16: every host gets in, because
+    connections are opened 10 at a time. The same 16 connections opened all at once by
+    plain ssh are refused in part: the limit is real."""
+    import subprocess
+
+    from ..servers import start_sshd
+
+    (tmp_path / "sshd").mkdir()
+    server, why = start_sshd(tmp_path / "sshd", max_startups="10")
+    need(server is not None, why)
+    assert server is not None
+    try:
+        block = server.config.read_text().split("Host testhost\n", 1)[1]
+        names = [f"n{i:02d}" for i in range(16)]
+        ssh_config = tmp_path / "ssh_config16"
+        ssh_config.write_text("".join(f"Host {n}\n{block}" for n in names))
+        raw = [subprocess.Popen(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", n, "true"], stderr=subprocess.DEVNULL) for n in names]
+        assert any(p.wait(timeout=60) != 0 for p in raw), "sshd's MaxStartups refused none of 16 simultaneous connections"
+        root = tmp_path / "root"
+        root.mkdir()
+        cfg = write_config(tmp_path / "release.toml", app.path, target={"root": str(root), "hosts": names, "ssh_config": str(ssh_config)}, fleet={"forks": 16})
+        cp = run_release("--config", cfg, "--json", "status")
+        assert cp.returncode == 0, cp.stderr
+        hosts = json.loads(cp.stdout)["hosts"]
+        assert sorted(hosts) == names and not any("error" in r for r in hosts.values()), hosts
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=10)
