@@ -22,8 +22,8 @@ from .errors import ConfigError, ReleaseError
 from .transport import SshTransport, for_config
 
 
-def _ssh(t: SshTransport, *options: str, command: str = "") -> subprocess.CompletedProcess[bytes]:
-    argv = [*t.ssh_argv(), *options, "--", t.host, *([command] if command else [])]
+def _ssh(t: SshTransport, *options: str) -> subprocess.CompletedProcess[bytes]:
+    argv = [*t.ssh_argv(), *options, "--", t.host]
     return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=proc.clean_env(), timeout=60, check=False)
 
 
@@ -49,9 +49,7 @@ def through(cfg: Config, dsn: str) -> Iterator[str]:
     local = f"{folder}/.s.PGSQL.{port}"
     spec = f"{local}:{remote}"
     try:
-        opened = _ssh(t, command="true")  # the shared connection (ControlMaster) the forward rides on
-        if opened.returncode != 0:
-            raise ReleaseError(f"cannot connect to SSH host {t.host}", detail=opened.stderr.decode("utf-8", "replace"))
+        t.ready()  # the shared connection (ControlMaster) the forward rides on
         fwd = _ssh(t, "-O", "forward", "-L", spec)
         if fwd.returncode != 0:
             raise ReleaseError(

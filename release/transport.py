@@ -208,39 +208,14 @@ class _Shared:
         two names for one machine would share a master and an opener would hang on it)."""
         return f"{self.folder}/" + hashlib.sha256("\0".join([*base, host]).encode()).hexdigest()[:24]
 
-    def open(self, base: list[str], host: str, gate: threading.Semaphore | None = None) -> str:
-        """Open the shared connection now, without a remote command (``ssh -N``: it returns
-        once the master is up), at most ``gate`` at a time; '' when it is up, else OpenSSH's
-        message. A connection already being opened is waited for, not opened twice."""
-        key = (*base, host)
-        with self.lock:
-            pending = self.opening.get(key)
-        if pending is not None and pending is not threading.current_thread():
-            pending.join()
-            with self.lock:
-                return self.failed.get(key, "")
-        argv = [*base, *self.options(base, host), "-N", "--", host]
-        if os.path.exists(self.socket(base, host)):  # a call opened it already (-N would wait on it)
-            return ""
-        with gate or contextlib.nullcontext():
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=proc.clean_env())
-            with self.lock:
-                self.openers.append(child)
-            try:
-                _, err = child.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-                return "ssh: connect timed out"
-        return "" if child.returncode == 0 else (redact(err.decode("utf-8", "replace").strip()) or f"ssh exited {child.returncode}")
-
     def open_soon(self, base: list[str], host: str, gate: threading.Semaphore | None = None) -> None:
-        """Start opening the connection in the background, while this run does other work
-        (the key exchange overlaps it); the first call to the host waits for it."""
+        """Start opening the connection in the background (``ssh -N``: it returns once the
+        master is up, no remote command), at most ``gate`` at a time, while this run does
+        other work; the host's first call waits for it (``wait``)."""
         key = (*base, host)
 
         def run() -> None:
-            why = self.open(base, host, gate)
+            why = self._open(base, host, gate)
             if why:
                 with self.lock:
                     self.failed[key] = why
@@ -252,15 +227,36 @@ class _Shared:
             self.opening[key] = thread
         thread.start()
 
+    def open_now(self, base: list[str], host: str) -> str:
+        return self._open(base, host, None)
+
+    def _open(self, base: list[str], host: str, gate: threading.Semaphore | None) -> str:
+        """'' when the connection is up (or was already), else OpenSSH's message."""
+        argv = [*base, *self.options(base, host), "-N", "--", host]
+        with gate or contextlib.nullcontext():
+            if os.path.exists(self.socket(base, host)):  # a call opened it already (-N would wait on it)
+                return ""
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=proc.clean_env())
+            with self.lock:
+                self.openers.append(child)
+            try:
+                _, err = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                return "ssh: connect timed out"
+        return "" if child.returncode == 0 else (redact(err.decode("utf-8", "replace").strip()) or f"ssh exited {child.returncode}")
+
     def wait(self, base: list[str], host: str) -> str:
-        """Wait for a connection being opened in the background; '' or why it failed."""
+        """Wait for a connection being opened in the background: '' or why it failed (told
+        once: a later call makes its own connection)."""
         key = (*base, host)
         with self.lock:
             thread = self.opening.get(key)
         if thread is not None:
             thread.join()
         with self.lock:
-            return self.failed.get(key, "")
+            return self.failed.pop(key, "")
 
     def close(self) -> None:
         """Stop openers still connecting, tell every master to stop (all at once), then
@@ -319,6 +315,16 @@ class SshTransport(_Base):
         """Start opening this host's shared connection (the first call waits for it)."""
         if self.share:
             SHARED.open_soon(self._base(), self.host, gate)
+
+    def ready(self) -> None:
+        """The shared connection is up, opened now if it is not (for ``ssh -O`` requests such
+        as a forward); exit 1 naming the host when it cannot be."""
+        if not self.share:
+            return
+        base = self._base()
+        why = SHARED.wait(base, self.host) or SHARED.open_now(base, self.host)
+        if why:
+            raise self._cannot_connect(why)
 
     def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
         why = SHARED.wait(self._base(), self.host) if self.share else ""
