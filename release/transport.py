@@ -181,6 +181,14 @@ class LocalTransport(_Base):
     def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
         return [self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)]
 
+    def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
+        from . import inprocess
+
+        if stdin is None and inprocess.usable(self.python, op):  # no second interpreter start (see inprocess)
+            proc.log.debug("agent %s on %s, in a forked child", op, self.label)
+            return self._answer(op, inprocess.run(op, request, timeout))
+        return super().agent(op, request, stdin=stdin, timeout=timeout)
+
 
 class _Shared:
     """OpenSSH connection sharing for this run: one authenticated connection per host, reused

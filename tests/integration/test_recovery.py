@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,9 +90,14 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", [p for points in KILL_POINTS.values() for p in points])
-def test_a_kill_at_any_point_is_recovered_by_rerunning_the_command(tmp_path: Path, project: Repo, point: str) -> None:
-    cfg, root = _cfg(tmp_path, project, {})
+# "forked": the target's interpreter is the controller's own, so rollback and promote run
+# in a forked child of the CLI (release/inprocess.py) instead of a second interpreter
+RUNS = [(p, "process") for points in KILL_POINTS.values() for p in points] + [(p, "forked") for p in KILL_POINTS["rollback"] + KILL_POINTS["promote"]]
+
+
+@pytest.mark.parametrize(("point", "agent"), RUNS)
+def test_a_kill_at_any_point_is_recovered_by_rerunning_the_command(tmp_path: Path, project: Repo, point: str, agent: str) -> None:
+    cfg, root = _cfg(tmp_path, project, {"python": os.path.realpath(sys.executable)} if agent == "forked" else {})
     before = tree_state(root)
     bundle(cfg)
     stage = point.split(":")[0]
@@ -100,8 +106,9 @@ def test_a_kill_at_any_point_is_recovered_by_rerunning_the_command(tmp_path: Pat
         assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
         assert run_release("--config", cfg, "promote").returncode == 0
         deployed = _releases(root)
-    killed = run_release("--config", cfg, "--json", stage, *(["--no-plan"] if stage == "deploy" else []), env=kill_env)
+    killed = run_release("--config", cfg, "--json", "-v", stage, *(["--no-plan"] if stage == "deploy" else []), env=kill_env)
     assert killed.returncode == 1 and "outcome unknown" in killed.stderr, killed.stderr
+    assert ("in a forked child" in killed.stderr) == (agent == "forked"), killed.stderr
     again = _rerun(cfg, stage, *(["--no-plan"] if stage == "deploy" else []))
     if stage == "deploy":
         assert again.returncode == 0, again.stderr
@@ -120,3 +127,26 @@ def test_a_kill_at_any_point_is_recovered_by_rerunning_the_command(tmp_path: Pat
         assert again.returncode == 0, again.stderr
         assert os.readlink(root / "current") == f"releases/{deployed[0]}"
         assert not [n for n in listing(root) if n.startswith(".release-")]
+
+
+def test_ops_in_a_forked_child_answer_as_the_agent_process_does(tmp_path: Path, project: Repo) -> None:
+    """status, verify, rollback (its refusal of added files, then --discard-added) with the
+    controller's own interpreter as the target's: each runs in a forked child, gives the
+    same answers, and leaves the parent folder as it was."""
+    cfg, root = _cfg(tmp_path, project, {"python": os.path.realpath(sys.executable)})
+    before = tree_state(root)
+    bundle(cfg)
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    for stage in ("status", "verify"):
+        cp = run_release("--config", cfg, "-v", stage)
+        assert cp.returncode == 0 and "in a forked child" in cp.stderr, cp.stderr
+    (root / "releases" / _releases(root)[0] / "uploads.db").write_text("added after the deploy")
+    drift = run_release("--config", cfg, "-v", "verify")
+    assert drift.returncode == 1 and "uploads.db" in drift.stdout + drift.stderr
+    refused = run_release("--config", cfg, "-v", "rollback")
+    assert refused.returncode == 4 and "uploads.db" in refused.stderr and "in a forked child" in refused.stderr, refused.stderr
+    assert len(_releases(root)) == 1, "nothing was removed"
+    done = run_release("--config", cfg, "--json", "rollback", "--discard-added")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["parent_restored"] is True
+    assert tree_state(root) == before

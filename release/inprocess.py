@@ -1,0 +1,121 @@
+"""The agent without a second interpreter start, for ops on this machine.
+
+When the local target's interpreter is the controller's own (the same binary), an op that
+does not depend on which interpreter runs it runs in a forked child of the CLI: the same
+agent code, already importable here, with what the separate process gives kept: a clean
+(allowlisted) environment, stdin from /dev/null, nothing imported from the target's
+environment, its answer and log through pipes, and the same protocol (one JSON answer
+line, exit code). A child that dies without an answer is treated exactly as an agent
+process that did: for an op that changes the target the outcome is unknown. The child
+ends with ``os._exit``: none of the CLI's exit handlers or buffered output runs twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+
+from . import proc
+
+# ops that are pure standard-library file work: no environment build (deploy), no checks
+# run with the target's interpreter (smoke), no interpreter facts (facts)
+NEUTRAL_OPS = frozenset({"rollback", "status", "verify", "inspect", "tidy", "promote", "repoint"})
+
+
+def own_interpreter(python: str) -> bool:
+    """``python`` (a name on PATH or a path) is the very binary running this process."""
+    found = shutil.which(python)
+    if not found:
+        return False
+    mine = {os.path.realpath(sys.executable), os.path.realpath(getattr(sys, "_base_executable", sys.executable))}
+    return os.path.realpath(found) in mine
+
+
+def usable(python: str, op: str) -> bool:
+    # fork only a single-threaded process (a thread holding a lock at the fork would hold it forever in the child)
+    return op in NEUTRAL_OPS and hasattr(os, "fork") and threading.active_count() == 1 and own_interpreter(python)
+
+
+def run(op: str, request: Mapping[str, object], timeout: float | None = None) -> proc.Completed:
+    """Run ``op`` in a forked child; its exit code, stdout and stderr as a process's."""
+    payload = json.dumps(request)
+    env = proc.clean_env()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        _child(op, payload, env, (out_r, err_r), out_w, err_w)
+    os.close(out_w)
+    os.close(err_w)
+    out, err, killed = _collect(pid, out_r, err_r, timeout)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if killed:
+        from .errors import ReleaseError
+
+        raise ReleaseError(f"agent op {op} on localhost: timed out after {timeout}s")
+    return proc.Completed(("<agent in a forked child>", op), code, out, err)
+
+
+def _child(op: str, payload: str, env: dict[str, str], parent_ends: tuple[int, int], out_w: int, err_w: int) -> None:
+    code = 1
+    try:
+        for fd in parent_ends:
+            os.close(fd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        for fd in (null, out_w, err_w):
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(env)
+        # fresh streams on the new descriptors: the CLI's (and their buffers) are not touched
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+        from .agent.ops import main
+
+        code = main(["agent", op, payload])
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException as exc:  # whatever happens, the child exits here
+        try:
+            os.write(2, f"agent child: {type(exc).__name__}: {exc}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _collect(pid: int, out_r: int, err_r: int, timeout: float | None) -> tuple[bytes, bytes, bool]:
+    """Read both pipes to their end (or until ``timeout``, then kill the child)."""
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    killed = False
+    with selectors.DefaultSelector() as sel:
+        for fd in chunks:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+                break
+            for key, _ in sel.select(left):
+                data = os.read(key.fd, 1 << 16)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    sel.unregister(key.fd)
+    os.close(out_r)
+    os.close(err_r)
+    return b"".join(chunks[out_r]), b"".join(chunks[err_r]), killed
