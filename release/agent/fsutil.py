@@ -10,6 +10,10 @@ import stat
 
 from .protocol import CHUNK, PREFIX, refuse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    Listing = dict[str, list[tuple[str, bool]]]  # a walk's view: folder prefix -> (name, is folder)
+
 
 def listing_sha256(parent: str) -> str:
     """sha256 of a folder's listing: name, type, and for files size+mtime, for links the target."""
@@ -53,22 +57,41 @@ def _write_new(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
     os.close(fd)
 
 
-def remove_tree_at(dir_fd: int, name: str, last: str = "") -> None:
+def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | None = None, rel: str = "") -> None:
     """Delete the folder ``name`` under ``dir_fd`` and all it holds, never following a link;
     the entry ``last`` (a marker) goes after everything else, just before the folder.
 
     Depth first with ``os.scandir`` on descriptors and ``unlinkat``: no path is resolved
-    twice, no per-file stat beyond what the directory entry says.
+    twice, no per-file stat beyond what the directory entry says. With ``listing`` (what a
+    ``walk`` of this tree saw, keyed by ``rel``) the folders are not read again; anything
+    that changed since the walk is found by the kernel's answer and removed all the same.
     """
-    fd = open_dir(name, dir_fd)
     try:
-        with os.scandir(fd) as it:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it if e.name != last]
-        for sub, is_dir in entries:
+        fd = open_dir(name, dir_fd)
+    except OSError as exc:
+        if listing is None or exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
+            raise
+        if exc.errno != errno.ENOENT:  # a folder when walked, a file or link now
+            os.unlink(name, dir_fd=dir_fd)
+        return
+    try:
+        seen = listing.get(rel) if listing is not None else None
+        if seen is None:
+            with os.scandir(fd) as it:
+                seen = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for sub, is_dir in seen:
+            if sub == last:
+                continue
             if is_dir:
-                remove_tree_at(fd, sub)
-            else:
+                remove_tree_at(fd, sub, listing=listing, rel=f"{rel}{sub}/")
+                continue
+            try:
                 os.unlink(sub, dir_fd=fd)
+            except FileNotFoundError:
+                if listing is None:
+                    raise
+            except IsADirectoryError:  # a file when walked, a folder now
+                remove_tree_at(fd, sub)
         if last:
             try:
                 os.unlink(last, dir_fd=fd)
@@ -76,7 +99,12 @@ def remove_tree_at(dir_fd: int, name: str, last: str = "") -> None:
                 pass
     finally:
         os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError as exc:
+        if listing is None or exc.errno != errno.ENOTEMPTY:
+            raise
+        remove_tree_at(dir_fd, name, last)  # something was added since the walk: read it now
 
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -181,17 +209,21 @@ def _read_regular(dir_fd: int, name: str, limit: int) -> bytes:
         os.close(fd)
 
 
-def walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str]) -> None:
-    """Every entry under ``fd``: {path: 'f' | 'l' | 'o'} (file, link, other); folders in ``dirs``."""
+def walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str], listing: Listing | None = None) -> None:
+    """Every entry under ``fd``: {path: 'f' | 'l' | 'o'} (file, link, other); folders in
+    ``dirs``; with ``listing``, each folder's (name, is folder) pairs under its prefix, for
+    ``remove_tree_at`` to delete without reading the folders again."""
     with os.scandir(fd) as it:
         entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.is_file(follow_symlinks=False)) for e in it]
+    if listing is not None:
+        listing[prefix] = [(name, is_dir) for name, is_dir, _, _ in entries]
     for name, is_dir, is_link, is_file in entries:
         rel = prefix + name
         if is_dir:
             dirs.add(rel)
             sub = open_dir(name, fd)
             try:
-                walk(sub, rel + "/", out, dirs)
+                walk(sub, rel + "/", out, dirs, listing)
             finally:
                 os.close(sub)
         else:

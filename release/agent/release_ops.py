@@ -19,6 +19,7 @@ from .fsutil import (
     listing_sha256,
     open_dir,
     path_kind,
+    remove_tree_at,
     rename_noreplace,
     walk,
 )
@@ -32,6 +33,7 @@ TYPE_CHECKING = False  # typing and the message shapes are for the type checker:
 if TYPE_CHECKING:
     from typing import Any
 
+    from .fsutil import Listing
     from .messages import (
         DeployRequest,
         DeployResult,
@@ -351,11 +353,12 @@ def _release_entries(folder_fd: int) -> tuple[dict[str, str], dict[str, str], se
     return _bundle_entries(folder_fd), (env[0] if env else {}), (env[1] if env else set())
 
 
-def _added(folder_fd: int, expected: set[str], env_dirs: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    """Paths in a release that its manifests do not list (bytecode caches aside)."""
+def _added(folder_fd: int, expected: set[str], env_dirs: set[str] = frozenset(), listing: Listing | None = None) -> list[str]:  # type: ignore[assignment]
+    """Paths in a release that its manifests do not list (bytecode caches aside); what the
+    walk saw goes into ``listing`` for the removal."""
     found: dict[str, str] = {}
     dirs: set[str] = set()
-    walk(folder_fd, "", found, dirs)
+    walk(folder_fd, "", found, dirs, listing)
     wanted_dirs = _wanted_dirs(expected) | set(env_dirs)
     added = [p for p in found if p not in expected and p not in OWN_FILES and "__pycache__" not in p.split("/")]
     added += [d + "/" for d in dirs if d not in wanted_dirs and "__pycache__" not in d.split("/")]
@@ -416,11 +419,12 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             # manifest (which a smoke check could edit) is only asked when there is no record
             if not recorded and manifest.get("pre_existed") != "false":
                 raise refuse(f"refusing to remove {target}: its manifest does not prove it was created by the deploy", "inspect it by hand")
+            listing: Listing = {}
             entries, env_entries, env_dirs = _release_entries(folder_fd)
             trusted = req.get("tree_sha256") in (None, "") or tree_sha256(entries) == req.get("tree_sha256")
             trusted = trusted and (not env_entries or tree_sha256(env_entries) == manifest.get("env_sha256"))
             if trusted:
-                added = _added(folder_fd, set(entries) | set(env_entries), env_dirs)
+                added = _added(folder_fd, set(entries) | set(env_entries), env_dirs, listing)
             else:
                 added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
         finally:
@@ -438,6 +442,11 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
         os.rename(name, f"{trash}/release", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
         os.fsync(parent_fd)
         checkpoint("rollback:renamed")
+        trash_fd = open_dir(trash, parent_fd)
+        try:
+            remove_tree_at(trash_fd, "release", listing=listing or None)  # the folders as the check walked them
+        finally:
+            os.close(trash_fd)
         _remove_marked(parent_fd, trash)
         checkpoint("rollback:removed")
         return _rolled_back(req, root, parent, target, manifest, pointer=pointer, drift=drift, discarded=added)

@@ -77,3 +77,42 @@ def test_a_breakers_lock_left_by_a_dead_run_does_not_block_breaking(tmp_path: Pa
     with pytest.raises(agent.AgentError) as e, agent.Lock(str(tmp_path), "d", "deploy", True):
         pass
     assert "another run is breaking" in e.value.message
+
+
+def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: Path) -> None:
+    """Rollback deletes with the folders as its check walked them; a file added, removed,
+    turned into a folder (or a folder into a file or a link) since is still handled, and
+    nothing outside the tree is touched."""
+    from release.agent.fsutil import open_dir, remove_tree_at, walk
+
+    tree = tmp_path / "tree"
+    for rel in ("a/x.py", "a/b/y.py", "a/b/z.py", "c/w.txt", "top.txt", "gone.txt", "becomes_dir.txt"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(rel)
+    (tree / "d").mkdir()
+    (tree / "e").mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    listing: dict[str, list[tuple[str, bool]]] = {}
+    fd = open_dir(str(tree))
+    try:
+        walk(fd, "", {}, set(), listing)
+    finally:
+        os.close(fd)
+    assert {n for n, _ in listing[""]} == {"a", "c", "d", "e", "top.txt", "gone.txt", "becomes_dir.txt"}
+    (tree / "a" / "b" / "added.py").write_text("new")  # added since the walk
+    (tree / "gone.txt").unlink()  # removed since
+    (tree / "becomes_dir.txt").unlink()
+    (tree / "becomes_dir.txt").mkdir()  # a file then, a folder now
+    (tree / "becomes_dir.txt" / "inner").write_text("x")
+    (tree / "d").rmdir()
+    (tree / "d").write_text("a folder then, a file now")
+    (tree / "e").rmdir()
+    (tree / "e").symlink_to(tmp_path)  # a folder then, a link out of the tree now: never followed
+    parent = open_dir(str(tmp_path))
+    try:
+        remove_tree_at(parent, "tree", listing=listing)
+    finally:
+        os.close(parent)
+    assert not tree.exists()
+    assert outside.read_text() == "keep"
