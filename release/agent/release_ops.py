@@ -344,7 +344,17 @@ OWN_FILES = (DEPLOY_MANIFEST, BUNDLE_MANIFEST, env_build.ENV_MANIFEST)
 
 
 def _wanted_dirs(paths: set[str] | dict[str, str]) -> set[str]:
-    return {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+    """Every folder above the given paths (a folder seen once has its parents in already)."""
+    out: set[str] = set()
+    for p in paths:
+        i = p.rfind("/")
+        while i > 0:
+            folder = p[:i]
+            if folder in out:
+                break
+            out.add(folder)
+            i = p.rfind("/", 0, i)
+    return out
 
 
 def _release_entries(folder_fd: int) -> tuple[dict[str, str], dict[str, str], set[str]]:
