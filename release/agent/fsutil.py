@@ -57,13 +57,14 @@ def _write_new(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
     os.close(fd)
 
 
-def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | None = None, rel: str = "") -> None:
+def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | None = None, rel: str = "", files_done: bool = False) -> None:
     """Delete the folder ``name`` under ``dir_fd`` and all it holds, never following a link;
     the entry ``last`` (a marker) goes after everything else, just before the folder.
 
     Depth first with ``os.scandir`` on descriptors and ``unlinkat``: no path is resolved
     twice, no per-file stat beyond what the directory entry says. With ``listing`` (what a
-    ``walk`` of this tree saw, keyed by ``rel``) the folders are not read again; anything
+    ``walk`` of this tree saw, keyed by ``rel``) the folders are not read again (and with
+    ``files_done`` their listed files were unlinked already, by ``unlink_listed``); anything
     that changed since the walk is found by the kernel's answer and removed all the same.
     """
     try:
@@ -76,6 +77,7 @@ def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | No
         return
     try:
         seen = listing.get(rel) if listing is not None else None
+        skip_files = files_done and seen is not None  # unlinked already, from this very listing
         if seen is None:
             with os.scandir(fd) as it:
                 seen = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
@@ -83,7 +85,9 @@ def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | No
             if sub == last:
                 continue
             if is_dir:
-                remove_tree_at(fd, sub, listing=listing, rel=f"{rel}{sub}/")
+                remove_tree_at(fd, sub, listing=listing, rel=f"{rel}{sub}/", files_done=files_done)
+                continue
+            if skip_files:
                 continue
             try:
                 os.unlink(sub, dir_fd=fd)
@@ -105,6 +109,55 @@ def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | No
         if listing is None or exc.errno != errno.ENOTEMPTY:
             raise
         remove_tree_at(dir_fd, name, last)  # something was added since the walk: read it now
+
+
+def unlink_listed(top_fd: int, listing: Listing, workers: int = 2) -> None:
+    """Unlink the files and links a ``walk`` listed under ``top_fd``, the folders shared out
+    over ``workers`` threads by their number of files (unlinkat releases the GIL and
+    different folders do not contend: about twice ``rm -rf``'s pace on two cores). Folders
+    are opened component by component, never through a link; an entry gone or changed
+    since the walk is left to ``remove_tree_at``, which then removes the folders."""
+    import threading
+
+    loads = sorted(((sum(1 for _, d in entries if not d), prefix) for prefix, entries in listing.items()), reverse=True)
+    parts: list[list[str]] = [[] for _ in range(max(1, workers))]
+    weight = [0] * len(parts)
+    for count, prefix in loads:
+        if count:
+            i = weight.index(min(weight))
+            parts[i].append(prefix)
+            weight[i] += count
+    errors: list[BaseException] = []
+
+    def work(prefixes: list[str]) -> None:
+        fds = DirFds(top_fd)
+        try:
+            for prefix in prefixes:
+                try:
+                    fd = fds.get(prefix.rstrip("/"))
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # not that folder any more: the removal that follows reads it
+                    raise
+                for name, is_dir in listing[prefix]:
+                    if not is_dir:
+                        try:
+                            os.unlink(name, dir_fd=fd)
+                        except (FileNotFoundError, IsADirectoryError):
+                            pass
+        except BaseException as exc:  # raised in the caller's thread
+            errors.append(exc)
+        finally:
+            fds.close()
+
+    threads = [threading.Thread(target=work, args=(part,)) for part in parts[1:] if part]
+    for t in threads:
+        t.start()
+    work(parts[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

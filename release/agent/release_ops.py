@@ -21,6 +21,7 @@ from .fsutil import (
     path_kind,
     remove_tree_at,
     rename_noreplace,
+    unlink_listed,
     walk,
 )
 from .leftovers import _remove_marked, clean_leftovers, leftovers, make_marked_dir
@@ -454,7 +455,13 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
         checkpoint("rollback:renamed")
         trash_fd = open_dir(trash, parent_fd)
         try:
-            remove_tree_at(trash_fd, "release", listing=listing or None)  # the folders as the check walked them
+            if listing:  # the files as the check walked them, two threads; then the folders
+                tree_fd = open_dir("release", trash_fd)
+                try:
+                    unlink_listed(tree_fd, listing)
+                finally:
+                    os.close(tree_fd)
+            remove_tree_at(trash_fd, "release", listing=listing or None, files_done=bool(listing))
         finally:
             os.close(trash_fd)
         _remove_marked(parent_fd, trash)

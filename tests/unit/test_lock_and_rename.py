@@ -79,11 +79,12 @@ def test_a_breakers_lock_left_by_a_dead_run_does_not_block_breaking(tmp_path: Pa
     assert "another run is breaking" in e.value.message
 
 
-def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: Path) -> None:
-    """Rollback deletes with the folders as its check walked them; a file added, removed,
-    turned into a folder (or a folder into a file or a link) since is still handled, and
-    nothing outside the tree is touched."""
-    from release.agent.fsutil import open_dir, remove_tree_at, walk
+@pytest.mark.parametrize("threads", [False, True])
+def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: Path, threads: bool) -> None:
+    """Rollback deletes with the folders as its check walked them (the files by two
+    threads, then the folders); a file added, removed, turned into a folder (or a folder
+    into a file or a link) since is still handled, and nothing outside the tree is touched."""
+    from release.agent.fsutil import open_dir, remove_tree_at, unlink_listed, walk
 
     tree = tmp_path / "tree"
     for rel in ("a/x.py", "a/b/y.py", "a/b/z.py", "c/w.txt", "top.txt", "gone.txt", "becomes_dir.txt"):
@@ -111,7 +112,14 @@ def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: P
     (tree / "e").symlink_to(tmp_path)  # a folder then, a link out of the tree now: never followed
     parent = open_dir(str(tmp_path))
     try:
-        remove_tree_at(parent, "tree", listing=listing)
+        if threads:
+            top = open_dir("tree", parent)
+            try:
+                unlink_listed(top, listing)
+            finally:
+                os.close(top)
+            assert not (tree / "a" / "x.py").exists() and (tree / "a" / "b" / "added.py").exists()
+        remove_tree_at(parent, "tree", listing=listing, files_done=threads)
     finally:
         os.close(parent)
     assert not tree.exists()
