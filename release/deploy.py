@@ -206,6 +206,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         manifest_sha256=result.get("manifest_sha256", ""),
         env_sha256=result.get("env_sha256", ""),
         env_packages=result.get("env_packages", 0),
+        names_sha256=result.get("names_sha256", ""),
         cleaned_leftovers=result.get("cleaned", []),
     )
     state.save(record)

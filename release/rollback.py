@@ -41,6 +41,7 @@ def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock
         "parent_listing_sha256_before": record.get("parent_listing_sha256_before", ""),
         "manifest_sha256": record.get("manifest_sha256", ""),
         "tree_sha256": record.get("tree_sha256", ""),
+        "names_sha256": record.get("names_sha256", ""),
         "discard_added": discard_added,
         "break_lock": break_lock,
     }

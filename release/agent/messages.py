@@ -51,6 +51,7 @@ class RollbackRequest(TypedDict):
     parent_listing_sha256_before: str
     manifest_sha256: str
     tree_sha256: str
+    names_sha256: str  # the release's entry names as deployed ("" when not recorded): see names_sha256
     discard_added: bool
     break_lock: bool
 
@@ -147,6 +148,7 @@ class DeployResult(TypedDict, total=False):
     cleaned: list[str]
     env_sha256: str
     env_packages: int
+    names_sha256: str
 
 
 class RollbackResult(TypedDict):
@@ -160,6 +162,7 @@ class RollbackResult(TypedDict):
     parent_listing_sha256_before: str
     parent_listing_sha256_after: str
     parent_restored: bool
+    added_check: str  # "names": the walk matched the deployed names; "manifest": checked against the manifests
 
 
 class VerifyResult(TypedDict):

@@ -32,6 +32,7 @@ from .tarsafe import MAX_MANIFEST, Verified, extract, scan
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
     from .fsutil import Listing
@@ -278,7 +279,18 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
             **{k: str(v) for k, v in env_facts.items()},
         }
     )
+    files = {m.rel for m in accepted.members if m.kind != "d" and m.rel} | {DEPLOY_MANIFEST}
+    dirs = {m.rel for m in accepted.members if m.kind == "d" and m.rel}
+    if env_facts:
+        tree_fd = open_dir(os.path.join(stage, "tree"), parent_fd)
+        try:
+            env = env_build.read_env(tree_fd) or ({}, set())
+        finally:
+            os.close(tree_fd)
+        files |= {env_build.ENV_MANIFEST, *env[0]}
+        dirs |= env[1]
     result: DeployResult = {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}
+    result["names_sha256"] = names_sha256(files, dirs | _wanted_dirs(files))
     if env_facts:
         result["env_sha256"] = str(env_facts["env_sha256"])
         result["env_packages"] = int(env_facts["env_packages"])
@@ -364,15 +376,23 @@ def _release_entries(folder_fd: int) -> tuple[dict[str, str], dict[str, str], se
     return _bundle_entries(folder_fd), (env[0] if env else {}), (env[1] if env else set())
 
 
-def _added(folder_fd: int, expected: set[str], env_dirs: set[str] = frozenset(), listing: Listing | None = None) -> list[str]:  # type: ignore[assignment]
-    """Paths in a release that its manifests do not list (bytecode caches aside); what the
-    walk saw goes into ``listing`` for the removal."""
-    found: dict[str, str] = {}
-    dirs: set[str] = set()
-    walk(folder_fd, "", found, dirs, listing)
+def _cache(path: str) -> bool:
+    return "__pycache__" in path and "__pycache__" in path.split("/")
+
+
+def names_sha256(files: Iterable[str], dirs: Iterable[str]) -> str:
+    """sha256 of a release's entry names (files, links and others as 'f', folders as 'd'),
+    bytecode caches aside: deploy records it from what it wrote, rollback compares it with a
+    walk; equal means nothing was added (or removed) since, without reading the manifests."""
+    lines = sorted([f"d {d}" for d in dirs if not _cache(d)] + [f"f {f}" for f in files if not _cache(f)])
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _added(found: dict[str, str], dirs: set[str], expected: set[str], env_dirs: set[str]) -> list[str]:
+    """Paths of a walked release that its manifests do not list (bytecode caches aside)."""
     wanted_dirs = _wanted_dirs(expected) | set(env_dirs)
-    added = [p for p in found if p not in expected and p not in OWN_FILES and "__pycache__" not in p.split("/")]
-    added += [d + "/" for d in dirs if d not in wanted_dirs and "__pycache__" not in d.split("/")]
+    added = [p for p in found if p not in expected and p not in OWN_FILES and not _cache(p)]
+    added += [d + "/" for d in dirs if d not in wanted_dirs and not _cache(d)]
     return sorted(added)
 
 
@@ -431,13 +451,20 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             if not recorded and manifest.get("pre_existed") != "false":
                 raise refuse(f"refusing to remove {target}: its manifest does not prove it was created by the deploy", "inspect it by hand")
             listing: Listing = {}
-            entries, env_entries, env_dirs = _release_entries(folder_fd)
-            trusted = req.get("tree_sha256") in (None, "") or tree_sha256(entries) == req.get("tree_sha256")
-            trusted = trusted and (not env_entries or tree_sha256(env_entries) == manifest.get("env_sha256"))
-            if trusted:
-                added = _added(folder_fd, set(entries) | set(env_entries), env_dirs, listing)
+            found: dict[str, str] = {}
+            dirs: set[str] = set()
+            walk(folder_fd, "", found, dirs, listing)
+            if req.get("names_sha256") and names_sha256(found, dirs) == req.get("names_sha256"):
+                added, added_check = [], "names"  # exactly the names the deploy wrote (the record says which)
             else:
-                added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
+                added_check = "manifest"
+                entries, env_entries, env_dirs = _release_entries(folder_fd)
+                trusted = req.get("tree_sha256") in (None, "") or tree_sha256(entries) == req.get("tree_sha256")
+                trusted = trusted and (not env_entries or tree_sha256(env_entries) == manifest.get("env_sha256"))
+                if trusted:
+                    added = _added(found, dirs, set(entries) | set(env_entries), env_dirs)
+                else:
+                    added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
         finally:
             os.close(folder_fd)
         if added and not req.get("discard_added"):
@@ -466,7 +493,7 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             os.close(trash_fd)
         _remove_marked(parent_fd, trash)
         checkpoint("rollback:removed")
-        return _rolled_back(req, root, parent, target, manifest, pointer=pointer, drift=drift, discarded=added)
+        return _rolled_back(req, root, parent, target, manifest, pointer=pointer, drift=drift, discarded=added, added_check=added_check)
     finally:
         if parent_fd >= 0:
             os.close(parent_fd)
@@ -483,6 +510,7 @@ def _rolled_back(
     finished: bool = False,
     drift: bool = False,
     discarded: list[str] | None = None,
+    added_check: str = "",
 ) -> RollbackResult:
     removed_parent = False
     if req.get("remove_parent_if_empty") and parent != root and os.path.isdir(parent):
@@ -505,6 +533,7 @@ def _rolled_back(
         "parent_listing_sha256_before": before,
         "parent_listing_sha256_after": after,
         "parent_restored": after == before or (removed_parent and parent_existed == "false"),
+        "added_check": added_check,
     }
 
 

@@ -77,6 +77,7 @@ def test_deploy_and_rollback_round_trip(setup, cli) -> None:  # type: ignore[no-
     assert rb.returncode == 0, rb.stderr
     out = json.loads(rb.stdout)
     assert out["parent_restored"] is True
+    assert out["added_check"] == "names", "nothing was added: the walk matched the names the deploy recorded"
     assert out["parent_listing_sha256_after"] == out["parent_listing_sha256_before"] == manifest["parent_listing_sha256_before"]
     assert listing(root) == before_listing
     assert tree_state(old) == before_old
@@ -369,3 +370,26 @@ def test_failed_timestamped_deploy_leaves_no_releases_folder(setup) -> None:  # 
     cp = deploy(cfg)
     assert cp.returncode == 4 and "checksum mismatch" in cp.stderr
     assert tree_state(root) == before and not (root / "releases").exists()
+
+
+def test_rollback_names_check_bytecode_aside_and_anything_else_added_is_caught(setup) -> None:  # type: ignore[no-untyped-def]
+    """Rollback compares a walk of the release with the names the deploy recorded: bytecode
+    caches written since do not count (fast path), any other entry added since sends it to
+    the manifests, which name it, and nothing is removed."""
+    cfg, root, _ = setup
+    bundle(cfg)
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 0, cp.stderr
+    target = Path(json.loads(cp.stdout)["target"])
+    record = json.loads(next((cfg.parent / ".release" / "deploys").glob("*.json")).read_text())
+    assert len(record["names_sha256"]) == 64
+    (target / "demo_app" / "__pycache__").mkdir()
+    (target / "demo_app" / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"bytecode")
+    (target / "demo_app" / "later").mkdir()
+    refused = run_release("--config", cfg, "rollback")
+    assert refused.returncode == 4 and "demo_app/later/" in refused.stderr, refused.stderr
+    assert target.is_dir() and (target / "demo_app" / "__pycache__").is_dir(), "nothing was removed"
+    (target / "demo_app" / "later").rmdir()
+    rb = run_release("--config", cfg, "--json", "rollback")
+    assert rb.returncode == 0, rb.stderr
+    assert json.loads(rb.stdout)["added_check"] == "names" and not target.exists()

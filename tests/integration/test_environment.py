@@ -119,7 +119,8 @@ def test_release_with_dependencies_onto_an_offline_target(tmp_path: Path, transp
     (site / "markupsafe" / "__init__.py").write_text("tampered = True\n")
     v = run_release("--config", cfg, "--json", "verify")
     assert v.returncode == 1 and any("markupsafe/__init__.py" in c for c in json.loads(v.stdout)["changed"]), "verify covers the environment"
-    assert run_release("--config", cfg, "rollback").returncode == 0
+    rb = run_release("--config", cfg, "--json", "rollback")
+    assert rb.returncode == 0 and json.loads(rb.stdout)["added_check"] == "names", "the environment's names are recorded too"
     assert not target.exists()
 
 
