@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import secrets
 from dataclasses import dataclass
 
 from .agent import name_problem, rollback_command
@@ -128,4 +127,6 @@ def release_dir(strategy: str, template: str, name: str, version: str, sha: str,
 def new_deploy_id(now: dt.datetime | None = None) -> str:
     """``<UTC stamp>-<microseconds>-<random>``: two deploys of the same second sort by time."""
     t = now or dt.datetime.now(dt.UTC)
+    import secrets  # only a deploy makes an id
+
     return f"{utc_stamp(t)}-{t.microsecond:06d}-{secrets.token_hex(3)}"

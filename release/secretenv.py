@@ -10,7 +10,6 @@ ancestors' environments finds nothing. Children get a clean environment anyway
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Iterable
 
@@ -21,6 +20,8 @@ _taken: dict[str, str] = {}
 
 def _scrub_initial(name: str) -> None:
     """Overwrite ``NAME=value`` in the C environment block with NUL bytes (Linux/glibc)."""
+    import ctypes  # only when there is a secret to scrub
+
     try:
         libc = ctypes.CDLL(None)
         environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")

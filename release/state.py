@@ -14,7 +14,6 @@ import getpass
 import json
 import logging
 import os
-import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -122,7 +121,7 @@ class State:
 
     def audit(self, op: str, **fields: Any) -> None:
         private_dir(self.root)
-        entry = {"time": now_iso(), "user": getpass.getuser(), "controller": socket.gethostname(), "op": op, **fields}
+        entry = {"time": now_iso(), "user": getpass.getuser(), "controller": os.uname().nodename, "op": op, **fields}
         line = json.dumps(redact_obj(entry), sort_keys=True) + "\n"
         fd = os.open(self.root / "audit.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
