@@ -262,25 +262,36 @@ def _read_regular(dir_fd: int, name: str, limit: int) -> bytes:
         os.close(fd)
 
 
-def walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str], listing: Listing | None = None) -> None:
-    """Every entry under ``fd``: {path: 'f' | 'l' | 'o'} (file, link, other); folders in
-    ``dirs``; with ``listing``, each folder's (name, is folder) pairs under its prefix, for
-    ``remove_tree_at`` to delete without reading the folders again."""
+def walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str]) -> None:
+    """Every entry under ``fd``: {path: 'f' | 'l' | 'o'} (file, link, other); folders in ``dirs``."""
     with os.scandir(fd) as it:
         entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.is_file(follow_symlinks=False)) for e in it]
-    if listing is not None:
-        listing[prefix] = [(name, is_dir) for name, is_dir, _, _ in entries]
     for name, is_dir, is_link, is_file in entries:
         rel = prefix + name
         if is_dir:
             dirs.add(rel)
             sub = open_dir(name, fd)
             try:
-                walk(sub, rel + "/", out, dirs, listing)
+                walk(sub, rel + "/", out, dirs)
             finally:
                 os.close(sub)
         else:
             out[rel] = "l" if is_link else ("f" if is_file else "o")
+
+
+def list_tree(fd: int, prefix: str, listing: Listing) -> None:
+    """Each folder's (name, is folder) pairs under its prefix ('' for the top, 'a/b/'
+    below), never through a link: what rollback checks, then deletes by."""
+    with os.scandir(fd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    listing[prefix] = entries
+    for name, is_dir in entries:
+        if is_dir:
+            sub = open_dir(name, fd)
+            try:
+                list_tree(sub, f"{prefix}{name}/", listing)
+            finally:
+                os.close(sub)
 
 
 def hash_at(dir_fd: int | None, rel: str) -> str:

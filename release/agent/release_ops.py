@@ -16,6 +16,7 @@ from .fsutil import (
     _write_new,
     fsync_dir,
     hash_at,
+    list_tree,
     listing_sha256,
     open_dir,
     path_kind,
@@ -290,7 +291,7 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
         files |= {env_build.ENV_MANIFEST, *env[0]}
         dirs |= env[1]
     result: DeployResult = {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}
-    result["names_sha256"] = names_sha256(files, dirs | _wanted_dirs(files))
+    result["names_sha256"] = names_sha256(listing_of(files, dirs | _wanted_dirs(files)))
     if env_facts:
         result["env_sha256"] = str(env_facts["env_sha256"])
         result["env_packages"] = int(env_facts["env_packages"])
@@ -380,12 +381,40 @@ def _cache(path: str) -> bool:
     return "__pycache__" in path and "__pycache__" in path.split("/")
 
 
-def names_sha256(files: Iterable[str], dirs: Iterable[str]) -> str:
-    """sha256 of a release's entry names (files, links and others as 'f', folders as 'd'),
-    bytecode caches aside: deploy records it from what it wrote, rollback compares it with a
-    walk; equal means nothing was added (or removed) since, without reading the manifests."""
-    lines = sorted([f"d {d}" for d in dirs if not _cache(d)] + [f"f {f}" for f in files if not _cache(f)])
+def names_sha256(listing: Listing) -> str:
+    """sha256 of a release's entry names, folder by folder (bytecode caches aside): deploy
+    records it from what it wrote, rollback compares it with ``list_tree``; equal means
+    nothing was added (or removed) since, without reading the manifests."""
+    lines = []
+    for prefix in sorted(listing):
+        if not _cache(prefix):
+            names = sorted(("d:" if is_dir else "f:") + name for name, is_dir in listing[prefix] if name != "__pycache__")
+            lines.append(prefix + "\0" + "\0".join(names))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def listing_of(files: Iterable[str], dirs: Iterable[str]) -> Listing:
+    """The ``list_tree`` of a tree holding exactly these files (and links) and folders."""
+    out: Listing = {"": []}
+    for kind, paths in ((False, files), (True, dirs)):
+        for path in paths:
+            parent, _, name = path.rpartition("/")
+            out.setdefault(f"{parent}/" if parent else "", []).append((name, kind))
+            if kind:
+                out.setdefault(f"{path}/", [])
+    return out
+
+
+def _listed_paths(listing: Listing) -> tuple[dict[str, str], set[str]]:
+    found: dict[str, str] = {}
+    dirs: set[str] = set()
+    for prefix, entries in listing.items():
+        for name, is_dir in entries:
+            if is_dir:
+                dirs.add(prefix + name)
+            else:
+                found[prefix + name] = "f"
+    return found, dirs
 
 
 def _added(found: dict[str, str], dirs: set[str], expected: set[str], env_dirs: set[str]) -> list[str]:
@@ -451,13 +480,12 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             if not recorded and manifest.get("pre_existed") != "false":
                 raise refuse(f"refusing to remove {target}: its manifest does not prove it was created by the deploy", "inspect it by hand")
             listing: Listing = {}
-            found: dict[str, str] = {}
-            dirs: set[str] = set()
-            walk(folder_fd, "", found, dirs, listing)
-            if req.get("names_sha256") and names_sha256(found, dirs) == req.get("names_sha256"):
+            list_tree(folder_fd, "", listing)
+            if req.get("names_sha256") and names_sha256(listing) == req.get("names_sha256"):
                 added, added_check = [], "names"  # exactly the names the deploy wrote (the record says which)
             else:
                 added_check = "manifest"
+                found, dirs = _listed_paths(listing)
                 entries, env_entries, env_dirs = _release_entries(folder_fd)
                 trusted = req.get("tree_sha256") in (None, "") or tree_sha256(entries) == req.get("tree_sha256")
                 trusted = trusted and (not env_entries or tree_sha256(env_entries) == manifest.get("env_sha256"))

@@ -84,7 +84,7 @@ def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: P
     """Rollback deletes with the folders as its check walked them (the files by two
     threads, then the folders); a file added, removed, turned into a folder (or a folder
     into a file or a link) since is still handled, and nothing outside the tree is touched."""
-    from release.agent.fsutil import open_dir, remove_tree_at, unlink_listed, walk
+    from release.agent.fsutil import list_tree, open_dir, remove_tree_at, unlink_listed
 
     tree = tmp_path / "tree"
     for rel in ("a/x.py", "a/b/y.py", "a/b/z.py", "c/w.txt", "top.txt", "gone.txt", "becomes_dir.txt"):
@@ -97,7 +97,7 @@ def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: P
     listing: dict[str, list[tuple[str, bool]]] = {}
     fd = open_dir(str(tree))
     try:
-        walk(fd, "", {}, set(), listing)
+        list_tree(fd, "", listing)
     finally:
         os.close(fd)
     assert {n for n, _ in listing[""]} == {"a", "c", "d", "e", "top.txt", "gone.txt", "becomes_dir.txt"}
@@ -124,3 +124,38 @@ def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: P
         os.close(parent)
     assert not tree.exists()
     assert outside.read_text() == "keep"
+
+
+def test_the_names_a_deploy_records_are_the_names_a_walk_finds(tmp_path: Path) -> None:
+    """names_sha256 from the deploy's own list of what it wrote equals names_sha256 of a
+    list_tree of that tree (files, links, empty folders), bytecode caches aside; any other
+    entry added changes it."""
+    from release.agent.fsutil import list_tree, open_dir
+    from release.agent.release_ops import _wanted_dirs, listing_of, names_sha256
+
+    tree = tmp_path / "tree"
+    files = {"a/x.py", "a/b/y.py", "top.txt", "DEPLOY-MANIFEST.txt", "link"}
+    explicit_dirs = {"empty", "a/b/deeper"}
+    for rel in files - {"link"}:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(rel)
+    for rel in explicit_dirs:
+        (tree / rel).mkdir(parents=True)
+    (tree / "link").symlink_to("top.txt")
+
+    def walked() -> str:
+        listing: dict[str, list[tuple[str, bool]]] = {}
+        fd = open_dir(str(tree))
+        try:
+            list_tree(fd, "", listing)
+        finally:
+            os.close(fd)
+        return names_sha256(listing)
+
+    recorded = names_sha256(listing_of(files, explicit_dirs | _wanted_dirs(files)))
+    assert walked() == recorded
+    (tree / "a" / "__pycache__").mkdir()
+    (tree / "a" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")
+    assert walked() == recorded, "bytecode caches do not count"
+    (tree / "a" / "b" / "deeper" / "new.txt").write_text("added")
+    assert walked() != recorded
