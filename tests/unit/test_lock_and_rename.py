@@ -79,12 +79,24 @@ def test_a_breakers_lock_left_by_a_dead_run_does_not_block_breaking(tmp_path: Pa
     assert "another run is breaking" in e.value.message
 
 
+def _listed(tree: Path) -> dict[str, list[tuple[str, bool]]]:
+    from release.agent.fsutil import list_tree, open_dir
+
+    listing: dict[str, list[tuple[str, bool]]] = {}
+    fd = open_dir(str(tree))
+    try:
+        list_tree(fd, "", listing)
+    finally:
+        os.close(fd)
+    return listing
+
+
 @pytest.mark.parametrize("threads", [False, True])
 def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: Path, threads: bool) -> None:
     """Rollback deletes with the folders as its check walked them (the files by two
     threads, then the folders); a file added, removed, turned into a folder (or a folder
     into a file or a link) since is still handled, and nothing outside the tree is touched."""
-    from release.agent.fsutil import list_tree, open_dir, remove_tree_at, unlink_listed
+    from release.agent.fsutil import open_dir, remove_tree_at, unlink_listed
 
     tree = tmp_path / "tree"
     for rel in ("a/x.py", "a/b/y.py", "a/b/z.py", "c/w.txt", "top.txt", "gone.txt", "becomes_dir.txt"):
@@ -94,12 +106,7 @@ def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: P
     (tree / "e").mkdir()
     outside = tmp_path / "outside.txt"
     outside.write_text("keep")
-    listing: dict[str, list[tuple[str, bool]]] = {}
-    fd = open_dir(str(tree))
-    try:
-        list_tree(fd, "", listing)
-    finally:
-        os.close(fd)
+    listing = _listed(tree)
     assert {n for n, _ in listing[""]} == {"a", "c", "d", "e", "top.txt", "gone.txt", "becomes_dir.txt"}
     (tree / "a" / "b" / "added.py").write_text("new")  # added since the walk
     (tree / "gone.txt").unlink()  # removed since
@@ -130,7 +137,6 @@ def test_the_names_a_deploy_records_are_the_names_a_walk_finds(tmp_path: Path) -
     """names_sha256 from the deploy's own list of what it wrote equals names_sha256 of a
     list_tree of that tree (files, links, empty folders), bytecode caches aside; any other
     entry added changes it."""
-    from release.agent.fsutil import list_tree, open_dir
     from release.agent.release_ops import _wanted_dirs, listing_of, names_sha256
 
     tree = tmp_path / "tree"
@@ -144,13 +150,7 @@ def test_the_names_a_deploy_records_are_the_names_a_walk_finds(tmp_path: Path) -
     (tree / "link").symlink_to("top.txt")
 
     def walked() -> str:
-        listing: dict[str, list[tuple[str, bool]]] = {}
-        fd = open_dir(str(tree))
-        try:
-            list_tree(fd, "", listing)
-        finally:
-            os.close(fd)
-        return names_sha256(listing)
+        return names_sha256(_listed(tree))
 
     recorded = names_sha256(listing_of(files, explicit_dirs | _wanted_dirs(files)))
     assert walked() == recorded
