@@ -193,3 +193,14 @@ def keypair(folder: Path, name: str) -> Path:
 
 # typing.Callable, not collections.abc's: subscriptable at runtime on the oldest target Python too
 Cli = typing.Callable[..., CliResult]
+
+
+def separate_python(folder: Path) -> str:
+    """An interpreter path that is not the tests' own binary (a script that execs it), so the
+    agent runs as its own process, never in a forked child of the CLI (release/inprocess.py)."""
+    import shlex
+
+    shim = folder / "python-shim"
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(os.path.realpath(sys.executable))} "$@"\n')
+    shim.chmod(0o755)
+    return str(shim)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import Repo, bundle, listing, popen_release, run_release, tree_state, write_config
+from ..support import Repo, bundle, listing, popen_release, run_release, separate_python, tree_state, write_config
 
 
 def _cfg(tmp_path: Path, project: Repo, transport: dict[str, object], strategy: str = "timestamped") -> tuple[Path, Path]:
@@ -97,7 +97,8 @@ RUNS = [(p, "process") for points in KILL_POINTS.values() for p in points] + [(p
 
 @pytest.mark.parametrize(("point", "agent"), RUNS)
 def test_a_kill_at_any_point_is_recovered_by_rerunning_the_command(tmp_path: Path, project: Repo, point: str, agent: str) -> None:
-    cfg, root = _cfg(tmp_path, project, {"python": os.path.realpath(sys.executable)} if agent == "forked" else {})
+    python = os.path.realpath(sys.executable) if agent == "forked" else separate_python(tmp_path)
+    cfg, root = _cfg(tmp_path, project, {"python": python})
     before = tree_state(root)
     bundle(cfg)
     stage = point.split(":")[0]
