@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -479,9 +480,11 @@ def scan(verified: Verified) -> Scan:
 def extract(verified: Verified, result: Scan, tree_fd: int) -> dict[str, Any]:
     """Write exactly the members ``scan`` accepted under ``tree_fd`` (an empty folder we created).
 
-    Folders first, then files (data read at the offsets the scan recorded and hashed
-    again as written), links last: no write can pass through a link, and every name is
-    created relative to a descriptor of its parent (O_EXCL, O_NOFOLLOW).
+    Folders first, then files, links last: no write can pass through a link, and every
+    name is created relative to a descriptor of its parent (O_EXCL, O_NOFOLLOW). The files'
+    data is read at the offsets the scan recorded: from the inflated tar in memory (the
+    bytes the scan hashed; two threads write), or from a second inflate of the private
+    copy, hashed again as written.
     """
     fds = DirFds(tree_fd)
     try:
@@ -492,32 +495,13 @@ def extract(verified: Verified, result: Scan, tree_fd: int) -> dict[str, Any]:
                 os.mkdir(base, 0o755, dir_fd=fds.get(parent))
             except FileExistsError:
                 pass  # made earlier as the parent of another member
-        stream = _Stream(verified.chunks())
-        recheck = verified.kept is None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        for m in result.members:
-            if m.kind != "f":
-                continue
-            parent, _, base = m.rel.rpartition("/")
-            _mkdir_parents(fds, parent)
-            stream.seek_forward(m.offset)
-            fd = os.open(base, flags, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
-            # from memory these are the very bytes the scan hashed; re-read from the private
-            # copy they are hashed again, so a change between the passes is caught
-            h = hashlib.sha256() if recheck else None
-
-            def sink(view: memoryview, fd: int = fd, h: Any = h) -> None:
-                if h is not None:
-                    h.update(view)
-                while view:
-                    view = view[os.write(fd, view) :]
-
-            try:
-                stream.pump(m.size, sink)
-            finally:
-                os.close(fd)
-            if h is not None and h.hexdigest() != m.sha256:
-                raise refuse(f"bundle data changed between the scan and the unpack: {m.rel}", "rerun the deploy")
+        if verified.kept is not None:  # in memory: the files are written by two threads
+            for m in result.members:
+                if m.kind == "f":
+                    _mkdir_parents(fds, m.rel.rpartition("/")[0])
+            _write_files_from_memory(verified.kept, [m for m in result.members if m.kind == "f"], tree_fd)
+        else:
+            _write_files_from_stream(verified, result, fds)
         for m in result.members:
             if m.kind == "l":
                 parent, _, base = m.rel.rpartition("/")
@@ -527,6 +511,94 @@ def extract(verified: Verified, result: Scan, tree_fd: int) -> dict[str, Any]:
         fds.close()
     entries = result.entries()
     return {"files": len(entries), "tree_sha256": tree_sha256(entries)}
+
+
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_files_from_memory(kept: list[bytes], files: list[Member], tree_fd: int, workers: int = 2) -> None:
+    """Write the accepted files from the inflated tar in memory (the very bytes the scan
+    hashed), their folders shared out over ``workers`` threads by size: open, write and
+    close release the GIL and different folders do not contend. Every file is created
+    relative to a descriptor of its folder (opened component by component, O_NOFOLLOW),
+    with O_EXCL; the folders exist already and links come after."""
+    starts = []
+    at = 0
+    for chunk in kept:
+        starts.append(at)
+        at += len(chunk)
+    groups: dict[str, list[Member]] = {}
+    for m in files:
+        groups.setdefault(m.rel.rpartition("/")[0], []).append(m)
+    parts: list[list[Member]] = [[] for _ in range(max(1, workers))]
+    weight = [0] * len(parts)
+    for members in sorted(groups.values(), key=lambda ms: -sum(m.size + 4096 for m in ms)):
+        i = weight.index(min(weight))
+        parts[i].extend(members)
+        weight[i] += sum(m.size + 4096 for m in members)
+    errors: list[BaseException] = []
+
+    def work(members: list[Member]) -> None:
+        fds = DirFds(tree_fd)
+        try:
+            for m in members:
+                parent, _, base = m.rel.rpartition("/")
+                fd = os.open(base, FILE_FLAGS, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
+                try:
+                    left, pos = m.size, m.offset
+                    i = bisect.bisect_right(starts, pos) - 1
+                    while left > 0:
+                        chunk = kept[i]
+                        view = memoryview(chunk)[pos - starts[i] : pos - starts[i] + left]
+                        if not view:
+                            raise AgentError(1, f"internal: {m.rel}'s data is beyond the inflated tar")
+                        left -= len(view)
+                        pos += len(view)
+                        i += 1
+                        while view:
+                            view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+        except BaseException as exc:  # raised in the caller's thread
+            errors.append(exc)
+        finally:
+            fds.close()
+
+    threads = [threading.Thread(target=work, args=(part,)) for part in parts[1:] if part]
+    for t in threads:
+        t.start()
+    work(parts[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _write_files_from_stream(verified: Verified, result: Scan, fds: DirFds) -> None:
+    """Write the accepted files from a second inflate of the private verified copy (too
+    large to keep in memory), each hashed again as written, so a change between the two
+    passes is caught."""
+    stream = _Stream(verified.chunks())
+    for m in result.members:
+        if m.kind != "f":
+            continue
+        parent, _, base = m.rel.rpartition("/")
+        _mkdir_parents(fds, parent)
+        stream.seek_forward(m.offset)
+        fd = os.open(base, FILE_FLAGS, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
+        h = hashlib.sha256()
+
+        def sink(view: memoryview, fd: int = fd, h: Any = h) -> None:
+            h.update(view)
+            while view:
+                view = view[os.write(fd, view) :]
+
+        try:
+            stream.pump(m.size, sink)
+        finally:
+            os.close(fd)
+        if h.hexdigest() != m.sha256:
+            raise refuse(f"bundle data changed between the scan and the unpack: {m.rel}", "rerun the deploy")
 
 
 def _mkdir_parents(fds: DirFds, rel_dir: str) -> None:
