@@ -12,7 +12,11 @@ from .protocol import CHUNK, PREFIX, refuse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
     Listing = dict[str, list[tuple[str, bool]]]  # a walk's view: folder prefix -> (name, is folder)
+    T = TypeVar("T")
 
 
 def listing_sha256(parent: str) -> str:
@@ -117,43 +121,57 @@ def unlink_listed(top_fd: int, listing: Listing, workers: int = 2) -> None:
     different folders do not contend: about twice ``rm -rf``'s pace on two cores). Folders
     are opened component by component, never through a link; an entry gone or changed
     since the walk is left to ``remove_tree_at``, which then removes the folders."""
+
+    def work(fds: DirFds, prefixes: list[str]) -> None:
+        for prefix in prefixes:
+            try:
+                fd = fds.get(prefix.rstrip("/"))
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue  # not that folder any more: the removal that follows reads it
+                raise
+            for name, is_dir in listing[prefix]:
+                if not is_dir:
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except (FileNotFoundError, IsADirectoryError):
+                        pass
+
+    loads = {prefix: sum(1 for _, d in entries if not d) for prefix, entries in listing.items()}
+    by_folders(top_fd, shared_out([([p], n) for p, n in loads.items() if n], workers), work)
+
+
+def shared_out(groups: list[tuple[list[T], int]], workers: int) -> list[list[T]]:
+    """The groups' items split into ``workers`` parts of about equal weight (heaviest first)."""
+    parts: list[list[T]] = [[] for _ in range(max(1, workers))]
+    weight = [0] * len(parts)
+    for items, w in sorted(groups, key=lambda g: -g[1]):
+        i = weight.index(min(weight))
+        parts[i].extend(items)
+        weight[i] += w
+    return parts
+
+
+def by_folders(top_fd: int, parts: list[list[T]], work: Callable[[DirFds, list[T]], None]) -> None:
+    """``work(folder descriptors under top_fd, part)`` for each part, one thread each (the
+    first in this thread); the first error of any is raised here, after all have ended."""
     import threading
 
-    loads = sorted(((sum(1 for _, d in entries if not d), prefix) for prefix, entries in listing.items()), reverse=True)
-    parts: list[list[str]] = [[] for _ in range(max(1, workers))]
-    weight = [0] * len(parts)
-    for count, prefix in loads:
-        if count:
-            i = weight.index(min(weight))
-            parts[i].append(prefix)
-            weight[i] += count
     errors: list[BaseException] = []
 
-    def work(prefixes: list[str]) -> None:
+    def run(part: list[T]) -> None:
         fds = DirFds(top_fd)
         try:
-            for prefix in prefixes:
-                try:
-                    fd = fds.get(prefix.rstrip("/"))
-                except OSError as exc:
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                        continue  # not that folder any more: the removal that follows reads it
-                    raise
-                for name, is_dir in listing[prefix]:
-                    if not is_dir:
-                        try:
-                            os.unlink(name, dir_fd=fd)
-                        except (FileNotFoundError, IsADirectoryError):
-                            pass
-        except BaseException as exc:  # raised in the caller's thread
+            work(fds, part)
+        except BaseException as exc:
             errors.append(exc)
         finally:
             fds.close()
 
-    threads = [threading.Thread(target=work, args=(part,)) for part in parts[1:] if part]
+    threads = [threading.Thread(target=run, args=(part,)) for part in parts[1:] if part]
     for t in threads:
         t.start()
-    work(parts[0])
+    run(parts[0])
     for t in threads:
         t.join()
     if errors:

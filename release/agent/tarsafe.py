@@ -11,7 +11,7 @@ import stat
 import threading
 import zlib
 
-from .fsutil import DirFds
+from .fsutil import DirFds, by_folders, shared_out
 from .names import link_problem, manifest_entries, name_problem, tree_sha256
 from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, refuse
 
@@ -530,48 +530,28 @@ def _write_files_from_memory(kept: list[bytes], files: list[Member], tree_fd: in
     groups: dict[str, list[Member]] = {}
     for m in files:
         groups.setdefault(m.rel.rpartition("/")[0], []).append(m)
-    parts: list[list[Member]] = [[] for _ in range(max(1, workers))]
-    weight = [0] * len(parts)
-    for members in sorted(groups.values(), key=lambda ms: -sum(m.size + 4096 for m in ms)):
-        i = weight.index(min(weight))
-        parts[i].extend(members)
-        weight[i] += sum(m.size + 4096 for m in members)
-    errors: list[BaseException] = []
 
-    def work(members: list[Member]) -> None:
-        fds = DirFds(tree_fd)
-        try:
-            for m in members:
-                parent, _, base = m.rel.rpartition("/")
-                fd = os.open(base, FILE_FLAGS, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
-                try:
-                    left, pos = m.size, m.offset
-                    i = bisect.bisect_right(starts, pos) - 1
-                    while left > 0:
-                        chunk = kept[i]
-                        view = memoryview(chunk)[pos - starts[i] : pos - starts[i] + left]
-                        if not view:
-                            raise AgentError(1, f"internal: {m.rel}'s data is beyond the inflated tar")
-                        left -= len(view)
-                        pos += len(view)
-                        i += 1
-                        while view:
-                            view = view[os.write(fd, view) :]
-                finally:
-                    os.close(fd)
-        except BaseException as exc:  # raised in the caller's thread
-            errors.append(exc)
-        finally:
-            fds.close()
+    def work(fds: DirFds, members: list[Member]) -> None:
+        for m in members:
+            parent, _, base = m.rel.rpartition("/")
+            fd = os.open(base, FILE_FLAGS, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
+            try:
+                left, pos = m.size, m.offset
+                i = bisect.bisect_right(starts, pos) - 1
+                while left > 0:
+                    view = memoryview(kept[i])[pos - starts[i] : pos - starts[i] + left]
+                    if not view:
+                        raise AgentError(1, f"internal: {m.rel}'s data is beyond the inflated tar")
+                    left -= len(view)
+                    pos += len(view)
+                    i += 1
+                    while view:
+                        view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
 
-    threads = [threading.Thread(target=work, args=(part,)) for part in parts[1:] if part]
-    for t in threads:
-        t.start()
-    work(parts[0])
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    weighed = [(members, sum(m.size + 4096 for m in members)) for members in groups.values()]
+    by_folders(tree_fd, shared_out(weighed, workers), work)
 
 
 def _write_files_from_stream(verified: Verified, result: Scan, fds: DirFds) -> None:
