@@ -72,6 +72,7 @@ class State:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.corrupt: list[str] = []
+        self._records: list[dict[str, Any]] | None = None  # read once per run, until a save
 
     @property
     def deploys(self) -> Path:
@@ -80,6 +81,7 @@ class State:
     def save(self, record: dict[str, Any]) -> None:
         private_dir(self.deploys)
         write_json(self.deploys / f"{record['deploy_id']}.json", record)
+        self._records = None
 
     def load(self, deploy_id: str) -> dict[str, Any]:
         path = self.deploys / f"{deploy_id}.json"
@@ -95,8 +97,11 @@ class State:
 
     def records(self) -> list[dict[str, Any]]:
         """Every readable record, oldest first; a corrupt one is skipped (and named on stderr)."""
+        if self._records is not None:
+            return list(self._records)
         if not self.deploys.is_dir():
             return []
+        self.corrupt = []
         out = []
         for p in self.deploys.glob("*.json"):
             try:
@@ -108,7 +113,8 @@ class State:
                 pass
             self.corrupt.append(str(p))
             log.warning("skipping unreadable deploy record %s", p)
-        return sorted(out, key=lambda r: str(r["deploy_id"]))
+        self._records = sorted(out, key=lambda r: str(r["deploy_id"]))
+        return list(self._records)
 
     def last(self, statuses: tuple[str, ...] = LIVE_STATUSES) -> dict[str, Any]:
         live = [r for r in self.records() if r.get("status") in statuses]
