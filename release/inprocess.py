@@ -1,7 +1,7 @@
 """The agent without a second interpreter start, for ops on this machine.
 
 When the local target's interpreter is the controller's own (the same binary), an op that
-does not depend on which interpreter runs it runs in a forked child of the CLI: the same
+does not run the app's code runs in a forked child of the CLI: the same
 agent code, already importable here, with what the separate process gives kept: a clean
 (allowlisted) environment, stdin from /dev/null, nothing imported from the target's
 environment, its answer and log through pipes, and the same protocol (one JSON answer
@@ -24,9 +24,11 @@ from collections.abc import Mapping
 
 from . import proc
 
-# ops that are pure standard-library file work: no environment build (deploy), no checks
-# run with the target's interpreter (smoke), no interpreter facts (facts)
-NEUTRAL_OPS = frozenset({"rollback", "status", "verify", "inspect", "tidy", "promote", "repoint"})
+# ops that are the agent's own work: not the checks smoke runs with the target's
+# interpreter, nor facts about the interpreter. A local deploy reads the bundle where it
+# lies; the environment it may build is the one this very binary would build as its own
+# process (the same version, tags and base interpreter; pypa installer from this install)
+NEUTRAL_OPS = frozenset({"deploy", "rollback", "status", "verify", "inspect", "tidy", "promote", "repoint"})
 
 
 def own_interpreter(python: str) -> bool:

@@ -90,9 +90,9 @@ KILL_POINTS = {
 }
 
 
-# "forked": the target's interpreter is the controller's own, so rollback and promote run
-# in a forked child of the CLI (release/inprocess.py) instead of a second interpreter
-RUNS = [(p, "process") for points in KILL_POINTS.values() for p in points] + [(p, "forked") for p in KILL_POINTS["rollback"] + KILL_POINTS["promote"]]
+# "forked": the target's interpreter is the controller's own, so deploy, rollback and
+# promote run in a forked child of the CLI (release/inprocess.py), not a second interpreter
+RUNS = [(p, agent) for points in KILL_POINTS.values() for p in points for agent in ("process", "forked")]
 
 
 @pytest.mark.parametrize(("point", "agent"), RUNS)
