@@ -74,8 +74,9 @@ def check_interpreter(env: dict[str, Any]) -> None:
         )
 
 
-def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -> dict[str, Any]:
-    """Make ``tree/.venv`` for the release that will live at ``final``; return its facts."""
+def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -> tuple[dict[str, Any], set[str], set[str]]:
+    """Make ``tree/.venv`` for the release that will live at ``final``; return its facts, and
+    the files and folders it wrote (paths relative to ``tree``)."""
     check_interpreter(env)
     lock = os.path.join(tree, env["lock"])
     if scanned.get(env["lock"]) != env.get("lock_sha256") or hash_at(None, lock) != env.get("lock_sha256"):
@@ -123,7 +124,8 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
     doc = {"format": 1, "python": env["python"], "lock_sha256": env["lock_sha256"], "files": files, "dirs": dirs}
     with open(os.path.join(tree, ENV_MANIFEST), "x") as f:
         json.dump(doc, f, indent=0, sort_keys=True)
-    return {"env_packages": len(env["packages"]), "env_files": len(entries), "env_sha256": tree_sha256(entries)}
+    facts = {"env_packages": len(env["packages"]), "env_files": len(entries), "env_sha256": tree_sha256(entries)}
+    return facts, {ENV_MANIFEST, *entries}, set(dirs)
 
 
 def walk_entries(root: str, top: str) -> tuple[dict[str, str], set[str]]:

@@ -264,9 +264,11 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
     checkpoint("deploy:extracted")
     env_doc = accepted.manifest.get("environment")
     env_facts: dict[str, Any] = {}
+    env_files: set[str] = set()
+    env_dirs: set[str] = set()
     if env_doc:
         say("building the release's environment (offline, from its own wheels)")
-        env_facts = env_build.build(os.path.join(parent, stage, "tree"), target, env_doc, accepted.entries())
+        env_facts, env_files, env_dirs = env_build.build(os.path.join(parent, stage, "tree"), target, env_doc, accepted.entries())
         checkpoint("deploy:environment")
     lines = {str(k): str(v) for k, v in dict(req["manifest"]).items()}
     lines.update(
@@ -280,16 +282,8 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
             **{k: str(v) for k, v in env_facts.items()},
         }
     )
-    files = {m.rel for m in accepted.members if m.kind != "d" and m.rel} | {DEPLOY_MANIFEST}
-    dirs = {m.rel for m in accepted.members if m.kind == "d" and m.rel}
-    if env_facts:
-        tree_fd = open_dir(os.path.join(stage, "tree"), parent_fd)
-        try:
-            env = env_build.read_env(tree_fd) or ({}, set())
-        finally:
-            os.close(tree_fd)
-        files |= {env_build.ENV_MANIFEST, *env[0]}
-        dirs |= env[1]
+    files = {m.rel for m in accepted.members if m.kind != "d" and m.rel} | {DEPLOY_MANIFEST} | env_files
+    dirs = {m.rel for m in accepted.members if m.kind == "d" and m.rel} | env_dirs
     result: DeployResult = {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}
     result["names_sha256"] = names_sha256(listing_of(files, dirs | _wanted_dirs(files)))
     if env_facts:
