@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -78,6 +79,7 @@ def run(
     env: Mapping[str, str] | None = None,
     input: bytes | None = None,
     stdin: BinaryIO | None = None,
+    prefix: bytes = b"",
     check: bool = True,
     timeout: float | None = None,
     error: type[ReleaseError] = ReleaseError,
@@ -87,23 +89,28 @@ def run(
     """Run a command to completion, capturing its output.
 
     On a non-zero exit (with ``check``) raise ``error`` whose message names the command
-    (or ``what``) and whose detail is the command's stderr (redacted).
+    (or ``what``) and whose detail is the command's stderr (redacted). With ``prefix`` the
+    command reads those bytes first on its stdin, then ``stdin`` (a file, spliced in by the
+    kernel), then end of file.
     """
     args = tuple(str(a) for a in argv)
     log.debug("run: %s", show(args))
     full_env = clean_env(env)
     try:
-        cp = subprocess.run(
-            args,
-            cwd=cwd,
-            env=full_env,
-            input=input,
-            stdin=None if input is not None else (stdin if stdin is not None else subprocess.DEVNULL),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            check=False,
-        )
+        if prefix:
+            cp = _run_fed(args, cwd, full_env, prefix, stdin, timeout)
+        else:
+            cp = subprocess.run(
+                args,
+                cwd=cwd,
+                env=full_env,
+                input=input,
+                stdin=None if input is not None else (stdin if stdin is not None else subprocess.DEVNULL),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                check=False,
+            )
     except FileNotFoundError as exc:
         raise error(f"{what or args[0]}: command not found: {args[0]}", hint=hint or "install it or fix PATH") from exc
     except subprocess.TimeoutExpired as exc:
@@ -117,6 +124,61 @@ def run(
             detail=detail,
         )
     return result
+
+
+def _run_fed(
+    args: tuple[str, ...], cwd: str | Path | None, env: dict[str, str], prefix: bytes, then: BinaryIO | None, timeout: float | None
+) -> subprocess.CompletedProcess[bytes]:
+    """``subprocess.run`` whose stdin is a pipe fed by a thread: ``prefix``, then ``then``."""
+    import threading
+
+    from .agent.fsutil import widen_pipe
+
+    r, w = os.pipe()
+    try:
+        widen_pipe(w)
+        child = subprocess.Popen(args, cwd=cwd, env=env, stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except BaseException:
+        os.close(w)
+        raise
+    finally:
+        os.close(r)  # the child holds the only reader: when it exits, the feeder's writes fail
+    feeder = threading.Thread(target=_feed, args=(w, prefix, then), daemon=True)
+    feeder.start()
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except BaseException:
+        child.kill()
+        child.communicate()
+        raise
+    finally:
+        feeder.join(timeout=10)  # a reader that outlived the command and never reads: left to it
+    return subprocess.CompletedProcess(args, child.returncode, out, err)
+
+
+def _feed(fd: int, prefix: bytes, then: BinaryIO | None) -> None:
+    """Write ``prefix`` then the file ``then`` into the pipe ``fd``, and close it. A reader
+    that went away ends the feed quietly: the command's own exit status tells what happened."""
+    try:
+        view = memoryview(prefix)
+        while view:
+            view = view[os.write(fd, view) :]
+        if then is not None:
+            src = then.fileno()
+            try:
+                while os.splice(src, fd, 1 << 20):
+                    pass
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):  # no splice from this file: copy it
+                    raise
+                while chunk := os.read(src, 1 << 20):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def popen(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from xml.etree import ElementTree as ET
 
-from . import dbcheck, gitsource, progress
+from . import gitsource, progress
 from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
 from .names import utc_stamp
@@ -52,6 +52,8 @@ def _baseline_finder(cfg: Config) -> Any:
 @contextlib.contextmanager
 def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
     """Yield (dsn, description): the DSN variable's value, or the embedded demo server."""
+    from . import dbcheck
+
     dsn = dbcheck.dsn_from_env(check)
     name = check.options["dsn_env"]
     if dsn and check.options.get("via") == "target":
@@ -82,6 +84,8 @@ def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
 
 
 def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
+    from . import dbcheck  # the SQL parser is imported by the stages that check a database
+
     t0 = time.monotonic()
     status, detail, data = PASSED, "", {}
     try:
@@ -125,6 +129,8 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
     if not cfg.checks:
         raise ConfigError("no smoke checks configured", hint="add [[smoke.check]] tables to the config")
     db_checks = [c for c in cfg.checks if c.kind == "db-readonly"] if db else []
+    if db_checks:
+        from . import dbcheck
     for c in db_checks:  # layer 1 for every query before anything runs anywhere
         dbcheck.validate_queries(c)
         if not dbcheck.dsn_from_env(c) and not c.options.get("demo"):

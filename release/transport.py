@@ -39,14 +39,28 @@ SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAl
 
 AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it never touches its disk)
 
-# S: {package: {module path: source}}; a small finder serves them from memory
-_BOOT = """import sys,json,zlib,base64
+# The program on the command line. M: {package: [module paths]}. The modules' code, compiled
+# by this controller's interpreter, arrives first on stdin ({n} bytes: zlib'd marshal of
+# {"package/path": code}) and is used when the target's bytecode format (magic number) is
+# the controller's; otherwise, or for a module it lacks, the source (compressed, in the
+# program) is compiled there. A small finder serves the modules from memory.
+_BOOT = """import sys,zlib
 from importlib.machinery import ModuleSpec
-S=json.loads(zlib.decompress(base64.b64decode('{blob}')))
+M={index}
+C={}
+if {n}:
+ import os,marshal
+ b=bytearray()
+ while len(b)<{n}:
+  c=os.read(0,{n}-len(b))
+  if not c:sys.exit('release agent: its code was cut short on stdin')
+  b+=c
+ if getattr(sys.modules.get('_frozen_importlib_external'),'MAGIC_NUMBER',None)==bytes.fromhex('{magic}'):C=marshal.loads(zlib.decompress(b))
+S=[]
 class F:
  def key(self,name):
   top,_,rest=name.partition('.')
-  m=S.get(top)
+  m=M.get(top)
   if m is None:return None
   r=rest.replace('.','/') or '__init__'
   if r in m:return top,r
@@ -57,18 +71,24 @@ class F:
  def create_module(self,spec):return None
  def exec_module(self,m):
   top,k=self.key(m.__name__)
-  exec(compile(S[top][k],'<'+top+'/'+k+'.py>','exec'),m.__dict__)
+  c=C.get(top+'/'+k)
+  if c is None:
+   if not S:
+    import json,base64
+    S.append(json.loads(zlib.decompress(base64.b64decode('{blob}'))))
+   c=compile(S[0][top][k],'<'+top+'/'+k+'.py>','exec')
+  exec(c,m.__dict__)
 sys.meta_path.insert(0,F())
 from {pkg}.ops import main
 sys.exit(main(sys.argv))
 """
 
 
-def _package_sources(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).with_suffix("").as_posix(): p.read_text() for p in sorted(folder.rglob("*.py"))}
+def _package_files(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.py"))}
 
 
-def agent_sources() -> dict[str, dict[str, str]]:
+def _package_folders() -> dict[str, Path]:
     """What travels to the target: the agent package, and pypa ``installer`` (used to build a
     release's environment; carried here so that deploying never runs code from the bundle)."""
     import importlib.util
@@ -78,17 +98,70 @@ def agent_sources() -> dict[str, dict[str, str]]:
         from .errors import BlockedError
 
         raise BlockedError("pypa installer is not installed", hint="pip install installer (a dependency of this tool)")
-    return {
-        AGENT_PACKAGE: _package_sources(Path(__file__).parent / "agent"),
-        "installer": _package_sources(Path(next(iter(spec.submodule_search_locations)))),
-    }
+    return {AGENT_PACKAGE: Path(__file__).parent / "agent", "installer": Path(next(iter(spec.submodule_search_locations)))}
+
+
+def agent_sources() -> dict[str, dict[str, str]]:
+    """{package: {module path: source}} of everything that travels to the target."""
+    return {top: {k: p.read_text() for k, p in _package_files(folder).items()} for top, folder in _package_folders().items()}
 
 
 @functools.cache
+def _compiled() -> bytes:
+    """The agent package's code as this interpreter compiled it: read from its own bytecode
+    cache (``__pycache__``, checked against the source as imports check it), so a run costs
+    no compiling; file names as the source fallback names them. pypa installer is left to
+    the fallback: only a deploy that builds an environment runs it."""
+    import importlib.machinery
+    import marshal
+    import types
+
+    def renamed(code: types.CodeType, name: str) -> types.CodeType:
+        consts = tuple(renamed(c, name) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+        return code.replace(co_filename=name, co_consts=consts)
+
+    codes = {}
+    for k, path in _package_files(_package_folders()[AGENT_PACKAGE]).items():
+        name = f"{AGENT_PACKAGE}.{k.replace('/', '.')}".removesuffix(".__init__")
+        code = importlib.machinery.SourceFileLoader(name, str(path)).get_code(name)
+        assert code is not None
+        codes[f"{AGENT_PACKAGE}/{k}"] = renamed(code, f"<{AGENT_PACKAGE}/{k}.py>")
+    return zlib.compress(marshal.dumps(codes), 1)
+
+
+@functools.cache
+def _program(code_size: int = 0, magic: bytes = b"") -> str:
+    """The program: the source (compressed) and a small ``sys.meta_path`` importer; with
+    ``code_size``, it first reads that many bytes of compiled code from stdin (``_compiled``)."""
+    import importlib.util
+
+    sources = agent_sources()
+    blob = base64.b64encode(zlib.compress(json.dumps(sources, sort_keys=True).encode(), 6)).decode()
+    index = repr({top: sorted(modules) for top, modules in sources.items()})
+    fields = {"index": index, "n": str(code_size), "magic": (magic or importlib.util.MAGIC_NUMBER).hex(), "pkg": AGENT_PACKAGE, "blob": blob}
+    return _fill(_BOOT, fields)
+
+
+def _fill(template: str, fields: dict[str, str]) -> str:
+    for key, value in fields.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
 def _bootstrap() -> str:
-    """One program: the sources (compressed) and a small ``sys.meta_path`` importer."""
-    blob = base64.b64encode(zlib.compress(json.dumps(agent_sources(), sort_keys=True).encode(), 6)).decode()
-    return _BOOT.replace("{blob}", blob).replace("{pkg}", AGENT_PACKAGE)
+    """The program that compiles every module from its source (any target Python)."""
+    return _program()
+
+
+_BUILDING = threading.Lock()
+
+
+def agent_program() -> tuple[str, bytes]:
+    """(the program, the code it reads first on stdin): built once per run, by the first of
+    the fleet's threads to need it (the others wait instead of building it again)."""
+    with _BUILDING:
+        code = _compiled()
+        return _program(len(code)), code
 
 
 class Transport(Protocol):
@@ -116,6 +189,7 @@ class _Base:
         cp = proc.run(
             argv,
             stdin=stdin,
+            prefix=agent_program()[1],
             check=False,
             timeout=timeout,
             what=f"agent op {op} on {self.label}",
@@ -179,7 +253,7 @@ class LocalTransport(_Base):
     same_machine = True
 
     def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
-        return [self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)]
+        return [self.python, *AGENT_FLAGS, "-c", agent_program()[0], op, json.dumps(request)]
 
     def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
         from . import inprocess
@@ -348,7 +422,7 @@ class SshTransport(_Base):
         )
 
     def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
-        remote = shlex.join([self.python, *AGENT_FLAGS, "-c", _bootstrap(), op, json.dumps(request)])
+        remote = shlex.join([self.python, *AGENT_FLAGS, "-c", agent_program()[0], op, json.dumps(request)])
         return [*self.ssh_argv(), "--", self.host, remote]
 
     def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:

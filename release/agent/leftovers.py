@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
 import time
 
@@ -111,7 +110,7 @@ def make_marked_dir(parent_fd: int, kind: str, deploy_id: str, op: str) -> str:
     the marker cannot be written (full disk) the empty folder is removed at once.
     """
     for _ in range(5):
-        name = f"{PREFIX}{kind}-{deploy_id}-{secrets.token_hex(8)}"
+        name = f"{PREFIX}{kind}-{deploy_id}-{os.urandom(8).hex()}"
         try:
             os.mkdir(name, 0o700, dir_fd=parent_fd)
         except FileExistsError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 
 from .fsutil import _write_new, open_dir
@@ -63,7 +62,7 @@ def _alive(pid: int, started: str = "") -> bool:
 def _link_new(dir_fd: int, name: str, data: bytes) -> bool:
     """Create ``name`` holding ``data``, atomically and complete: written to a private new file,
     then hard-linked to ``name`` (fails if it exists). False if ``name`` exists."""
-    tmp = f"{PREFIX}lock-new-{secrets.token_hex(8)}"
+    tmp = f"{PREFIX}lock-new-{os.urandom(8).hex()}"
     _write_new(dir_fd, tmp, data)
     try:
         os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)

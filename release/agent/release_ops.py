@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import stat
 import sys
 
@@ -600,7 +599,7 @@ def switch_link(root: str, rel_target: str) -> str | None:
     if kind not in ("absent", "symlink"):
         raise refuse(f"{current} exists and is a {kind}, not a pointer this tool manages", "move it away by hand")
     previous = os.readlink(current) if kind == "symlink" else None
-    tmp = os.path.join(root, f"{PREFIX}current-{secrets.token_hex(6)}-{os.getpid()}")
+    tmp = os.path.join(root, f"{PREFIX}current-{os.urandom(6).hex()}-{os.getpid()}")
     os.symlink(rel_target, tmp)
     checkpoint("promote:link-made")
     os.replace(tmp, current)

@@ -11,7 +11,7 @@ import stat
 import threading
 import zlib
 
-from .fsutil import DirFds, by_folders, shared_out
+from .fsutil import DirFds, by_folders, shared_out, widen_pipe
 from .names import link_problem, manifest_entries, name_problem, tree_sha256
 from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, refuse
 
@@ -48,18 +48,6 @@ def _keep_limit() -> int:
     return max(limit, 0)
 
 
-def _widen_pipe(fd: int) -> None:
-    """A bundle arriving through a pipe (SSH): a 1 MiB pipe buffer instead of 64 KiB, so the
-    sender and this reader wake each other 16 times less (Linux F_SETPIPE_SZ; best effort)."""
-    try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            import fcntl
-
-            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except (OSError, ImportError):
-        pass
-
-
 def _mismatch(got: str, expected: str) -> AgentError:
     return refuse(
         f"checksum mismatch on the target: bundle has sha256 {got}, expected {expected}",
@@ -88,7 +76,7 @@ class Verified:
     @classmethod
     def read(cls, src_fd: int, expected: str, copy_to: str | None = None, keep: bool = True) -> Verified:
         h = hashlib.sha256()
-        _widen_pipe(src_fd)
+        widen_pipe(src_fd)
         out = os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600) if copy_to else -1
         limit = _keep_limit() if keep else -1
         raw: list[bytes] | None = [] if keep else None
