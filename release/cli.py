@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,69 +58,119 @@ def _lazy(module: str, func: str = "cli") -> Handler:
     return handler
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="release", description="Side-by-side release pipeline: plan, bundle, deploy, smoke, rollback.")
-    p.add_argument("--config", metavar="PATH", help="release.toml or pyproject.toml ([tool.release]) to use")
-    p.add_argument("--json", action="store_true", help="print one machine-readable result object on stdout")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every command run (redacted)")
-    p.add_argument("--limit", metavar="PATTERN", default=None, help="fleet: only these hosts or inventory groups (comma-separated; !name excludes)")
-    p.add_argument("--version", action="version", version=f"release {__version__}")
-    # the global options are accepted after the stage too (`release bundle --json`)
-    common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--limit", metavar="PATTERN", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="stage", metavar="<stage>", parser_class=_Parser)
-    _add = sub.add_parser
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, its width taken as shutil would take it, without importing
+    shutil (and its compression modules) for every run."""
 
-    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
-        return _add(name, parents=[common], **kw)
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (ValueError, OSError, AttributeError):
+            columns = 80
+        super().__init__(prog, width=max(columns - 2, 11))
 
-    sub.add_parser = add_parser  # type: ignore[method-assign,assignment]
-    sub.required = True
 
-    s = sub.add_parser("bundle", help="build the release bundle from the recorded HEAD")
+def _bundle_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--reproducible-check", action="store_true", help="build twice and compare the content byte for byte")
     s.add_argument("--sign", metavar="KEY", help="sign the .sha256 with `ssh-keygen -Y sign` using this private key")
     s.set_defaults(handler=_stage_bundle)
 
-    s = sub.add_parser("deploy", help="ship the bundle and unpack it side-by-side")
+
+def _deploy_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--bundle", metavar="PATH", help="deploy this bundle instead of the newest of the recorded HEAD")
     s.add_argument("--no-plan", action="store_true", help="deploy without a locked plan (.release/plan.lock)")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
     s.add_argument("--ship-only", action="store_true", help=argparse.SUPPRESS)  # benchmark: ship + verify, then discard
     s.set_defaults(handler=_lazy("deploy"))
 
-    s = sub.add_parser("rollback", help="remove exactly what the last (or a given) deploy created")
+
+def _rollback_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="roll back this deploy instead of the last one")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
     s.add_argument("--discard-added", action="store_true", help="also delete files added to the release after the deploy (refused by default)")
     s.set_defaults(handler=_lazy("rollback"))
 
-    s = sub.add_parser("smoke", help="run the smoke checks against the deployed release")
+
+def _smoke_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--mode", choices=["dryrun", "live"], default="dryrun", help="dryrun (default); live is always refused")
     s.add_argument("--deploy-id", metavar="ID", help="smoke this deploy instead of the last one")
     s.set_defaults(handler=_lazy("smoke"))
 
-    s = sub.add_parser("status", help="list the releases on the target root")
+
+def _status_options(s: argparse.ArgumentParser) -> None:
     s.set_defaults(handler=_lazy("status"))
 
-    s = sub.add_parser("verify", help="re-hash a deployed release against its manifest")
+
+def _verify_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="verify this deploy instead of the last one")
     s.set_defaults(handler=_lazy("status", "verify_cli"))
 
-    s = sub.add_parser("promote", help="switch the `current` pointer to a release (timestamped strategy)")
+
+def _promote_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="promote this deploy instead of the last one")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
     s.set_defaults(handler=_lazy("promote"))
 
-    s = sub.add_parser("plan", help="compute and lock the deploy plan (changes nothing)")
+
+def _plan_options(s: argparse.ArgumentParser) -> None:
     s.set_defaults(handler=_lazy("plan"))
 
-    s = sub.add_parser("provision", help="create the runtime skeleton on the target (G4)")
+
+def _provision_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--undo", action="store_true", help="remove exactly what provision created")
     s.set_defaults(handler=_lazy("provision"))
+
+
+# stage -> (help, its options): in the order `release --help` lists them
+STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "bundle": ("build the release bundle from the recorded HEAD", _bundle_options),
+    "deploy": ("ship the bundle and unpack it side-by-side", _deploy_options),
+    "rollback": ("remove exactly what the last (or a given) deploy created", _rollback_options),
+    "smoke": ("run the smoke checks against the deployed release", _smoke_options),
+    "status": ("list the releases on the target root", _status_options),
+    "verify": ("re-hash a deployed release against its manifest", _verify_options),
+    "promote": ("switch the `current` pointer to a release (timestamped strategy)", _promote_options),
+    "plan": ("compute and lock the deploy plan (changes nothing)", _plan_options),
+    "provision": ("create the runtime skeleton on the target (G4)", _provision_options),
+}
+_VALUED = ("--config", "--limit")  # the global options that take a value
+
+
+def _stage_named(argv: Sequence[str]) -> str | None:
+    """The stage argv names, found as argparse finds it (the first word that is not an
+    option or an option's value); None when there is none, or help is asked for."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help", "--"):
+            return None
+        if len(word) > 2 and "=" not in word and any(v.startswith(word) for v in _VALUED):
+            next(words, None)  # its value (argparse also takes "--conf" for "--config")
+        elif not word.startswith("-"):
+            return word if word in STAGES else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, with only the sub-parser of the stage it names
+    (the others are built for help, errors, or when no stage is named)."""
+    p = _Parser(prog="release", description="Side-by-side release pipeline: plan, bundle, deploy, smoke, rollback.", formatter_class=_Formatter)
+    p.add_argument("--config", metavar="PATH", help="release.toml or pyproject.toml ([tool.release]) to use")
+    p.add_argument("--json", action="store_true", help="print one machine-readable result object on stdout")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every command run (redacted)")
+    p.add_argument("--limit", metavar="PATTERN", default=None, help="fleet: only these hosts or inventory groups (comma-separated; !name excludes)")
+    p.add_argument("--version", action="version", version=f"release {__version__}")
+    # the global options are accepted after the stage too (`release bundle --json`)
+    common = _Parser(add_help=False, formatter_class=_Formatter)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--limit", metavar="PATTERN", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="stage", metavar="<stage>", parser_class=_Parser)
+    sub.required = True
+    named = _stage_named(argv) if argv is not None else None
+    for name, (help_text, options) in STAGES.items():
+        if named is None or name == named:
+            options(sub.add_parser(name, parents=[common], help=help_text, formatter_class=_Formatter))
     return p
 
 
@@ -139,8 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in args_list
     try:
-        args = build_parser().parse_args(args_list)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+        try:
+            args = build_parser(args_list).parse_args(args_list)
+        except ConfigError:  # the usage error as the whole parser words it
+            args = build_parser().parse_args(args_list)
+        if args.verbose:
+            from .proc import log_commands
+
+            log_commands()
         progress.configure(enabled=not args.json)
         cfg = load(args.config)
         handler = args.handler

@@ -7,7 +7,6 @@ relative to the folder of the file that holds the config.
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -146,6 +145,8 @@ def _looks_like_url(s: str) -> bool:
 
 
 def _typo_hint(key: str, known: list[str]) -> str:
+    import difflib  # only to name the key that was meant
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
@@ -262,8 +263,6 @@ _STRICT_TABLES = ("name", "state", "source", "bundle", "target", "provision", "f
 
 
 def _hosts(t: dict[str, Any], base: Path) -> tuple[Any, ...]:
-    from . import inventory
-
     names = _str_list(t["hosts"], "target.hosts")
     if (names or t["inventory"]) and t["host"]:
         raise ConfigError("target.host and target.hosts / target.inventory are exclusive", hint="use target.hosts for a fleet, target.host for one host")
@@ -272,6 +271,10 @@ def _hosts(t: dict[str, Any], base: Path) -> tuple[Any, ...]:
     for n in names:
         if not n or n.startswith("-") or any(c.isspace() for c in n):
             raise ConfigError(f"target.hosts: {n!r} is not an ssh destination", hint="use an ssh alias or user@host")
+    if not (names or t["inventory"]):
+        return ()  # one target
+    from . import inventory
+
     if names:
         return tuple(inventory.Host(n) for n in names)
     if t["inventory"]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shutil
 import signal
 import sys
 import threading
@@ -33,7 +32,12 @@ NEUTRAL_OPS = frozenset({"deploy", "rollback", "status", "verify", "inspect", "t
 
 def own_interpreter(python: str) -> bool:
     """``python`` (a name on PATH or a path) is the very binary running this process."""
-    found = shutil.which(python)
+    if os.sep in python:  # a path: no PATH lookup (shutil is not imported for it)
+        found: str | None = python if os.access(python, os.X_OK) and not os.path.isdir(python) else None
+    else:
+        import shutil
+
+        found = shutil.which(python)
     if not found:
         return False
     mine = {os.path.realpath(sys.executable), os.path.realpath(getattr(sys, "_base_executable", sys.executable))}

@@ -3,19 +3,51 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shlex
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import ReleaseError
 from .redact import redact
 
-log = logging.getLogger("release")
+if TYPE_CHECKING:
+    import logging
+
+
+class _Log:
+    """The ``release`` logger of ``logging``, imported on first use: a run without ``-v``
+    logs nothing at debug level and does not pay for importing logging on every start."""
+
+    verbose = False
+
+    def debug(self, msg: str, *args: object) -> None:
+        if self.verbose:
+            _logger().debug(msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        _logger().warning(msg, *args)
+
+
+def _logger() -> logging.Logger:
+    import logging
+
+    return logging.getLogger("release")
+
+
+def log_commands() -> None:
+    """``-v``: every command run is logged (redacted) on stderr."""
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+    log.verbose = True
+
+
+log = _Log()
 
 
 @dataclass(frozen=True)

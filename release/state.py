@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
-import logging
 import os
 import stat
 from pathlib import Path
@@ -22,7 +21,6 @@ from .errors import BlockedError, RefusedError
 from .redact import redact_obj
 
 LIVE_STATUSES = ("deployed",)
-log = logging.getLogger("release")
 
 
 def private_dir(path: Path) -> Path:
@@ -112,6 +110,8 @@ class State:
             except (OSError, ValueError, UnicodeDecodeError):
                 pass
             self.corrupt.append(str(p))
+            from .proc import log
+
             log.warning("skipping unreadable deploy record %s", p)
         self._records = sorted(out, key=lambda r: str(r["deploy_id"]))
         return list(self._records)

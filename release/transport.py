@@ -17,9 +17,7 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import subprocess
-import tempfile
 import threading
 import zlib
 from collections.abc import Mapping
@@ -55,7 +53,9 @@ if {n}:
   c=os.read(0,{n}-len(b))
   if not c:sys.exit('release agent: its code was cut short on stdin')
   b+=c
- if getattr(sys.modules.get('_frozen_importlib_external'),'MAGIC_NUMBER',None)==bytes.fromhex('{magic}'):C=marshal.loads(zlib.decompress(b))
+ if getattr(sys.modules.get('_frozen_importlib_external'),'MAGIC_NUMBER',None)==bytes.fromhex('{magic}'):
+  try:C=marshal.loads(zlib.decompress(b))
+  except Exception:sys.exit('release agent: its code arrived damaged on stdin')
 S=[]
 class F:
  def key(self,name):
@@ -280,6 +280,8 @@ class _Shared:
     def options(self, base: list[str], host: str) -> list[str]:
         with self.lock:
             if not self.folder:
+                import tempfile
+
                 self.folder = tempfile.mkdtemp(prefix="release-ssh-")  # mode 0700
                 atexit.register(self.close)
             self.masters.add((*base, host))
@@ -365,6 +367,8 @@ class _Shared:
                 p.kill()
         self.masters.clear()
         if self.folder:
+            import shutil
+
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = ""
 

@@ -96,7 +96,7 @@ def test_the_compiled_code_on_stdin_runs_when_the_bytecode_format_matches_else_t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_code_cut_short_on_stdin_stops_before_any_work(tmp_path: Path) -> None:
+def test_code_cut_short_or_damaged_on_stdin_stops_before_any_work(tmp_path: Path) -> None:
     payload = transport._compiled()
     cp = subprocess.run(
         [sys.executable, "-I", "-S", "-c", transport._program(len(payload)), "status", json.dumps({"root": str(tmp_path)})],
@@ -105,6 +105,14 @@ def test_code_cut_short_on_stdin_stops_before_any_work(tmp_path: Path) -> None:
         text=False,
     )
     assert cp.returncode == 1 and cp.stdout == b"" and b"cut short" in cp.stderr
+    damaged = bytes(b ^ 0x5A for b in payload)  # as a login script that wrote to stdin would leave it
+    cp = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", transport._program(len(payload)), "status", json.dumps({"root": str(tmp_path)})],
+        input=damaged,
+        capture_output=True,
+        text=False,
+    )
+    assert cp.returncode == 1 and cp.stdout == b"" and b"arrived damaged" in cp.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,56 @@
+"""The CLI builds only the sub-parser of the stage its command line names; what it parses
+must be what the whole parser parses, and errors must read as the whole parser words them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from release import cli
+from release.errors import ConfigError
+
+LINES = [
+    ["deploy"],
+    ["--config", "x.toml", "deploy", "--bundle", "b.tar.gz", "--no-plan"],
+    ["--config=x.toml", "rollback", "--deploy-id", "D", "--discard-added"],
+    ["--conf", "deploy", "rollback"],  # an abbreviated option whose value is a stage name
+    ["--config", "rollback", "deploy"],
+    ["-v", "--limit", "web", "smoke", "--mode", "dryrun", "--json"],
+    ["--limit", "deploy", "status"],
+    ["verify", "--deploy-id", "X", "--config", "c.toml"],
+    ["promote", "--break-lock"],
+    ["plan"],
+    ["provision", "--undo"],
+    ["bundle", "--reproducible-check", "--sign", "k"],
+]
+
+
+def _parsed(parser_argv: list[str] | None, argv: list[str]) -> dict[str, Any]:
+    ns = vars(cli.build_parser(parser_argv).parse_args(argv))
+    handler = ns.pop("handler")
+    return {**ns, "handler": (handler.__qualname__, [c.cell_contents for c in handler.__closure__ or ()])}
+
+
+@pytest.mark.parametrize("argv", LINES, ids=[" ".join(a) for a in LINES])
+def test_the_stage_parser_alone_parses_as_the_whole_parser(argv: list[str]) -> None:
+    assert cli._stage_named(argv) in cli.STAGES
+    assert _parsed(argv, argv) == _parsed(None, argv)
+
+
+def test_no_stage_or_help_builds_every_stage() -> None:
+    assert cli._stage_named(["--config", "deploy"]) is None
+    assert cli._stage_named(["--help", "deploy"]) is None
+    assert cli._stage_named(["nope"]) is None
+    assert cli._stage_named(["--", "deploy"]) is None
+
+
+@pytest.mark.parametrize("argv", [["nope"], ["deploy", "--bogus"], ["--conf", "deploy", "rollback", "--bogus"], []])
+def test_usage_errors_read_as_the_whole_parser_words_them(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "ERROR (usage/config)" in err
+    if argv == ["nope"]:
+        assert "choose from 'bundle', 'deploy', 'rollback'" in err
+    with pytest.raises(ConfigError):
+        cli.build_parser().parse_args(argv)
