@@ -103,6 +103,11 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="bundle,deploy,rollback,ship,env,fleet")
     ap.add_argument("--ansible", default="", help="a venv with `ansible` installed (else one is made under --workdir, from PyPI)")
+    ap.add_argument(
+        "--kex",
+        default="",
+        help="fleet: also measure with this KexAlgorithms for both tools (e.g. curve25519-sha256: the hosts' scaling apart from the key exchange's CPU)",
+    )
     ap.add_argument("--workdir", default="", help="keep the synthetic repo here between runs (a tmpfs such as /dev/shm removes disk noise)")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -209,9 +214,11 @@ def main() -> int:
         rows.append(bench_env(work, args.repeat))
     if "fleet" in only:
         rows += bench_fleet(work, args.repeat, args.ansible)
-    print(f"{'measure':42} {'release':>9} {'raw':>9} {'ratio':>7}")
+        if args.kex:
+            rows += bench_fleet(work, args.repeat, args.ansible, kex=args.kex)
+    print(f"{'measure':60} {'release':>9} {'raw':>9} {'ratio':>7}")
     for name, rel, raw in rows:
-        print(f"{name:42} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x" + (f"   (Ansible/ours {raw / rel:.1f}x)" if "Ansible" in name else ""))
+        print(f"{name:60} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x" + (f"   (Ansible/ours {raw / rel:.1f}x)" if "Ansible" in name else ""))
     return 0
 
 
@@ -301,7 +308,7 @@ def _ansible(work: Path, given: str) -> Path:
     return venv
 
 
-def bench_fleet(work: Path, repeat: int, ansible_venv: str) -> list[tuple[str, float, float]]:
+def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> list[tuple[str, float, float]]:
     """Our fleet deploy against an Ansible playbook doing the same job (deploy_helper +
     unarchive, forks = 8, the same ssh_config), on 1 and on 8 namespace hosts (tests/netns.py)."""
     sys.path.insert(0, str(HERE))
@@ -331,6 +338,9 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str) -> list[tuple[str, f
     try:
         fleet.start(8)
         assert fleet.ssh_config is not None
+        if kex:  # for every host, both tools (ssh_config: the first value found wins, and no host sets it)
+            with fleet.ssh_config.open("a") as f:
+                f.write(f"Host *\n  KexAlgorithms {kex}\n")
         py = os.path.realpath(sys.executable)  # the interpreter itself, not a shim (the same for both tools)
         names = [h.name for h in fleet.hosts]
         results: dict[tuple[str, int], float] = {}
@@ -365,9 +375,10 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str) -> list[tuple[str, f
                 sh(str(ansible / "bin" / "ansible-playbook"), "-i", str(inv), "-f", "8", str(play), env=env)
 
             results[("ansible", count)] = best(run_ansible, repeat)
-        rows.append(("fleet deploy, 1 host: ours vs Ansible", results[("ours", 1)], results[("ansible", 1)]))
-        rows.append(("fleet deploy, 8 hosts: ours vs Ansible", results[("ours", 8)], results[("ansible", 8)]))
-        rows.append(("fleet deploy: 8 hosts vs 1 host (ours)", results[("ours", 8)], results[("ours", 1)]))
+        tag = f" [{kex}]" if kex else ""
+        rows.append((f"fleet deploy, 1 host: ours vs Ansible{tag}", results[("ours", 1)], results[("ansible", 1)]))
+        rows.append((f"fleet deploy, 8 hosts: ours vs Ansible{tag}", results[("ours", 8)], results[("ansible", 8)]))
+        rows.append((f"fleet deploy: 8 hosts vs 1 host (ours){tag}", results[("ours", 8)], results[("ours", 1)]))
     finally:
         fleet.close()
         shutil.rmtree(base, ignore_errors=True)
