@@ -17,7 +17,7 @@ test enforces it):
     fsutil         descriptor-relative filesystem helpers, rename_noreplace, listing hash
     lock           the root's lock
     leftovers      staging/trash folders of killed runs: marked, cleaned
-    tarsafe        the bundle reader: checksum first, one scan, extract what it accepted
+    tarsafe        the bundle reader: checksum first, then one pass that checks and writes
     release_ops    deploy, rollback, promote, status, verify, inspect, tidy, facts
     smoke_ops      G5 checks, bounded, clean environment
     provision_ops  G4 runtime skeleton and its exact undo
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the same names, statically, for mypy
     from .names import checked_folder_name, checked_id, link_problem, manifest_entries, manifest_text, name_problem, rollback_command, tree_sha256
     from .ops import OPS, main
     from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, LOCK, MARKER, PREFIX, AgentError, refuse
-    from .tarsafe import MAX_HEADER_BODY, MAX_MANIFEST, Scan, Verified, extract, scan
+    from .tarsafe import MAX_HEADER_BODY, MAX_MANIFEST, Scan, Verified, finish, scan
 
 # the controller's names, imported from their modules on first use (PEP 562): the agent on
 # a target imports only the modules its op needs
@@ -49,7 +49,7 @@ _EXPORTS = {
     "names": ("checked_folder_name", "checked_id", "link_problem", "manifest_entries", "manifest_text", "name_problem", "rollback_command", "tree_sha256"),
     "ops": ("OPS", "main"),
     "protocol": ("BUNDLE_MANIFEST", "DEPLOY_MANIFEST", "LOCK", "MARKER", "PREFIX", "AgentError", "refuse"),
-    "tarsafe": ("MAX_HEADER_BODY", "MAX_MANIFEST", "Scan", "Verified", "extract", "scan"),
+    "tarsafe": ("MAX_HEADER_BODY", "MAX_MANIFEST", "Scan", "Verified", "finish", "scan"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -76,7 +76,7 @@ __all__ = [
     "Verified",
     "checked_folder_name",
     "checked_id",
-    "extract",
+    "finish",
     "link_problem",
     "listing_sha256",
     "main",

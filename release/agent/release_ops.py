@@ -28,7 +28,7 @@ from .leftovers import _remove_marked, clean_leftovers, leftovers, make_marked_d
 from .lock import Lock, _alive, read_lock
 from .names import checked_folder_name, checked_id, manifest_entries, manifest_text, rollback_command, tree_sha256
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
-from .tarsafe import MAX_MANIFEST, Verified, extract, scan
+from .tarsafe import MAX_MANIFEST, Verified, finish, scan
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -242,19 +242,20 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
         verified = Verified.read(sys.stdin.fileno(), sha, copy, keep=not req.get("ship_only"))
         if req.get("ship_only"):
             return {"shipped": True, "bundle_sha256": sha}
-    say("checking every member")
-    accepted = scan(verified)
-    for key in ("name", "version", "commit"):
-        want = req["expect"].get(key)
-        if want and accepted.manifest.get(key) != want:
-            raise refuse(f"bundle manifest {key} is {accepted.manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD")
+    # one pass: each member is checked and written into the private staging folder as it
+    # passes; a refusal anywhere leaves only that folder, which the deploy removes
+    say("checking and unpacking every member")
     stage_fd = open_dir(stage, parent_fd)
     try:
         os.mkdir("tree", 0o755, dir_fd=stage_fd)
         tree_fd = open_dir("tree", stage_fd)
         try:
-            say("unpacking")
-            facts = extract(verified, accepted, tree_fd)
+            accepted = scan(verified, tree_fd)
+            for key in ("name", "version", "commit"):
+                want = req["expect"].get(key)
+                if want and accepted.manifest.get(key) != want:
+                    raise refuse(f"bundle manifest {key} is {accepted.manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD")
+            facts = finish(accepted, tree_fd)
         finally:
             os.close(tree_fd)
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import bisect
+import errno
 import hashlib
 import json
 import os
@@ -11,7 +11,7 @@ import stat
 import threading
 import zlib
 
-from .fsutil import DirFds, by_folders, shared_out, widen_pipe
+from .fsutil import DirFds, widen_pipe
 from .names import link_problem, manifest_entries, name_problem, tree_sha256
 from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, refuse
 
@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 # ----------------------------------------------------------------------------- the bundle reader
 #
 # One reader is the single authority on a bundle's members. The bundle's bytes are
-# checksummed before anything parses them; ``scan`` then reads every header once and
-# returns the accepted members with the offset of their data; ``extract`` writes exactly
-# those members, reading data at those offsets; it never parses a header itself.
+# checksummed before anything parses them; ``scan`` then reads every header once and, in
+# the same pass, writes each member it accepted into a fresh folder inside the private
+# staging folder (folders and files only, each relative to a descriptor of its parent,
+# O_EXCL, O_NOFOLLOW). Links are made by ``finish``, after every member and the manifest
+# were accepted, so no write ever passes through a link. A refusal at any point leaves
+# only the staging folder, which the caller removes: nothing outside it was touched.
 
 MAX_HEADER_BODY = 1 << 20  # a pax or GNU long-name body
 MAX_MANIFEST = 64 << 20
@@ -48,6 +51,13 @@ def _keep_limit() -> int:
     return max(limit, 0)
 
 
+def header_sum(hdr: bytes) -> int:
+    """The tar checksum's unsigned sum: every byte of the header, the checksum field counted
+    as eight spaces. Summed in C by Adler-32, whose low half is 1 + the sum of the bytes
+    modulo 65521: exact for 256 bytes (at most 65,280), so each half is summed alone."""
+    return (zlib.adler32(hdr[:256]) & 0xFFFF) + (zlib.adler32(hdr[256:]) & 0xFFFF) - 2 - sum(hdr[148:156]) + 256
+
+
 def _mismatch(got: str, expected: str) -> AgentError:
     return refuse(
         f"checksum mismatch on the target: bundle has sha256 {got}, expected {expected}",
@@ -61,39 +71,44 @@ class Verified:
     ``read(src_fd, expected, copy_to)`` reads the bundle once and hashes it (keeping the
     compressed bytes when they fit, and writing a private copy when ``copy_to`` is given);
     nothing is inflated or parsed before the checksum matched. ``chunks()`` then inflates
-    in a worker thread (zlib releases the GIL, so inflating overlaps the scan, as gzip and
-    tar do in a pipe); the first pass keeps the inflated tar when it fits, so the second
-    pass does not inflate again.
+    in a worker thread (zlib releases the GIL, so inflating overlaps the scan and its
+    writes, as gzip and tar do in a pipe).
     """
 
     def __init__(self, raw: list[bytes] | None, copy: str | None, sha256: str) -> None:
         self.raw = raw
         self.copy = copy
         self.sha256 = sha256
-        self.kept: list[bytes] | None = None  # the inflated tar, kept by the first pass
-        self._passes = 0
 
     @classmethod
     def read(cls, src_fd: int, expected: str, copy_to: str | None = None, keep: bool = True) -> Verified:
+        """With ``keep`` the compressed bytes stay in memory while they fit; past that (or
+        without ``keep``) they go to the private copy ``copy_to``, the kept part first."""
         h = hashlib.sha256()
         widen_pipe(src_fd)
-        out = os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600) if copy_to else -1
         limit = _keep_limit() if keep else -1
         raw: list[bytes] | None = [] if keep else None
+        out = -1
         size = 0
         try:
             while chunk := os.read(src_fd, 1 << 18):
                 h.update(chunk)
-                if out >= 0:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(out, view) :]
                 if raw is not None:
                     size += len(chunk)
-                    if size > limit:
-                        raw = None
-                    else:
+                    if size <= limit:
                         raw.append(chunk)
+                        continue
+                    spill, raw = [*raw, chunk], None
+                else:
+                    spill = [chunk]
+                if copy_to is None:
+                    continue
+                if out < 0:
+                    out = os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                for piece in spill:
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(out, view) :]
         finally:
             if out >= 0:
                 os.fsync(out)
@@ -101,7 +116,7 @@ class Verified:
         got = h.hexdigest()
         if got != expected:
             raise _mismatch(got, expected)
-        return cls(raw, copy_to, got)
+        return cls(raw, copy_to if out >= 0 else None, got)
 
     @property
     def readable(self) -> bool:
@@ -138,13 +153,6 @@ class Verified:
 
     def chunks(self) -> Iterator[bytes]:
         """The inflated tar, chunk by chunk (bounded), inflated ahead in a worker thread."""
-        if self.kept is not None:
-            yield from self.kept
-            return
-        self._passes += 1
-        keep: list[bytes] | None = [] if self._passes == 1 else None  # only the first pass keeps
-        limit = _keep_limit()
-        size = 0
         q: queue.Queue[Any] = queue.Queue(maxsize=16)
         stop = threading.Event()
 
@@ -165,26 +173,16 @@ class Verified:
 
         worker = threading.Thread(target=produce, daemon=True)
         worker.start()
-        complete = False
         try:
             while True:
                 item = q.get()
                 if item is None:
-                    complete = True
                     return
                 if isinstance(item, BaseException):
                     raise item
-                if keep is not None:
-                    size += len(item)
-                    if size > limit:
-                        keep = None
-                    else:
-                        keep.append(item)
                 yield item
         finally:
             stop.set()
-            if complete and keep is not None:
-                self.kept = keep
 
 
 class _Stream:
@@ -260,7 +258,7 @@ class Member:
 
 
 class Scan:
-    """What ``scan`` accepted: the only members ``extract`` may write."""
+    """What ``scan`` accepted (and wrote): the only members a release holds."""
 
     def __init__(self, top: str, members: list[Member], manifest: dict[str, Any]) -> None:
         self.top = top
@@ -339,7 +337,7 @@ def _headers(stream: _Stream) -> Iterator[tuple[str, bytes, int, int, str]]:
         if count > MAX_MEMBERS:
             raise refuse(f"bundle has more than {MAX_MEMBERS} members", "do not deploy this bundle")
         chk = _number(hdr[148:156], "checksum")
-        unsigned = sum(hdr[:148]) + 256 + sum(hdr[156:])
+        unsigned = header_sum(hdr)
         # the old signed-char sum some tars write: each byte above 127 counts 256 less
         if chk != unsigned and chk != unsigned - 256 * sum(1 for b in hdr[:148] + hdr[156:] if b > 127):
             raise refuse("bundle has a corrupt tar header (checksum)", "the bundle is damaged; rebuild it")
@@ -378,17 +376,27 @@ def _headers(stream: _Stream) -> Iterator[tuple[str, bytes, int, int, str]]:
         pax, longname, longlink, pending = {}, None, None, False
 
 
-def scan(verified: Verified) -> Scan:
-    """Read every header of a checksummed bundle once and decide; write nothing.
+def scan(verified: Verified, tree_fd: int) -> Scan:
+    """Read every header of a checksummed bundle once, decide, and write each accepted
+    folder and file under ``tree_fd`` (an empty folder inside the private staging folder)
+    as it passes; links are left to ``finish``.
 
     Refused (exit 4): any name outside the single top folder or not safe by
     ``name_problem``, duplicates, a member under a link or under a file, hard links,
     devices, FIFOs, sparse or multi-volume members, setuid/setgid/sticky bits, a
     directory or link carrying data, a link leaving the tree (``link_problem``), a
     member named like the deploy manifest, and a BUNDLE-MANIFEST that does not list
-    exactly the files and links the bundle holds, with their sha256.
+    exactly the files and links the bundle holds, with their sha256. On a refusal the
+    folder holds part of the bundle: the caller removes the staging folder.
     """
-    stream = _Stream(verified.chunks())
+    fds = DirFds(tree_fd)
+    try:
+        return _scan(_Stream(verified.chunks()), fds)
+    finally:
+        fds.close()
+
+
+def _scan(stream: _Stream, fds: DirFds) -> Scan:
     top = ""
     members: list[Member] = []
     kinds: dict[str, str] = {}
@@ -437,18 +445,31 @@ def scan(verified: Verified) -> Scan:
         kinds[rel] = kind
         offset = stream.pos
         digest = ""
-        if kind == "f":
+        exe = bool(mode & 0o111)
+        if kind == "d":
+            _written(name, _mkdir_parents, fds, rel)
+        elif kind == "f":
             h = hashlib.sha256()
-            if rel == BUNDLE_MANIFEST:
-                if size > MAX_MANIFEST:
-                    raise refuse(f"{BUNDLE_MANIFEST} is {size} bytes (limit {MAX_MANIFEST})", "do not deploy this bundle")
-                manifest_raw = stream.read(size)
-                h.update(manifest_raw)
-            else:
-                stream.pump(size, h.update)
+            if rel == BUNDLE_MANIFEST and size > MAX_MANIFEST:
+                raise refuse(f"{BUNDLE_MANIFEST} is {size} bytes (limit {MAX_MANIFEST})", "do not deploy this bundle")
+            fd = _written(name, _create, fds, rel, exe)
+            try:
+                if rel == BUNDLE_MANIFEST:
+                    manifest_raw = stream.read(size)
+                    h.update(manifest_raw)
+                    _write_all(fd, memoryview(manifest_raw))
+                else:
+
+                    def sink(view: memoryview, fd: int = fd, h: Any = h) -> None:
+                        h.update(view)
+                        _write_all(fd, view)
+
+                    stream.pump(size, sink)
+            finally:
+                os.close(fd)
             stream.pump(-size % 512, None)
             digest = h.hexdigest()
-        members.append(Member(rel, kind, size, bool(mode & 0o111), linkname if kind == "l" else "", offset, digest))
+        members.append(Member(rel, kind, size, exe, linkname if kind == "l" else "", offset, digest))
     for m in members:  # a folder must not sit where a file or link already is (or the reverse)
         parts = m.rel.split("/")
         for i in range(1, len(parts)):
@@ -478,31 +499,11 @@ def scan(verified: Verified) -> Scan:
     return result
 
 
-def extract(verified: Verified, result: Scan, tree_fd: int) -> dict[str, Any]:
-    """Write exactly the members ``scan`` accepted under ``tree_fd`` (an empty folder we created).
-
-    Folders first, then files, links last: no write can pass through a link, and every
-    name is created relative to a descriptor of its parent (O_EXCL, O_NOFOLLOW). The files'
-    data is read at the offsets the scan recorded: from the inflated tar in memory (the
-    bytes the scan hashed; two threads write), or from a second inflate of the private
-    copy, hashed again as written.
-    """
+def finish(result: Scan, tree_fd: int) -> dict[str, Any]:
+    """Make the links of an accepted bundle under ``tree_fd`` (its folders and files were
+    written by ``scan``), each relative to a descriptor of its folder; the facts of the tree."""
     fds = DirFds(tree_fd)
     try:
-        for m in sorted((m for m in result.members if m.kind == "d"), key=lambda m: m.rel.count("/")):
-            parent, _, base = m.rel.rpartition("/")
-            _mkdir_parents(fds, parent)
-            try:
-                os.mkdir(base, 0o755, dir_fd=fds.get(parent))
-            except FileExistsError:
-                pass  # made earlier as the parent of another member
-        if verified.kept is not None:  # in memory: the files are written by two threads
-            for m in result.members:
-                if m.kind == "f":
-                    _mkdir_parents(fds, m.rel.rpartition("/")[0])
-            _write_files_from_memory(verified.kept, [m for m in result.members if m.kind == "f"], tree_fd)
-        else:
-            _write_files_from_stream(verified, result, fds)
         for m in result.members:
             if m.kind == "l":
                 parent, _, base = m.rel.rpartition("/")
@@ -517,69 +518,26 @@ def extract(verified: Verified, result: Scan, tree_fd: int) -> dict[str, Any]:
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def _write_files_from_memory(kept: list[bytes], files: list[Member], tree_fd: int, workers: int = 2) -> None:
-    """Write the accepted files from the inflated tar in memory (the very bytes the scan
-    hashed), their folders shared out over ``workers`` threads by size: open, write and
-    close release the GIL and different folders do not contend. Every file is created
-    relative to a descriptor of its folder (opened component by component, O_NOFOLLOW),
-    with O_EXCL; the folders exist already and links come after."""
-    starts = []
-    at = 0
-    for chunk in kept:
-        starts.append(at)
-        at += len(chunk)
-    groups: dict[str, list[Member]] = {}
-    for m in files:
-        groups.setdefault(m.rel.rpartition("/")[0], []).append(m)
-
-    def work(fds: DirFds, members: list[Member]) -> None:
-        for m in members:
-            parent, _, base = m.rel.rpartition("/")
-            fd = os.open(base, FILE_FLAGS, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
-            try:
-                left, pos = m.size, m.offset
-                i = bisect.bisect_right(starts, pos) - 1
-                while left > 0:
-                    view = memoryview(kept[i])[pos - starts[i] : pos - starts[i] + left]
-                    if not view:
-                        raise AgentError(1, f"internal: {m.rel}'s data is beyond the inflated tar")
-                    left -= len(view)
-                    pos += len(view)
-                    i += 1
-                    while view:
-                        view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-
-    weighed = [(members, sum(m.size + 4096 for m in members)) for members in groups.values()]
-    by_folders(tree_fd, shared_out(weighed, workers), work)
+def _create(fds: DirFds, rel: str, exe: bool) -> int:
+    parent, _, base = rel.rpartition("/")
+    _mkdir_parents(fds, parent)
+    return os.open(base, FILE_FLAGS, 0o755 if exe else 0o644, dir_fd=fds.get(parent))
 
 
-def _write_files_from_stream(verified: Verified, result: Scan, fds: DirFds) -> None:
-    """Write the accepted files from a second inflate of the private verified copy (too
-    large to keep in memory), each hashed again as written, so a change between the two
-    passes is caught."""
-    stream = _Stream(verified.chunks())
-    for m in result.members:
-        if m.kind != "f":
-            continue
-        parent, _, base = m.rel.rpartition("/")
-        _mkdir_parents(fds, parent)
-        stream.seek_forward(m.offset)
-        fd = os.open(base, FILE_FLAGS, 0o755 if m.exe else 0o644, dir_fd=fds.get(parent))
-        h = hashlib.sha256()
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]
 
-        def sink(view: memoryview, fd: int = fd, h: Any = h) -> None:
-            h.update(view)
-            while view:
-                view = view[os.write(fd, view) :]
 
-        try:
-            stream.pump(m.size, sink)
-        finally:
-            os.close(fd)
-        if h.hexdigest() != m.sha256:
-            raise refuse(f"bundle data changed between the scan and the unpack: {m.rel}", "rerun the deploy")
+def _written(name: str, make: Any, *args: Any) -> Any:
+    """``make(*args)``; a name the tree already holds as another kind (a file where a
+    folder was made for an earlier member, or the reverse) is the bundle's conflict."""
+    try:
+        return make(*args)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP, errno.EISDIR):
+            raise refuse(f"bundle member under a file or link refused: {name!r}", "do not deploy this bundle") from None
+        raise
 
 
 def _mkdir_parents(fds: DirFds, rel_dir: str) -> None:
