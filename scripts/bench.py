@@ -369,7 +369,16 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
             )
             play = work / "deploy.yml"
             play.write_text(PLAYBOOK.format(root=f"{fleet.root}/ansible", bundle=bundle))
-            env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_FORKS": "8", "ANSIBLE_STDOUT_CALLBACK": "default"}
+            # Ansible's shared connections (ControlPersist=60s) live in a folder of this fleet:
+            # its default ~/.ansible/cp is keyed by host name, port and user, so a second
+            # fleet's h0 would reuse the first fleet's master, dead with its namespace, and hang
+            env = {
+                **os.environ,
+                "ANSIBLE_HOST_KEY_CHECKING": "False",
+                "ANSIBLE_FORKS": "8",
+                "ANSIBLE_STDOUT_CALLBACK": "default",
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(base / "ansible-cp"),
+            }
 
             def run_ansible(inv: Path = inv, play: Path = play, env: dict[str, str] = env) -> None:
                 sh(str(ansible / "bin" / "ansible-playbook"), "-i", str(inv), "-f", "8", str(play), env=env)
@@ -380,6 +389,8 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
         rows.append((f"fleet deploy, 8 hosts: ours vs Ansible{tag}", results[("ours", 8)], results[("ansible", 8)]))
         rows.append((f"fleet deploy: 8 hosts vs 1 host (ours){tag}", results[("ours", 8)], results[("ours", 1)]))
     finally:
+        for sock in (base / "ansible-cp").glob("*"):  # Ansible's masters go with their fleet
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, check=False)
         fleet.close()
         shutil.rmtree(base, ignore_errors=True)
     return rows
