@@ -181,6 +181,9 @@ def hostile_bundle(out: Path, sha: str, build: str) -> Path:
         elif build == "under-symlink":
             add(top + "/inner", type=tarfile.SYMTYPE, linkname=".")
             add(top + "/inner/ok2.txt")
+        elif build == "file-over-folder":  # x/y makes the folder x as it is written; then a file x
+            add(top + "/x/y")
+            add(top + "/x")
         elif build == "tampered":
             pass
         files = [{"path": "ok.txt", "size": 1, "sha256": hashlib.sha256(b"x" if build != "tampered" else b"z").hexdigest()}]
@@ -193,8 +196,10 @@ def hostile_bundle(out: Path, sha: str, build: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("build", ["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "setuid", "duplicate", "under-symlink", "tampered"])
-def test_hostile_bundles_are_refused_before_anything_is_written(setup, project: Repo, tmp_path: Path, build: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "build", ["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "setuid", "duplicate", "under-symlink", "file-over-folder", "tampered"]
+)
+def test_hostile_bundles_are_refused_and_leave_nothing(setup, project: Repo, tmp_path: Path, build: str) -> None:  # type: ignore[no-untyped-def]
     cfg, root, _ = setup
     before = tree_state(root)
     path = hostile_bundle(tmp_path / "hostile", project.git("rev-parse", "HEAD"), build)

@@ -500,3 +500,46 @@ def test_the_header_sum_holds_at_the_extremes(fill: int) -> None:
 
     hdr = bytes([fill]) * 512
     assert tarsafe.header_sum(hdr) == sum(hdr[:148]) + 256 + sum(hdr[156:])
+
+
+# ----------------------------------------------------------------------------- the one pass
+
+
+def test_a_file_where_an_earlier_member_made_a_folder_is_refused(sandbox: Sandbox) -> None:
+    """'x/y' makes the folder x as it is written; a later member 'x' (a file) would need
+    the same name: refused (exit 4), and the partial tree goes with the staging folder."""
+    raw = finish(
+        member(TOP + "/", type_=b"5"),
+        member(f"{TOP}/x/y", b"first"),
+        member(f"{TOP}/x", b"second"),
+        manifest_member([file_entry("x/y", b"first"), file_entry("x", b"second")]),
+    )
+    refused(sandbox, raw, "under a file or link")
+
+
+def test_a_folder_where_an_earlier_member_wrote_a_file_is_refused(sandbox: Sandbox) -> None:
+    raw = finish(
+        member(TOP + "/", type_=b"5"),
+        member(f"{TOP}/x", b"a file"),
+        member(f"{TOP}/x/", type_=b"5"),
+        manifest_member([file_entry("x", b"a file")]),
+    )
+    refused(sandbox, raw)
+
+
+def test_a_link_where_an_earlier_member_made_a_folder_is_refused_before_any_link(sandbox: Sandbox) -> None:
+    raw = finish(
+        member(TOP + "/", type_=b"5"),
+        member(f"{TOP}/x/y", b"data"),
+        member(f"{TOP}/x", type_=b"2", linkname="/etc"),
+        manifest_member([file_entry("x/y", b"data"), {"path": "x", "link": "/etc"}]),
+    )
+    refused(sandbox, raw)
+
+
+def test_a_refusal_after_the_files_were_written_leaves_nothing(sandbox: Sandbox) -> None:
+    """The manifest comes last: by then every file was written into the staging folder.
+    A manifest that does not match is refused and nothing remains outside staging."""
+    raw = good_bundle(files=[file_entry("app/main.py", b"something else")])
+    refused(sandbox, raw, "does not match")
+    assert not (sandbox.stage / "tree").exists()
