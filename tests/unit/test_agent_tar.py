@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -543,3 +544,38 @@ def test_a_refusal_after_the_files_were_written_leaves_nothing(sandbox: Sandbox)
     raw = good_bundle(files=[file_entry("app/main.py", b"something else")])
     refused(sandbox, raw, "does not match")
     assert not (sandbox.stage / "tree").exists()
+
+
+def test_a_bundle_past_the_memory_limit_spills_to_its_copy_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept in memory up to the limit, then the kept part and the rest go to the private
+    copy, in order; the one pass reads the copy and writes the same tree."""
+    from release.agent import tarsafe
+
+    monkeypatch.setattr(tarsafe, "_keep_limit", lambda: 1000)
+    data = os.urandom(300_000)
+    raw = good_bundle(extra=member(f"{TOP}/app/blob.bin", data), files=[file_entry("app/main.py", b"print('hi')\n"), file_entry("app/blob.bin", data)])
+    assert len(raw) > 3 * 1000
+    r, w = os.pipe()
+    copy = tmp_path / "copy.tar.gz"
+
+    def send() -> None:  # through a pipe, in bounded chunks, as over SSH
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(w, view[:65536]) :]
+        os.close(w)
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    try:
+        verified = agent.Verified.read(r, hashlib.sha256(raw).hexdigest(), str(copy), keep=True)
+    finally:
+        writer.join()
+        os.close(r)
+    assert verified.raw is None and copy.read_bytes() == raw
+    (tmp_path / "tree").mkdir()
+    tree_fd = os.open(tmp_path / "tree", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        facts = agent.finish(agent.scan(verified, tree_fd), tree_fd)
+    finally:
+        os.close(tree_fd)
+    assert facts["files"] == 2 and (tmp_path / "tree" / "app" / "blob.bin").read_bytes() == data
