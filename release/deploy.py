@@ -161,7 +161,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
     record: dict[str, Any] = {**plan.to_dict(), "status": "started", "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
         reconcile.settle(cfg, state, transport)
-        for landed in state.records():
+        for landed in state.open_records():
             if landed.get("rerun_pending") and landed["status"] == "deployed" and landed.get("bundle_sha256") == plan.bundle_sha256:
                 # the rerun of a deploy whose answer was lost: it had landed, so it is done;
                 # what its killed run left behind (lock, staging) is cleaned under the lock

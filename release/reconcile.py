@@ -36,7 +36,7 @@ def settle(cfg: Config, state: State, transport: Transport, *, running_ok: bool 
     one may be landing) that is a refusal (exit 4).
     """
     changed: list[dict[str, Any]] = []
-    for record in state.records():
+    for record in state.open_records():
         if record.get("status") not in UNSETTLED or not _same_target(cfg, record):
             continue
         req: InspectRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]}

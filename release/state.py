@@ -1,6 +1,8 @@
 """Controller state under ``.release/``: deploy records and an append-only audit log.
 
     .release/deploys/<deploy_id>.json   one record per deploy, rewritten atomically
+    .release/deploys/<deploy_id>.open   a marker: the record may still change (not yet
+                                        rolled back or failed); ``.markers`` says they are kept
     .release/audit.log                  JSON lines, append-only: who, when, what, result
     .release/reports/<stamp>/           smoke reports (mode 0700)
 
@@ -21,6 +23,7 @@ from .errors import BlockedError, RefusedError
 from .redact import redact_obj
 
 LIVE_STATUSES = ("deployed",)
+FINAL_STATUSES = ("rolled-back", "failed")  # a record with these never changes again
 
 
 def private_dir(path: Path) -> Path:
@@ -71,15 +74,28 @@ class State:
         self.root = root
         self.corrupt: list[str] = []
         self._records: list[dict[str, Any]] | None = None  # read once per run, until a save
+        self._open: list[dict[str, Any]] | None = None
 
     @property
     def deploys(self) -> Path:
         return self.root / "deploys"
 
     def save(self, record: dict[str, Any]) -> None:
+        """Write the record; its ``.open`` marker is made before a record that may still
+        change is written and removed only after a final one was, so the markers always
+        name at least every open record (a crash between the two leaves one marker too
+        many, which costs one read)."""
         private_dir(self.deploys)
+        self._keep_markers()
+        marker = self.deploys / f"{record['deploy_id']}.open"
+        final = record.get("status") in FINAL_STATUSES
+        if not final:
+            marker.touch(mode=0o600)
         write_json(self.deploys / f"{record['deploy_id']}.json", record)
+        if final:
+            marker.unlink(missing_ok=True)
         self._records = None
+        self._open = None
 
     def load(self, deploy_id: str) -> dict[str, Any]:
         path = self.deploys / f"{deploy_id}.json"
@@ -116,8 +132,47 @@ class State:
         self._records = sorted(out, key=lambda r: str(r["deploy_id"]))
         return list(self._records)
 
+    def _keep_markers(self) -> None:
+        """Start keeping ``.open`` markers in a state folder written before them: one full
+        read marks every open record, then ``.markers`` says the markers are complete."""
+        flag = self.deploys / ".markers"
+        if flag.exists():
+            return
+        for r in self.records():
+            if r.get("status") not in FINAL_STATUSES:
+                (self.deploys / f"{r['deploy_id']}.open").touch(mode=0o600)
+        flag.touch(mode=0o600)
+
+    def open_records(self) -> list[dict[str, Any]]:
+        """The records that may still change (deployed, started, unknown), oldest first,
+        read through their markers: the cost follows the releases still on the targets,
+        not every deploy ever made."""
+        if self._open is not None:
+            return list(self._open)
+        if not (self.deploys / ".markers").exists():
+            out = [r for r in self.records() if r.get("status") not in FINAL_STATUSES]
+        else:
+            out = []
+            for marker in sorted(self.deploys.glob("*.open")):
+                try:
+                    data = json.loads(marker.with_suffix(".json").read_text())
+                except FileNotFoundError:
+                    continue  # a crash between marker and record: no record yet
+                except (OSError, ValueError, UnicodeDecodeError):
+                    data = None
+                if not isinstance(data, dict) or not isinstance(data.get("deploy_id"), str):
+                    from .proc import log
+
+                    log.warning("skipping unreadable deploy record %s", marker.with_suffix(".json"))
+                    continue
+                if data.get("status") not in FINAL_STATUSES:
+                    out.append(data)
+            out.sort(key=lambda r: str(r["deploy_id"]))
+        self._open = out
+        return list(out)
+
     def last(self, statuses: tuple[str, ...] = LIVE_STATUSES) -> dict[str, Any]:
-        live = [r for r in self.records() if r.get("status") in statuses]
+        live = [r for r in (self.open_records() if set(statuses).isdisjoint(FINAL_STATUSES) else self.records()) if r.get("status") in statuses]
         if not live:
             raise BlockedError(f"no deploy to act on in {self.deploys}", hint="deploy first (nox -s deploy), or pass --deploy-id")
         return live[-1]
