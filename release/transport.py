@@ -124,7 +124,8 @@ def _compiled() -> bytes:
     for k, path in _package_files(_package_folders()[AGENT_PACKAGE]).items():
         name = f"{AGENT_PACKAGE}.{k.replace('/', '.')}".removesuffix(".__init__")
         code = importlib.machinery.SourceFileLoader(name, str(path)).get_code(name)
-        assert code is not None
+        if code is None:
+            raise ReleaseError(f"the agent module {path} has no code", hint="reinstall the tool")
         codes[f"{AGENT_PACKAGE}/{k}"] = renamed(code, f"<{AGENT_PACKAGE}/{k}.py>")
     return zlib.compress(marshal.dumps(codes), 1)
 
