@@ -391,12 +391,42 @@ def scan(verified: Verified, tree_fd: int) -> Scan:
     """
     fds = DirFds(tree_fd)
     try:
-        return _scan(_Stream(verified.chunks()), fds)
+        return _scan(_Stream(verified.chunks()), fds, _Space(tree_fd))
     finally:
         fds.close()
 
 
-def _scan(stream: _Stream, fds: DirFds) -> Scan:
+class _Space:
+    """The free space and inodes of the staging folder's filesystem, as the pass takes them:
+    a member that would leave less than the reserve (1 % of the filesystem, at most
+    64 MiB, and 1 % of its inodes) is not written, so a bundle, however crafted, never
+    fills the target's disk. Sizes come from the headers, before the data is written; a
+    filesystem that reports no sizes is not guarded (ENOSPC still stops the pass)."""
+
+    def __init__(self, fd: int) -> None:
+        try:
+            st = os.fstatvfs(fd)
+        except OSError:
+            st = None
+        self.guarded = bool(st and st.f_blocks and st.f_frsize)
+        if st is None or not self.guarded:
+            self.bytes = self.inodes = 0
+            return
+        self.block = max(st.f_bsize, st.f_frsize, 512)
+        self.bytes = st.f_bavail * st.f_frsize - min(st.f_blocks * st.f_frsize // 100, 64 << 20)
+        self.inodes = st.f_favail - st.f_files // 100 if st.f_files else -1  # -1: no inode limit
+
+    def take(self, name: str, size: int) -> None:
+        if not self.guarded:
+            return
+        self.bytes -= -(-size // self.block) * self.block if size else self.block
+        if self.inodes != -1:
+            self.inodes -= 1
+        if self.bytes < 0 or (self.inodes != -1 and self.inodes < 0):
+            raise OSError(errno.ENOSPC, f"not enough free space for the release (stopped before {name!r}; 1% of the filesystem stays free)")
+
+
+def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
     top = ""
     members: list[Member] = []
     kinds: dict[str, str] = {}
@@ -446,6 +476,8 @@ def _scan(stream: _Stream, fds: DirFds) -> Scan:
         offset = stream.pos
         digest = ""
         exe = bool(mode & 0o111)
+        if kind != "l":
+            space.take(name, size)
         if kind == "d":
             _written(name, _mkdir_parents, fds, rel)
         elif kind == "f":

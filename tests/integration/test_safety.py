@@ -271,6 +271,30 @@ def test_full_disk_leaves_nothing_that_blocks_the_tool(project: Repo, tmp_path: 
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+def test_a_release_larger_than_the_free_space_stops_before_the_disk_is_full(project: Repo, tmp_path: Path) -> None:
+    """The pass takes each member's size from its header before writing it: the bundle
+    (about 2.4 MB of files for a 2 MiB disk) stops while the disk still has its reserve,
+    with its own message rather than ENOSPC, and leaves nothing."""
+    disk = tmp_path / "disk"
+    _tmpfs(disk, "2m")
+    try:
+        root = disk / "root"
+        root.mkdir()
+        (root / "notes.txt").write_text("keep")
+        for i in range(300):
+            project.write(f"data/f{i:03}.bin", os.urandom(4096).hex())
+        project.commit("bigger than the disk")
+        cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root)})
+        bundle(cfg)
+        cp = deploy(cfg)
+        assert cp.returncode == 3, cp.stderr
+        assert "not enough free space for the release" in cp.stderr and "disk is full" in cp.stderr, cp.stderr
+        assert "No space left" not in cp.stderr, "the guard stops the pass before the filesystem does"
+        assert listing(root) == ["notes.txt"]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def test_planted_trash_and_staging_names_cannot_block_rollback(local: tuple[Path, Path]) -> None:
     """Another local user read the deploy id in the manifest and planted the old fixed trash name."""
     cfg, root = local
