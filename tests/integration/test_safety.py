@@ -3,6 +3,7 @@ findings 2, 7, 8, 9, 10, 14, 15 and 17), each through the real CLI on real files
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -244,19 +246,29 @@ def _fill(path: Path, leave: int) -> None:
             pass
 
 
-@pytest.mark.parametrize("leave", [0, 4096, 64 * 1024])
-def test_full_disk_leaves_nothing_that_blocks_the_tool(project: Repo, tmp_path: Path, leave: int) -> None:
+@contextlib.contextmanager
+def _small_disk(project: Repo, tmp_path: Path, files: int) -> Iterator[tuple[Path, Path, Path]]:
+    """(disk, root, config): a 2 MiB tmpfs whose root holds one file of the operator's, and
+    a bundle of ``files`` files of 8 KiB, built outside it."""
     disk = tmp_path / "disk"
     _tmpfs(disk, "2m")
     try:
         root = disk / "root"
         root.mkdir()
         (root / "notes.txt").write_text("keep")
-        for i in range(200):
+        for i in range(files):
             project.write(f"data/f{i:03}.bin", os.urandom(4096).hex())
-        project.commit("big")
+        project.commit(f"{files} files")
         cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root)})
         bundle(cfg)
+        yield disk, root, cfg
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("leave", [0, 4096, 64 * 1024])
+def test_full_disk_leaves_nothing_that_blocks_the_tool(project: Repo, tmp_path: Path, leave: int) -> None:
+    with _small_disk(project, tmp_path, 200) as (disk, root, cfg):
         _fill(disk, leave)
         cp = deploy(cfg)
         assert cp.returncode in (3, 4), cp.stderr
@@ -267,32 +279,18 @@ def test_full_disk_leaves_nothing_that_blocks_the_tool(project: Repo, tmp_path: 
         assert cp.returncode == 0, cp.stderr
         assert run_release("--config", cfg, "rollback").returncode == 0
         assert listing(root) == ["notes.txt"]
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_a_release_larger_than_the_free_space_stops_before_the_disk_is_full(project: Repo, tmp_path: Path) -> None:
     """The pass takes each member's size from its header before writing it: the bundle
     (about 2.4 MB of files for a 2 MiB disk) stops while the disk still has its reserve,
     with its own message rather than ENOSPC, and leaves nothing."""
-    disk = tmp_path / "disk"
-    _tmpfs(disk, "2m")
-    try:
-        root = disk / "root"
-        root.mkdir()
-        (root / "notes.txt").write_text("keep")
-        for i in range(300):
-            project.write(f"data/f{i:03}.bin", os.urandom(4096).hex())
-        project.commit("bigger than the disk")
-        cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root)})
-        bundle(cfg)
+    with _small_disk(project, tmp_path, 300) as (_disk, root, cfg):
         cp = deploy(cfg)
         assert cp.returncode == 3, cp.stderr
         assert "not enough free space for the release" in cp.stderr and "disk is full" in cp.stderr, cp.stderr
         assert "No space left" not in cp.stderr, "the guard stops the pass before the filesystem does"
         assert listing(root) == ["notes.txt"]
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_planted_trash_and_staging_names_cannot_block_rollback(local: tuple[Path, Path]) -> None:
