@@ -191,10 +191,10 @@ def _run_fed(
 def _feed(fd: int, prefix: bytes, then: BinaryIO | None) -> None:
     """Write ``prefix`` then the file ``then`` into the pipe ``fd``, and close it. A reader
     that went away ends the feed quietly: the command's own exit status tells what happened."""
+    from .agent.fsutil import write_all
+
     try:
-        view = memoryview(prefix)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, prefix)
         if then is not None:
             src = then.fileno()
             try:
@@ -204,9 +204,7 @@ def _feed(fd: int, prefix: bytes, then: BinaryIO | None) -> None:
                 if exc.errno not in (errno.EINVAL, errno.ENOSYS):  # no splice from this file: copy it
                     raise
                 while chunk := os.read(src, 1 << 20):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, chunk)
     except OSError:
         pass
     finally:

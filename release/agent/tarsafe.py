@@ -11,9 +11,9 @@ import stat
 import threading
 import zlib
 
-from .fsutil import DirFds, widen_pipe
+from .fsutil import DirFds, widen_pipe, write_all
 from .names import link_problem, manifest_entries, name_problem, tree_sha256
-from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, refuse
+from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, checkpoint, refuse
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ DATA_TYPES = (b"0", b"\0", b"7")  # regular files: the only members that carry d
 
 
 def _keep_limit() -> int:
-    """Bytes of inflated tar kept in memory between the passes: 256 MiB or an eighth of free memory."""
+    """Bytes of the compressed bundle kept in memory (past them, its private copy): 256 MiB or an eighth of free memory."""
     limit = 256 << 20
     try:
         with open("/proc/meminfo") as f:
@@ -106,9 +106,7 @@ class Verified:
                 if out < 0:
                     out = os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 for piece in spill:
-                    view = memoryview(piece)
-                    while view:
-                        view = view[os.write(out, view) :]
+                    write_all(out, piece)
         finally:
             if out >= 0:
                 os.fsync(out)
@@ -431,6 +429,7 @@ def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
     members: list[Member] = []
     kinds: dict[str, str] = {}
     manifest_raw: bytes | None = None
+    written_one = False
     for name, type_, size, mode, linkname in _headers(stream):
         is_dir = type_ == b"5"
         raw = name[:-1] if is_dir and name.endswith("/") else name
@@ -489,18 +488,21 @@ def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
                 if rel == BUNDLE_MANIFEST:
                     manifest_raw = stream.read(size)
                     h.update(manifest_raw)
-                    _write_all(fd, memoryview(manifest_raw))
+                    write_all(fd, manifest_raw)
                 else:
 
                     def sink(view: memoryview, fd: int = fd, h: Any = h) -> None:
                         h.update(view)
-                        _write_all(fd, view)
+                        write_all(fd, view)
 
                     stream.pump(size, sink)
             finally:
                 os.close(fd)
             stream.pump(-size % 512, None)
             digest = h.hexdigest()
+            if not written_one:  # a test hook: a kill with the staging tree half written
+                written_one = True
+                checkpoint("deploy:unpacking")
         members.append(Member(rel, kind, size, exe, linkname if kind == "l" else "", offset, digest))
     for m in members:  # a folder must not sit where a file or link already is (or the reverse)
         parts = m.rel.split("/")
@@ -554,11 +556,6 @@ def _create(fds: DirFds, rel: str, exe: bool) -> int:
     parent, _, base = rel.rpartition("/")
     _mkdir_parents(fds, parent)
     return os.open(base, FILE_FLAGS, 0o755 if exe else 0o644, dir_fd=fds.get(parent))
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _written(name: str, make: Any, *args: Any) -> Any:

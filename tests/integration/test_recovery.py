@@ -84,7 +84,7 @@ def test_lost_connection_during_unpack_then_rollback_removes_only_the_new_releas
 
 
 KILL_POINTS = {
-    "deploy": ["deploy:staged", "deploy:extracted", "deploy:before-rename", "deploy:renamed"],
+    "deploy": ["deploy:staged", "deploy:unpacking", "deploy:extracted", "deploy:before-rename", "deploy:renamed"],
     "rollback": ["rollback:pointer", "rollback:trash", "rollback:renamed", "rollback:removed"],
     "promote": ["promote:link-made"],
 }
