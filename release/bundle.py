@@ -60,6 +60,7 @@ class BundlePlan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["out"] = str(self.out)
+        d["env"] = self.env._asdict() if self.env else None
         d["bundle"] = self.path.name
         d["target"] = self.target.to_dict() if self.target else None
         return d

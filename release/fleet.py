@@ -83,7 +83,7 @@ def host_config(cfg: Config, host: inventory.Host) -> Config:
         opts += ["-p", str(host.port)]
     if host.user:
         opts += ["-l", host.user]
-    return dataclasses.replace(cfg, host=host.name, python=host.python or cfg.python, state=cfg.state / "hosts" / host.name, ssh_options=tuple(opts), hosts=())
+    return cfg._replace(host=host.name, python=host.python or cfg.python, state=cfg.state / "hosts" / host.name, ssh_options=tuple(opts), hosts=())
 
 
 def limited(cfg: Config, pattern: str | None) -> Config:
@@ -95,7 +95,7 @@ def limited(cfg: Config, pattern: str | None) -> Config:
     inv = inventory.load(Path(cfg.inventory_path)) if cfg.inventory_path else None
     names = [h.name for h in cfg.hosts]
     chosen = set(inventory.select(names, inv, pattern))
-    return dataclasses.replace(cfg, hosts=tuple(h for h in cfg.hosts if h.name in chosen))
+    return cfg._replace(hosts=tuple(h for h in cfg.hosts if h.name in chosen))
 
 
 def connect_soon(cfg: Config, hosts: tuple[inventory.Host, ...]) -> None:
@@ -442,7 +442,7 @@ def bundle(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     deploy checks every host's interpreter against it)."""
     from .cli import _stage_bundle
 
-    return _stage_bundle(dataclasses.replace(host_config(cfg, cfg.hosts[0]), state=cfg.state), args)
+    return _stage_bundle(host_config(cfg, cfg.hosts[0])._replace(state=cfg.state), args)
 
 
 def plan(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
@@ -455,7 +455,7 @@ def plan(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         for gate, verdict in ((o.result or {}).get("gates") or {}).items():
             if verdict["verdict"] != "PASS" and gate != "G2 plan":
                 bad[o.host] = f"{gate}: {verdict['verdict']}: {verdict['reason']}"
-    first = dataclasses.replace(host_config(cfg, cfg.hosts[0]), state=cfg.state)
+    first = host_config(cfg, cfg.hosts[0])._replace(state=cfg.state)
     if bad:
         return {
             "stage": "plan",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .agent import name_problem, rollback_command
 from .errors import ConfigError, RefusedError
@@ -84,8 +84,7 @@ def check_folder(folder: str, key: str = "target.dir") -> str:
     return folder
 
 
-@dataclass(frozen=True)
-class BundleName:
+class BundleName(NamedTuple):
     name: str
     version: str
     sha7: str

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
-import shlex
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from .errors import ReleaseError
 from .redact import redact
 
 if TYPE_CHECKING:
     import logging
+    import subprocess
+
+PIPE = -1  # subprocess.PIPE: subprocess is imported when a command runs, not on every start
 
 
 class _Log:
@@ -50,8 +50,7 @@ def log_commands() -> None:
 log = _Log()
 
 
-@dataclass(frozen=True)
-class Completed:
+class Completed(NamedTuple):
     argv: tuple[str, ...]
     returncode: int
     stdout: bytes
@@ -101,6 +100,8 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def show(argv: Sequence[str]) -> str:
     """The command as a (redacted) shell line; very long arguments are abridged."""
+    import shlex
+
     return redact(shlex.join(a if len(a) <= 300 else f"{a[:60]}...({len(a)} chars)" for a in map(str, argv)))
 
 
@@ -125,6 +126,8 @@ def run(
     command reads those bytes first on its stdin, then ``stdin`` (a file, spliced in by the
     kernel), then end of file.
     """
+    import subprocess
+
     args = tuple(str(a) for a in argv)
     log.debug("run: %s", show(args))
     full_env = clean_env(env)
@@ -162,6 +165,7 @@ def _run_fed(
     args: tuple[str, ...], cwd: str | Path | None, env: dict[str, str], prefix: bytes, then: BinaryIO | None, timeout: float | None
 ) -> subprocess.CompletedProcess[bytes]:
     """``subprocess.run`` whose stdin is a pipe fed by a thread: ``prefix``, then ``then``."""
+    import subprocess
     import threading
 
     from .agent.fsutil import widen_pipe
@@ -217,10 +221,12 @@ def popen(
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     stdin: int | None = None,
-    stdout: int | None = subprocess.PIPE,
-    stderr: int | None = subprocess.PIPE,
+    stdout: int | None = PIPE,
+    stderr: int | None = PIPE,
 ) -> subprocess.Popen[bytes]:
     """Start a streaming command (for pipelines that must not buffer whole outputs)."""
+    import subprocess
+
     args = [str(a) for a in argv]
     log.debug("start: %s", show(args))
     full_env = clean_env(env)

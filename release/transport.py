@@ -10,24 +10,24 @@ known_hosts apply.
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import functools
 import hashlib
 import json
 import os
-import shlex
-import subprocess
 import threading
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from . import proc
 from .config import Config
 from .errors import OutcomeUnknownError, ReleaseError, from_exit_code
 from .redact import redact
+
+if TYPE_CHECKING:  # subprocess, shlex and base64 are imported by the SSH and program paths that use them
+    import subprocess
 
 # the agent is stdlib only: isolated mode (no PYTHON* variables, no user site, no cwd on
 # sys.path) and no site import, which also makes it start faster
@@ -134,6 +134,7 @@ def _compiled() -> bytes:
 def _program(code_size: int = 0, magic: bytes = b"") -> str:
     """The program: the source (compressed) and a small ``sys.meta_path`` importer; with
     ``code_size``, it first reads that many bytes of compiled code from stdin (``_compiled``)."""
+    import base64
     import importlib.util
 
     sources = agent_sources()
@@ -317,6 +318,8 @@ class _Shared:
 
     def _open(self, base: list[str], host: str, gate: threading.Semaphore | None) -> str:
         """'' when the connection is up (or was already), else OpenSSH's message."""
+        import subprocess
+
         argv = [*base, *self.options(base, host), "-N", "--", host]
         with gate or contextlib.nullcontext():
             if os.path.exists(self.socket(base, host)):  # a call opened it already (-N would wait on it)
@@ -346,6 +349,8 @@ class _Shared:
     def close(self) -> None:
         """Stop openers still connecting, tell every master to stop (all at once), then
         remove the socket folder."""
+        import subprocess
+
         for child in self.openers:
             if child.poll() is None:
                 child.kill()
@@ -427,6 +432,8 @@ class SshTransport(_Base):
         )
 
     def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
+        import shlex
+
         remote = shlex.join([self.python, *AGENT_FLAGS, "-c", agent_program()[0], op, json.dumps(request)])
         return [*self.ssh_argv(), "--", self.host, remote]
 

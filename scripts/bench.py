@@ -4,8 +4,8 @@
     python scripts/bench.py [--files 20000] [--mb 80] [--repeat 3] [--only bundle,deploy,rollback,ship]
 
 Makes a synthetic git repository (about 20,000 files, 80 MB), then prints, for each
-stage, the best-of-N wall time of `release <stage>` and of the raw floor, and their
-ratio:
+stage, the best-of-N wall time of `release <stage>` (the console script beside this
+interpreter, as the nox sessions run it) and of the raw floor, and their ratio:
 
 - bundle (artifacts = [])  vs  git archive | gzip -6, with hashlib over the result
 - deploy to a local target vs  hashlib checksum + GNU tar -xzf of the same bundle + sync
@@ -32,6 +32,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
+
+
+def release_command() -> list[str]:
+    """The ``release`` console script beside this interpreter (what an operator and the nox
+    sessions run); ``python -m release`` (which pays for runpy) when it is not installed."""
+    script = Path(sys.executable).parent / "release"
+    return [str(script)] if script.is_file() and os.access(script, os.X_OK) else [sys.executable, "-m", "release"]
+
+
+RELEASE = release_command()
 WORDS = [
     w.encode()
     for w in [
@@ -130,7 +140,7 @@ def main() -> int:
         f'[bundle]\nout = "bundles"\nartifacts = []\n[target]\nroot = "{root}"\ndir = "{{name}}-{{stamp}}"\npython = "{py}"\n'
     )
     cfg.write_text(base_cfg)
-    release = [sys.executable, "-m", "release", "--config", str(cfg)]
+    release = [*RELEASE, "--config", str(cfg)]
     rows: list[tuple[str, float, float]] = []
     out = work / "raw.tar.gz"
 
@@ -205,7 +215,7 @@ def main() -> int:
 
             try:
                 t_raw = best(raw_ship, args.repeat)
-                ssh_release = [sys.executable, "-m", "release", "--config", str(ssh_cfg)]
+                ssh_release = [*RELEASE, "--config", str(ssh_cfg)]
                 t_rel = best(lambda: sh(*ssh_release, "deploy", "--no-plan", "--bundle", str(bundle), "--ship-only"), args.repeat)
                 rows.append(("ship over SSH vs ssh 'cat > file'", t_rel, t_raw))
             finally:
@@ -243,7 +253,7 @@ def bench_env(work: Path, repeat: int) -> tuple[str, float, float]:
         f'name = "envapp"\nstate = "state-env"\n[source]\nrepo = "{app}"\nhead = "HEAD"\n[bundle]\nout = "bundles-env"\nartifacts = ["wheel"]\n'
         f'[target]\nroot = "{root}"\ndir = "{{name}}-{{stamp}}"\ncreate_root = true\n[environment]\ngroups = ["tests"]\n'
     )
-    release = [sys.executable, "-m", "release", "--config", str(cfg)]
+    release = [*RELEASE, "--config", str(cfg)]
     bundles = work / "bundles-env"
     if not bundles.exists() or not list(bundles.glob("*.tar.gz")):
         sh(*release, "bundle")
@@ -352,7 +362,7 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
                 f'[target]\nroot = "{fleet.root}/ours"\ncreate_root = true\nstrategy = "timestamped"\nhosts = {json.dumps(hosts)}\n'
                 f'ssh_config = "{fleet.ssh_config}"\npython = "{py}"\n[fleet]\nforks = 8\n'
             )
-            release = [sys.executable, "-m", "release", "--config", str(cfg)]
+            release = [*RELEASE, "--config", str(cfg)]
             if not list((work / "bundles-fleet").glob("*.tar.gz")):
                 sh(*release, "bundle")
             bundle = next((work / "bundles-fleet").glob("*.tar.gz"))
