@@ -216,17 +216,34 @@ class DirFds:
         self.fds = {"": self.root_fd}
 
 
-def _renameat2(src_dir: int, src: str, dst_dir: int, dst: str, flags: int) -> int:
-    """renameat2(2) through libc; returns 0, or the errno (ENOSYS when it is not there)."""
+def _libc_call(name: str, *args: object) -> int:
+    """Call ``name`` in the C library (ctypes); returns 0, or the errno (ENOSYS when the
+    function or the library is not there)."""
     import ctypes
 
     try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return errno.ENOSYS
-    if fn(src_dir, os.fsencode(src), dst_dir, os.fsencode(dst), flags) == 0:
+    if fn(*args) == 0:
         return 0
     return ctypes.get_errno()
+
+
+def _renameat2(src_dir: int, src: str, dst_dir: int, dst: str, flags: int) -> int:
+    """renameat2(2) through libc; returns 0, or the errno (ENOSYS when it is not there)."""
+    return _libc_call("renameat2", src_dir, os.fsencode(src), dst_dir, os.fsencode(dst), flags)
+
+
+def sync_filesystem(fd: int) -> None:
+    """Flush the filesystem that holds ``fd`` to disk (syncfs(2)): only that filesystem, not
+    every one of the host as sync(2) does, and a write-back error is raised (sync(2) reports
+    none). Where syncfs is missing (not Linux), sync(2)."""
+    err = _libc_call("syncfs", fd)
+    if err == errno.ENOSYS:
+        os.sync()
+    elif err:
+        raise OSError(err, os.strerror(err))
 
 
 AT_FDCWD = -100

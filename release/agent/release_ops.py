@@ -21,6 +21,7 @@ from .fsutil import (
     path_kind,
     remove_tree_at,
     rename_noreplace,
+    sync_filesystem,
     unlink_listed,
     walk,
 )
@@ -200,7 +201,7 @@ def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str,
                     _write_new(tree_fd, DEPLOY_MANIFEST, text.encode(), 0o644)
                 finally:
                     os.close(tree_fd)
-                os.sync()
+                sync_filesystem(stage_fd)  # the release's files are on disk before it appears
                 checkpoint("deploy:before-rename")
                 rename_noreplace("tree", dirname, stage_fd, parent_fd)
                 os.fsync(parent_fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -58,6 +59,19 @@ def test_rename_noreplace_never_replaces(tmp_path: Path) -> None:
         agent.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "link"))
     agent.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
     assert (tmp_path / "c").is_dir() and not (tmp_path / "a").exists()
+
+
+def test_sync_filesystem_flushes_one_filesystem_and_reports_errors(tmp_path: Path) -> None:
+    from release.agent.fsutil import sync_filesystem
+
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        sync_filesystem(fd)  # syncfs(2) of the folder's filesystem: no error
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as e:  # an error is raised, not dropped as sync(2) drops it
+        sync_filesystem(fd)
+    assert e.value.errno == errno.EBADF
 
 
 def test_a_breakers_lock_left_by_a_dead_run_does_not_block_breaking(tmp_path: Path) -> None:
