@@ -32,7 +32,10 @@ if TYPE_CHECKING:  # subprocess, shlex and base64 are imported by the SSH and pr
 # the agent is stdlib only: isolated mode (no PYTHON* variables, no user site, no cwd on
 # sys.path) and no site import, which also makes it start faster
 AGENT_FLAGS = ("-I", "-S")
-SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
+SSH_OPTIONS = ("-o", "BatchMode=yes")  # always: a prompt would hang the run
+# the connection's time limits, unless the operator's ssh_config sets its own (``ssh_defaults``)
+CONNECT_TIMEOUT = ("-o", "ConnectTimeout=20")
+KEEPALIVE = ("-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
 
 
 AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it never touches its disk)
@@ -320,7 +323,7 @@ class _Shared:
         """'' when the connection is up (or was already), else OpenSSH's message."""
         import subprocess
 
-        argv = [*base, *self.options(base, host), "-N", "--", host]
+        argv = [*base, *ssh_defaults(tuple(base), host), *self.options(base, host), "-N", "--", host]
         with gate or contextlib.nullcontext():
             if os.path.exists(self.socket(base, host)):  # a call opened it already (-N would wait on it)
                 return ""
@@ -382,6 +385,29 @@ class _Shared:
 SHARED = _Shared()
 
 
+@functools.cache
+def ssh_defaults(base: tuple[str, ...], host: str) -> tuple[str, ...]:
+    """The time limits this tool adds for ``host``: only those the operator's configuration
+    (in ``base``: ``-F``, an inventory's options, else ssh's own files) does not set itself.
+    OpenSSH takes the first value it sees and a ``-o`` comes before any file, so a default
+    of ours would override theirs. Read from ``ssh -G`` (the configuration as ssh resolves
+    it; no connection), once per host and run, in the thread that opens the host's
+    connection; when ssh cannot tell, all of them (the call itself then reports what is
+    wrong). ``BatchMode=no`` first, for the question only: in batch mode ssh reports an
+    unset ServerAliveInterval as 300. An interval of 0 reads as unset."""
+    import subprocess
+
+    try:
+        cp = subprocess.run([base[0], "-o", "BatchMode=no", *base[1:], "-G", "--", host], capture_output=True, timeout=20, env=proc.clean_env(), check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return CONNECT_TIMEOUT + KEEPALIVE
+    if cp.returncode != 0:
+        return CONNECT_TIMEOUT + KEEPALIVE
+    seen = dict(line.partition(" ")[::2] for line in cp.stdout.decode("utf-8", "replace").splitlines())
+    unset = ("", "none", "0", "-1")  # as OpenSSH versions print a value nobody set
+    return (CONNECT_TIMEOUT if seen.get("connecttimeout", "") in unset else ()) + (KEEPALIVE if seen.get("serveraliveinterval", "") in unset else ())
+
+
 class SshTransport(_Base):
     def __init__(self, host: str, python: str, ssh_config: str = "", options: tuple[str, ...] = (), share: bool = True) -> None:
         super().__init__(python)
@@ -392,15 +418,15 @@ class SshTransport(_Base):
         self.share = share
 
     def _base(self) -> list[str]:
-        argv = ["ssh", *SSH_OPTIONS]
-        if self.ssh_config:
-            argv += ["-F", self.ssh_config]
-        return argv + list(self.options)
+        """ssh, the options it always gets, and the operator's configuration: also the key of
+        the host's shared connection (the time limits, ``ssh_defaults``, follow from it)."""
+        return ["ssh", *SSH_OPTIONS, *(["-F", self.ssh_config] if self.ssh_config else []), *self.options]
 
     def ssh_argv(self) -> list[str]:
-        argv = self._base()
+        base = self._base()
+        argv = [*base, *ssh_defaults(tuple(base), self.host)]
         if self.share:
-            argv += SHARED.options(list(argv), self.host)
+            argv += SHARED.options(base, self.host)
         return argv
 
     def connect_soon(self, gate: threading.Semaphore | None = None) -> None:

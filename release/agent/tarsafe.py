@@ -6,9 +6,7 @@ import errno
 import hashlib
 import json
 import os
-import queue
 import stat
-import threading
 import zlib
 
 from .fsutil import DirFds, widen_pipe, write_all
@@ -35,6 +33,7 @@ MAX_HEADER_BODY = 1 << 20  # a pax or GNU long-name body
 MAX_MANIFEST = 64 << 20
 MAX_MEMBER = 1 << 40
 MAX_MEMBERS = 2_000_000
+INLINE_INFLATE = 1 << 20  # a bundle this small (compressed, in memory) inflates inline: a worker thread costs more
 DATA_TYPES = (b"0", b"\0", b"7")  # regular files: the only members that carry data
 
 
@@ -72,7 +71,7 @@ class Verified:
     compressed bytes when they fit, and writing a private copy when ``copy_to`` is given);
     nothing is inflated or parsed before the checksum matched. ``chunks()`` then inflates
     in a worker thread (zlib releases the GIL, so inflating overlaps the scan and its
-    writes, as gzip and tar do in a pipe).
+    writes, as gzip and tar do in a pipe), or inline when the bundle is small.
     """
 
     def __init__(self, raw: list[bytes] | None, copy: str | None, sha256: str) -> None:
@@ -150,7 +149,17 @@ class Verified:
         raise refuse("bundle is truncated (gzip stream not finished)", "the bundle is damaged; rebuild it")
 
     def chunks(self) -> Iterator[bytes]:
-        """The inflated tar, chunk by chunk (bounded), inflated ahead in a worker thread."""
+        """The inflated tar, chunk by chunk (bounded): inflated ahead in a worker thread, or
+        inline for a small bundle (a fleet host's agent then starts no thread and imports
+        neither ``threading`` nor ``queue``)."""
+        if self.raw is not None and sum(len(c) for c in self.raw) <= INLINE_INFLATE:
+            return self._inflate()
+        return self._ahead()
+
+    def _ahead(self) -> Iterator[bytes]:
+        import queue
+        import threading
+
         q: queue.Queue[Any] = queue.Queue(maxsize=16)
         stop = threading.Event()
 

@@ -216,10 +216,18 @@ def test_the_manifest_is_checked_against_the_scan_before_any_write(sandbox: Sand
     refused(sandbox, good_bundle(files=wrong), "does not match")
 
 
-def test_trailing_data_and_truncation_are_refused(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("inline", [True, False])
+def test_trailing_data_and_truncation_are_refused(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+    """Both ways of inflating: inline (a small bundle) and ahead in a worker thread."""
+    from release.agent import tarsafe
+
+    monkeypatch.setattr(tarsafe, "INLINE_INFLATE", 1 << 20 if inline else -1)
     raw = good_bundle()
+    way = getattr(agent.Verified([raw], None, "").chunks(), "__qualname__", "")
+    assert way == ("Verified._inflate" if inline else "Verified._ahead")
     refused(sandbox, raw[: len(raw) // 2])
     refused(sandbox, raw + b"garbage after the gzip stream", "trailing")
+    assert sandbox.deploy(raw)["files"] == 1
 
 
 def test_checksum_is_checked_before_anything_is_parsed(sandbox: Sandbox) -> None:
