@@ -5,7 +5,10 @@
 
 Makes a synthetic git repository (about 20,000 files, 80 MB), then prints, for each
 stage, the best-of-N wall time of `release <stage>` (the console script beside this
-interpreter, as the nox sessions run it) and of the raw floor, and their ratio:
+interpreter, as the nox sessions run it) and of the raw floor, and their ratio. Deploy,
+rollback and ship run with their floor in alternated pairs (the order flips every round,
+so a drift of the machine's speed hits both alike) and also print the median of the
+pairs' ratios:
 
 - bundle (artifacts = [])  vs  git archive | gzip -6, with hashlib over the result
 - deploy to a local target vs  hashlib checksum + GNU tar -xzf of the same bundle + sync
@@ -24,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +46,7 @@ def release_command() -> list[str]:
 
 
 RELEASE = release_command()
+Row = tuple[str, float, float, str]  # measure, ours, the floor (or the peer), a note
 WORDS = [
     w.encode()
     for w in [
@@ -89,17 +94,37 @@ def make_repo(root: Path, files: int, mb: int) -> Path:
     return repo
 
 
+def timed(fn: Callable[[], None], before: Callable[[], None] | None = None) -> float:
+    if before:
+        before()
+    os.sync()  # settle the disk: earlier work's writeback must not land in this timing
+    time.sleep(0.5)
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def best(fn: Callable[[], None], repeat: int, before: Callable[[], None] | None = None) -> float:
-    times = []
-    for _ in range(repeat):
-        if before:
-            before()
-        os.sync()  # settle the disk: earlier work's writeback must not land in this timing
-        time.sleep(0.5)
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return min(timed(fn, before) for _ in range(repeat))
+
+
+def paired(
+    ours: Callable[[], None],
+    raw: Callable[[], None],
+    repeat: int,
+    before_ours: Callable[[], None] | None = None,
+    before_raw: Callable[[], None] | None = None,
+) -> tuple[float, float, str]:
+    """Ours and the floor in alternated pairs (the order flips every round, so a drift of the
+    machine's speed hits both alike): the best of each, and the median of the pairs' ratios."""
+    mine: list[float] = []
+    floor: list[float] = []
+    for i in range(repeat):
+        runs = [(ours, before_ours, mine), (raw, before_raw, floor)]
+        for fn, before, out in runs if i % 2 == 0 else runs[::-1]:
+            out.append(timed(fn, before))
+    ratio = statistics.median([a / b for a, b in zip(mine, floor, strict=True)])
+    return min(mine), min(floor), f"   (median of {repeat} alternated pairs: {ratio:.2f}x)"
 
 
 def sh(*argv: str, **kw: object) -> None:
@@ -141,7 +166,7 @@ def main() -> int:
     )
     cfg.write_text(base_cfg)
     release = [*RELEASE, "--config", str(cfg)]
-    rows: list[tuple[str, float, float]] = []
+    rows: list[Row] = []
     out = work / "raw.tar.gz"
 
     def raw_bundle() -> None:
@@ -163,7 +188,7 @@ def main() -> int:
     if "bundle" in only or "deploy" in only or "rollback" in only:
         t_raw = best(raw_bundle, args.repeat)
         t_rel = best(lambda: sh(*release, "bundle"), args.repeat, clean_bundles)
-        rows.append(("bundle vs git archive|gzip + sha256", t_rel, t_raw))
+        rows.append(("bundle vs git archive|gzip + sha256", t_rel, t_raw, ""))
     bundle = next((work / "bundles").glob("*.tar.gz"), None) if (work / "bundles").exists() else None
     if bundle is None:
         sh(*release, "bundle")
@@ -188,15 +213,28 @@ def main() -> int:
             pass
 
     if "deploy" in only or "rollback" in only:
-        t_raw = best(raw_deploy, args.repeat)
-        t_rel = best(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), args.repeat, rollback_all)
-        rows.append(("deploy (local) vs sha256 + tar -xzf", t_rel, t_raw))
+        rollback_all()
+        rows.append(
+            (
+                "deploy (local) vs sha256 + tar -xzf",
+                *paired(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), raw_deploy, args.repeat, rollback_all),
+            )
+        )
     if "rollback" in only:
         # the floor removes a tree in the same on-disk state as a deployed one (synced)
-        t_raw = best(lambda: sh("rm", "-rf", str(raw_dir)), args.repeat, raw_deploy)
         rollback_all()
-        t_rel = best(lambda: sh(*release, "rollback"), args.repeat, lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)))
-        rows.append(("rollback vs rm -rf", t_rel, t_raw))
+        rows.append(
+            (
+                "rollback vs rm -rf",
+                *paired(
+                    lambda: sh(*release, "rollback"),
+                    lambda: sh("rm", "-rf", str(raw_dir)),
+                    args.repeat,
+                    lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)),
+                    raw_deploy,
+                ),
+            )
+        )
     if "ship" in only:
         sys.path.insert(0, str(HERE))
         from tests.servers import start_sshd  # a throwaway sshd on 127.0.0.1, as in the tests
@@ -214,10 +252,9 @@ def main() -> int:
                     sh("ssh", "-F", str(server.config), server.host, f"cat > {remote}", stdin=f)
 
             try:
-                t_raw = best(raw_ship, args.repeat)
                 ssh_release = [*RELEASE, "--config", str(ssh_cfg)]
-                t_rel = best(lambda: sh(*ssh_release, "deploy", "--no-plan", "--bundle", str(bundle), "--ship-only"), args.repeat)
-                rows.append(("ship over SSH vs ssh 'cat > file'", t_rel, t_raw))
+                ship = paired(lambda: sh(*ssh_release, "deploy", "--no-plan", "--bundle", str(bundle), "--ship-only"), raw_ship, args.repeat)
+                rows.append(("ship over SSH vs ssh 'cat > file'", *ship))
             finally:
                 server.proc.terminate()
     if "env" in only:
@@ -227,12 +264,12 @@ def main() -> int:
         if args.kex:
             rows += bench_fleet(work, args.repeat, args.ansible, kex=args.kex)
     print(f"{'measure':60} {'release':>9} {'raw':>9} {'ratio':>7}")
-    for name, rel, raw in rows:
-        print(f"{name:60} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x" + (f"   (Ansible/ours {raw / rel:.1f}x)" if "Ansible" in name else ""))
+    for name, rel, raw, note in rows:
+        print(f"{name:60} {rel:8.2f}s {raw:8.2f}s {rel / raw:6.2f}x" + (f"   (Ansible/ours {raw / rel:.1f}x)" if "Ansible" in name else "") + note)
     return 0
 
 
-def bench_env(work: Path, repeat: int) -> tuple[str, float, float]:
+def bench_env(work: Path, repeat: int) -> Row:
     """Deploy of a release that carries its environment, against building the same venv by hand."""
     app = work / "envapp"
     if not (app / ".git").exists():
@@ -284,7 +321,7 @@ def bench_env(work: Path, repeat: int) -> tuple[str, float, float]:
     t_raw = best(raw, repeat)
     t_rel = best(lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), repeat, rollback_all)
     rollback_all()
-    return (f"deploy with env ({count} wheels) vs venv+pip", t_rel, t_raw)
+    return (f"deploy with env ({count} wheels) vs venv+pip", t_rel, t_raw, "")
 
 
 PLAYBOOK = """- hosts: all
@@ -318,7 +355,7 @@ def _ansible(work: Path, given: str) -> Path:
     return venv
 
 
-def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> list[tuple[str, float, float]]:
+def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> list[Row]:
     """Our fleet deploy against an Ansible playbook doing the same job (deploy_helper +
     unarchive, forks = 8, the same ssh_config), on 1 and on 8 namespace hosts (tests/netns.py)."""
     sys.path.insert(0, str(HERE))
@@ -344,7 +381,7 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
     # the hosts get empty login files, as fresh hosts have (both tools run through them)
     base = Path(tempfile.mkdtemp(prefix="fleet-", dir=work))
     fleet = NsFleet(base, base / "srv", clean_login=True)
-    rows: list[tuple[str, float, float]] = []
+    rows: list[Row] = []
     try:
         fleet.start(8)
         assert fleet.ssh_config is not None
@@ -395,9 +432,9 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
 
             results[("ansible", count)] = best(run_ansible, repeat)
         tag = f" [{kex}]" if kex else ""
-        rows.append((f"fleet deploy, 1 host: ours vs Ansible{tag}", results[("ours", 1)], results[("ansible", 1)]))
-        rows.append((f"fleet deploy, 8 hosts: ours vs Ansible{tag}", results[("ours", 8)], results[("ansible", 8)]))
-        rows.append((f"fleet deploy: 8 hosts vs 1 host (ours){tag}", results[("ours", 8)], results[("ours", 1)]))
+        rows.append((f"fleet deploy, 1 host: ours vs Ansible{tag}", results[("ours", 1)], results[("ansible", 1)], ""))
+        rows.append((f"fleet deploy, 8 hosts: ours vs Ansible{tag}", results[("ours", 8)], results[("ansible", 8)], ""))
+        rows.append((f"fleet deploy: 8 hosts vs 1 host (ours){tag}", results[("ours", 8)], results[("ours", 1)], ""))
     finally:
         for sock in (base / "ansible-cp").glob("*"):  # Ansible's masters go with their fleet
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, check=False)
