@@ -395,15 +395,13 @@ def ssh_defaults(base: tuple[str, ...], host: str) -> tuple[str, ...]:
     connection; when ssh cannot tell, all of them (the call itself then reports what is
     wrong). ``BatchMode=no`` first, for the question only: in batch mode ssh reports an
     unset ServerAliveInterval as 300. An interval of 0 reads as unset."""
-    import subprocess
-
     try:
-        cp = subprocess.run([base[0], "-o", "BatchMode=no", *base[1:], "-G", "--", host], capture_output=True, timeout=20, env=proc.clean_env(), check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        cp = proc.run([base[0], "-o", "BatchMode=no", *base[1:], "-G", "--", host], check=False, timeout=20)
+    except ReleaseError:  # no ssh, or it hung
         return CONNECT_TIMEOUT + KEEPALIVE
     if cp.returncode != 0:
         return CONNECT_TIMEOUT + KEEPALIVE
-    seen = dict(line.partition(" ")[::2] for line in cp.stdout.decode("utf-8", "replace").splitlines())
+    seen = dict(line.partition(" ")[::2] for line in cp.out.splitlines())
     unset = ("", "none", "0", "-1")  # as OpenSSH versions print a value nobody set
     return (CONNECT_TIMEOUT if seen.get("connecttimeout", "") in unset else ()) + (KEEPALIVE if seen.get("serveraliveinterval", "") in unset else ())
 

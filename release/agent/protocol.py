@@ -76,8 +76,9 @@ def _io_error(exc: OSError, where: str) -> AgentError:
         errno.EPERM: "operation not permitted: check the folder's owner and attributes",
         errno.ELOOP: "a symlink is in the way: this tool never writes through one; inspect it",
         errno.ENOTDIR: "a file is where a folder should be: inspect it",
+        errno.EIO: "the disk reported an I/O error: check the device (the kernel log), then rerun",
     }
-    code = 3 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM) else 4
+    code = 3 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO) else 4
     return AgentError(code, f"{where}: {exc.strerror or exc}", hints.get(exc.errno or 0, "inspect the target"))
 
 

@@ -72,6 +72,10 @@ def test_sync_filesystem_flushes_one_filesystem_and_reports_errors(tmp_path: Pat
     with pytest.raises(OSError) as e:  # an error is raised, not dropped as sync(2) drops it
         sync_filesystem(fd)
     assert e.value.errno == errno.EBADF
+    from release.agent.protocol import _io_error
+
+    err = _io_error(OSError(errno.EIO, os.strerror(errno.EIO)), "deploy to /srv/x failed")
+    assert err.code == 3 and "I/O error" in err.hint  # the disk's fault: blocked, not a refusal
 
 
 def test_a_breakers_lock_left_by_a_dead_run_does_not_block_breaking(tmp_path: Path) -> None:
