@@ -1,10 +1,10 @@
 """One transport interface, two implementations: this machine, or an SSH host.
 
-Both run the stdlib-only target agent (``release/agent.py``) with the target's
-interpreter; for SSH the agent's source travels inside the remote command, so the
-target needs nothing installed but Python. SSH is the system OpenSSH client in batch
-mode: the user's ssh_config (or ``target.ssh_config`` as ``-F``), agent, jump hosts and
-known_hosts apply.
+Both run the stdlib-only target agent (``release/agent/``) with the target's
+interpreter: a small boot program on the command line, the agent's code ahead of the call's
+data on stdin, so the target needs nothing installed but Python. SSH is the system OpenSSH
+client in batch mode: the user's ssh_config (or ``target.ssh_config``), agent, jump hosts
+and known_hosts apply, read first, then this tool's time limits (``_Shared.ssh_file``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import threading
 import zlib
 from collections.abc import Mapping
@@ -26,39 +27,47 @@ from .config import Config
 from .errors import OutcomeUnknownError, ReleaseError, from_exit_code
 from .redact import redact
 
-if TYPE_CHECKING:  # subprocess, shlex and base64 are imported by the SSH and program paths that use them
+if TYPE_CHECKING:  # subprocess and shlex are imported by the SSH paths that use them
     import subprocess
 
 # the agent is stdlib only: isolated mode (no PYTHON* variables, no user site, no cwd on
 # sys.path) and no site import, which also makes it start faster
 AGENT_FLAGS = ("-I", "-S")
 SSH_OPTIONS = ("-o", "BatchMode=yes")  # always: a prompt would hang the run
-# the connection's time limits, unless the operator's ssh_config sets its own (``ssh_defaults``)
-CONNECT_TIMEOUT = ("-o", "ConnectTimeout=20")
-KEEPALIVE = ("-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
+# the connection's time limits: the last block of the run's ssh configuration (``ssh_file``),
+# so that a value of the operator's own, read first, wins (OpenSSH keeps the first it sees)
+TIME_LIMITS = "Host *\n  ConnectTimeout 20\n  ServerAliveInterval 15\n  ServerAliveCountMax 4\n"
+# what ssh reads when it is given no -F: the user's file, then the system's
+DEFAULT_SSH_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")
 
 
 AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it never touches its disk)
 
-# The program on the command line. M: {package: [module paths]}. The modules' code, compiled
-# by this controller's interpreter, arrives first on stdin ({n} bytes: zlib'd marshal of
-# {"package/path": code}) and is used when the target's bytecode format (magic number) is
-# the controller's; otherwise, or for a module it lacks, the source (compressed, in the
-# program) is compiled there. A small finder serves the modules from memory.
+# The program on the command line: a small boot, the same for every call of a run. The
+# agent's code arrives first on stdin, {n} bytes: this controller's compiled modules (zlib'd
+# marshal of {"package/path": code}), used when the target's bytecode format (magic number)
+# is the controller's; then {m} bytes: their sources (zlib'd JSON), compiled there only
+# otherwise, or for a module the code lacks. M: {package: [module paths]}. A small finder
+# serves the modules from memory. (The sources once rode in the program itself: 70 KB of
+# argument that the remote shell and Python parsed on every call, 3 - 6 ms of CPU each.)
+# Once the op has answered (``main`` ends every op: threads joined, files closed) and the
+# output is flushed, the agent leaves with ``os._exit``: the interpreter's teardown of every
+# module and code object (4 - 6 ms) has nothing left to do for anyone.
 _BOOT = """import sys,zlib
 from importlib.machinery import ModuleSpec
 M={index}
 C={}
-if {n}:
- import os,marshal
- b=bytearray()
- while len(b)<{n}:
-  c=os.read(0,{n}-len(b))
-  if not c:sys.exit('release agent: its code was cut short on stdin')
-  b+=c
- if getattr(sys.modules.get('_frozen_importlib_external'),'MAGIC_NUMBER',None)==bytes.fromhex('{magic}'):
-  try:C=marshal.loads(zlib.decompress(b))
-  except Exception:sys.exit('release agent: its code arrived damaged on stdin')
+import os
+b=bytearray()
+while len(b)<{n}+{m}:
+ c=os.read(0,{n}+{m}-len(b))
+ if not c:sys.exit('release agent: its code was cut short on stdin')
+ b+=c
+if getattr(sys.modules.get('_frozen_importlib_external'),'MAGIC_NUMBER',None)==bytes.fromhex('{magic}'):
+ import marshal
+ try:C=marshal.loads(zlib.decompress(b[:{n}]))
+ except Exception:sys.exit('release agent: its code arrived damaged on stdin')
+b=bytes(b[{n}:])
 S=[]
 class F:
  def key(self,name):
@@ -77,13 +86,18 @@ class F:
   c=C.get(top+'/'+k)
   if c is None:
    if not S:
-    import json,base64
-    S.append(json.loads(zlib.decompress(base64.b64decode('{blob}'))))
+    import json
+    try:S.append(json.loads(zlib.decompress(b)))
+    except Exception:sys.exit('release agent: its code arrived damaged on stdin')
    c=compile(S[0][top][k],'<'+top+'/'+k+'.py>','exec')
   exec(c,m.__dict__)
 sys.meta_path.insert(0,F())
 from {pkg}.ops import main
-sys.exit(main(sys.argv))
+r=main(sys.argv)
+for f in sys.stdout,sys.stderr:
+ try:f.flush()
+ except Exception:pass
+os._exit(r)
 """
 
 
@@ -134,16 +148,19 @@ def _compiled() -> bytes:
 
 
 @functools.cache
-def _program(code_size: int = 0, magic: bytes = b"") -> str:
-    """The program: the source (compressed) and a small ``sys.meta_path`` importer; with
-    ``code_size``, it first reads that many bytes of compiled code from stdin (``_compiled``)."""
-    import base64
+def _sources() -> bytes:
+    """Every module's source, for a target Python of another bytecode format."""
+    return zlib.compress(json.dumps(agent_sources(), sort_keys=True).encode(), 6)
+
+
+@functools.cache
+def _program(code_size: int, source_size: int, magic: bytes = b"") -> str:
+    """The boot program, told how many bytes of compiled code, then of sources, come first
+    on stdin (``agent_program``), and which bytecode format the code is for."""
     import importlib.util
 
-    sources = agent_sources()
-    blob = base64.b64encode(zlib.compress(json.dumps(sources, sort_keys=True).encode(), 6)).decode()
-    index = repr({top: sorted(modules) for top, modules in sources.items()})
-    fields = {"index": index, "n": str(code_size), "magic": (magic or importlib.util.MAGIC_NUMBER).hex(), "pkg": AGENT_PACKAGE, "blob": blob}
+    index = repr({top: list(_package_files(folder)) for top, folder in _package_folders().items()})
+    fields = {"index": index, "n": str(code_size), "m": str(source_size), "magic": (magic or importlib.util.MAGIC_NUMBER).hex(), "pkg": AGENT_PACKAGE}
     return _fill(_BOOT, fields)
 
 
@@ -153,20 +170,16 @@ def _fill(template: str, fields: dict[str, str]) -> str:
     return template
 
 
-def _bootstrap() -> str:
-    """The program that compiles every module from its source (any target Python)."""
-    return _program()
-
-
 _BUILDING = threading.Lock()
 
 
 def agent_program() -> tuple[str, bytes]:
-    """(the program, the code it reads first on stdin): built once per run, by the first of
-    the fleet's threads to need it (the others wait instead of building it again)."""
+    """(the program, what it reads first on stdin: the compiled code, then the sources):
+    built once per run, by the first of the fleet's threads to need it (the others wait
+    instead of building it again)."""
     with _BUILDING:
-        code = _compiled()
-        return _program(len(code)), code
+        code, sources = _compiled(), _sources()
+        return _program(len(code), len(sources)), code + sources
 
 
 class Transport(Protocol):
@@ -238,6 +251,7 @@ NEVER_CONNECTED = (
     "Connection refused",
     "banner exchange",
     "Bad configuration option",
+    "Bad owner or permissions",
     "Too many authentication failures",
 )
 
@@ -281,14 +295,47 @@ class _Shared:
         self.opening: dict[tuple[str, ...], threading.Thread] = {}
         self.failed: dict[tuple[str, ...], str] = {}
         self.openers: list[subprocess.Popen[bytes]] = []
+        self.files: dict[str, str] = {}
+
+    def _folder(self) -> str:
+        """The run's private folder (mode 0700), made on first use; hold ``lock``."""
+        if not self.folder:
+            import tempfile
+
+            self.folder = tempfile.mkdtemp(prefix="release-ssh-")
+            atexit.register(self.close)
+        return self.folder
+
+    def ssh_file(self, ssh_config: str) -> str:
+        """The configuration every ssh of this run reads (``-F``), written once per run: the
+        operator's own first (``target.ssh_config``, else ssh's default files), then this
+        tool's time limits, which so apply only where theirs set none (an explicit
+        ``ServerAliveInterval 0`` included). ssh itself resolves the order: no ``ssh -G``
+        per host. A path with characters that ``Include`` would read as a pattern or split
+        is reached through a link of our own."""
+        with self.lock:
+            if ssh_config in self.files:
+                return self.files[ssh_config]
+            folder = self._folder()
+            n = len(self.files)
+            includes: list[str] = []
+            for path in (ssh_config,) if ssh_config else DEFAULT_SSH_FILES:
+                if not _PLAIN_PATH.fullmatch(path):
+                    link = f"{folder}/included-{n}-{len(includes)}"
+                    os.symlink(os.path.abspath(path), link)
+                    path = link
+                includes.append(f"Include {path}\n")
+            name = f"{folder}/ssh_config-{n}"
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("# written by release for this run: your configuration first (its values win), then its time limits\n")
+                f.write("".join(includes) + TIME_LIMITS)
+            self.files[ssh_config] = name
+            return name
 
     def options(self, base: list[str], host: str) -> list[str]:
         with self.lock:
-            if not self.folder:
-                import tempfile
-
-                self.folder = tempfile.mkdtemp(prefix="release-ssh-")  # mode 0700
-                atexit.register(self.close)
+            self._folder()
             self.masters.add((*base, host))
         return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.socket(base, host)}", "-o", "ControlPersist=60"]
 
@@ -323,7 +370,7 @@ class _Shared:
         """'' when the connection is up (or was already), else OpenSSH's message."""
         import subprocess
 
-        argv = [*base, *ssh_defaults(tuple(base), host), *self.options(base, host), "-N", "--", host]
+        argv = [*base, *self.options(base, host), "-N", "--", host]
         with gate or contextlib.nullcontext():
             if os.path.exists(self.socket(base, host)):  # a call opened it already (-N would wait on it)
                 return ""
@@ -375,6 +422,7 @@ class _Shared:
             except subprocess.TimeoutExpired:
                 p.kill()
         self.masters.clear()
+        self.files.clear()
         if self.folder:
             import shutil
 
@@ -385,25 +433,8 @@ class _Shared:
 SHARED = _Shared()
 
 
-@functools.cache
-def ssh_defaults(base: tuple[str, ...], host: str) -> tuple[str, ...]:
-    """The time limits this tool adds for ``host``: only those the operator's configuration
-    (in ``base``: ``-F``, an inventory's options, else ssh's own files) does not set itself.
-    OpenSSH takes the first value it sees and a ``-o`` comes before any file, so a default
-    of ours would override theirs. Read from ``ssh -G`` (the configuration as ssh resolves
-    it; no connection), once per host and run, in the thread that opens the host's
-    connection; when ssh cannot tell, all of them (the call itself then reports what is
-    wrong). ``BatchMode=no`` first, for the question only: in batch mode ssh reports an
-    unset ServerAliveInterval as 300. An interval of 0 reads as unset."""
-    try:
-        cp = proc.run([base[0], "-o", "BatchMode=no", *base[1:], "-G", "--", host], check=False, timeout=20)
-    except ReleaseError:  # no ssh, or it hung
-        return CONNECT_TIMEOUT + KEEPALIVE
-    if cp.returncode != 0:
-        return CONNECT_TIMEOUT + KEEPALIVE
-    seen = dict(line.partition(" ")[::2] for line in cp.out.splitlines())
-    unset = ("", "none", "0", "-1")  # as OpenSSH versions print a value nobody set
-    return (CONNECT_TIMEOUT if seen.get("connecttimeout", "") in unset else ()) + (KEEPALIVE if seen.get("serveraliveinterval", "") in unset else ())
+# a path ``Include`` takes as it is: absolute or ~/, no pattern, space, quote or escape
+_PLAIN_PATH = re.compile(r"(/|~/)[A-Za-z0-9._/+@,=:-]*")
 
 
 class SshTransport(_Base):
@@ -416,16 +447,13 @@ class SshTransport(_Base):
         self.share = share
 
     def _base(self) -> list[str]:
-        """ssh, the options it always gets, and the operator's configuration: also the key of
-        the host's shared connection (the time limits, ``ssh_defaults``, follow from it)."""
-        return ["ssh", *SSH_OPTIONS, *(["-F", self.ssh_config] if self.ssh_config else []), *self.options]
+        """ssh, the options it always gets, and the run's configuration (the operator's, then
+        the time limits: ``ssh_file``): also the key of the host's shared connection."""
+        return ["ssh", *SSH_OPTIONS, "-F", SHARED.ssh_file(self.ssh_config), *self.options]
 
     def ssh_argv(self) -> list[str]:
         base = self._base()
-        argv = [*base, *ssh_defaults(tuple(base), self.host)]
-        if self.share:
-            argv += SHARED.options(base, self.host)
-        return argv
+        return [*base, *SHARED.options(base, self.host)] if self.share else base
 
     def connect_soon(self, gate: threading.Semaphore | None = None) -> None:
         """Start opening this host's shared connection (the first call waits for it)."""
@@ -472,9 +500,27 @@ class SshTransport(_Base):
 def for_config(cfg: Config) -> Transport:
     if cfg.is_local:
         return LocalTransport(cfg.python)
-    ssh_config = cfg.ssh_config
-    if ssh_config and not Path(ssh_config).is_file():
-        from .errors import ConfigError
+    if cfg.ssh_config:
+        _check_ssh_config(cfg.ssh_config)
+    return SshTransport(cfg.host, cfg.python, cfg.ssh_config, cfg.ssh_options)
 
-        raise ConfigError(f"target.ssh_config not found: {ssh_config}", hint="fix target.ssh_config")
-    return SshTransport(cfg.host, cfg.python, ssh_config, cfg.ssh_options)
+
+def _check_ssh_config(path: str) -> None:
+    """``target.ssh_config`` is a file only its owner (you or root) can write: ssh reads it
+    through ``Include``, which holds it to the rule of ``~/.ssh/config``, and a ProxyCommand
+    someone else wrote there would run as you."""
+    import stat
+
+    from .errors import ConfigError
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"target.ssh_config not found: {path}", hint="fix target.ssh_config")
+    if st.st_uid not in (0, os.getuid()) or st.st_mode & 0o022:
+        raise ConfigError(
+            f"target.ssh_config {path} can be written by another user (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid})",
+            hint=f"chmod go-w {path}, owned by you or root: as OpenSSH requires of ~/.ssh/config",
+        )

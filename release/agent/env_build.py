@@ -2,7 +2,7 @@
 
 No pip, no network, no index: the venv's layout is made here (``bin/python`` links to
 this interpreter, ``pyvenv.cfg`` without the staging path), and every wheel is installed
-by pypa ``installer``, which travels inside the agent's program (it is never taken from
+by pypa ``installer``, which travels with the agent's code (it is never taken from
 the bundle, so deploying runs no code of the bundle). Console scripts get the release's
 final interpreter path in their shebang; no bytecode is compiled (a .pyc would hold the
 staging path). Every wheel's sha256 is checked against the lock first. The environment's

@@ -4,7 +4,6 @@ as one program that leaves nothing on the target."""
 from __future__ import annotations
 
 import ast
-import base64
 import json
 import marshal
 import os
@@ -42,27 +41,30 @@ def test_the_agent_imports_only_the_standard_library_and_itself() -> None:
     assert len(list(AGENT.glob("*.py"))) >= 8, "split by concern"
 
 
+def _run(program: str, prefix: bytes, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-I", "-S", "-c", program, *args], input=prefix, capture_output=True, cwd=cwd)
+
+
 def test_the_program_carries_every_module_and_runs_isolated(tmp_path: Path) -> None:
-    program = transport._bootstrap()
-    blob = program.split("b64decode('", 1)[1].split("'", 1)[0]
-    sources = json.loads(zlib.decompress(base64.b64decode(blob)))
+    program, prefix = transport.agent_program()
+    code = transport._compiled()
+    assert prefix[: len(code)] == code
+    sources = json.loads(zlib.decompress(prefix[len(code) :]))
     assert set(sources[transport.AGENT_PACKAGE]) == {p.stem for p in AGENT.glob("*.py")}
     assert "destinations" in sources["installer"], "pypa installer travels with the agent"
-    assert len(program) < 100_000, "one command-line argument stays far below Linux's 128 KiB limit"
-    cp = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", program, "status", json.dumps({"root": str(tmp_path)})], capture_output=True, text=True, cwd=tmp_path
-    )
+    assert len(program) < 4096, "the command line carries only the boot: the code rides on stdin"
+    cp = _run(program, prefix, "status", json.dumps({"root": str(tmp_path)}), cwd=tmp_path)
     assert cp.returncode == 0, cp.stderr
-    answer = json.loads(cp.stdout.strip().splitlines()[-1])
+    answer = json.loads(cp.stdout.decode().strip().splitlines()[-1])
     assert answer["ok"] is True and answer["result"]["releases"] == []
     assert list(tmp_path.iterdir()) == [], "nothing is written on the target"
 
 
 def test_unknown_op_and_unexpected_errors_are_answered_with_an_exit_code_and_traceback(tmp_path: Path) -> None:
-    program = transport._bootstrap()
-    cp = subprocess.run([sys.executable, "-I", "-S", "-c", program, "no-such-op", "{}"], capture_output=True, text=True)
+    program, prefix = transport.agent_program()
+    cp = _run(program, prefix, "no-such-op", "{}")
     assert cp.returncode == 2 and json.loads(cp.stdout)["message"].startswith("unknown agent op")
-    cp = subprocess.run([sys.executable, "-I", "-S", "-c", program, "verify", json.dumps({"nope": 1})], capture_output=True, text=True)
+    cp = _run(program, prefix, "verify", json.dumps({"nope": 1}))
     answer = json.loads(cp.stdout)
     assert cp.returncode == 1 and "KeyError" in answer["message"] and "Traceback" in answer["traceback"]
 
@@ -83,35 +85,33 @@ def test_the_compiled_code_on_stdin_runs_when_the_bytecode_format_matches_else_t
     assert all(c.co_filename == f"<{k}.py>" for k, c in codes.items()), "no controller path travels"
     codes[f"{transport.AGENT_PACKAGE}/ops"] = compile('def main(argv):\n    print(\'{"ok": true, "result": "from-code"}\')\n    return 0\n', "<x>", "exec")
     payload = zlib.compress(marshal.dumps(codes))
+    sources = transport._sources()
     request = json.dumps({"root": str(tmp_path)})
 
     def answer(program: str) -> object:
-        cp = subprocess.run([sys.executable, "-I", "-S", "-c", program, "status", request], input=payload, capture_output=True, cwd=tmp_path)
+        cp = _run(program, payload + sources, "status", request, cwd=tmp_path)
         assert cp.returncode == 0, cp.stderr
         return json.loads(cp.stdout.decode().strip().splitlines()[-1])["result"]
 
-    assert answer(transport._program(len(payload))) == "from-code"
-    other = answer(transport._program(len(payload), magic=b"\x00\x00\r\n"))
+    assert answer(transport._program(len(payload), len(sources))) == "from-code"
+    other = answer(transport._program(len(payload), len(sources), magic=b"\x00\x00\r\n"))
     assert isinstance(other, dict) and other["releases"] == [], "another bytecode format compiles the source"
     assert list(tmp_path.iterdir()) == []
 
 
 def test_code_cut_short_or_damaged_on_stdin_stops_before_any_work(tmp_path: Path) -> None:
-    payload = transport._compiled()
-    cp = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", transport._program(len(payload)), "status", json.dumps({"root": str(tmp_path)})],
-        input=payload[:1000],
-        capture_output=True,
-        text=False,
-    )
-    assert cp.returncode == 1 and cp.stdout == b"" and b"cut short" in cp.stderr
-    damaged = bytes(b ^ 0x5A for b in payload)  # as a login script that wrote to stdin would leave it
-    cp = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", transport._program(len(payload)), "status", json.dumps({"root": str(tmp_path)})],
-        input=damaged,
-        capture_output=True,
-        text=False,
-    )
+    program, prefix = transport.agent_program()
+    request = json.dumps({"root": str(tmp_path)})
+    cut = _run(program, prefix[:1000], "status", request)
+    assert cut.returncode == 1 and cut.stdout == b"" and b"cut short" in cut.stderr
+    cut = _run(program, prefix[:-10], "status", request)  # the code whole, the sources not
+    assert cut.returncode == 1 and cut.stdout == b"" and b"cut short" in cut.stderr
+    damaged = bytes(b ^ 0x5A for b in prefix)  # as a login script that wrote to stdin would leave it
+    cp = _run(program, damaged, "status", request)
+    assert cp.returncode == 1 and cp.stdout == b"" and b"arrived damaged" in cp.stderr
+    code_size = len(transport._compiled())
+    other = transport._program(code_size, len(prefix) - code_size, magic=b"\x00\x00\r\n")  # the sources are read
+    cp = _run(other, prefix[:code_size] + bytes(b ^ 0x5A for b in prefix[code_size:]), "status", request)
     assert cp.returncode == 1 and cp.stdout == b"" and b"arrived damaged" in cp.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -1,4 +1,4 @@
-"""The options this tool puts on every ssh command line, against a real OpenSSH client
+"""The options and configuration this tool gives every ssh, against a real OpenSSH client
 (``ssh -G`` resolves a configuration without connecting)."""
 
 from __future__ import annotations
@@ -34,18 +34,76 @@ def test_the_operators_own_time_limits_win_over_the_tools_defaults(tmp_path: Pat
         assert resolved["batchmode"] == "yes"  # always, whatever the file says: no prompt hangs a run
 
 
-def test_a_config_ssh_cannot_read_gets_every_default_and_the_call_reports_it(tmp_path: Path) -> None:
+def test_an_explicit_zero_keepalive_of_the_operators_is_kept(tmp_path: Path) -> None:
+    resolved = _resolved(_argv(tmp_path, "Host *\n  ServerAliveInterval 0\n", "h"), "h")
+    assert resolved["serveraliveinterval"] == "0"  # theirs: no keepalive, as they asked
+    assert resolved["connecttimeout"] == "20"
+
+
+def test_no_ssh_config_reads_the_users_and_the_systems_files_first(tmp_path: Path) -> None:
+    """Without target.ssh_config the run's file includes ~/.ssh/config, then the system's
+    file, as a plain ``ssh`` reads them; ours come last."""
+    argv = transport.SshTransport("h", "python3", "", share=False).ssh_argv()
+    text = Path(argv[argv.index("-F") + 1]).read_text()
+    assert text.index("Include ~/.ssh/config") < text.index("Include /etc/ssh/ssh_config") < text.index("ConnectTimeout 20")
+    ours = subprocess.run([*argv, "-G", "--", "h"], capture_output=True, text=True, check=True).stdout.splitlines()
+    plain = subprocess.run(["ssh", "-G", "--", "h"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours_only = ("batchmode ", "connecttimeout ", "serveralive")  # what this tool sets, on purpose
+    assert [ln for ln in ours if not ln.startswith(ours_only)] == [ln for ln in plain if not ln.startswith(ours_only)]
+    if "SendEnv LANG" in Path("/etc/ssh/ssh_config").read_text():  # Debian's: the system file was read in both
+        assert "sendenv LANG" in plain
+
+
+def test_an_odd_ssh_config_path_is_included_whole_and_no_glob_picks_a_neighbour(tmp_path: Path) -> None:
+    """A path with a space, a pattern and a quote reaches ssh as that one file: ``Include``
+    would split it and glob it, so a link of the run's own stands in for it."""
+    folder = tmp_path / "my conf [x]"
+    folder.mkdir()
+    theirs = folder / 'ssh "config"*'
+    theirs.write_text("Host h\n  ConnectTimeout 7\n")
+    (folder / "x").write_text("Host h\n  ConnectTimeout 99\n")  # what the pattern [x] would pick
+    argv = transport.SshTransport("h", "python3", str(theirs), share=False).ssh_argv()
+    assert _resolved(argv, "h")["connecttimeout"] == "7"
+
+
+def test_a_config_ssh_cannot_read_is_reported_by_the_call(tmp_path: Path) -> None:
     argv = _argv(tmp_path, "Host *\n  NoSuchOption yes\n", "h")
-    assert argv[-6:] == ["-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
     cp = subprocess.run([*argv, "-G", "--", "h"], capture_output=True, text=True)
     assert cp.returncode != 0 and "bad configuration option: nosuchoption" in cp.stderr.lower()
+
+
+def test_an_ssh_config_others_can_write_is_refused_before_any_ssh(tmp_path: Path) -> None:
+    """A ProxyCommand another user writes into target.ssh_config would run as the operator:
+    refused (exit 2) naming the file, as OpenSSH refuses such a ~/.ssh/config."""
+    import os
+
+    import pytest
+
+    from release.config import Config
+    from release.errors import ConfigError
+
+    cfg_file = tmp_path / "ssh_config"
+    cfg_file.write_text("Host *\n  ConnectTimeout 3\n")
+    base = Config(tmp_path, tmp_path, "app", tmp_path, "", "", "", tmp_path, (), "h", "/srv", "d", "side-by-side", "python3", str(cfg_file), False, "", ())
+    for mode in (0o666, 0o620):
+        cfg_file.chmod(mode)
+        with pytest.raises(ConfigError) as err:
+            transport.for_config(base)
+        assert str(cfg_file) in err.value.message and err.value.exit_code == 2 and "chmod go-w" in err.value.hint
+    cfg_file.chmod(0o644)
+    os.chown(cfg_file, 65534, -1)  # nobody's file
+    with pytest.raises(ConfigError):
+        transport.for_config(base)
+    os.chown(cfg_file, os.getuid(), -1)
+    assert isinstance(transport.for_config(base), transport.SshTransport)
+    with pytest.raises(ConfigError, match="not found"):
+        transport.for_config(base._replace(ssh_config=str(tmp_path / "missing")))
 
 
 def test_inventory_values_cannot_smuggle_ssh_options_or_commands(tmp_path: Path) -> None:
     """An inventory an attacker wrote: ``ansible_host`` carrying a second option (on the same
     line and after a newline), ``ansible_user`` shaped as an option. The argv the fleet builds
-    for it, asked by ``ssh -G`` (as ``ssh_defaults`` asks) and run for real, never runs the
-    planted command."""
+    for it, resolved by ``ssh -G`` and run for real, never runs the planted command."""
     from release import fleet
     from release.config import Config
     from release.inventory import Host
