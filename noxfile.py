@@ -100,7 +100,7 @@ def provision(session: nox.Session) -> None:
 
 
 AGENT_OLDEST = "3.8"  # the oldest Python the target side (release/agent) supports
-AGENT_UNIT_TESTS = ["tests/unit/test_agent_tar.py", "tests/unit/test_lock_and_rename.py"]
+AGENT_UNIT_TESTS = ["tests/unit/test_agent_tar.py", "tests/unit/test_lock_and_rename.py", "tests/unit/test_agent_jsonio.py", "tests/unit/test_agent_names.py"]
 
 
 def _oldest_python() -> str | None:
@@ -123,7 +123,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(name="agent-oldest", venv_backend="none")
 def agent_oldest(session: nox.Session) -> None:
-    """The agent's unit tests (tar reader, lock, rename) on Python 3.8, the oldest target."""
+    """The agent's unit tests (tar reader, lock, rename, JSON, names) on Python 3.8, the oldest target."""
     python = _oldest_python()
     if python is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

@@ -54,7 +54,8 @@ AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it ne
 # output is flushed, the agent leaves with ``os._exit``: the interpreter's teardown of every
 # module and code object (4 - 6 ms) has nothing left to do for anyone.
 _BOOT = """import sys,zlib
-from importlib.machinery import ModuleSpec
+try:from _frozen_importlib import ModuleSpec
+except ImportError:from importlib.machinery import ModuleSpec
 M={index}
 C={}
 import os

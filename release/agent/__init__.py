@@ -28,8 +28,6 @@ The controller imports the shared rules from here: one copy of every rule.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False  # typing is not imported on the target
 if TYPE_CHECKING:  # the same names, statically, for mypy
     from typing import Any
@@ -58,7 +56,7 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)  # no importlib on the target
 
 
 __all__ = [

@@ -12,11 +12,10 @@ and ``rollback`` use as they use BUNDLE-MANIFEST.json.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 
+from . import jsonio
 from .fsutil import hash_at, open_dir, walk
 from .names import tree_sha256
 from .protocol import AgentError, checkpoint, refuse, say
@@ -31,11 +30,15 @@ VENV = ".venv"
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
+    import re
+
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
 
 def satisfies(requires: str, version: tuple[int, ...]) -> bool:
     """A small evaluator of ``requires-python`` (>=, >, <=, <, ==, !=, ~=, '.*' wildcards)."""
+    import re
+
     for clause in filter(None, (c.strip() for c in requires.split(","))):
         m = re.fullmatch(r"(~=|==|!=|>=|<=|>|<)\s*([0-9][0-9.]*)(\.\*)?", clause)
         if not m:
@@ -122,6 +125,8 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
     dirs = sorted(venv_dirs)
     files = [{"path": p, "id": v} for p, v in sorted(entries.items())]
     doc = {"format": 1, "python": env["python"], "lock_sha256": env["lock_sha256"], "files": files, "dirs": dirs}
+    import json  # only here, where an environment is built: its import costs every other op
+
     with open(os.path.join(tree, ENV_MANIFEST), "x") as f:
         json.dump(doc, f, indent=0, sort_keys=True)
     facts = {"env_packages": len(env["packages"]), "env_files": len(entries), "env_sha256": tree_sha256(entries)}
@@ -150,7 +155,7 @@ def read_env(folder_fd: int) -> tuple[dict[str, str], set[str]] | None:
     from .fsutil import _read_regular
 
     try:
-        doc = json.loads(_read_regular(folder_fd, ENV_MANIFEST, 256 << 20))
+        doc = jsonio.loads(_read_regular(folder_fd, ENV_MANIFEST, 256 << 20))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, AgentError):

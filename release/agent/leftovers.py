@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
 
+from . import jsonio
 from .fsutil import _write_new, open_dir, remove_tree_at
 from .lock import _alive, _read_json
 from .protocol import MARKER, PREFIX, refuse, say
@@ -118,7 +118,7 @@ def make_marked_dir(parent_fd: int, kind: str, deploy_id: str, op: str) -> str:
         try:
             fd = open_dir(name, parent_fd)
             try:
-                _write_new(fd, MARKER, json.dumps({"deploy_id": deploy_id, "op": op, "pid": os.getpid(), "time": time.time()}).encode())
+                _write_new(fd, MARKER, jsonio.dumps({"deploy_id": deploy_id, "op": op, "pid": os.getpid(), "time": time.time()}).encode())
             finally:
                 os.close(fd)
         except BaseException:

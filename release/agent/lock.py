@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from . import jsonio
 from .fsutil import _write_new, open_dir
 from .protocol import LOCK, PREFIX, AgentError, _hostname, refuse, say
 
@@ -23,7 +23,7 @@ def read_lock(root: str) -> dict[str, Any] | None:
     except OSError:
         raw = b""
     try:
-        data = json.loads(raw)
+        data = jsonio.loads(raw)
         if isinstance(data, dict):
             return data
     except ValueError:
@@ -79,7 +79,7 @@ def _read_json(dir_fd: int, name: str) -> dict[str, Any]:
     except OSError:
         return {}
     try:
-        data = json.loads(os.read(fd, 1 << 16) or b"{}")
+        data = jsonio.loads(os.read(fd, 1 << 16) or b"{}")
         return data if isinstance(data, dict) else {}
     except ValueError:
         return {}
@@ -109,7 +109,7 @@ class Lock:
         return f"{holder.get('op', '?')} {holder.get('deploy_id', '?')} by pid {holder.get('pid')} on {holder.get('host')} since {since}"
 
     def _try(self, root_fd: int) -> bool:
-        return _link_new(root_fd, LOCK, json.dumps(self.info).encode())
+        return _link_new(root_fd, LOCK, jsonio.dumps(self.info).encode())
 
     def __enter__(self) -> Lock:
         root_fd = open_dir(self.root)
@@ -146,7 +146,7 @@ class Lock:
         """Remove the stale lock ``judged`` if it is still the lock, under the breaker's lock
         (itself taken like the lock; one left by a breaker that died is removed first)."""
         breaker = PREFIX + "lock-breaking"
-        data = json.dumps(self.info).encode()
+        data = jsonio.dumps(self.info).encode()
         if not _link_new(root_fd, breaker, data):
             other = _read_json(root_fd, breaker)
             if other.get("host") == _hostname() and not _alive(int(other.get("pid", -1) or -1), str(other.get("started", ""))):

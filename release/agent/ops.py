@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from . import jsonio
 from .protocol import AgentError, _answer
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
@@ -33,24 +33,26 @@ OPS: dict[str, tuple[str, str]] = {
 
 def handler(op: str) -> Callable[[Any], Any] | None:
     """Each op takes its request TypedDict and returns its answer (see messages.py)."""
-    import importlib
-
     entry = OPS.get(op)
     if entry is None:
         return None
-    fn: Callable[[Any], Any] = getattr(importlib.import_module(f"{__package__}.{entry[0]}"), entry[1])
+    module = __import__(f"{__package__}.{entry[0]}", fromlist=[entry[1]])  # the submodule itself (no importlib to import)
+    fn: Callable[[Any], Any] = getattr(module, entry[1])
     return fn
 
 
 def main(argv: list[str]) -> int:
-    import signal
+    try:
+        import _signal as signal  # type: ignore[import-not-found]  # the C module: `signal` imports enum (about 5 ms)
+    except ImportError:
+        import signal
 
     if len(argv) > 1 and argv[1] in ("deploy", "rollback", "promote", "provision", "unprovision"):
         # a lost connection must not cut an op short: what it started, it finishes or undoes
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         op, raw = argv[1], argv[2]
-        req = json.loads(raw)
+        req = jsonio.loads(raw)
         run = handler(op)
         if run is None:
             raise AgentError(2, f"unknown agent op {op!r}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 import time
+
+from . import jsonio
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _io_error(exc: OSError, where: str) -> AgentError:
 
 def _answer(doc: dict[str, Any]) -> None:
     try:
-        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.write(jsonio.dumps(doc) + "\n")
         sys.stdout.flush()
     except (OSError, ValueError):
         pass  # the controller went away: it reconciles the outcome with the target later

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import sys
 
-from . import env_build
+from . import env_build, jsonio
 from .fsutil import (
     _lstat_kind,
     _read_regular,
@@ -93,7 +92,7 @@ def deployed_env(root: str, parent: str) -> dict[str, Any]:
         except OSError:
             continue
         try:
-            bm = json.loads(_read_regular(fd, BUNDLE_MANIFEST, MAX_MANIFEST))
+            bm = jsonio.loads(_read_regular(fd, BUNDLE_MANIFEST, MAX_MANIFEST))
         except (OSError, ValueError, AgentError):
             continue
         finally:
@@ -178,7 +177,7 @@ def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str,
         if parent_fd < 0:
             parent_fd = open_dir(parent_rel, root_fd) if parent_rel else os.dup(root_fd)
         if not parent_existed and _lstat_kind(PARENT_MARKER, parent_fd) == "absent":
-            _write_new(parent_fd, PARENT_MARKER, json.dumps({"deploy_id": deploy_id}).encode(), 0o644)
+            _write_new(parent_fd, PARENT_MARKER, jsonio.dumps({"deploy_id": deploy_id}).encode(), 0o644)
         stage = ""
         try:
             stage = make_marked_dir(parent_fd, "tmp", deploy_id, "deploy")
@@ -422,7 +421,7 @@ def _added(found: dict[str, str], dirs: set[str], expected: set[str], env_dirs: 
 
 def _bundle_entries(folder_fd: int) -> dict[str, str]:
     try:
-        bm = json.loads(_read_regular(folder_fd, BUNDLE_MANIFEST, MAX_MANIFEST))
+        bm = jsonio.loads(_read_regular(folder_fd, BUNDLE_MANIFEST, MAX_MANIFEST))
         return manifest_entries(bm["files"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import stat
 import zlib
 
+from . import jsonio
 from .fsutil import DirFds, widen_pipe, write_all
 from .names import link_problem, manifest_entries, name_problem, tree_sha256
 from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, checkpoint, refuse
@@ -528,7 +528,7 @@ def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
     if manifest_raw is None:
         raise refuse(f"bundle has no {BUNDLE_MANIFEST}", "rebuild the bundle with `release bundle`")
     try:
-        manifest = json.loads(manifest_raw)
+        manifest = jsonio.loads(manifest_raw)
     except ValueError:
         raise refuse(f"bundle's {BUNDLE_MANIFEST} is not valid JSON", "rebuild the bundle") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):

@@ -398,3 +398,24 @@ def test_rollback_names_check_bytecode_aside_and_anything_else_added_is_caught(s
     rb = run_release("--config", cfg, "--json", "rollback")
     assert rb.returncode == 0, rb.stderr
     assert json.loads(rb.stdout)["added_check"] == "names" and not target.exists()
+
+
+def test_the_agent_starts_light_for_deploy_status_and_rollback(project: Repo, tmp_path: Path) -> None:
+    """Every host pays the agent's start: a deploy, status and rollback import none of the
+    heavy stdlib modules (json's package with re and enum, typing, signal, shlex, importlib).
+    Seen with ``-X importtime`` through an interpreter shim, the agent run as its own process."""
+    shim = tmp_path / "python-importtime"
+    cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(tmp_path / "srv"), "python": str(shim)})
+    bundle(cfg)
+    heavy = {"json", "json.decoder", "re", "enum", "typing", "signal", "shlex", "importlib", "importlib.machinery"}
+    for stage in ("deploy", "status", "rollback"):
+        log = tmp_path / f"{stage}.log"
+        shim.write_text(f'#!/bin/sh\nexec {os.path.realpath(sys.executable)} -X importtime "$@" 2>>{log}\n')
+        shim.chmod(0o755)
+        cp = run_release("--config", cfg, "--json", stage) if stage != "deploy" else deploy(cfg)
+        assert cp.returncode == 0, cp.stderr
+        imported = {line.split("|")[-1].strip() for line in log.read_text().splitlines() if line.startswith("import time:")}
+        assert {"release_agent.ops", "release_agent.release_ops", "_json"} <= imported, " ".join(sorted(imported))
+        assert imported & heavy == set(), stage
+        if stage != "rollback":  # rollback deletes with threads: threading brings functools and collections
+            assert imported & {"threading", "functools", "collections"} == set(), stage
