@@ -166,14 +166,19 @@ def _check_links(links: dict[str, str]) -> None:
 
 def _git_members(src: gitsource.Source) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
     """Stream the commit's tree from ``git archive`` (committed content only)."""
-    p = proc.popen(["git", "-C", src.git_dir, "archive", "--format=tar", src.treeish])
+    argv, env = gitsource.archive_argv(src)
+    p = proc.popen(argv, env=env)
     assert p.stdout is not None and p.stderr is not None
     ok = False
+    unreadable = ""  # git's output was no tar stream: git failed, and its stderr says why
     try:
-        with tarfile.open(fileobj=p.stdout, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
-            for m in tf:
-                yield m, tf
-        ok = True
+        try:
+            with tarfile.open(fileobj=p.stdout, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
+                for m in tf:
+                    yield m, tf
+            ok = True
+        except tarfile.TarError as exc:
+            unreadable = str(exc)
     finally:
         if not ok:
             p.kill()
@@ -181,8 +186,8 @@ def _git_members(src: gitsource.Source) -> Iterator[tuple[tarfile.TarInfo, tarfi
         err = p.stderr.read().decode("utf-8", "replace")
         p.stderr.close()
         rc = p.wait()
-        if ok and rc != 0:
-            raise ReleaseError(f"git archive of {src.sha[:12]} failed (exit {rc})", detail=err)
+        if unreadable or (ok and rc != 0):
+            raise ReleaseError(f"git archive of {src.sha[:12]} failed (exit {rc})", detail=err.strip() or unreadable)
 
 
 def _copy(tf: tarfile.TarFile, m: tarfile.TarInfo, w: TarGzWriter, name: str, export: Path | None) -> str:

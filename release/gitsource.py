@@ -166,12 +166,35 @@ def project_version(src: Source, state: Path) -> VersionInfo:
     return VersionInfo(normalize_version(meta.version), meta.source)
 
 
+# the environment variable that ``archive_argv`` points git's --config-env at: empty
+_EMPTY = "RELEASE_GIT_EMPTY"
+
+
+def archive_argv(src: Source) -> tuple[list[str], dict[str, str]]:
+    """``git archive`` of the recorded tree, and the environment it adds: the committed blobs
+    as git exports them, the same on every machine. Left to itself, ``git archive`` runs
+    the filter drivers (clean/smudge, and the long-running ``process`` filter that Git LFS
+    installs) that this repository's or this machine's configuration defines, for each
+    file whose attributes name them, and applies this machine's line endings
+    (``core.autocrlf``) and global attributes file (an ``export-subst`` there rewrites
+    files). Here every configured filter driver is emptied (``--config-env``, which takes
+    any driver name whole), the line endings and the global and system attributes are
+    fixed. What stays is the tree's own ``export-ignore``; ``export-subst`` never applies
+    (a tree is archived, which carries no commit to substitute)."""
+    listed = git(src.git_dir, "config", "--null", "--name-only", "--get-regexp", r"^filter\..+\.(clean|smudge|process|required)$", check=False)
+    drivers = sorted({name.split(".", 1)[1].rsplit(".", 1)[0] for name in listed.out.split("\0") if name.count(".") >= 2})
+    neutral = [f"--config-env=filter.{d}.{key}={_EMPTY}" for d in drivers for key in ("clean", "smudge", "process", "required")]
+    fixed = ["-c", "core.autocrlf=false", "-c", "core.eol=lf", "-c", "core.attributesFile=/dev/null", *neutral]
+    return ["git", "-C", src.git_dir, *fixed, "archive", "--format=tar", src.treeish], {_EMPTY: "", "GIT_ATTR_NOSYSTEM": "1"}
+
+
 def export(src: Source, dest: Path) -> None:
     """Write the recorded commit's tree (``source.subdir`` of it) into the new folder ``dest``."""
     import tarfile
 
     dest.mkdir(parents=True)
-    p = proc.popen(["git", "-C", src.git_dir, "archive", "--format=tar", src.treeish])
+    argv, env = archive_argv(src)
+    p = proc.popen(argv, env=env)
     assert p.stdout is not None
     try:
         with tarfile.open(fileobj=p.stdout, mode="r|") as tf:

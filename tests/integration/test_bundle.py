@@ -292,3 +292,53 @@ def test_the_build_never_sees_the_dsn_or_other_secrets_of_the_controller(tmp_pat
         leak = zf.read("demo_app/leak.txt").decode()
     assert "PATH=" in leak, "the hook ran and wrote its environment"
     assert "APP_RO_DSN" not in leak and "BuildMustNotSee99" not in leak and "AlsoHidden42" not in leak
+
+
+def test_the_bundle_holds_the_committed_blobs_whatever_gits_configuration(project: Repo, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``git archive`` would run the filter drivers (clean/smudge, and the long-running
+    ``process`` filter of Git LFS) that the repository's or the machine's git configuration
+    defines, and apply the machine's line endings and global attributes. None of it reaches
+    a bundle: no configured program runs, and every file ships as committed."""
+    planted = tmp_path / "planted"
+    project.write(".gitattributes", "*.py filter=evil\n*.txt filter=lfs\n*.cfg filter=we=ird\nsubst.md export-subst\n")
+    project.write("notes.txt", "line one\nline two $Format:%H$\n")
+    project.write("app.cfg", "[x]\n")
+    project.write("subst.md", "commit $Format:%H$\n")
+    sha = project.commit("attributes")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "attributes").write_text("*.txt export-subst\n")
+    (home / ".gitconfig").write_text(
+        f"[core]\n\tautocrlf = true\n\tattributesFile = {home / 'attributes'}\n"
+        f"[filter \"lfs\"]\n\tprocess = sh -c 'touch {planted}-lfs'\n\tsmudge = sh -c 'touch {planted}-lfs; cat'\n\trequired = true\n"
+    )
+    monkeypatch.setenv("HOME", str(home))  # the machine's git configuration (the controller passes HOME on)
+    project.git("config", "filter.evil.smudge", f"sh -c 'touch {planted}-smudge; tr a-z A-Z'")
+    project.git("config", "filter.evil.required", "true")
+    project.git("config", "filter.we=ird.process", f"sh -c 'touch {planted}-weird'")
+    cp = subprocess.run(["git", "-C", str(project.path), "archive", "HEAD", "notes.txt"], capture_output=True)
+    assert list(tmp_path.glob("planted*")), "as configured, plain git archive runs the filter: the test can fail"
+    for p in tmp_path.glob("planted*"):
+        p.unlink()
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 0, r.err
+    assert not list(tmp_path.glob("planted*")), "a configured filter program ran"
+    path = _bundle_files(tmp_path / "bundles")[0]
+    for rel in (".gitattributes", "notes.txt", "app.cfg", "subst.md", "demo_app/core.py", "pyproject.toml"):
+        committed = subprocess.run(["git", "-C", str(project.path), "cat-file", "blob", f"{sha}:{rel}"], capture_output=True, check=True).stdout
+        assert _read(path, rel) == committed, rel  # no CRLF, no smudge, no machine export-subst
+    assert _read(path, "subst.md") == b"commit $Format:%H$\n"  # a tree is archived, not a commit: nothing to substitute
+    assert cp.returncode in (0, 128)
+
+
+def test_a_repository_missing_an_object_is_a_clean_error_and_no_bundle(project: Repo, tmp_path: Path, cli: Cli) -> None:
+    """A damaged repository (a blob of the commit gone) makes git archive fail: reported with
+    git's own message (exit 1), no traceback, no bundle."""
+    blob = project.git("rev-parse", "HEAD:demo_app/core.py")
+    (project.path / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 1, r.err
+    assert "git archive" in r.err and blob[:7] in r.err and "Traceback" not in r.err
+    assert _bundle_files(tmp_path / "bundles") == []
