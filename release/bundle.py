@@ -301,7 +301,8 @@ def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, d
     with progress.task(f"environment for Python {plan.target.version} on {plan.target.platforms[0]}"):
         env_built = environment.build(plan.env, plan.target, export, wheels[0], f"dist/{wheels[0].name}", workdir / "env")
     w.add_dir(f"{top}/{ENV_DIR}")
-    w.add_dir(f"{top}/{ENV_DIR}/wheels")
+    if env_built.files:  # the dependencies' wheels (none for an application without any: no empty folder)
+        w.add_dir(f"{top}/{ENV_DIR}/wheels")
     for rel, path in env_built.files:
         rel = rel.replace(environment.WHEELS, f"{ENV_DIR}/wheels")
         with path.open("rb") as f:

@@ -232,21 +232,18 @@ def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], b
 ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "HOME")
 
 
-def check_env(scratch: str, target: str) -> dict[str, str]:
+def check_env(scratch: str, target: str, own_env: bool) -> dict[str, str]:
     """The clean environment of a check: an allowlist of the agent's variables (never a DSN,
-    password or token) plus what keeps the release unwritten."""
+    password or token) plus what keeps the release unwritten. Without an environment of
+    its own the release's tree, and its src/ folder for a src layout, are on the path.
+    With one (``own_env``: its .venv runs every check) they are not: the application is
+    imported as its wheel installed it (compiled extensions and package data included),
+    never shadowed by the sources beside it."""
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(
-        {
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"),
-            # the release's tree, and its src/ folder for a src layout (without an environment)
-            "PYTHONPATH": os.pathsep.join([target] + ([os.path.join(target, "src")] if os.path.isdir(os.path.join(target, "src")) else [])),
-            "HOME": env.get("HOME", scratch),
-            "TMPDIR": scratch,
-        }
-    )
+    env.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"), "HOME": env.get("HOME", scratch), "TMPDIR": scratch})
+    if not own_env:
+        env["PYTHONPATH"] = os.pathsep.join([target] + ([os.path.join(target, "src")] if os.path.isdir(os.path.join(target, "src")) else []))
     return env
 
 
@@ -259,10 +256,11 @@ def op_smoke(req: SmokeRequest) -> SmokeResult:
 
     python = req["python"]
     venv_python = os.path.join(target, ".venv", "bin", "python")
-    if os.path.exists(venv_python):
+    own_env = os.path.exists(venv_python)
+    if own_env:
         python = venv_python  # the release's own environment runs every check and {python}
     scratch = tempfile.mkdtemp(prefix="release-smoke-")
-    env = check_env(scratch, target)
+    env = check_env(scratch, target, own_env)
     _become_subreaper()
     deadline = time.monotonic() + float(req.get("total_timeout") or sum(float(c["timeout"]) for c in req["checks"]) + 5)
     results: list[CheckResult] = []

@@ -251,3 +251,44 @@ def test_a_deploy_killed_while_building_the_environment_leaves_nothing(tmp_path:
     assert run_release("--config", cfg, "rollback").returncode == 0
     assert tree_state(root) == before
     os.sync()
+
+
+def test_the_smoke_imports_the_installed_wheel_not_the_sources_beside_it(tmp_path: Path) -> None:
+    """A src-layout application with no dependency, whose wheel carries a module its sources
+    do not (as a compiled extension or a generated file would be): with an environment, the
+    checks import the application as its wheel installed it, never shadowed by src/ or the
+    tree; the bundle has no empty wheels folder, and the tree check passes."""
+    repo_path = tmp_path / "app"
+    repo_path.mkdir()
+    git(repo_path, "init", "-q", "-b", "main")
+    repo = Repo(repo_path)
+    repo.write(
+        "pyproject.toml",
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n[project]\nname = "srcapp"\nversion = "2.0.0"\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["src/srcapp"]\n[tool.hatch.build.targets.wheel.force-include]\n"gen/built.py" = "srcapp/built.py"\n',
+    )
+    repo.write("src/srcapp/__init__.py", "__version__ = '2.0.0'\n")
+    repo.write("gen/built.py", "MADE_BY_THE_BUILD = True\n")
+    repo.commit("srcapp 2.0.0")
+    checks = [
+        {"kind": "import", "modules": ["srcapp", "srcapp.built"]},
+        {"kind": "command", "argv": ["{python}", "-c", "import srcapp; print(srcapp.__file__)"], "expect_output": "site-packages"},
+    ]
+    cfg = write_config(
+        tmp_path / "release.toml",
+        repo.path,
+        top={"name": "srcapp"},
+        bundle={"artifacts": ["wheel"]},
+        target={"root": str(tmp_path / "target"), "create_root": True},
+        environment={},
+        checks=checks,
+    )
+    cp = run_release("--config", cfg, "--json", "bundle")
+    assert cp.returncode == 0, cp.stderr
+    with tarfile.open(json.loads(cp.stdout)["bundle"]) as tf:
+        assert not any(n.endswith("/release-env/wheels") for n in tf.getnames()), "no empty folder: a manifest cannot list it"
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    cp = run_release("--config", cfg, "--json", "smoke")
+    res = json.loads(cp.stdout)
+    assert cp.returncode == 0, [(c["name"], c["status"], c["detail"][-300:]) for c in res["checks"] if c["status"] != "passed"]
+    assert run_release("--config", cfg, "rollback").returncode == 0

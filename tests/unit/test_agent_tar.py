@@ -587,3 +587,21 @@ def test_a_bundle_past_the_memory_limit_spills_to_its_copy_whole(tmp_path: Path,
     finally:
         os.close(tree_fd)
     assert facts["files"] == 2 and (tmp_path / "tree" / "app" / "blob.bin").read_bytes() == data
+
+
+def test_an_empty_folder_member_is_not_made(sandbox: Sandbox) -> None:
+    """A manifest lists files and links, not folders: a folder member with nothing under it
+    is accepted but never made (verify and rollback would take it for a foreign folder),
+    and ten thousand of them write nothing."""
+    empties = b"".join(member(f"{TOP}/empty{i}/", type_=b"5") for i in range(10_000))
+    data = b"print('hi')\n"
+    raw = finish(
+        member(TOP + "/", type_=b"5"),
+        member(f"{TOP}/app/", type_=b"5"),
+        empties,
+        member(f"{TOP}/app/main.py", data),
+        manifest_member([file_entry("app/main.py", data)]),
+    )
+    sandbox.deploy(raw)
+    tree = sandbox.stage / "tree"
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*")) == ["BUNDLE-MANIFEST.json", "app", "app/main.py"]
