@@ -391,6 +391,8 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
         py = os.path.realpath(sys.executable)  # the interpreter itself, not a shim (the same for both tools)
         names = [h.name for h in fleet.hosts]
         results: dict[tuple[str, int], float] = {}
+        deploys: dict[int, Callable[[], None]] = {}
+        undos: dict[int, Callable[[], None]] = {}
         for count in (1, 8):
             hosts = names[:count]
             cfg = work / f"release-fleet{count}.toml"
@@ -408,8 +410,8 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
                 while subprocess.run([*release, "rollback"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
                     pass
 
-            results[("ours", count)] = best(lambda release=release, bundle=bundle: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle)), repeat, undo)
-            undo()
+            deploys[count] = lambda release=release, bundle=bundle: sh(*release, "deploy", "--no-plan", "--bundle", str(bundle))
+            undos[count] = undo
             inv = work / f"ansible-hosts{count}.ini"
             inv.write_text(
                 "[all]\n" + "".join(f"{h}\n" for h in hosts) + f"[all:vars]\nansible_python_interpreter={py}\nansible_ssh_common_args='-F {fleet.ssh_config}'\n"
@@ -431,10 +433,14 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
                 sh(str(ansible / "bin" / "ansible-playbook"), "-i", str(inv), "-f", "8", str(play), env=env)
 
             results[("ansible", count)] = best(run_ansible, repeat)
+        # ours on 8 hosts and on 1 in alternated pairs, each after the undo of its last run
+        results[("ours", 8)], results[("ours", 1)], scaling = paired(deploys[8], deploys[1], repeat, undos[8], undos[1])
+        undos[8]()
+        undos[1]()
         tag = f" [{kex}]" if kex else ""
         rows.append((f"fleet deploy, 1 host: ours vs Ansible{tag}", results[("ours", 1)], results[("ansible", 1)], ""))
         rows.append((f"fleet deploy, 8 hosts: ours vs Ansible{tag}", results[("ours", 8)], results[("ansible", 8)], ""))
-        rows.append((f"fleet deploy: 8 hosts vs 1 host (ours){tag}", results[("ours", 8)], results[("ours", 1)], ""))
+        rows.append((f"fleet deploy: 8 hosts vs 1 host (ours){tag}", results[("ours", 8)], results[("ours", 1)], scaling))
     finally:
         for sock in (base / "ansible-cp").glob("*"):  # Ansible's masters go with their fleet
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, check=False)
