@@ -13,7 +13,9 @@ looked up in ``pg_proc``, every overload of its name: it must be a built-in
 ``allow_functions`` (reviewed by the operator) and not volatile. The same holds for the
 functions behind every operator used, for column-style calls (``t.f`` is ``f(t)`` when
 a one-argument function ``f`` exists), and, recursively, for the definition of every
-view the statement reads.
+view the statement reads and the expressions of every row-level security policy on a
+table it reads. A cast may only target a built-in type or an enum: a domain's CHECK
+expressions, a user type's input function and a user cast function all run unseen.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Refs:
     column_calls: set[str] = field(default_factory=set)  # x.f: maybe f(x)
     operators: set[str] = field(default_factory=set)
     relations: set[tuple[str, str]] = field(default_factory=set)
+    types: set[tuple[str, str]] = field(default_factory=set)  # cast targets: (schema or "", name)
 
 
 def _names(nodes: Iterable[Any] | None) -> list[str]:
@@ -130,6 +133,10 @@ class _Walker(Visitor):
                 self.refs.operators.add(ops[-1])
         elif isinstance(node, ast.RangeVar):
             self.refs.relations.add((node.schemaname or "", node.relname or ""))
+        elif isinstance(node, ast.TypeCast) and node.typeName is not None:
+            parts = _names(node.typeName.names)
+            if parts:
+                self.refs.types.add((parts[-2] if len(parts) > 1 else "", parts[-1]))
 
 
 def check(sql: str, forbid_functions: Iterable[str] = ()) -> Refs:
@@ -171,6 +178,29 @@ select c.relkind, pg_get_viewdef(c.oid)
 """
 
 
+TYPES_SQL = """
+select t.oid::regtype::text, t.typtype, t.oid < 16384
+  from pg_type t join pg_namespace n on n.oid = t.typnamespace
+ where t.typname = %(name)s and (%(schema)s = '' or n.nspname = %(schema)s)
+   and (%(schema)s <> '' or pg_type_is_visible(t.oid))
+"""
+POLICIES_SQL = """
+select p.polname, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+  from pg_policy p join pg_class c on c.oid = p.polrelid join pg_namespace n on n.oid = c.relnamespace
+ where c.relname = %(name)s and (%(schema)s = '' or n.nspname = %(schema)s)
+   and (%(schema)s <> '' or pg_table_is_visible(c.oid)) and c.relrowsecurity
+"""
+
+
+def _type_ok(signature: str, typtype: str, builtin: bool) -> str:
+    """A cast runs the target type's input function, a cast function, and a domain's CHECK
+    expressions: only built-in types and enums (whose input is the built-in enum_in)."""
+    if builtin or typtype == "e":
+        return ""
+    kinds = {"d": "a domain (its CHECK expressions run)", "c": "a composite type", "b": "a user-defined base type", "r": "a range type"}
+    return f"a cast to {signature}, {kinds.get(typtype, 'a user-defined type')}, runs functions this check cannot see"
+
+
 def _function_ok(volatile: str, builtin: bool, signature: str, allow: set[str]) -> str:
     if volatile == "v":
         return f"{signature} is VOLATILE (it may have side effects)"
@@ -193,22 +223,24 @@ def check_catalog(conn: Any, refs: Refs, allow_functions: Iterable[str] = (), fo
     for op in sorted(refs.operators):
         rows = conn.execute(OPERATORS_SQL, {"name": op}).fetchall()
         problems += [f"operator {opsig}: {why}" for opsig, sig, _ns, vol, _kind, builtin in rows if (why := _function_ok(vol, builtin, sig, allow))]
+    for schema, name in sorted(refs.types):
+        rows = conn.execute(TYPES_SQL, {"name": name, "schema": schema}).fetchall()
+        problems += [why for sig, typtype, builtin in rows if (why := _type_ok(sig, typtype, builtin))]
     for schema, name in sorted(refs.relations):
-        for kind, viewdef in conn.execute(RELATION_SQL, {"name": name, "schema": schema}).fetchall():
-            if kind != "v" or not viewdef:
-                continue
+        # what reading the relation runs: a view's definition, and the expressions of the
+        # row-level security policies the role is subject to (a policy may call any function)
+        found = conn.execute(RELATION_SQL, {"name": name, "schema": schema}).fetchall()
+        inner_sql = [(f"view {name}", viewdef) for kind, viewdef in found if kind == "v" and viewdef]
+        for policy, *exprs in conn.execute(POLICIES_SQL, {"name": name, "schema": schema}).fetchall():
+            inner_sql += [(f"row-level security policy {policy} on {name}", f"select {e}") for e in exprs if e]
+        for what, sql in inner_sql:
             if depth >= MAX_VIEW_DEPTH:
-                problems.append(f"view {name} nests views deeper than {MAX_VIEW_DEPTH}")
+                problems.append(f"{what} nests views deeper than {MAX_VIEW_DEPTH}")
                 continue
             try:
-                inner = check(viewdef, forbid_functions)
+                check_catalog(conn, check(sql, forbid_functions), allow_functions, forbid_functions, depth + 1)
             except RefusedError as exc:
-                problems.append(f"view {name}: {exc.message}")
-                continue
-            try:
-                check_catalog(conn, inner, allow_functions, forbid_functions, depth + 1)
-            except RefusedError as exc:
-                problems.append(f"view {name}: {exc.message}")
+                problems.append(f"{what}: {exc.message}")
     if problems:
         raise RefusedError(
             "forbidden SQL (by the server's catalog): " + "; ".join(sorted(set(problems))),

@@ -196,6 +196,14 @@ def test_ts_stat_cannot_kill_another_session(app_db) -> None:  # type: ignore[no
         victim.close()
 
 
+def _refused_each(app_db: dict[str, str], cases: dict[str, str]) -> None:
+    """Each query is refused (before it is sent) with its reason in the message."""
+    for sql, why in cases.items():
+        with pytest.raises(RefusedError) as e:
+            dbcheck.run(make_check(app_db["role"], [sql], count_tables=[]), app_db["dsn"])
+        assert why in e.value.message, (sql, e.value.message)
+
+
 def test_catalog_layer_refuses_column_style_user_function_and_views_hiding_volatile_calls(app_db) -> None:  # type: ignore[no-untyped-def]
     import psycopg
 
@@ -214,13 +222,40 @@ def test_catalog_layer_refuses_column_style_user_function_and_views_hiding_volat
         "select 1 ##+ 2": "VOLATILE",
         "select random()": "VOLATILE",
     }
-    for sql, why in cases.items():
-        with pytest.raises(RefusedError) as e:
-            dbcheck.run(make_check(app_db["role"], [sql], count_tables=[]), app_db["dsn"])
-        assert why in e.value.message, (sql, e.value.message)
+    _refused_each(app_db, cases)
     # reviewed and listed, a stable user function is allowed
     data = dbcheck.run(make_check(app_db["role"], ["select iu.stamp_row from iu"], count_tables=[], allow_functions=["stamp_row"]), app_db["dsn"])
     assert data["statements"][0]["no_xid"] is True
     # a view given as a count table passes the same layers
     with pytest.raises(RefusedError):
         dbcheck.run(make_check(app_db["role"], ["select 1"], count_tables=["iu_killer"]), app_db["dsn"])
+
+
+def test_catalog_layer_refuses_casts_to_domains_and_tables_whose_policies_call_volatile_functions(app_db) -> None:  # type: ignore[no-untyped-def]
+    """What reading and casting run without being named: a domain's CHECK expression, a
+    user type's input, and a row-level security policy's expression. Each may call any
+    function; each is refused before the statement is sent. Built-in types and enums pass."""
+    import psycopg
+
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute("create function tattle(int) returns bool language plpgsql volatile as $$ begin raise notice 'ran'; return true; end $$")
+        conn.execute("create domain checked_int as int check (tattle(value))")
+        conn.execute("create type mood as enum ('ok', 'bad')")
+        conn.execute("create type pair as (a int, b checked_int)")
+        conn.execute("create table watched (id int)")
+        conn.execute("insert into watched values (1)")
+        conn.execute("alter table watched enable row level security")
+        conn.execute("create policy peek on watched for select using (tattle(id))")
+        conn.execute(f"grant select on watched to {app_db['role']}")
+        conn.execute(f"grant usage on type checked_int, mood, pair to {app_db['role']}")
+        conn.execute(f"grant execute on function tattle(int) to {app_db['role']}")
+    cases = {
+        "select 1::checked_int": "domain",
+        "select cast(2 as public.checked_int)": "domain",
+        "select array[1]::checked_int[]": "domain",
+        "select '(1,2)'::pair": "composite",
+        "select count(*) from watched": "row-level security policy peek on watched",
+    }
+    _refused_each(app_db, cases)
+    data = dbcheck.run(make_check(app_db["role"], ["select 'ok'::mood, 1::text, '2026-01-01'::date, '{1}'::int[]"], count_tables=[]), app_db["dsn"])
+    assert data["statements"][0]["no_xid"] is True
