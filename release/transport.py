@@ -310,7 +310,10 @@ class _Shared:
         if not self.folder:
             import tempfile
 
-            self.folder = tempfile.mkdtemp(prefix="release-ssh-")
+            try:
+                self.folder = tempfile.mkdtemp(prefix="release-ssh-")
+            except OSError as exc:
+                raise _no_private_folder(exc) from None
             atexit.register(self.close)
         return self.folder
 
@@ -327,17 +330,20 @@ class _Shared:
             folder = self._folder()
             n = len(self.files)
             includes: list[str] = []
-            for path in (ssh_config,) if ssh_config else DEFAULT_SSH_FILES:
-                if not _PLAIN_PATH.fullmatch(path):
-                    link = f"{folder}/included-{n}-{len(includes)}"
-                    os.symlink(os.path.abspath(path), link)
-                    path = link
-                includes.append(f"Include {path}\n")
             name = f"{folder}/ssh_config-{n}"
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write("# written by release for this run: your configuration first (its values win), then its time limits\n")
-                f.write("".join(includes) + TIME_LIMITS)
+            try:
+                for path in (ssh_config,) if ssh_config else DEFAULT_SSH_FILES:
+                    if not _PLAIN_PATH.fullmatch(path):
+                        link = f"{folder}/included-{n}-{len(includes)}"
+                        os.symlink(os.path.abspath(path), link)
+                        path = link
+                    includes.append(f"Include {path}\n")
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write("# written by release for this run: your configuration first (its values win), then its time limits\n")
+                    f.write("".join(includes) + TIME_LIMITS)
+            except OSError as exc:
+                raise _no_private_folder(exc) from None
             self.files[ssh_config] = name
             return name
 
@@ -439,6 +445,15 @@ class _Shared:
 
 
 SHARED = _Shared()
+
+
+def _no_private_folder(exc: OSError) -> ReleaseError:
+    from .errors import BlockedError
+
+    return BlockedError(
+        f"cannot write this run's private ssh folder under {os.environ.get('TMPDIR') or '/tmp'}: {exc.strerror or exc}",
+        hint="free space there, or point TMPDIR at a writable folder; nothing was sent to any host",
+    )
 
 
 # a path ``Include`` takes as it is: absolute or ~/, no pattern, space, quote or escape

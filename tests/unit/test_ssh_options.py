@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from release import transport
 
 
@@ -77,8 +79,6 @@ def test_an_ssh_config_others_can_write_is_refused_before_any_ssh(tmp_path: Path
     refused (exit 2) naming the file, as OpenSSH refuses such a ~/.ssh/config."""
     import os
 
-    import pytest
-
     from release.config import Config
     from release.errors import ConfigError
 
@@ -122,3 +122,27 @@ def test_inventory_values_cannot_smuggle_ssh_options_or_commands(tmp_path: Path)
         run = subprocess.run([*argv, "--", host.name, "true"], capture_output=True, text=True, timeout=30)
         assert run.returncode == 255, run
         assert not planted.exists(), f"{host}: the planted command ran"
+
+
+def test_no_room_for_the_runs_private_ssh_folder_is_blocked_before_any_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's ssh folder cannot be made (a full temp filesystem: no inode left): exit 3
+    naming the place and the way out, not a traceback; nothing ran."""
+    import tempfile
+
+    from release.errors import BlockedError
+
+    from ..support import need
+
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", str(full)], capture_output=True)
+    need(mounted.returncode == 0, "mounting a tmpfs needs root")
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(full))
+        shared = transport._Shared()
+        with pytest.raises(BlockedError) as err:
+            shared.ssh_file("")
+        assert "private ssh folder" in err.value.message and "TMPDIR" in err.value.hint and err.value.exit_code == 3
+        assert shared.folder == "" and shared.files == {}
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
