@@ -236,9 +236,10 @@ def check_env(scratch: str, target: str, own_env: bool) -> dict[str, str]:
     """The clean environment of a check: an allowlist of the agent's variables (never a DSN,
     password or token) plus what keeps the release unwritten. Without an environment of
     its own the release's tree, and its src/ folder for a src layout, are on the path.
-    With one (``own_env``: its .venv runs every check) they are not: the application is
-    imported as its wheel installed it (compiled extensions and package data included),
-    never shadowed by the sources beside it."""
+    With one (``own_env``: its .venv runs every check) nothing is added: a check runs in
+    the release folder (a flat layout imports from there, as in any project folder), and
+    a src layout's application is imported as its wheel installed it (compiled
+    extensions and generated files included), never shadowed by src/."""
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"), "HOME": env.get("HOME", scratch), "TMPDIR": scratch})
