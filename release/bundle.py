@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from . import __version__, environment, gitsource, names, proc, progress
-from .agent import BUNDLE_MANIFEST, DEPLOY_MANIFEST, link_problem, name_problem
+from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
 from .config import Config, Environment
@@ -148,8 +148,8 @@ def _check_name(name: str) -> None:
         raise RefusedError(f"path cannot be represented (not UTF-8): {raw!r}", hint="rename the file in the application's repository")
     if why:
         raise RefusedError(f"path cannot be represented safely ({why}): {name!r}", hint="rename the file in the application's repository")
-    if name == DEPLOY_MANIFEST:
-        raise RefusedError(f"the repository holds {DEPLOY_MANIFEST}, the name of the deploy's own manifest", hint="rename it in the application's repository")
+    if name.split("/", 1)[0] in DEPLOY_WRITES:
+        raise RefusedError(f"the repository holds {name}, the name of a file the deploy writes itself", hint="rename it in the application's repository")
 
 
 def _check_links(links: dict[str, str]) -> None:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the same names, statically, for mypy
     from .lock import Lock, read_lock
     from .names import checked_folder_name, checked_id, link_problem, manifest_entries, manifest_text, name_problem, rollback_command, tree_sha256
     from .ops import OPS, main
-    from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, LOCK, MARKER, PREFIX, AgentError, refuse
+    from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, DEPLOY_WRITES, LOCK, MARKER, PREFIX, AgentError, refuse
     from .tarsafe import MAX_HEADER_BODY, MAX_MANIFEST, Scan, Verified, finish, scan
 
 # the controller's names, imported from their modules on first use (PEP 562): the agent on
@@ -46,7 +46,7 @@ _EXPORTS = {
     "lock": ("Lock", "read_lock"),
     "names": ("checked_folder_name", "checked_id", "link_problem", "manifest_entries", "manifest_text", "name_problem", "rollback_command", "tree_sha256"),
     "ops": ("OPS", "main"),
-    "protocol": ("BUNDLE_MANIFEST", "DEPLOY_MANIFEST", "LOCK", "MARKER", "PREFIX", "AgentError", "refuse"),
+    "protocol": ("BUNDLE_MANIFEST", "DEPLOY_MANIFEST", "DEPLOY_WRITES", "LOCK", "MARKER", "PREFIX", "AgentError", "refuse"),
     "tarsafe": ("MAX_HEADER_BODY", "MAX_MANIFEST", "Scan", "Verified", "finish", "scan"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -62,6 +62,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BUNDLE_MANIFEST",
     "DEPLOY_MANIFEST",
+    "DEPLOY_WRITES",
     "LOCK",
     "MARKER",
     "MAX_HEADER_BODY",

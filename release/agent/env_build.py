@@ -18,14 +18,13 @@ import sys
 from . import jsonio
 from .fsutil import hash_at, open_dir, walk
 from .names import tree_sha256
-from .protocol import AgentError, checkpoint, refuse, say
+from .protocol import ENV_MANIFEST, AgentError, checkpoint, refuse, say
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
     from typing import Any
 
 
-ENV_MANIFEST = "ENVIRONMENT-MANIFEST.json"
 VENV = ".venv"
 
 

@@ -18,6 +18,10 @@ PREFIX = ".release-"
 LOCK = PREFIX + "lock"
 MARKER = ".release-partial"
 DEPLOY_MANIFEST = "DEPLOY-MANIFEST.txt"
+ENV_MANIFEST = "ENVIRONMENT-MANIFEST.json"  # written by the deploy that builds a release's environment
+# the names at a release's top that the deploy writes itself: no bundle (and so no
+# repository) may hold them, or a file of the application would stand in for the tool's own
+DEPLOY_WRITES = (DEPLOY_MANIFEST, ENV_MANIFEST)
 BUNDLE_MANIFEST = "BUNDLE-MANIFEST.json"
 CHUNK = 1 << 20
 

@@ -27,7 +27,7 @@ from .fsutil import (
 from .leftovers import _remove_marked, clean_leftovers, leftovers, make_marked_dir
 from .lock import Lock, _alive, read_lock
 from .names import checked_folder_name, checked_id, manifest_entries, manifest_text, rollback_command, tree_sha256
-from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
+from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
 from .tarsafe import MAX_MANIFEST, Verified, finish, scan
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
@@ -348,7 +348,7 @@ def _manifest_of(folder_fd: int) -> tuple[dict[str, str], str] | None:
     return parse_deploy_manifest(raw), hashlib.sha256(raw).hexdigest()
 
 
-OWN_FILES = (DEPLOY_MANIFEST, BUNDLE_MANIFEST, env_build.ENV_MANIFEST)
+OWN_FILES = (DEPLOY_MANIFEST, BUNDLE_MANIFEST, ENV_MANIFEST)
 
 
 def _wanted_dirs(paths: set[str] | dict[str, str]) -> set[str]:

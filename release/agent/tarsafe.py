@@ -11,7 +11,7 @@ import zlib
 from . import jsonio
 from .fsutil import DirFds, widen_pipe, write_all
 from .names import link_problem, manifest_entries, name_problem, tree_sha256
-from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_MANIFEST, AgentError, checkpoint, refuse
+from .protocol import BUNDLE_MANIFEST, CHUNK, DEPLOY_WRITES, AgentError, checkpoint, refuse
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -471,8 +471,8 @@ def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
                 raise refuse(f"the bundle's top folder is not a folder: {name!r}", "do not deploy this bundle")
             stream.pump(size + (-size % 512), None)
             continue
-        if rel == DEPLOY_MANIFEST or rel.startswith(DEPLOY_MANIFEST + "/"):
-            raise refuse(f"bundle member {name!r} would take the place of the deploy manifest", "do not deploy this bundle")
+        if rel.split("/", 1)[0] in DEPLOY_WRITES:
+            raise refuse(f"bundle member {name!r} would take the place of {rel.split('/', 1)[0]}, which the deploy writes itself", "do not deploy this bundle")
         parts = rel.split("/")
         for i in range(1, len(parts)):
             above = kinds.get("/".join(parts[:i]))

@@ -342,3 +342,16 @@ def test_a_repository_missing_an_object_is_a_clean_error_and_no_bundle(project: 
     assert r.code == 1, r.err
     assert "git archive" in r.err and blob[:7] in r.err and "Traceback" not in r.err
     assert _bundle_files(tmp_path / "bundles") == []
+
+
+@pytest.mark.parametrize("name", ["DEPLOY-MANIFEST.txt", "ENVIRONMENT-MANIFEST.json"])
+def test_a_repository_holding_a_name_the_deploy_writes_is_refused(project: Repo, tmp_path: Path, cli: Cli, name: str) -> None:
+    """A tracked DEPLOY-MANIFEST.txt or ENVIRONMENT-MANIFEST.json would stand in for the
+    tool's own (verify and rollback trust the environment's to say which files the deploy
+    wrote): refused at bundle time, exit 4, nothing written."""
+    project.write(name, '{"files": [], "dirs": []}\n')
+    project.commit("a reserved name")
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 4 and name in r.err and "writes itself" in r.err, r.err
+    assert _bundle_files(tmp_path / "bundles") == []

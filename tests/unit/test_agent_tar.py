@@ -199,7 +199,11 @@ def test_special_members_are_refused(sandbox: Sandbox) -> None:
 def test_setuid_duplicate_and_reserved_names_are_refused(sandbox: Sandbox) -> None:
     refused(sandbox, good_bundle(extra=member(f"{TOP}/app/suid", b"x", mode=0o4755)), "setuid")
     refused(sandbox, good_bundle(extra=member(f"{TOP}/app/main.py", b"again")), "duplicate")
-    refused(sandbox, good_bundle(extra=member(f"{TOP}/DEPLOY-MANIFEST.txt", b"pre_existed: true\n")), "deploy manifest")
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/DEPLOY-MANIFEST.txt", b"pre_existed: true\n")), "which the deploy writes itself")
+    # the environment's manifest, which verify and rollback trust to say which files the deploy wrote
+    env_doc = b'{"files": [{"path": "added-later.txt", "id": "x"}], "dirs": []}'
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/ENVIRONMENT-MANIFEST.json", env_doc)), "ENVIRONMENT-MANIFEST.json, which the deploy writes itself")
+    refused(sandbox, good_bundle(extra=member(f"{TOP}/DEPLOY-MANIFEST.txt/", type_=b"5")), "which the deploy writes itself")
 
 
 def test_member_under_a_symlink_or_a_file_is_refused(sandbox: Sandbox) -> None:
