@@ -232,6 +232,15 @@ def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], b
 ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "HOME")
 
 
+CACHES = {
+    "HYPOTHESIS_STORAGE_DIRECTORY": "hypothesis",  # else .hypothesis/ in the release
+    "COVERAGE_FILE": ".coverage",  # else .coverage in the release
+    "MYPY_CACHE_DIR": "mypy",  # else .mypy_cache/
+    "RUFF_CACHE_DIR": "ruff",  # else .ruff_cache/
+    "XDG_CACHE_HOME": "cache",
+}
+
+
 def check_env(scratch: str, target: str, own_env: bool) -> dict[str, str]:
     """The clean environment of a check: an allowlist of the agent's variables (never a DSN,
     password or token) plus what keeps the release unwritten. Without an environment of
@@ -243,6 +252,9 @@ def check_env(scratch: str, target: str, own_env: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"), "HOME": env.get("HOME", scratch), "TMPDIR": scratch})
+    # the caches test tools write into the folder they run in (a check runs in the release):
+    # into the scratch folder instead, so the app's own suite leaves the release as deployed
+    env.update({k: os.path.join(scratch, d) for k, d in CACHES.items()})
     if not own_env:
         env["PYTHONPATH"] = os.pathsep.join([target] + ([os.path.join(target, "src")] if os.path.isdir(os.path.join(target, "src")) else []))
     return env

@@ -315,3 +315,26 @@ def test_a_check_editing_the_deploy_manifest_is_drift_and_does_not_disable_rollb
     rb = run_release("--config", cfg, "rollback")
     assert rb.returncode == 0, rb.stderr
     assert "drift" in rb.stdout and not target.exists()
+
+
+def test_test_tools_caches_go_to_the_scratch_folder_not_into_the_release(tmp_path: Path) -> None:
+    """An app's own suite run in the release folder: hypothesis, coverage, mypy and ruff write
+    their caches where they run unless told otherwise (attrs 24.2.0's suite left
+    .hypothesis/ in the release, and the tree check failed). Each check mimics its tool: it
+    writes where the tool's variable points, else where the tool would by default."""
+    writers = {"HYPOTHESIS_STORAGE_DIRECTORY": ".hypothesis", "COVERAGE_FILE": ".coverage", "MYPY_CACHE_DIR": ".mypy_cache", "RUFF_CACHE_DIR": ".ruff_cache"}
+    code = (
+        "import os, pathlib\n"
+        f"for var, default in {writers!r}.items():\n"
+        "    p = pathlib.Path(os.environ.get(var, default))\n"
+        "    assert 'release-smoke-' in str(p), (var, p)\n"
+        "    (p / 'db' if var != 'COVERAGE_FILE' else p).parent.mkdir(parents=True, exist_ok=True)\n"
+        "    (p / 'db' if var != 'COVERAGE_FILE' else p).write_text('cache')\n"
+        "print('caches written')\n"
+    )
+    checks = [{"kind": "command", "name": "caches", "argv": ["{python}", "-c", code], "expect_output": "caches written"}]
+    cfg, target = deployed(tmp_path, {}, checks)
+    cp = smoke(cfg)
+    res = json.loads(cp.stdout)
+    assert cp.returncode == 0, [(c["name"], c["detail"][-300:]) for c in res["checks"] if c["status"] != "passed"]
+    assert not [p for p in target.iterdir() if p.name in writers.values()]
