@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from xml.etree import ElementTree as ET
 
 from . import gitsource, progress
 from .config import Check, Config
@@ -226,6 +225,8 @@ def write_report(cfg: Config, report: dict[str, Any]) -> Path:
 
 
 def junit(report: dict[str, Any]) -> bytes:
+    from xml.etree import ElementTree as ET  # only here: every fleet command imports this module
+
     checks = report["checks"]
     suite = ET.Element(
         "testsuite",
