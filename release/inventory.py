@@ -43,16 +43,20 @@ class Inventory:
             raise ConfigError(f"target.group: the inventory has no group {group!r}", hint="groups: " + ", ".join(sorted(self.groups)))
         out: list[str] = []
         seen: set[str] = set()
+        done: set[str] = set()  # walked whole: a group reached again adds nothing (groups may share children)
 
         def walk(g: str, path: tuple[str, ...]) -> None:
             if g in path:
                 raise ConfigError(f"inventory group {g!r} is its own child", hint="fix the [group:children] sections")
+            if g in done:
+                return
             for h in self.groups[g].get("hosts", []):
                 if h not in seen:
                     seen.add(h)
                     out.append(h)
             for c in self.groups[g].get("children", []):
                 walk(c, (*path, g))
+            done.add(g)
 
         walk(group, ())
         return out
@@ -62,13 +66,15 @@ class Inventory:
 
     def host_vars(self, host: str) -> dict[str, Any]:
         """Variables of ``host``: all < parent groups < child groups < the host's own."""
-        order: list[str] = []
+        depths: dict[str, int] = {}  # each group's once: the longest path up to it, not every path
 
         def depth(g: str, seen: tuple[str, ...] = ()) -> int:
-            ps = [p for p in self.parents(g) if p not in seen]
-            return 0 if not ps else 1 + max(depth(p, (*seen, g)) for p in ps)
+            if g not in depths:
+                ps = [p for p in self.parents(g) if p not in seen]
+                depths[g] = 0 if not ps else 1 + max(depth(p, (*seen, g)) for p in ps)
+            return depths[g]
 
-        groups = [g for g in self.groups if host in self.members(g)]
+        groups = [g for g in self.groups if host in self.members(g)]  # members refuses a cycle first
         order = sorted(groups, key=lambda g: (depth(g), g))
         merged: dict[str, Any] = {}
         for g in order:
@@ -159,7 +165,17 @@ def parse_yaml(text: str, where: str) -> Inventory:
     _add_group(inv, "all")
     _add_group(inv, "ungrouped")
 
-    def walk(name: str, body: Any) -> None:
+    walked: set[tuple[str, int]] = set()
+
+    def walk(name: str, body: Any, path: tuple[str, ...] = ()) -> None:
+        """One group; YAML anchors may make the document a graph, even a cycle (a group
+        that is its own child: refused, as Ansible refuses it) or a fan-out that repeats
+        the same group body millions of times (each (name, body) is walked once)."""
+        if name in path:
+            raise ConfigError(f"{where}: group {name!r} is its own child ({' > '.join((*path, name))})", hint="remove the loop from children:")
+        if (name, id(body)) in walked:
+            return
+        walked.add((name, id(body)))
         group = _add_group(inv, name)
         body = body or {}
         if not isinstance(body, dict):
@@ -172,7 +188,7 @@ def parse_yaml(text: str, where: str) -> Inventory:
         for child, cbody in (body.get("children") or {}).items():
             if child not in group["children"]:
                 group["children"].append(str(child))
-            walk(str(child), cbody)
+            walk(str(child), cbody, (*path, name))
 
     for name, body in data.items():
         walk(str(name), body)

@@ -114,3 +114,31 @@ def test_repository_default_config_is_valid() -> None:
     cfg = config.load(str(root / "pyproject.toml"))
     kinds = {c.kind for c in cfg.checks}
     assert kinds == set(config.CHECK_KINDS), "the example config must use every check kind"
+
+
+def test_yaml_inventory_anchors_cannot_loop_or_explode(tmp_path: Path) -> None:
+    """YAML anchors make an inventory a graph: a group that is (through an alias) its own
+    child is refused (exit 2) naming the loop, as Ansible refuses it; a diamond fan-out of
+    9^9 paths to one host is read and selected in one pass (each group walked once), where
+    walking every path would never end (run in a child with a generous limit, so a
+    regression fails instead of hanging the suite)."""
+    import subprocess
+    import sys
+
+    from release import inventory
+
+    loop = tmp_path / "loop.yml"
+    loop.write_text("all:\n  children:\n    edge: &edge\n      hosts:\n        web1: {}\n      children:\n        again: *edge\n")
+    with pytest.raises(ConfigError, match="'again' is its own child") as err:
+        inventory.load(loop)
+    assert err.value.exit_code == 2
+    lines = ["all:", "  children:", "    g0: &g0 {hosts: {web1: {ansible_port: 2222}}, vars: {ansible_user: deep}}"]
+    for k in range(1, 10):
+        kids = ", ".join(f"{c}{k}: *g{k - 1}" for c in "abcdefhij")
+        lines.append(f"    g{k}: &g{k} {{children: {{{kids}}}}}")
+    fan = tmp_path / "fan.yml"
+    fan.write_text("\n".join(lines) + "\n")
+    code = f"from pathlib import Path\nfrom release import inventory\ninv = inventory.load(Path({str(fan)!r}))\nprint(inventory.select(list(inv.hosts), inv, 'g9'), inv.host('web1'))\n"
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert "['web1']" in cp.stdout and "port=2222" in cp.stdout
