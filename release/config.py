@@ -266,12 +266,14 @@ def _hosts(t: dict[str, Any], base: Path) -> tuple[Any, ...]:
         raise ConfigError("target.host and target.hosts / target.inventory are exclusive", hint="use target.hosts for a fleet, target.host for one host")
     if names and t["inventory"]:
         raise ConfigError("target.hosts and target.inventory are exclusive", hint="list the hosts, or name an inventory and a group")
+    from . import inventory
+
     for n in names:
-        if not n or n.startswith("-") or any(c.isspace() for c in n):
-            raise ConfigError(f"target.hosts: {n!r} is not an ssh destination", hint="use an ssh alias or user@host")
+        why = inventory.host_name_problem(n)
+        if why:
+            raise ConfigError(f"target.hosts: {n!r} cannot be a fleet host: {why}", hint="use an ssh alias or user@host (it names a state folder)")
     if not (names or t["inventory"]):
         return ()  # one target
-    from . import inventory
 
     if names:
         return tuple(inventory.Host(n) for n in names)

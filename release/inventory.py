@@ -83,6 +83,12 @@ class Inventory:
         return merged
 
     def host(self, name: str) -> Host:
+        why = host_name_problem(name)
+        if why:
+            raise ConfigError(
+                f"inventory: host {name!r} cannot be a fleet host: {why}",
+                hint="rename it in the inventory (an ssh alias or user@host; ansible_host gives the address)",
+            )
         v = self.host_vars(name)
         try:
             port = int(v.get("ansible_port", v.get("ansible_ssh_port", 0)) or 0)
@@ -97,13 +103,30 @@ class Inventory:
         )
 
 
+def host_name_problem(name: str) -> str:
+    """Why ``name`` cannot name a fleet host, or '': it is an ssh destination (an alias,
+    ``user@host``) and the name of the host's own state folder, so it is one plain path
+    component."""
+    if not name:
+        return "it is empty"
+    if name.startswith(("-", ".")):
+        return "it starts with '-' or '.'"
+    if "/" in name or "\\" in name:
+        return "it holds a slash"
+    if any(c.isspace() or not c.isprintable() for c in name):
+        return "it holds a space or a control character"
+    if len(name.encode("utf-8", "surrogateescape")) > 255:
+        return "it is longer than 255 bytes"
+    return ""
+
+
 def _value(text: str) -> Any:
     """An INI variable value the way Ansible's INI plugin reads it (literals where they parse)."""
     import ast
 
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):  # nested past the parser's limits: text too
         return text
 
 
@@ -138,7 +161,12 @@ def parse_ini(text: str, where: str) -> Inventory:
             if line not in group["children"]:
                 group["children"].append(line)
         else:
-            parts = shlex.split(line, comments=True)
+            try:
+                parts = shlex.split(line, comments=True)
+            except ValueError as exc:  # an unclosed quote
+                raise ConfigError(f"{where}:{n}: {exc}", hint="fix the quoting on that line") from None
+            if not parts:
+                continue
             host, assigns = parts[0], parts[1:]
             if "[" in host:
                 raise ConfigError(f"{where}:{n}: host ranges ({host}) are not supported", hint="list the hosts one by one")

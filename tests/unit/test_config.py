@@ -142,3 +142,25 @@ def test_yaml_inventory_anchors_cannot_loop_or_explode(tmp_path: Path) -> None:
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
     assert "['web1']" in cp.stdout and "port=2222" in cp.stdout
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/cron.d", "a/b", ".hidden", "", "-oProxyCommand=x", "a b", "tab\there", "x" * 256])
+def test_a_fleet_host_name_is_one_plain_path_component(tmp_path: Path, name: str) -> None:
+    """A host's name is an ssh destination and the name of its state folder
+    (``state/hosts/<name>``): a name that could climb out of it, be absolute, hide, or
+    read as an option is exit 2, from target.hosts and from an inventory alike, and
+    nothing is written."""
+    with pytest.raises(ConfigError, match=r"target\.hosts") as err:  # a tab is caught first, as any control character in a key
+        parse({**MIN, "target": {"root": "/srv", "hosts": ["web1", name]}}, tmp_path)
+    assert err.value.exit_code == 2
+    if name and "\t" not in name and " " not in name:  # one INI token
+        (tmp_path / "hosts.ini").write_text(f"[web]\nweb1\n{name} ansible_host=10.0.0.9\n")
+        with pytest.raises(ConfigError, match="cannot be a fleet host"):
+            parse({**MIN, "target": {"root": "/srv", "inventory": "hosts.ini", "group": "web"}}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["hosts.ini"]), "nothing but the test's inventory"
+
+
+def test_an_inventory_line_with_an_unclosed_quote_is_exit_2_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "hosts.ini").write_text('[web]\nweb1 ansible_host="10.0.0.1\n')
+    with pytest.raises(ConfigError, match=r"hosts.ini:2: No closing quotation"):
+        parse({**MIN, "target": {"root": "/srv", "inventory": "hosts.ini", "group": "web"}}, tmp_path)
