@@ -182,14 +182,56 @@ def _run_fed(
     feeder = threading.Thread(target=_feed, args=(w, prefix, then), daemon=True)
     feeder.start()
     try:
-        out, err = child.communicate(timeout=timeout)
+        out, err = _collect(child, timeout, args[0])
     except BaseException:
         child.kill()
-        child.communicate()
+        child.wait()
         raise
     finally:
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
         feeder.join(timeout=10)  # a reader that outlived the command and never reads: left to it
     return subprocess.CompletedProcess(args, child.returncode, out, err)
+
+
+# what a fed command (the agent, local or over SSH) may print, per stream: its answer is one
+# line and its progress a few; a target that streams without end cannot fill this memory
+MAX_OUTPUT = 64 << 20
+
+
+def _collect(child: subprocess.Popen[bytes], timeout: float | None, name: str) -> tuple[bytes, bytes]:
+    """``communicate``, bounded: stdout and stderr read as they come, each up to
+    ``MAX_OUTPUT`` (more is ``OutputTooLarge``), then the exit waited for."""
+    import selectors
+    import subprocess
+    import time
+
+    assert child.stdout is not None and child.stderr is not None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    kept = {child.stdout.fileno(): bytearray(), child.stderr.fileno(): bytearray()}
+    with selectors.DefaultSelector() as sel:
+        for fd in kept:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(name, timeout or 0)
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    sel.unregister(key.fd)
+                    continue
+                kept[key.fd] += chunk
+                if len(kept[key.fd]) > MAX_OUTPUT:
+                    raise OutputTooLarge(f"{name} printed more than {MAX_OUTPUT >> 20} MiB: stopped, the rest was not read")
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    child.wait(timeout=left)
+    return bytes(kept[child.stdout.fileno()]), bytes(kept[child.stderr.fileno()])
+
+
+class OutputTooLarge(ReleaseError):
+    """A fed command printed more than ``MAX_OUTPUT``: it was killed, its outcome not read."""
 
 
 def _feed(fd: int, prefix: bytes, then: BinaryIO | None) -> None:

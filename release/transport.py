@@ -212,15 +212,20 @@ class _Base:
     def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
         argv = self.argv(op, request)
         proc.log.debug("agent %s on %s", op, self.label)
-        cp = proc.run(
-            argv,
-            stdin=stdin,
-            prefix=agent_program()[1],
-            check=False,
-            timeout=timeout,
-            what=f"agent op {op} on {self.label}",
-            hint=f"install {argv[0]} or fix target.python / PATH",
-        )
+        try:
+            cp = proc.run(
+                argv,
+                stdin=stdin,
+                prefix=agent_program()[1],
+                check=False,
+                timeout=timeout,
+                what=f"agent op {op} on {self.label}",
+                hint=f"install {argv[0]} or fix target.python / PATH",
+            )
+        except proc.OutputTooLarge as exc:  # killed before its answer: not read, so not known
+            if op in CHANGING_OPS:
+                raise _unknown(op, self.label, exc.message, "") from None
+            raise ReleaseError(f"target agent ({op}) on {self.label}: {exc.message}", hint="the target printed without end: inspect that host") from None
         return self._answer(op, cp)
 
     def _answer(self, op: str, cp: proc.Completed) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -139,3 +140,30 @@ def test_a_feed_puts_the_prefix_then_the_file_on_stdin_and_ends_when_the_reader_
     assert cp.stdout == b"0123456789"
     with data.open("rb") as f, pytest.raises(ReleaseError, match="timed out"):
         proc.run(["sleep", "30"], prefix=b"x" * (4 << 20), stdin=f, timeout=1)
+
+
+def test_a_target_that_prints_without_end_cannot_fill_the_controllers_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the agent prints is kept up to ``MAX_OUTPUT`` per stream: a hostile or broken
+    target that streams without end is stopped there and killed, not read to the end. A
+    read-only op is an error; an op that changes the target is an unknown outcome (its
+    answer was never read), reconciled later like a lost connection."""
+    from release.errors import OutcomeUnknownError
+
+    monkeypatch.setattr(proc, "MAX_OUTPUT", 1 << 20)
+    marker = tmp_path / "still-running"
+    started = time.monotonic()
+    with pytest.raises(proc.OutputTooLarge, match="more than 1 MiB"):
+        proc.run(["sh", "-c", f"head -c 5000000 /dev/zero; sleep 30; touch {marker}"], prefix=b"x")
+    assert time.monotonic() - started < 20, "stopped at the limit, not at the command's end"
+    cp = proc.run(["sh", "-c", "head -c 900000 /dev/zero; head -c 900000 /dev/zero >&2; exit 3"], prefix=b"x", check=False)
+    assert (len(cp.stdout), len(cp.stderr), cp.returncode) == (900000, 900000, 3), "under the limit everything is kept"
+    flood = tmp_path / "python-flood"
+    flood.write_text("#!/bin/sh\nexec head -c 5000000 /dev/zero\n")
+    flood.chmod(0o755)
+    target = transport.LocalTransport(str(flood))
+    with pytest.raises(ReleaseError, match="printed more than") as err:
+        target.agent("status", {"root": str(tmp_path)})
+    assert not isinstance(err.value, OutcomeUnknownError)
+    with pytest.raises(OutcomeUnknownError, match="outcome unknown"):
+        target.agent("rollback", {"root": str(tmp_path)})
+    assert not marker.exists()
