@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import sys
 import threading
-import time
 from collections.abc import Mapping
 
 from . import proc
@@ -60,7 +58,17 @@ def run(op: str, request: Mapping[str, object], timeout: float | None = None) ->
         _child(op, payload, env, (out_r, err_r), out_w, err_w)
     os.close(out_w)
     os.close(err_w)
-    out, err, killed = _collect(pid, out_r, err_r, timeout)
+    try:
+        out, err, killed = proc.read_pipes(out_r, err_r, timeout, "the agent's forked child")
+    except proc.OutputTooLarge:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(out_r)
+        os.close(err_r)
+    if killed:
+        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if killed:
@@ -100,28 +108,3 @@ def _child(op: str, payload: str, env: dict[str, str], parent_ends: tuple[int, i
             pass
     finally:
         os._exit(code)
-
-
-def _collect(pid: int, out_r: int, err_r: int, timeout: float | None) -> tuple[bytes, bytes, bool]:
-    """Read both pipes to their end (or until ``timeout``, then kill the child)."""
-    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    deadline = None if timeout is None else time.monotonic() + timeout
-    killed = False
-    with selectors.DefaultSelector() as sel:
-        for fd in chunks:
-            sel.register(fd, selectors.EVENT_READ)
-        while sel.get_map():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-                break
-            for key, _ in sel.select(left):
-                data = os.read(key.fd, 1 << 16)
-                if data:
-                    chunks[key.fd].append(data)
-                else:
-                    sel.unregister(key.fd)
-    os.close(out_r)
-    os.close(err_r)
-    return b"".join(chunks[out_r]), b"".join(chunks[err_r]), killed

@@ -181,8 +181,12 @@ def _run_fed(
         os.close(r)  # the child holds the only reader: when it exits, the feeder's writes fail
     feeder = threading.Thread(target=_feed, args=(w, prefix, then), daemon=True)
     feeder.start()
+    assert child.stdout is not None and child.stderr is not None
     try:
-        out, err = _collect(child, timeout, args[0])
+        out, err, late = read_pipes(child.stdout.fileno(), child.stderr.fileno(), timeout, args[0])
+        if late:
+            raise subprocess.TimeoutExpired(args, timeout or 0)
+        child.wait()
     except BaseException:
         child.kill()
         child.wait()
@@ -200,23 +204,22 @@ def _run_fed(
 MAX_OUTPUT = 64 << 20
 
 
-def _collect(child: subprocess.Popen[bytes], timeout: float | None, name: str) -> tuple[bytes, bytes]:
-    """``communicate``, bounded: stdout and stderr read as they come, each up to
-    ``MAX_OUTPUT`` (more is ``OutputTooLarge``), then the exit waited for."""
+def read_pipes(out_fd: int, err_fd: int, timeout: float | None, name: str) -> tuple[bytes, bytes, bool]:
+    """Both pipes read as the data comes, to their end or until ``timeout`` (then the third
+    value is True and the caller stops the writer); each kept up to ``MAX_OUTPUT``, more is
+    ``OutputTooLarge``. The one reader of every agent's answer, forked or run."""
     import selectors
-    import subprocess
     import time
 
-    assert child.stdout is not None and child.stderr is not None
     deadline = None if timeout is None else time.monotonic() + timeout
-    kept = {child.stdout.fileno(): bytearray(), child.stderr.fileno(): bytearray()}
+    kept = {out_fd: bytearray(), err_fd: bytearray()}
     with selectors.DefaultSelector() as sel:
         for fd in kept:
             sel.register(fd, selectors.EVENT_READ)
         while sel.get_map():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(name, timeout or 0)
+                return bytes(kept[out_fd]), bytes(kept[err_fd]), True
             for key, _ in sel.select(left):
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
@@ -225,9 +228,7 @@ def _collect(child: subprocess.Popen[bytes], timeout: float | None, name: str) -
                 kept[key.fd] += chunk
                 if len(kept[key.fd]) > MAX_OUTPUT:
                     raise OutputTooLarge(f"{name} printed more than {MAX_OUTPUT >> 20} MiB: stopped, the rest was not read")
-    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    child.wait(timeout=left)
-    return bytes(kept[child.stdout.fileno()]), bytes(kept[child.stderr.fileno()])
+    return bytes(kept[out_fd]), bytes(kept[err_fd]), False
 
 
 class OutputTooLarge(ReleaseError):
