@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__, progress
 from .config import Config, load
 from .errors import ConfigError, ReleaseError
-from .redact import redact, redact_obj
+from .redact import redact_obj, shown
 
 Handler = Callable[[Config, argparse.Namespace], dict[str, Any]]
 
@@ -177,12 +177,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def _print_human(result: dict[str, Any]) -> None:
     text = result.pop("_text", None)
     if text:
-        print(redact(text))
+        print(shown(text))
         return
     for key, value in result.items():
         if isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=True)
-        print(f"{key}: {redact(value)}")
+        print(f"{key}: {shown(value)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _print_human(result)
         if failed:
-            print(f"FAILED: {redact(failed)}", file=sys.stderr)
+            print(f"FAILED: {shown(failed)}", file=sys.stderr)
         return code
     except ReleaseError as exc:
         _report(exc, want_json)
@@ -245,10 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report(exc: ReleaseError, want_json: bool) -> None:
     label = {2: "ERROR (usage/config)", 3: "BLOCKED", 4: "REFUSED"}.get(exc.exit_code, "ERROR")
-    print(f"{label}: {exc.message}", file=sys.stderr)
+    print(f"{label}: {shown(exc.message)}", file=sys.stderr)
     if exc.detail:
-        print(exc.detail, file=sys.stderr)
+        print(shown(exc.detail), file=sys.stderr)
     if exc.hint:
-        print(f"hint: {exc.hint}", file=sys.stderr)
+        print(f"hint: {shown(exc.hint)}", file=sys.stderr)
     if want_json:
         print(json.dumps(exc.to_dict(), sort_keys=True))

@@ -62,12 +62,12 @@ def note(line: str) -> None:
     global _note_lock
     import threading
 
-    from .redact import redact
+    from .redact import shown
 
     if _note_lock is None:
         _note_lock = threading.Lock()
     if not _enabled:
         return
     with _note_lock:
-        sys.stderr.write(redact(line) + "\n")
+        sys.stderr.write(shown(line) + "\n")
         sys.stderr.flush()

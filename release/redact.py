@@ -69,3 +69,15 @@ def redact_obj(obj: object) -> object:
     if isinstance(obj, (list, tuple)):
         return [redact_obj(v) for v in obj]
     return obj
+
+
+# every control character but newline and tab, C0 and C1 (ESC starts a terminal's escape
+# sequences, CSI is one byte in C1, CR rewrites the line), shown as \xNN instead
+_UNSHOWABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
+
+
+def shown(text: object) -> str:
+    """``redact(text)`` as it may reach the operator's terminal: what a target, a repository
+    or an application printed cannot move the cursor, retitle the window or write the
+    clipboard (its control characters are shown escaped)."""
+    return redact(text).translate(_UNSHOWABLE)
