@@ -186,7 +186,7 @@ def _run_fed(
         out, err, late = read_pipes(child.stdout.fileno(), child.stderr.fileno(), timeout, args[0])
         if late:
             raise subprocess.TimeoutExpired(args, timeout or 0)
-        child.wait()
+        child.wait(timeout=timeout)  # its output ended; a command that lingers after that is bounded too
     except BaseException:
         child.kill()
         child.wait()

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -212,21 +212,31 @@ class _Base:
     def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
         argv = self.argv(op, request)
         proc.log.debug("agent %s on %s", op, self.label)
+        return self._answer(
+            op,
+            self._bounded(
+                op,
+                lambda: proc.run(
+                    argv,
+                    stdin=stdin,
+                    prefix=agent_program()[1],
+                    check=False,
+                    timeout=timeout,
+                    what=f"agent op {op} on {self.label}",
+                    hint=f"install {argv[0]} or fix target.python / PATH",
+                ),
+            ),
+        )
+
+    def _bounded(self, op: str, ran: Callable[[], proc.Completed]) -> proc.Completed:
+        """``ran()``, with an agent that printed past ``proc.MAX_OUTPUT`` (killed before its
+        answer was read) as an error, or an unknown outcome for an op that changes the target."""
         try:
-            cp = proc.run(
-                argv,
-                stdin=stdin,
-                prefix=agent_program()[1],
-                check=False,
-                timeout=timeout,
-                what=f"agent op {op} on {self.label}",
-                hint=f"install {argv[0]} or fix target.python / PATH",
-            )
-        except proc.OutputTooLarge as exc:  # killed before its answer: not read, so not known
+            return ran()
+        except proc.OutputTooLarge as exc:
             if op in CHANGING_OPS:
                 raise _unknown(op, self.label, exc.message, "") from None
             raise ReleaseError(f"target agent ({op}) on {self.label}: {exc.message}", hint="the target printed without end: inspect that host") from None
-        return self._answer(op, cp)
 
     def _answer(self, op: str, cp: proc.Completed) -> dict[str, Any]:
         err = redact(cp.stderr.decode("utf-8", "replace").strip())
@@ -292,7 +302,7 @@ class LocalTransport(_Base):
 
         if stdin is None and inprocess.usable(self.python, op):  # no second interpreter start (see inprocess)
             proc.log.debug("agent %s on %s, in a forked child", op, self.label)
-            return self._answer(op, inprocess.run(op, request, timeout))
+            return self._answer(op, self._bounded(op, lambda: inprocess.run(op, request, timeout)))
         return super().agent(op, request, stdin=stdin, timeout=timeout)
 
 
