@@ -239,8 +239,10 @@ def main() -> int:
         sys.path.insert(0, str(HERE))
         from tests.servers import start_sshd  # a throwaway sshd on 127.0.0.1, as in the tests
 
-        server, why = start_sshd(Path(tempfile.mkdtemp(prefix="release-bench-sshd-")))
+        sshd_dir = Path(tempfile.mkdtemp(prefix="release-bench-sshd-"))
+        server, why = start_sshd(sshd_dir)
         if server is None:
+            shutil.rmtree(sshd_dir, ignore_errors=True)
             print(f"ship: skipped: {why}")
         else:
             ssh_cfg = work / "release-ssh.toml"
@@ -257,6 +259,8 @@ def main() -> int:
                 rows.append(("ship over SSH vs ssh 'cat > file'", *ship))
             finally:
                 server.proc.terminate()
+                server.proc.wait()
+                shutil.rmtree(sshd_dir, ignore_errors=True)  # its keys and config: nothing of the run stays
     if "env" in only:
         rows.append(bench_env(work, args.repeat))
     if "fleet" in only:
