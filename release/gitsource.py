@@ -181,11 +181,16 @@ def archive_argv(src: Source) -> tuple[list[str], dict[str, str]]:
     any driver name whole), the line endings and the global and system attributes are
     fixed. What stays is the tree's own ``export-ignore``; ``export-subst`` never applies
     (a tree is archived, which carries no commit to substitute)."""
-    listed = git(src.git_dir, "config", "--null", "--name-only", "--get-regexp", r"^filter\..+\.(clean|smudge|process|required)$", check=False)
-    drivers = sorted({name.split(".", 1)[1].rsplit(".", 1)[0] for name in listed.out.split("\0") if name.count(".") >= 2})
-    neutral = [f"--config-env=filter.{d}.{key}={_EMPTY}" for d in drivers for key in ("clean", "smudge", "process", "required")]
-    fixed = ["-c", "core.autocrlf=false", "-c", "core.eol=lf", "-c", "core.attributesFile=/dev/null", *neutral]
+    fixed = ["-c", "core.autocrlf=false", "-c", "core.eol=lf", "-c", "core.attributesFile=/dev/null", *_emptied_filters(src.git_dir)]
     return ["git", "-C", src.git_dir, *fixed, "archive", "--format=tar", src.treeish], {_EMPTY: "", "GIT_ATTR_NOSYSTEM": "1"}
+
+
+def _emptied_filters(git_dir: str) -> tuple[str, ...]:
+    """Every filter driver git's configuration defines, emptied; asked at each archive (not
+    cached: a driver configured between two runs of one process must not slip through)."""
+    listed = git(git_dir, "config", "--null", "--name-only", "--get-regexp", r"^filter\..+\.(clean|smudge|process|required)$", check=False)
+    drivers = sorted({name.split(".", 1)[1].rsplit(".", 1)[0] for name in listed.out.split("\0") if name.count(".") >= 2})
+    return tuple(f"--config-env=filter.{d}.{key}={_EMPTY}" for d in drivers for key in ("clean", "smudge", "process", "required"))
 
 
 def export(src: Source, dest: Path) -> None:

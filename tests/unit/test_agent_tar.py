@@ -609,3 +609,12 @@ def test_an_empty_folder_member_is_not_made(sandbox: Sandbox) -> None:
     sandbox.deploy(raw)
     tree = sandbox.stage / "tree"
     assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*")) == ["BUNDLE-MANIFEST.json", "app", "app/main.py"]
+
+
+def test_a_manifest_nested_past_the_parsers_limit_is_a_refusal_not_a_crash(sandbox: Sandbox) -> None:
+    """A bundle built byte by byte whose BUNDLE-MANIFEST.json nests 100,000 lists deep: the
+    JSON reader's RecursionError never escapes; exit 4, nothing left behind."""
+    data = b"print('hi')\n"
+    deep = b'{"name": "app", "version": "1.0", "files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    raw = finish(member(TOP + "/", type_=b"5"), member(f"{TOP}/app/main.py", data), member(f"{TOP}/BUNDLE-MANIFEST.json", deep))
+    refused(sandbox, raw, "not valid JSON")
