@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import proc
 from .config import Config
 from .errors import ConfigError, ReleaseError
-from .transport import SshTransport, for_config
+from .transport import SshTransport, for_config, socket_folder
 
 
 def _ssh(t: SshTransport, *options: str) -> subprocess.CompletedProcess[bytes]:
@@ -45,7 +44,7 @@ def through(cfg: Config, dsn: str) -> Iterator[str]:
     if "," in host or "," in port:
         raise ConfigError('via = "target" needs a DSN with one host', hint="name one host (and port) in the DSN")
     remote = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
-    folder = tempfile.mkdtemp(prefix="release-pgfwd-")  # mode 0700: the forward is ours alone
+    folder = socket_folder("release-pgfwd-", len(f".s.PGSQL.{port}"))  # mode 0700: the forward is ours alone
     local = f"{folder}/.s.PGSQL.{port}"
     spec = f"{local}:{remote}"
     try:

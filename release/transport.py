@@ -321,12 +321,7 @@ class _Shared:
     def _folder(self) -> str:
         """The run's private folder (mode 0700), made on first use; hold ``lock``."""
         if not self.folder:
-            import tempfile
-
-            try:
-                self.folder = tempfile.mkdtemp(prefix="release-ssh-")
-            except OSError as exc:
-                raise _no_private_folder(exc) from None
+            self.folder = socket_folder("release-ssh-", SOCKET_NAME)
             atexit.register(self.close)
         return self.folder
 
@@ -369,7 +364,7 @@ class _Shared:
     def socket(self, base: list[str], host: str) -> str:
         """One socket per host as named here (OpenSSH's %C hashes the resolved address, so
         two names for one machine would share a master and an opener would hang on it)."""
-        return f"{self.folder}/" + hashlib.sha256("\0".join([*base, host]).encode()).hexdigest()[:24]
+        return f"{self.folder}/" + hashlib.sha256("\0".join([*base, host]).encode()).hexdigest()[:SOCKET_NAME]
 
     def open_soon(self, base: list[str], host: str, gate: threading.Semaphore | None = None) -> None:
         """Start opening the connection in the background (``ssh -N``: it returns once the
@@ -423,9 +418,23 @@ class _Shared:
         with self.lock:
             return self.failed.pop(key, "")
 
+    @staticmethod
+    def _stopped(path: str) -> bool:
+        """Whether the master at ``path`` is stopped (or none listens there), asked through
+        its socket (``sshmux``); False sends ``ssh -O exit`` instead."""
+        from . import sshmux
+
+        try:
+            sshmux.terminate(path)
+        except (OSError, sshmux.MuxError) as exc:
+            proc.log.debug("ssh master at %s: %s; asking ssh -O exit", path, exc)
+            return False
+        return True
+
     def close(self) -> None:
-        """Stop openers still connecting, tell every master to stop (all at once), then
-        remove the socket folder."""
+        """Stop openers still connecting, tell every master to stop (through its socket;
+        ``ssh -O exit``, all at once, for any that did not answer), then remove the socket
+        folder."""
         import subprocess
 
         for child in self.openers:
@@ -442,6 +451,7 @@ class _Shared:
                 env=proc.clean_env(),
             )
             for *base, host in sorted(self.masters)
+            if not self._stopped(self.socket(base, host))
         ]
         for p in stops:
             try:
@@ -458,6 +468,35 @@ class _Shared:
 
 
 SHARED = _Shared()
+
+
+# A unix socket's path must fit sun_path: 104 bytes on macOS and the BSDs (108 on Linux),
+# and ssh first binds a ControlPath with a 17-byte temporary suffix.
+SOCKET_PATH_MAX = 104 - 1 - 17
+SOCKET_NAME = 16  # hex digits of a host's ControlPath name: 64 bits, distinct within a run
+
+
+def socket_folder(prefix: str, name_room: int) -> str:
+    """A new private folder (mode 0700) for this run's unix sockets, whose names take up to
+    ``name_room`` bytes: under TMPDIR, or under /tmp when TMPDIR is too long a path for a
+    socket (macOS's is close already); mkdtemp makes it safely in either."""
+    import tempfile
+
+    temp = tempfile.gettempdir()
+    for base in dict.fromkeys((temp, "/tmp")):
+        if len(os.fsencode(base)) + 1 + len(prefix) + 8 + 1 + name_room <= SOCKET_PATH_MAX and os.path.isdir(base):
+            if base != temp:
+                proc.log.debug("TMPDIR %s is too long for a socket path: the run's sockets go under %s", temp, base)
+            try:
+                return tempfile.mkdtemp(prefix=prefix, dir=base)
+            except OSError as exc:
+                raise _no_private_folder(exc) from None
+    from .errors import BlockedError
+
+    raise BlockedError(
+        f"TMPDIR ({temp}) is too long a path for this run's ssh sockets, and there is no /tmp",
+        hint="point TMPDIR at a folder with a shorter path; nothing was sent to any host",
+    )
 
 
 def _no_private_folder(exc: OSError) -> ReleaseError:

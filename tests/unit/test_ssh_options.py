@@ -133,8 +133,7 @@ def test_no_room_for_the_runs_private_ssh_folder_is_blocked_before_any_ssh(tmp_p
 
     from ..support import need
 
-    full = tmp_path / "full"
-    full.mkdir()
+    full = Path(tempfile.mkdtemp(prefix="full", dir="/tmp"))  # short enough to hold the run's sockets
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", str(full)], capture_output=True)
     need(mounted.returncode == 0, "mounting a tmpfs needs root")
     try:
@@ -146,3 +145,4 @@ def test_no_room_for_the_runs_private_ssh_folder_is_blocked_before_any_ssh(tmp_p
         assert shared.folder == "" and shared.files == {}
     finally:
         subprocess.run(["umount", str(full)], check=True)
+        full.rmdir()

@@ -1,0 +1,175 @@
+"""The run's shared OpenSSH connections are stopped at exit, through their control sockets
+(OpenSSH's mux protocol), with ``ssh -O exit`` for a socket that does not answer as a
+master does; nothing of the run's connections outlives it. Against the real test sshd."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from release import sshmux
+from release.transport import _Shared
+
+from ..servers import SshServer
+from ..support import Repo, bundle, run_release, write_config
+
+
+def _master(server: SshServer, path: Path) -> int:
+    """Open a shared connection to the test sshd whose socket is ``path``: its master's pid."""
+    base = ["ssh", "-F", str(server.config), "-o", "BatchMode=yes", "-o", f"ControlPath={path}"]
+    subprocess.run([*base, "-o", "ControlMaster=yes", "-o", "ControlPersist=60", "-N", "--", server.host], check=True, timeout=30)
+    check = subprocess.run([*base, "-O", "check", "--", server.host], capture_output=True, text=True, timeout=30)
+    found = re.search(r"pid=(\d+)", check.stderr)
+    assert found, check.stderr
+    return int(found.group(1))
+
+
+def _gone(pid: int, within: float = 10) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            if "zombie" in Path(f"/proc/{pid}/status").read_text().lower():
+                return True  # exited, waiting for its parent (init, for a master) to reap it
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_master_is_stopped_through_its_socket(sshd: SshServer, tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    pid = _master(sshd, path)
+    assert Path(f"/proc/{pid}").exists()
+    assert sshmux.terminate(str(path)) is True
+    assert _gone(pid), "the master still runs after it was told to stop"
+    # nothing listens there any more: nothing to stop, no error
+    assert sshmux.terminate(str(path)) is False
+
+
+def _fake_master(path: Path, answer: bytes) -> threading.Thread:
+    """A unix socket that says ``answer`` and then reads until the client leaves."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(answer)
+                conn.settimeout(5)
+                try:
+                    while conn.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def _msg(*fields: int) -> bytes:
+    body = struct.pack(f">{len(fields)}I", *fields)
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"SSH-2.0-not a mux socket\r\n", id="another-protocol"),
+        pytest.param(_msg(sshmux.MUX_MSG_HELLO, 3), id="another-version"),
+        pytest.param(_msg(sshmux.MUX_MSG_HELLO, 4) + _msg(0x80000002, 1, 0), id="permission-denied"),
+        pytest.param(_msg(sshmux.MUX_MSG_HELLO, 4)[:6], id="cut-mid-message"),
+    ],
+)
+def test_a_socket_that_does_not_answer_as_a_master_is_an_error_not_a_stop(tmp_path: Path, answer: bytes) -> None:
+    path = tmp_path / "s"
+    served = _fake_master(path, answer)
+    with pytest.raises(sshmux.MuxError):
+        sshmux.terminate(str(path), timeout=5)
+    served.join(10)
+    assert _Shared._stopped(str(tmp_path / "s2")) is True  # no socket at all: nothing to stop
+    _fake_master(tmp_path / "s3", answer)
+    assert _Shared._stopped(str(tmp_path / "s3")) is False  # the caller falls back to ssh -O exit
+
+
+def _watched_deploy(cfg: Path, temp: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """Deploy with TMPDIR=``temp``, noting the run's ssh processes (their command lines name
+    its socket folder, ``release-ssh-``) as they come."""
+    seen: dict[str, str] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for line in subprocess.run(["pgrep", "-af", "release-ssh-"], capture_output=True, text=True).stdout.splitlines():
+                pid, _, cmd = line.partition(" ")
+                seen[pid] = cmd
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        res = run_release("--config", cfg, "deploy", "--no-plan", env={"TMPDIR": str(temp)})
+    finally:
+        stop.set()
+        watcher.join()
+    return res, seen
+
+
+def _setup(sshd: SshServer, project: Repo, tmp_path: Path) -> Path:
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(
+        tmp_path / "release.toml", project.path, target={"root": str(root), "create_root": False, "host": sshd.host, "ssh_config": str(sshd.config)}
+    )
+    bundle(cfg)
+    return cfg
+
+
+def test_a_remote_runs_connections_end_with_it(sshd: SshServer, project: Repo, tmp_path: Path) -> None:
+    """A deploy over SSH shares one connection; once the command exits, its master is
+    stopped (through its socket) and its private socket folder removed."""
+    cfg = _setup(sshd, project, tmp_path)
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: the sockets go here
+    try:
+        before = set(subprocess.run(["pgrep", "-x", "ssh"], capture_output=True, text=True).stdout.split())
+        res, seen = _watched_deploy(cfg, temp)
+        assert res.returncode == 0, res.stderr
+        ours = {pid: cmd for pid, cmd in seen.items() if str(temp) in cmd}
+        assert ours, f"the run's ssh processes were seen while it ran, their sockets under TMPDIR: {seen}"
+        assert not [c for c in ours.values() if "-O exit" in c], "the master was stopped through its socket, not by ssh -O exit"
+        assert not list(temp.iterdir()), f"the run's private ssh folder is left: {list(temp.iterdir())}"
+        left = [pid for pid in ours if not _gone(int(pid), within=5)]
+        assert not left, f"ssh processes of the run outlive it: {[ours[p] for p in left]}"
+        after = set(subprocess.run(["pgrep", "-x", "ssh"], capture_output=True, text=True).stdout.split())
+        assert not [p for p in after - before if not _gone(int(p), within=5)], (
+            "no ssh of the run is left (an exited master may wait as a zombie for its new parent, init)"
+        )
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_tmpdir_too_long_for_a_socket_path_still_deploys(sshd: SshServer, project: Repo, tmp_path: Path) -> None:
+    """A socket path must fit 104 bytes (macOS) less ssh's temporary suffix: with a long
+    TMPDIR the run's sockets go under /tmp instead (before: ssh refused the ControlPath and
+    the deploy was reported as a lost connection, outcome unknown)."""
+    cfg = _setup(sshd, project, tmp_path)
+    temp = tmp_path / ("long-" + "t" * 60)
+    temp.mkdir()
+    res, seen = _watched_deploy(cfg, temp)
+    assert res.returncode == 0, res.stderr
+    assert seen and all(str(temp) not in cmd and "ControlPath=/tmp/release-ssh-" in cmd for cmd in seen.values() if "ControlPath" in cmd), seen
+    assert not list(temp.iterdir())
+    left = [pid for pid in seen if not _gone(int(pid), within=5)]
+    assert not left, [seen[p] for p in left]
+    assert not [c for c in seen.values() if "ControlPath=/tmp/release-ssh-" in c and Path(c.split("ControlPath=")[1].split()[0]).parent.exists()]
