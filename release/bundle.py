@@ -365,6 +365,9 @@ def _builder_versions(with_build: bool) -> dict[str, str]:
     return versions
 
 
+_NEEDS_VCS = "Dist currently only works with Git or Mercurial"  # meson's words
+
+
 def _build_artifacts(plan: BundlePlan, src: gitsource.Source, export: Path, dist: Path) -> None:
     argv = [sys.executable, "-m", "build", "--outdir", str(dist)]
     if set(plan.artifacts) == {"sdist"}:
@@ -378,13 +381,16 @@ def _build_artifacts(plan: BundlePlan, src: gitsource.Source, export: Path, dist
     env = {"SOURCE_DATE_EPOCH": str(plan.commit_time), "PYTHONHASHSEED": "0"}
     if plan.version_source == "vcs":
         env["SETUPTOOLS_SCM_PRETEND_VERSION"] = plan.version
+    what = "build of " + "+".join(plan.artifacts)
     with progress.task("build " + " + ".join(plan.artifacts)):
-        proc.run(
-            argv,
-            env=env,
-            what="build of " + "+".join(plan.artifacts),
-            hint="the backend's error is shown above; fix the project and commit",
-        )
+        built = proc.run(argv, env=env, check=False)
+    if built.returncode != 0:
+        hint = "the backend's error is shown above; fix the project and commit"
+        if "sdist" in plan.artifacts and _NEEDS_VCS in built.out + built.err:
+            # meson-python's sdist is `meson dist`, which packs a git checkout; the bundle
+            # builds from the committed tree alone (git archive), which is none
+            hint = 'this backend builds its sdist from a git checkout, and the bundle builds from the committed tree: set bundle.artifacts = ["wheel"]'
+        raise ReleaseError(f"{what} failed with exit code {built.returncode}", hint=hint, detail=proc.failure_detail(built))
     _check_artifact_versions(plan, dist)
 
 

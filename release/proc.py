@@ -152,13 +152,25 @@ def run(
         raise error(f"{what or show(args)}: timed out after {timeout}s", hint=hint) from exc
     result = Completed(args, cp.returncode, cp.stdout, cp.stderr)
     if check and cp.returncode != 0:
-        detail = (result.err.strip() or result.out.strip())[-4000:]
+        detail = failure_detail(result)
         raise error(
             f"{what or show(args)} failed with exit code {cp.returncode}",
             hint=hint,
             detail=detail,
         )
     return result
+
+
+def failure_detail(cp: Completed, room: int = 4000) -> str:
+    """The end of what a failed command printed: its stderr, after the end of its stdout when
+    that is text (a build backend's own error goes to build's stdout, its summary to stderr)."""
+    err, out = cp.err.strip(), cp.out.strip()
+    if not err or b"\0" in cp.stdout:
+        return (err or out)[-room:]
+    if not out:
+        return err[-room:]
+    err = err[-room // 2 :]
+    return out[-(room - len(err)) :] + "\n" + err
 
 
 def _run_fed(

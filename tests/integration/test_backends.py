@@ -107,3 +107,29 @@ def test_version_from_the_backend_through_deploy_and_rollback(tmp_path: Path, ba
     assert not target.exists()
     cache = list((tmp_path / ".release" / "cache" / "metadata").glob("*.json"))
     assert bool(cache) is (backend != "flit-static"), "static metadata is read as is; the backend's answer is cached per commit"
+
+
+def test_a_failed_build_shows_the_backends_own_error(tmp_path: Path) -> None:
+    """A build backend writes its error to build's stdout (meson-python: "Dist currently only
+    works with Git or Mercurial repos") and pypa build only a summary to stderr: the error the
+    operator sees holds the backend's own words, and the meson case gets its way out."""
+    backend = (
+        "import sys\n"
+        "def build_sdist(sdist_directory, config_settings=None):\n"
+        "    print('+ meson dist --allow-dirty --no-tests --formats gztar')\n"
+        "    print('Dist currently only works with Git or Mercurial repos')\n"
+        "    sys.stdout.flush()\n"
+        "    raise SystemExit(1)\n"
+    )
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "mesonlike"\nbackend-path = ["."]\n[project]\nname = "mesonlike-app"\nversion = "1.0"\n',
+        "mesonlike.py": backend,
+    }
+    repo = backend_repo(tmp_path / "app", files)
+    cfg = write_config(tmp_path / "release.toml", repo.path, top={"name": "app"}, target={"root": str(tmp_path / "target")}, bundle={"artifacts": ["sdist"]})
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 1, cp.stderr
+    assert "Dist currently only works with Git or Mercurial repos" in cp.stderr, cp.stderr
+    assert "Backend subprocess exited" in cp.stderr, "pypa build's own summary is kept too"
+    assert 'artifacts = ["wheel"]' in cp.stderr, "the way out for a backend that builds its sdist from a VCS checkout"
+    assert not (tmp_path / "bundles").exists() or not list((tmp_path / "bundles").iterdir()), "no bundle from a failed build"
