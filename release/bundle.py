@@ -46,6 +46,7 @@ class BundlePlan:
     out: Path
     artifacts: tuple[str, ...]
     stamp: str
+    omitted: tuple[str, ...] = ()  # git submodules left out (bundle.submodules = "omit")
     env: Environment | None = None  # [environment]: the release carries its locked environment
     target: TargetPython | None = None  # the interpreter it is resolved for
 
@@ -95,7 +96,9 @@ class BundleResult:
         }
 
 
-def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo, stamp: str, target: TargetPython | None = None) -> BundlePlan:
+def make_plan(
+    cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo, stamp: str, target: TargetPython | None = None, omitted: tuple[str, ...] = ()
+) -> BundlePlan:
     artifacts = cfg.artifacts
     if cfg.environment is not None and "wheel" not in artifacts:
         artifacts = (*artifacts, "wheel")  # the environment installs the application's own wheel
@@ -109,6 +112,7 @@ def make_plan(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo
         out=cfg.out,
         artifacts=artifacts,
         stamp=stamp,
+        omitted=omitted,
         env=cfg.environment,
         target=target,
     )
@@ -126,10 +130,25 @@ def target_interpreter(cfg: Config) -> TargetPython | None:
     return environment.target_python(cfg.environment, facts)
 
 
+def submodules(cfg: Config, src: gitsource.Source) -> tuple[str, ...]:
+    """The commit's git submodules, which a bundle leaves out: refused (exit 4) unless
+    ``bundle.submodules = "omit"`` says to release without them."""
+    found = tuple(gitsource.submodules(src))
+    if found and cfg.submodules == "refuse":
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise RefusedError(
+            f"commit {src.sha[:12]} holds git submodules, whose files a commit does not carry: {shown}",
+            hint="a bundle holds exactly the commit's files: vendor the submodule's files into the repository, "
+            'or set bundle.submodules = "omit" to release without them',
+        )
+    return found
+
+
 def prepare(cfg: Config, stamp: str | None = None) -> tuple[BundlePlan, gitsource.Source]:
     src = gitsource.resolve(cfg)
+    omitted = submodules(cfg, src)
     version = gitsource.project_version(src, cfg.state)
-    return make_plan(cfg, src, version, stamp or names.utc_stamp(), target_interpreter(cfg)), src
+    return make_plan(cfg, src, version, stamp or names.utc_stamp(), target_interpreter(cfg), omitted), src
 
 
 def build(cfg: Config, stamp: str | None = None) -> BundleResult:
@@ -234,8 +253,8 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
             export.mkdir()
         with progress.task("export + compress source") as bar:
             for m, tf in _git_members(src):
-                if m.type == tarfile.XGLTYPE or m.name in ("", "."):
-                    continue
+                if m.type == tarfile.XGLTYPE or m.name in ("", ".") or m.name.rstrip("/") in plan.omitted:
+                    continue  # (a left-out submodule: git archive's empty folder for it)
                 _check_name(m.name)
                 name = f"{top}/{m.name.rstrip('/')}"
                 if m.isdir():
@@ -351,6 +370,8 @@ def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str], e
     }
     if env is not None:
         doc["environment"] = env
+    if plan.omitted:
+        doc["omitted_submodules"] = list(plan.omitted)
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 

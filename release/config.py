@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 ARTIFACT_KINDS = ("sdist", "wheel")
 STRATEGIES = ("side-by-side", "timestamped")
+SUBMODULE_CHOICES = ("refuse", "omit")
 CHECK_KINDS = ("compileall", "import", "attr", "pytest", "command", "db-readonly")
 DIR_PLACEHOLDERS = ("name", "version", "sha", "stamp")
 SECRET_WORDS = ("password", "passwd", "token", "secret", "dsn", "credential", "apikey", "api_key", "private")
@@ -28,7 +29,7 @@ _Spec = dict[str, tuple[Any, Any]]
 TOP: _Spec = {"name": (str, ...), "state": (str, ".release")}
 SECTIONS: dict[str, _Spec] = {
     "source": {"repo": (str, ...), "head": (str, ...), "subdir": (str, "")},
-    "bundle": {"out": (str, ".release/bundles"), "artifacts": (list, ["sdist", "wheel"])},
+    "bundle": {"out": (str, ".release/bundles"), "artifacts": (list, ["sdist", "wheel"]), "submodules": (str, "refuse")},
     "target": {
         "host": (str, ""),
         "root": (str, ...),
@@ -123,6 +124,7 @@ class Config(NamedTuple):
     provision_settings: Mapping[str, Any] = MappingProxyType({})
     environment: Environment | None = None
     hosts: tuple[Any, ...] = ()  # inventory.Host of every fleet host (after --limit); () = one target
+    submodules: str = "refuse"  # bundle.submodules: a commit's git submodules refuse the bundle, or are left out ("omit")
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
     inventory_path: str = ""
@@ -202,6 +204,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     for a in artifacts:
         if a not in ARTIFACT_KINDS:
             raise ConfigError(f"bundle.artifacts: unknown artifact '{a}'", hint=_typo_hint(a, list(ARTIFACT_KINDS)))
+    submodules = sec["bundle"]["submodules"]
+    if submodules not in SUBMODULE_CHOICES:
+        raise ConfigError(f"bundle.submodules: unknown choice '{submodules}'", hint=_typo_hint(submodules, list(SUBMODULE_CHOICES)))
     t = sec["target"]
     if t["strategy"] not in STRATEGIES:
         raise ConfigError(f"target.strategy: unknown strategy '{t['strategy']}'", hint=_typo_hint(t["strategy"], list(STRATEGIES)))
@@ -237,6 +242,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         subdir=subdir,
         out=(base / sec["bundle"]["out"]).resolve(),
         artifacts=artifacts,
+        submodules=submodules,
         host=t["host"],
         root=root,
         dir=t["dir"],

@@ -170,6 +170,13 @@ def project_version(src: Source, state: Path) -> VersionInfo:
 _EMPTY = "RELEASE_GIT_EMPTY"
 
 
+def submodules(src: Source) -> list[str]:
+    """The paths of the git submodules (gitlinks, mode 160000) in the recorded tree: a commit
+    records only their commit id, so ``git archive`` writes an empty folder for each."""
+    listed = git(src.git_dir, "ls-tree", "-r", "-z", "--end-of-options", src.treeish)
+    return [entry.split("\t", 1)[1] for entry in listed.out.split("\0") if entry.startswith("160000 ")]
+
+
 def archive_argv(src: Source) -> tuple[list[str], dict[str, str]]:
     """``git archive`` of the recorded tree, and the environment it adds: the committed blobs
     as git exports them, the same on every machine. Left to itself, ``git archive`` runs

@@ -45,6 +45,8 @@ def compute(cfg: Config) -> dict[str, Any]:
     fields = planlock.locked_fields(cfg, src.sha, version.version)
     plan.update(fields)
     plan["commit_time"] = src.commit_time
+    plan["git_submodules"] = gitsource.submodules(src)  # a bundle carries none: refused unless bundle.submodules = "omit"
+    plan["bundle_submodules"] = cfg.submodules
     plan["bundle_pattern"] = f"{cfg.name}-{version.version}-{src.sha7}-{planlock.STAMP}.tar.gz (artifacts: {', '.join(cfg.artifacts) or 'none'})"
     from .transport import for_config
 
@@ -104,6 +106,12 @@ def environment_plan(cfg: Config, head: str, target: dict[str, Any]) -> dict[str
     return out
 
 
+_SUBMODULES = {
+    "refuse": 'their files are not in the commit: bundle refuses it; vendor them, or set bundle.submodules = "omit"',
+    "omit": "left out of the bundle: bundle.submodules = omit",
+}
+
+
 def render(plan: dict[str, Any]) -> str:
     lines = [
         f"# Deploy plan: {plan['name']}",
@@ -135,6 +143,7 @@ def render(plan: dict[str, Any]) -> str:
         "```",
         f"head:      {plan['head']} (version {plan['version']})",
         f"bundle:    {plan['bundle_pattern']}",
+        *([f"submodules: {', '.join(plan['git_submodules'])} ({_SUBMODULES[plan['bundle_submodules']]})"] if plan.get("git_submodules") else []),
         f"target:    {plan['host']}:{plan['target']}",
         f"strategy:  {plan['strategy']}",
         f"pre-state: target {facts.get('target_kind', '?')}; parent listing sha256 {facts.get('parent_listing_sha256', '?')}",

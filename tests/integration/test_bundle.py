@@ -356,3 +356,44 @@ def test_a_repository_holding_a_name_the_deploy_writes_is_refused(project: Repo,
     assert r.code == 4 and name in r.err and "writes itself" in r.err, r.err
     out = tmp_path / "bundles"
     assert not out.exists() or list(out.iterdir()) == [], "no bundle, no partial file"
+
+
+def _with_submodule(project: Repo, tmp_path: Path) -> None:
+    lib = Repo(tmp_path / "lib")
+    lib.path.mkdir()
+    lib.git("init", "-q", "-b", "main")
+    lib.write("vendored.py", "X = 1\n")
+    lib.commit("lib")
+    project.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.path), "vendor/lib")
+    project.commit("a submodule")
+
+
+def test_a_commit_with_a_git_submodule_is_refused_not_silently_shipped_without_it(project: Repo, tmp_path: Path, cli: Cli) -> None:
+    """A commit records only a submodule's commit id: git archive writes an empty folder, so
+    the release would lack its files without a word. Refused (exit 4) naming it, before
+    anything is written; `release plan` lists it; bundle.submodules = "omit" releases
+    without it, recorded in the bundle manifest."""
+    _with_submodule(project, tmp_path)
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 4 and "vendor/lib" in r.err and 'bundle.submodules = "omit"' in r.err, r.err
+    out = tmp_path / "bundles"
+    assert not out.exists() or list(out.iterdir()) == [], "nothing written"
+    cli("--config", cfg, "plan")
+    shown = (tmp_path / ".release" / "DEPLOY-PLAN.md").read_text()
+    assert "submodules: vendor/lib (their files are not in the commit: bundle refuses it" in shown, shown
+    omit = write_config(tmp_path / "omit.toml", project.path, bundle={"submodules": "omit", "artifacts": []})
+    r = cli("--config", omit, "--json", "bundle")
+    assert r.code == 0, r.err
+    path = Path(str(r.json["bundle"]))
+    manifest = json.loads(_read(path, "BUNDLE-MANIFEST.json"))
+    assert manifest["omitted_submodules"] == ["vendor/lib"]
+    members = _members(path)
+    assert "vendor/lib" not in members and not [n for n, m in members.items() if n.startswith("vendor") and not m.isdir()], "nothing of the left-out submodule"
+    assert ".gitmodules" in _members(path)
+
+
+def test_an_unknown_submodules_choice_is_a_config_error(project: Repo, tmp_path: Path, cli: Cli) -> None:
+    cfg = write_config(tmp_path / "release.toml", project.path, bundle={"submodules": "include"})
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 2 and "bundle.submodules" in r.err, r.err
