@@ -7,6 +7,7 @@ worker thread (zlib and hashlib release the GIL), overlapping with tar encoding.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -74,11 +75,19 @@ class TarGzWriter:
 
     def _flush(self) -> None:
         if self._buf:
-            if self._worker.error is not None:
-                raise ReleaseError(f"writing {self.path} failed: {self._worker.error}")
+            self._raise_worker_error()
             self._worker.q.put(bytes(self._buf))
             self.raw_size += len(self._buf)
             self._buf = bytearray()
+
+    def _raise_worker_error(self) -> None:
+        """The writer thread's failure, raised here: an OS error as it is (a full disk is
+        the caller's to report), anything else as this file's failure."""
+        error = self._worker.error
+        if isinstance(error, OSError):
+            raise error
+        if error is not None:
+            raise ReleaseError(f"writing {self.path} failed: {error}")
 
     def _header(self, name: str, type_: bytes, mode: int, size: int = 0, linkname: str = "") -> None:
         if name in self.names:
@@ -137,19 +146,19 @@ class TarGzWriter:
         self._flush()
         self._worker.q.put(None)
         self._worker.join()
-        if self._worker.error is not None:
-            self._f.close()
-            raise ReleaseError(f"writing {self.path} failed: {self._worker.error}")
+        self._raise_worker_error()
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
         return self._worker.sha.hexdigest(), self._worker.size
 
     def abort(self) -> None:
+        """Stop and remove the partial file; never raises (a full disk fails the close too)."""
         try:
             self._worker.q.put(None)
             self._worker.join(timeout=5)
-            self._f.close()
+            with contextlib.suppress(OSError):
+                self._f.close()
         finally:
             self.path.unlink(missing_ok=True)
 

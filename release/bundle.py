@@ -30,7 +30,7 @@ from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
 from .config import Config, Environment
 from .environment import TargetPython
-from .errors import RefusedError, ReleaseError
+from .errors import RefusedError, ReleaseError, disk_error
 
 MANIFEST_NAME = BUNDLE_MANIFEST
 
@@ -247,6 +247,7 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
     workdir = Path(tempfile.mkdtemp(prefix="release-build-")) if plan.artifacts else None
     export = workdir / "src" if workdir else None
     w = TarGzWriter(tmp, plan.commit_time)
+    published: list[Path] = []
     try:
         w.add_dir(top)
         if export:
@@ -297,10 +298,16 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
         if sha256_file(tmp) != digest:
             raise ReleaseError(f"checksum of {tmp} changed after writing", hint="check the disk; nothing was published")
         _publish(tmp, final)
+        published.append(final)
         sums = final.with_name(final.name + ".sha256")
         _write_new(sums, checksum_line(digest, final.name).encode())
-    except BaseException:
+    except BaseException as exc:
         w.abort()
+        for path in published:  # a bundle without its checksum file is not published
+            path.unlink(missing_ok=True)
+        full = disk_error(exc, str(plan.out), hint="free space there and rerun; the partial bundle was removed") if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from None
         raise
     finally:
         if workdir:
@@ -349,7 +356,11 @@ def _publish(tmp: Path, final: Path) -> None:
 
 def _write_new(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    tmp.write_bytes(data)
+    try:
+        tmp.write_bytes(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _publish(tmp, path)
 
 

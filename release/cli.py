@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__, progress
 from .config import Config, load
-from .errors import ConfigError, ReleaseError
+from .errors import ConfigError, ReleaseError, disk_error
 from .redact import redact_obj, shown
 
 Handler = Callable[[Config, argparse.Namespace], dict[str, Any]]
@@ -238,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReleaseError as exc:
         _report(exc, want_json)
         return exc.exit_code
+    except OSError as exc:  # a disk of this machine that takes no more: blocked, named, not a traceback
+        full = disk_error(exc, "a file of this run", hint="free space there and rerun; a rerun reconciles whatever this run had started")
+        if full is None:
+            raise
+        _report(full, want_json)
+        return full.exit_code
     except KeyboardInterrupt:
         print("ERROR: interrupted", file=sys.stderr)
         return 1

@@ -13,6 +13,8 @@ no exception text can carry a password or a DSN with a password.
 
 from __future__ import annotations
 
+import errno
+
 from .redact import redact
 
 
@@ -73,3 +75,16 @@ def from_exit_code(code: int, message: str, *, hint: str = "", detail: str = "")
     """Rebuild an error reported by the target-side agent (which speaks exit codes)."""
     cls = EXIT_CODES.get(code, ReleaseError)
     return cls(message, hint=hint, detail=detail)
+
+
+# a disk that cannot take what this machine writes (bundle, state, reports): blocked, not a crash
+_DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exhausted", errno.EROFS: "the filesystem is read-only"}
+
+
+def disk_error(exc: OSError, where: str, *, hint: str) -> BlockedError | None:
+    """The exit-3 error for a full, over-quota or read-only disk under ``where`` (a path);
+    None for any other OS error, which stays a bug to see."""
+    why = _DISK_ERRNOS.get(exc.errno or 0)
+    if why is None:
+        return None
+    return BlockedError(f"{why} writing {exc.filename or where}", hint=hint)

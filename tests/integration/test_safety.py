@@ -429,3 +429,53 @@ def test_verify_reports_added_directories(local: tuple[Path, Path]) -> None:
     assert v.returncode == 1 and "newdir/" in json.loads(v.stdout)["added"]
     shutil.rmtree(target / "newdir")
     assert run_release("--config", cfg, "verify").returncode == 0
+
+
+def _unmount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "stops"),
+    [
+        pytest.param("64k", "the bundle", id="bundle-does-not-fit"),
+        pytest.param("4m,nr_inodes=3", "its checksum file", id="checksum-file-does-not-fit"),
+    ],
+)
+def test_a_full_disk_under_the_bundles_is_blocked_and_leaves_nothing(project: Repo, tmp_path: Path, options: str, stops: str) -> None:
+    """The controller's disk fills while the bundle is written (or when only its checksum
+    file is left to write: one inode short): exit 3 naming the place, no traceback, and no
+    partial file or bundle without its checksum left behind."""
+    project.write("data.bin", os.urandom(300_000))
+    project.commit("300 kB that do not compress")
+    out = tmp_path / "out"
+    _tmpfs(out, options)
+    try:
+        cfg = write_config(tmp_path / "release.toml", project.path, bundle={"out": str(out), "artifacts": []})
+        cp = run_release("--config", cfg, "bundle")
+        assert cp.returncode == 3, (stops, cp.stderr)
+        assert "no space left on the device" in cp.stderr and str(out) in cp.stderr and "Traceback" not in cp.stderr, cp.stderr
+        assert list(out.iterdir()) == [], f"left after {stops} did not fit: {list(out.iterdir())}"
+    finally:
+        _unmount(out)
+
+
+def test_a_full_disk_under_the_state_folder_is_blocked_before_the_target_is_touched(project: Repo, tmp_path: Path) -> None:
+    """The controller's state folder cannot take the deploy's record: exit 3 naming it, no
+    traceback, the target untouched and no stray temporary record."""
+    cfg = write_config(tmp_path / "release.toml", project.path, top={"state": "state"}, target={"root": str(tmp_path / "srv"), "create_root": True})
+    bundle(cfg)
+    state = tmp_path / "state"
+    assert not state.exists()
+    _tmpfs(state, "256k")
+    try:
+        os.chmod(state, 0o700)
+        _fill(state, 0)
+        (state / "filler").chmod(0o600)
+        cp = deploy(cfg)
+        assert cp.returncode == 3, cp.stderr
+        assert "no space left on the device" in cp.stderr and "Traceback" not in cp.stderr, cp.stderr
+        assert not (tmp_path / "srv").exists() or list((tmp_path / "srv").iterdir()) == [], "nothing reached the target"
+        assert not list(state.rglob("*.tmp")), "no half-written record left"
+    finally:
+        _unmount(state)
