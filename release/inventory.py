@@ -3,7 +3,8 @@
 The inventory is read the way ``ansible-inventory --list`` reads it (tested against
 ansible-core): groups, ``[group:children]``, ``[group:vars]``, host variables inline or
 under ``vars:``, variables inherited from parent groups (a child group's value wins,
-the host's own value wins over any group's), ``all`` and ``ungrouped``. Of the
+the host's own value wins over any group's), ``all`` and ``ungrouped``, host entries with
+a port or ranges (``hostpatterns``). Of the
 variables, the ones a connection needs are used: ``ansible_host``, ``ansible_port``,
 ``ansible_user``, ``ansible_python_interpreter``.
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import hostpatterns
 from .errors import ConfigError
 
 
@@ -167,19 +169,30 @@ def parse_ini(text: str, where: str) -> Inventory:
                 raise ConfigError(f"{where}:{n}: {exc}", hint="fix the quoting on that line") from None
             if not parts:
                 continue
-            host, assigns = parts[0], parts[1:]
-            if "[" in host:
-                raise ConfigError(f"{where}:{n}: host ranges ({host}) are not supported", hint="list the hosts one by one")
-            hv = inv.hosts.setdefault(host, {})
-            for a in assigns:
+            values: dict[str, Any] = {}
+            for a in parts[1:]:
                 key, eq, value = a.partition("=")
                 if not eq:
                     raise ConfigError(f"{where}:{n}: expected key=value after the host name, got {a!r}", hint="fix the inventory")
-                hv[key] = _value(value)
-            if host not in group["hosts"]:
-                group["hosts"].append(host)
+                values[key] = _value(value)
+            _add_hosts(inv, group, parts[0], values, f"{where}:{n}")
     _finish(inv)
     return inv
+
+
+def _add_hosts(inv: Inventory, group: dict[str, Any], entry: str, values: dict[str, Any], where: str) -> None:
+    """The hosts one inventory entry stands for (``web[1:3]:2222``), into ``group``: a port
+    in the entry is the host's ``ansible_port`` when the host is new (as Ansible sets it),
+    then the entry's own variables."""
+    names, port = hostpatterns.expand(entry, where)
+    for name in names:
+        new = name not in inv.hosts
+        hv = inv.hosts.setdefault(name, {})
+        if new and port:
+            hv["ansible_port"] = port
+        hv.update(values)
+        if name not in group["hosts"]:
+            group["hosts"].append(name)
 
 
 def parse_yaml(text: str, where: str) -> Inventory:
@@ -208,10 +221,13 @@ def parse_yaml(text: str, where: str) -> Inventory:
         body = body or {}
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: group {name!r} must be a mapping", hint="hosts:, children:, vars:")
-        for host, hv in (body.get("hosts") or {}).items():
-            inv.hosts.setdefault(str(host), {}).update(hv or {})
-            if host not in group["hosts"]:
-                group["hosts"].append(str(host))
+        hosts = body.get("hosts") or {}
+        if not isinstance(hosts, dict):
+            raise ConfigError(f"{where}: hosts of group {name!r} must be a mapping (host: its variables)", hint="write hosts: {web1: {}, web2: {}}")
+        for host, hv in hosts.items():
+            if not isinstance(hv or {}, dict):
+                raise ConfigError(f"{where}: the variables of host {host!r} must be a mapping", hint="write host: {ansible_host: ...}")
+            _add_hosts(inv, group, str(host), dict(hv or {}), f"{where}: group {name!r}")
         group["vars"].update(body.get("vars") or {})
         for child, cbody in (body.get("children") or {}).items():
             if child not in group["children"]:

@@ -88,7 +88,19 @@ def test_inventory_equals_ansible_inventory(tmp_path: Path) -> None:
         "            web2: {ansible_host: 10.0.0.2, ansible_user: deploy}\n        db:\n          hosts:\n"
         "            db1: {ansible_host: 10.0.0.3, ansible_python_interpreter: /usr/bin/python3.11}\n"
     )
-    for path in (ini, yml):
+    # host entries with a port, and ranges: numeric with and without padding, letters, a
+    # step, two in one name, in an IPv4 address; IPv6 with and without a port
+    ranges_ini = tmp_path / "ranges.ini"
+    ranges_ini.write_text(
+        "solo:2200\n[web]\nweb[01:03].example.com ansible_user=deploy\ndb-[a:c] ansible_port=2222\napp[0:10:5]-[x:y]:2300\n"
+        "10.0.0.[1:2]\n[fe80::1]:2201\nfe80::2\nweb01.example.com:9999 extra=1\n[web:vars]\nansible_python_interpreter=/usr/bin/python3\n"
+    )
+    ranges_yml = tmp_path / "ranges.yml"
+    ranges_yml.write_text(
+        "all:\n  hosts:\n    solo:2200:\n  children:\n    web:\n      hosts:\n        web[01:03].example.com: {ansible_user: deploy}\n"
+        "        db-[a:c]: {ansible_port: 2222}\n        app[0:10:5]-[x:y]:2300:\n        '[fe80::1]:2201':\n        web01.example.com:9999: {extra: 1}\n"
+    )
+    for path in (ini, yml, ranges_ini, ranges_yml):
         cp = subprocess.run([ansible, "-i", str(path), "--list"], capture_output=True, text=True, env={**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path)})
         assert cp.returncode == 0, cp.stderr
         theirs = json.loads(cp.stdout)
@@ -97,8 +109,11 @@ def test_inventory_equals_ansible_inventory(tmp_path: Path) -> None:
         for group, body in theirs.items():
             if group == "_meta":
                 continue
-            assert set(ours.groups[group].get("hosts", [])) == set(body.get("hosts", [])), (path.name, group)
+            assert ours.groups[group].get("hosts", []) == body.get("hosts", []), (path.name, group)
             assert set(ours.groups[group].get("children", [])) == set(body.get("children", [])), (path.name, group)
+    ranged = inventory.load(ranges_ini)
+    assert ranged.members("web")[:3] == ["web01.example.com", "web02.example.com", "web03.example.com"]
+    assert ranged.host("app5-y").port == 2300 and ranged.host("web01.example.com").port == 0  # a port only for a new host
     inv = inventory.load(ini)
     assert inventory.select(list(inv.hosts), inv, "web,db1") == ["web1", "web2", "db1"]
     assert inventory.select(list(inv.hosts), inv, "app,!web2") == ["web1", "db1"]
