@@ -35,6 +35,11 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
+def is_address(text: str) -> bool:
+    """Whether ``text`` is a host name, an IPv4 or an IPv6 address (ranges allowed)."""
+    return bool(_HOSTNAME.fullmatch(text)) or _is_ipv6(text)
+
+
 def split_port(entry: str) -> tuple[str, int | None]:
     """(host pattern, port or None); an entry that is no valid address is taken whole."""
     address, port = entry, None
@@ -42,7 +47,7 @@ def split_port(entry: str) -> tuple[str, int | None]:
         m = pattern.fullmatch(address)
         if m:
             address, port = m.group(1), int(m.group(2))
-    if _HOSTNAME.fullmatch(address) or _is_ipv6(address):
+    if is_address(address):
         return address, port
     return entry, None
 

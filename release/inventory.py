@@ -263,30 +263,50 @@ def load(path: Path) -> Inventory:
     return parse_ini(text, str(path))
 
 
+def _limit_parts(pattern: str) -> list[str]:
+    """``--limit`` split as Ansible splits it: on ',' if there is one, else the whole text when
+    it is one address (``fe80::1``), else on ':' (outside brackets)."""
+    import re
+
+    pattern = pattern.strip()
+    if "," in pattern:
+        parts = pattern.split(",")
+    elif hostpatterns.split_port(pattern)[0] != pattern or hostpatterns.is_address(pattern):
+        parts = [pattern]
+    else:
+        parts = re.findall(r"(?:[^\s:\[\]]|\[[^\]]*\])+", pattern)
+    return [p.strip() for p in parts if p.strip()]
+
+
 def select(names: list[str], inv: Inventory | None, pattern: str) -> list[str]:
-    """Apply ``--limit``: host or group names, ',' or ':' separated; '!name' excludes."""
+    """Apply ``--limit`` as Ansible does: host or group names or shell-style wildcards
+    (``web*``), ',' or ':' separated; the plain ones are joined, then ``&name`` keeps only
+    hosts also in it, then ``!name`` drops hosts. A name that matches nothing is an error,
+    never an empty run."""
+    import fnmatch
+
     if not pattern:
         return names
     include: set[str] = set()
+    within: list[set[str]] = []
     exclude: set[str] = set()
     any_include = False
-    for part in (p.strip() for p in pattern.replace(":", ",").split(",")):
-        if not part:
-            continue
-        neg = part.startswith("!")
-        name = part[1:] if neg else part
-        if inv is not None and name in inv.groups:
-            found = set(inv.members(name))
-        elif name in names:
-            found = {name}
-        else:
-            raise ConfigError(f"--limit: {name!r} is neither a target host nor an inventory group", hint="hosts: " + ", ".join(names))
-        if neg:
+    for part in _limit_parts(pattern):
+        kind = part[0] if part[0] in "!&" else ""
+        name = part[len(kind) :]
+        groups = [g for g in (inv.groups if inv is not None else {}) if g == name or fnmatch.fnmatchcase(g, name)]
+        found = {h for g in groups for h in inv.members(g)} if inv is not None else set()
+        found |= {h for h in names if h == name or fnmatch.fnmatchcase(h, name)}
+        if not found:
+            raise ConfigError(f"--limit: {name!r} matches no target host and no inventory group", hint="hosts: " + ", ".join(names))
+        if kind == "!":
             exclude |= found
+        elif kind == "&":
+            within.append(found)
         else:
             any_include = True
             include |= found
-    chosen = [h for h in names if (h in include or not any_include) and h not in exclude]
+    chosen = [h for h in names if (h in include or not any_include) and all(h in w for w in within) and h not in exclude]
     if not chosen:
         raise ConfigError(f"--limit {pattern!r} selects no host", hint="hosts: " + ", ".join(names))
     return chosen

@@ -111,7 +111,17 @@ def test_inventory_equals_ansible_inventory(tmp_path: Path) -> None:
                 continue
             assert ours.groups[group].get("hosts", []) == body.get("hosts", []), (path.name, group)
             assert set(ours.groups[group].get("children", [])) == set(body.get("children", [])), (path.name, group)
+    # --limit as `ansible PATTERN --list-hosts` selects: wildcards, ':' and ',' lists, &, !, IPv6
     ranged = inventory.load(ranges_ini)
+    for pattern in ("web*", "web*:!web02*", "web:&db-*", "fe80::2", "db-a,db-b", "solo:db-a", "app*-y", "all:!web", "10.0.0.*,&web"):
+        cp = subprocess.run(
+            [str(Path(ansible).with_name("ansible")), "-i", str(ranges_ini), "--list-hosts", pattern],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path)},
+        )
+        assert cp.returncode == 0, cp.stderr
+        assert inventory.select(list(ranged.hosts), ranged, pattern) == [line.strip() for line in cp.stdout.splitlines()[1:]], pattern
     assert ranged.members("web")[:3] == ["web01.example.com", "web02.example.com", "web03.example.com"]
     assert ranged.host("app5-y").port == 2300 and ranged.host("web01.example.com").port == 0  # a port only for a new host
     inv = inventory.load(ini)

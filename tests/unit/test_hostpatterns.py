@@ -56,3 +56,15 @@ def test_a_range_too_large_is_refused_before_it_fills_memory() -> None:
         hostpatterns.expand("web[0:999999999999]-[0:999999999999]", "hosts.ini:3")
     assert "more than 100000 hosts" in err.value.message
     assert time.monotonic() - started < 5
+
+
+def test_a_limit_that_matches_nothing_is_exit_2_never_a_run_on_no_host() -> None:
+    from release import inventory
+
+    names = ["web1", "web2", "db1"]
+    assert inventory.select(names, None, "web*") == ["web1", "web2"]
+    assert inventory.select(names, None, "web*:&*2") == ["web2"]
+    for pattern, why in (("cache*", "matches no target host"), ("web1:!web*", "selects no host")):
+        with pytest.raises(ConfigError) as err:
+            inventory.select(names, None, pattern)
+        assert why in err.value.message and err.value.exit_code == 2
