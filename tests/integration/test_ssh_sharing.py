@@ -56,7 +56,8 @@ def test_a_master_is_stopped_through_its_socket(sshd: SshServer, tmp_path: Path)
 
 
 def _fake_master(path: Path, answer: bytes) -> threading.Thread:
-    """A unix socket that says ``answer`` and then reads until the client leaves."""
+    """A unix socket that says ``answer`` and then reads until the client leaves (or, for an
+    answer cut mid-message, hangs up at once)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
@@ -66,6 +67,8 @@ def _fake_master(path: Path, answer: bytes) -> threading.Thread:
             conn, _ = server.accept()
             with conn:
                 conn.sendall(answer)
+                if len(answer) < 8:
+                    return
                 conn.settimeout(5)
                 try:
                     while conn.recv(4096):
