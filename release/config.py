@@ -49,7 +49,7 @@ SECTIONS: dict[str, _Spec] = {
     "environment": {"extras": (list, []), "groups": (list, []), "python": (str, ""), "platforms": (list, [])},
 }
 CHECK_KEYS: dict[str, _Spec] = {
-    "compileall": {},
+    "compileall": {"paths": (list, ["."]), "exclude": (str, None)},
     "import": {"modules": (list, ...)},
     "attr": {"object": (str, ...), "startswith": (str, None), "equals": (object, None)},
     "pytest": {"args": (list, []), "expect_passed": (int, None)},
@@ -365,7 +365,7 @@ def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
         )
     spec = {**COMMON_CHECK_KEYS, **CHECK_KEYS[kind]}
     values = _check_table(raw, spec, where)
-    for key in ("modules", "args", "argv", "queries", "count_tables", "forbid_functions", "allow_functions"):
+    for key in ("modules", "args", "argv", "queries", "count_tables", "forbid_functions", "allow_functions", "paths"):
         if key in values and isinstance(values[key], list):
             values[key] = list(_str_list(values[key], where + key))
     if kind == "attr":
@@ -373,6 +373,15 @@ def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
             raise ConfigError(f"{where}: an attr check needs exactly one of 'startswith' or 'equals'", hint='add startswith = "0.6"')
         if ":" not in values["object"]:
             raise ConfigError(f"{where}object must look like 'module:attribute'", hint='e.g. object = "cutter_agent:__version__"')
+    if kind == "compileall":
+        for rel in values["paths"]:
+            if not rel or rel.startswith("/") or ".." in rel.split("/"):
+                raise ConfigError(f"{where}paths: {rel!r} must be a folder or file inside the release, relative", hint='e.g. paths = ["src", "app.py"]')
+        if values["exclude"] is not None:
+            try:
+                re.compile(values["exclude"])
+            except re.error as exc:
+                raise ConfigError(f"{where}exclude is not a regular expression: {exc}", hint='e.g. exclude = "/tests/data/"') from None
     if kind == "command" and not values["argv"]:
         raise ConfigError(f"{where}argv must not be empty", hint='e.g. argv = ["{python}", "cli.py", "status"]')
     if kind == "db-readonly" and values["via"] not in ("controller", "target"):

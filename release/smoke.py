@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import SmokeRequest
 
 PASSED, FAILED, REFUSED = "passed", "failed", "refused"
+TABLE_TAIL = 5  # lines of a failed check's output shown under its row
 
 
 def _baseline_finder(cfg: Config) -> Any:
@@ -250,6 +251,8 @@ def summary_table(results: list[dict[str, Any]], folder: Path) -> str:
     for r in results:
         first = (r["detail"] or "").strip().splitlines()
         lines.append(f"{r['name']:<18} {r['kind']:<12} {r['status'].upper():<8} {r['duration']:6.2f}s  {redact(first[0][:100]) if first else ''}")
+        if r["status"] != PASSED:  # the end of what it said (the whole is in the report)
+            lines += [f"    {redact(line[:200])}" for line in first[1:][-TABLE_TAIL:]]
     lines.append(f"report: {folder}/report.json  junit: {folder}/junit.xml")
     return "\n".join(lines)
 

@@ -158,7 +158,13 @@ def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], b
     t0 = time.monotonic()
     status, detail, data = "passed", "", {}
     if kind == "compileall":
-        argv = [python, "-m", "compileall", "-q", target]
+        skip = ["-x", opts["exclude"]] if opts.get("exclude") else []
+        paths = [os.path.normpath(os.path.join(target, p)) for p in opts.get("paths", ["."])]
+        missing = [p for p in opts.get("paths", ["."]) if not os.path.lexists(os.path.join(target, p))]
+        if missing:  # compileall passes a path that is not there: this check must not
+            detail = "not in the release: " + ", ".join(missing)
+            return {"name": check["name"], "kind": kind, "status": "failed", "duration": 0.0, "detail": detail, "data": {}}
+        argv = [python, "-m", "compileall", "-q", *skip, *paths]
     elif kind == "import":
         argv = [python, "-c", _IMPORT_SCRIPT, *opts["modules"]]
     elif kind == "attr":

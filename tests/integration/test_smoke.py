@@ -338,3 +338,41 @@ def test_test_tools_caches_go_to_the_scratch_folder_not_into_the_release(tmp_pat
     res = json.loads(cp.stdout)
     assert cp.returncode == 0, [(c["name"], c["detail"][-300:]) for c in res["checks"] if c["status"] != "passed"]
     assert not [p for p in target.iterdir() if p.name in writers.values()]
+
+
+def test_compileall_takes_paths_and_an_exclude_for_fixtures_that_are_not_python(tmp_path: Path) -> None:
+    """black 24.10.0 ships test cases that are deliberately invalid Python: compileall over
+    the whole release fails on them. `exclude` (compileall's -x) and `paths` leave them out;
+    the failed run shows the end of compileall's words under its row."""
+    repo = example_repo(tmp_path / "iu-cutter")
+    repo.write("tests/data/cases/broken_on_purpose.py", "def f(:\n")
+    repo.commit("a test case that is not Python")
+    cfg, _ = deployed(
+        tmp_path,
+        {},
+        [
+            {"kind": "compileall", "name": "whole"},
+            {"kind": "compileall", "name": "excluded", "exclude": "/tests/data/"},
+            {"kind": "compileall", "name": "app-only", "paths": ["cutter_agent", "tests/test_cli.py"]},
+            {"kind": "compileall", "name": "typo", "paths": ["cutter_agnet"]},
+        ],
+        repo,
+    )
+    cp = run_release("--config", cfg, "smoke")
+    assert cp.returncode == 1
+    names = ("whole", "excluded", "app-only", "typo")
+    rows = {line.split()[0]: line.split()[2] for line in cp.stdout.splitlines() if line.split() and line.split()[0] in names}
+    # compileall itself passes a path that does not exist: the check does not
+    assert rows == {"whole": "FAILED", "excluded": "PASSED", "app-only": "PASSED", "typo": "FAILED"}, cp.stdout
+    assert "not in the release: cutter_agnet" in cp.stdout
+    assert "broken_on_purpose.py" in cp.stdout, "the failure's own words are shown under its row"
+
+
+@pytest.mark.parametrize(
+    ("keys", "why"),
+    [({"paths": ["../etc"]}, "inside the release"), ({"paths": ["/etc"]}, "inside the release"), ({"exclude": "(("}, "not a regular expression")],
+)
+def test_compileall_options_are_checked_before_anything(tmp_path: Path, keys: dict[str, object], why: str) -> None:
+    cfg = write_config(tmp_path / "release.toml", tmp_path, checks=[{"kind": "compileall", **keys}])
+    cp = run_release("--config", cfg, "smoke")
+    assert cp.returncode == 2 and why in cp.stderr, cp.stderr
