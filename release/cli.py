@@ -246,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return full.exit_code
     except KeyboardInterrupt:
         print("ERROR: interrupted", file=sys.stderr)
+        print("hint: what the run had started is reconciled by the next one: `release status` shows it, `release rollback` undoes a deploy", file=sys.stderr)
         return 1
 
 

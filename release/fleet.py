@@ -123,8 +123,14 @@ def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, host
             progress.note(f"{h.name}: {what}: {reason(exc)}")
             return Outcome(h.name, False, None, exc, time.monotonic() - t0)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(cfg.fleet.forks, len(chosen)))) as ex:
+    ex = ThreadPoolExecutor(max_workers=max(1, min(cfg.fleet.forks, len(chosen))))
+    try:
         return list(ex.map(one, chosen))
+    except BaseException:  # Ctrl-C: the hosts in flight finish (their records written), no other host starts
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        ex.shutdown(wait=True)
 
 
 def too_many(failed: int, total: int, max_fail_percentage: float) -> bool:
@@ -162,6 +168,8 @@ def _fleet_records(cfg: Config) -> list[dict[str, Any]]:
 def _holders(cfg: Config, deploy_id: str) -> tuple[dict[str, Any], tuple[inventory.Host, ...]]:
     """The fleet record of ``deploy_id`` and the (limited) hosts that hold its release."""
     doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
+    if not doc or doc.get("status") == "started":  # no record, or a run that never finished: every host may hold it
+        return doc, cfg.hosts
     landed = set(doc.get("landed") or [h.name for h in cfg.hosts])
     return doc, tuple(h for h in cfg.hosts if h.name in landed)
 
@@ -169,7 +177,7 @@ def _holders(cfg: Config, deploy_id: str) -> tuple[dict[str, Any], tuple[invento
 def _pick_fleet_id(cfg: Config, explicit: str | None) -> str:
     if explicit:
         return explicit
-    live = [r for r in _fleet_records(cfg) if r.get("status") in ("deployed", "partial")]
+    live = [r for r in _fleet_records(cfg) if r.get("status") in ("deployed", "partial", "started")]
     if not live:
         raise BlockedError(f"no fleet deploy to act on in {cfg.state / 'fleet'}", hint="deploy first, or pass --deploy-id")
     return str(live[-1]["deploy_id"])
@@ -186,17 +194,14 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     def one(hcfg: Config) -> dict[str, Any]:
         return deploy_stage.run(hcfg, dataclasses.replace(plan, host=hcfg.host), for_config(hcfg), break_lock=args.break_lock)
 
+    doc: dict[str, Any] = {"bundle": Path(plan.bundle).name, "version": plan.version, "head": plan.head, "hosts": [h.name for h in cfg.hosts]}
+    # written before any host is touched: a run killed or interrupted midway leaves a
+    # "started" record, which status shows and rollback undoes on every host it reached
+    _record(cfg, plan.deploy_id, {**doc, "status": "started"})
     outcomes = run_all(cfg, one, "deploy")
     failed = [o for o in outcomes if not o.ok]
     landed = [o.host for o in outcomes if o.ok]
-    doc: dict[str, Any] = {
-        "bundle": Path(plan.bundle).name,
-        "version": plan.version,
-        "head": plan.head,
-        "hosts": [h.name for h in cfg.hosts],
-        "landed": landed,
-        "failed": {o.host: o.reason for o in failed},
-    }
+    doc.update(landed=landed, failed={o.host: o.reason for o in failed})
     out: dict[str, Any] = {"stage": "deploy", "deploy_id": plan.deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
     text = _table(
         f"deploy {plan.name} {plan.version} ({plan.head[:12]}) to {len(outcomes)} hosts, deploy_id {plan.deploy_id}", outcomes, lambda r: r.get("target", "")
@@ -240,26 +245,39 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     deploy_id = _pick_fleet_id(cfg, args.deploy_id)
     doc, holders = _holders(cfg, deploy_id)
 
+    unfinished = doc.get("status") == "started"  # an interrupted deploy: a host may never have been reached
+
     def one(hcfg: Config) -> dict[str, Any]:
         state = State(hcfg.state)
         transport = for_config(hcfg)
         reconcile.settle(hcfg, state, transport, running_ok=False)
-        return rollback_stage.run(hcfg, state.load(deploy_id), transport, break_lock=args.break_lock, discard_added=args.discard_added)
+        if unfinished and not (state.deploys / f"{deploy_id}.json").is_file():
+            return {"nothing_here": True}  # the run stopped before this host
+        record = state.load(deploy_id)
+        if unfinished and record.get("status") != "deployed":
+            return {"nothing_here": True}  # settled: its release never landed here
+        return rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, discard_added=args.discard_added)
 
     outcomes = run_all(cfg, one, "rollback", holders)
-    failed = [o for o in outcomes if not o.ok or not (o.result or {}).get("parent_restored")]
+    failed = [o for o in outcomes if not o.ok or not ((o.result or {}).get("parent_restored") or (o.result or {}).get("nothing_here"))]
     if doc:
         _record(cfg, deploy_id, {**doc, "status": "rolled-back" if not failed else "partial", "landed": [o.host for o in outcomes if not o.ok]})
     out: dict[str, Any] = {"stage": "rollback", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
     out["_text"] = _table(
         f"rollback of {deploy_id} on {len(outcomes)} hosts",
         outcomes,
-        lambda r: "root back to its pre-deploy state" if r.get("parent_restored") else "parent listing differs",
+        _rollback_text,
     )
     if failed:
         out["exit_code"] = 1
         out["failed"] = "; ".join(f"{o.host} ({o.reason or 'parent listing differs'})" for o in failed)
     return out
+
+
+def _rollback_text(result: dict[str, Any]) -> str:
+    if result.get("nothing_here"):
+        return "the interrupted deploy never reached it"
+    return "root back to its pre-deploy state" if result.get("parent_restored") else "parent listing differs"
 
 
 def _smoke_host(hcfg: Config, deploy_id: str) -> dict[str, Any]:
@@ -358,6 +376,10 @@ def status(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         outcomes,
         lambda r: f"{len(r.get('releases', []))} releases; {r.get('current', 'none')}",
     )
+    for rec in out["fleet"]:
+        if rec.get("status") == "started":
+            never = f"fleet deploy {rec.get('deploy_id')} never finished (interrupted or killed)"
+            out["_text"] += f"\n{never}: `release rollback` undoes it on every host it reached"
     if any(not o.ok for o in outcomes):
         out["exit_code"] = 1
         out["failed"] = "; ".join(f"{o.host} ({o.reason})" for o in outcomes if not o.ok)

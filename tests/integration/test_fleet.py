@@ -229,6 +229,44 @@ def test_a_connection_killed_mid_transfer_rolls_back_and_a_rerun_starts_clean(tm
     assert run_release("--config", cfg, "rollback").returncode == 0
 
 
+def test_an_interrupted_fleet_deploy_starts_no_new_host_and_rollback_undoes_exactly_what_it_reached(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """Ctrl-C during a fleet deploy (forks 2): the two hosts in flight finish, the others are
+    never started; the fleet record, written before any host was touched, says the deploy
+    never finished; status says so, and a plain rollback undoes it on the two hosts it
+    reached (before: every queued host was still deployed, and with no fleet record the
+    rollback picked an older deploy)."""
+    import signal
+
+    hosts = GOOD[:5]
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts, forks=2)
+    for h in hosts:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, hosts, tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    flag = fleet.root / tmp_path.name / "paused"  # each host's own, in its own filesystem
+    p = popen_release("--config", cfg, "deploy", "--no-plan", env={"RELEASE_TEST_PAUSE_AT": f"deploy:staged@{flag}"})
+    flags = [host_root(fleet, h, tmp_path) / "paused" for h in hosts]
+    end = time.time() + 60
+    while not all(f.exists() for f in flags[:2]) and time.time() < end:
+        time.sleep(0.05)
+    assert all(f.exists() for f in flags[:2]), "the first two hosts are receiving the bundle"
+    p.send_signal(signal.SIGINT)
+    time.sleep(1)
+    for f in flags[:2]:
+        f.unlink()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and "interrupted" in err and "release rollback" in err, err
+    assert [h for h in hosts if list(host_root(fleet, h, tmp_path).glob("releases/*"))] == hosts[:2], "no host started after the interrupt"
+    assert not any(f.exists() for f in flags[2:])
+    st = run_release("--config", cfg, "status")
+    assert "never finished" in st.stdout, st.stdout
+    rb = run_release("--config", cfg, "rollback")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert rb.stdout.count("root back to its pre-deploy state") == 2 and rb.stdout.count("never reached it") == 3, rb.stdout
+    assert state_of(fleet, hosts, tmp_path) == before, "every host's root is back to its state before the deploy"
+    assert "never finished" not in run_release("--config", cfg, "status").stdout
+
+
 def test_a_failed_wave_stops_the_promotion_and_switched_hosts_point_back(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
     hosts = GOOD
     cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts, serial=[1, 2, "100%"])
