@@ -251,7 +251,9 @@ class _Base:
                 proc.log.debug("agent traceback on %s:\n%s", self.label, answer["traceback"])
                 detail = (err + "\n" if err else "") + str(answer["traceback"])
             raise from_exit_code(int(answer.get("exit_code", 1)), str(answer.get("message", "")), hint=str(answer.get("hint", "")), detail=detail)
-        result: dict[str, Any] = answer["result"]
+        result = answer.get("result")
+        if not isinstance(result, dict):  # an answer that is not the agent's: never taken as done
+            raise self._no_answer(op, cp.returncode, err or "its answer held no result")
         if err:
             result.setdefault("_log", err)
         return result

@@ -167,3 +167,21 @@ def test_a_target_that_prints_without_end_cannot_fill_the_controllers_memory(tmp
     with pytest.raises(OutcomeUnknownError, match="outcome unknown"):
         target.agent("rollback", {"root": str(tmp_path)})
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("answer", ['{"ok": true}', '{"ok": true, "result": [1, 2]}', '{"ok": true, "result": "done"}'])
+def test_an_answer_that_is_not_the_agents_is_never_taken_as_done(tmp_path: Path, answer: str) -> None:
+    """A target whose "agent" says ok without a result (a hostile or broken interpreter):
+    a read-only op is an error naming the host, a changing op an unknown outcome; never a
+    traceback, never success."""
+    from release.errors import OutcomeUnknownError
+
+    fake = tmp_path / "python-fake"
+    fake.write_text(f"#!/bin/sh\ncat >/dev/null\necho '{answer}'\n")
+    fake.chmod(0o755)
+    target = transport.LocalTransport(str(fake))
+    with pytest.raises(ReleaseError, match="gave no answer") as err:
+        target.agent("status", {"root": str(tmp_path)})
+    assert not isinstance(err.value, OutcomeUnknownError)
+    with pytest.raises(OutcomeUnknownError):
+        target.agent("rollback", {"root": str(tmp_path)})
