@@ -179,10 +179,27 @@ select c.relkind, pg_get_viewdef(c.oid)
 
 
 TYPES_SQL = """
-select t.oid::regtype::text, t.typtype, t.oid < 16384
+select t.oid::regtype::text, t.typtype, t.oid < 16384, t.oid
   from pg_type t join pg_namespace n on n.oid = t.typnamespace
  where t.typname = %(name)s and (%(schema)s = '' or n.nspname = %(schema)s)
    and (%(schema)s <> '' or pg_type_is_visible(t.oid))
+"""
+COLUMN_TYPES_SQL = """
+select distinct a.atttypid
+  from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+ where c.relname = %(name)s and (%(schema)s = '' or n.nspname = %(schema)s)
+   and (%(schema)s <> '' or pg_table_is_visible(c.oid)) and a.attnum > 0 and not a.attisdropped
+"""
+# a cast runs its function where nothing names it: an implicit or assignment cast of a
+# column's value (a function's argument), or an explicit cast whose target type passed but
+# whose function is user code: into a user type from anything, into a built-in type from
+# the type of a column read
+CASTS_SQL = """
+select format('%%s -> %%s', c.castsource::regtype, c.casttarget::regtype), p.oid::regprocedure::text, p.provolatile, p.oid < 16384
+  from pg_cast c join pg_proc p on p.oid = c.castfunc
+ where p.oid >= 16384
+   and ((c.castsource = any(%(read)s::oid[]) and c.castcontext in ('i', 'a'))
+        or (c.casttarget = any(%(cast_to)s::oid[]) and (c.casttarget >= 16384 or c.castsource = any(%(read)s::oid[]))))
 """
 POLICIES_SQL = """
 select p.polname, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
@@ -223,9 +240,18 @@ def check_catalog(conn: Any, refs: Refs, allow_functions: Iterable[str] = (), fo
     for op in sorted(refs.operators):
         rows = conn.execute(OPERATORS_SQL, {"name": op}).fetchall()
         problems += [f"operator {opsig}: {why}" for opsig, sig, _ns, vol, _kind, builtin in rows if (why := _function_ok(vol, builtin, sig, allow))]
+    cast_to: set[int] = set()  # the types cast into, and the types of the columns read: their casts may run
+    read: set[int] = set()
     for schema, name in sorted(refs.types):
         rows = conn.execute(TYPES_SQL, {"name": name, "schema": schema}).fetchall()
-        problems += [why for sig, typtype, builtin in rows if (why := _type_ok(sig, typtype, builtin))]
+        problems += [why for sig, typtype, builtin, _oid in rows if (why := _type_ok(sig, typtype, builtin))]
+        cast_to.update(int(oid) for *_, oid in rows)
+    for schema, name in sorted(refs.relations):
+        read.update(int(oid) for (oid,) in conn.execute(COLUMN_TYPES_SQL, {"name": name, "schema": schema}).fetchall())
+    if cast_to or read:
+        for cast, sig, vol, builtin in conn.execute(CASTS_SQL, {"read": sorted(read), "cast_to": sorted(cast_to)}).fetchall():
+            if why := _function_ok(vol, builtin, sig, allow):
+                problems.append(f"the cast {cast}: {why}")
     for schema, name in sorted(refs.relations):
         # what reading the relation runs: a view's definition, and the expressions of the
         # row-level security policies the role is subject to (a policy may call any function)

@@ -259,3 +259,41 @@ def test_catalog_layer_refuses_casts_to_domains_and_tables_whose_policies_call_v
     _refused_each(app_db, cases)
     data = dbcheck.run(make_check(app_db["role"], ["select 'ok'::mood, 1::text, '2026-01-01'::date, '{1}'::int[]"], count_tables=[]), app_db["dsn"])
     assert data["statements"][0]["no_xid"] is True
+
+
+def test_catalog_layer_refuses_user_cast_functions_that_would_run_unnamed(app_db) -> None:  # type: ignore[no-untyped-def]
+    """A cast runs its function where the query names none: an implicit cast of a column's
+    value into a function's argument (upper(m) on an enum column with a user cast to text),
+    or an explicit cast whose target type passes (text to an enum, through a user function).
+    Refused before the statement is sent; the same enum without a user cast passes."""
+    import psycopg
+
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute("create function blab(int) returns bool language plpgsql volatile as $$ begin raise notice 'ran'; return true; end $$")
+        conn.execute("create type feeling as enum ('ok', 'bad')")
+        conn.execute("create function feeling_text(feeling) returns text language plpgsql volatile as $$ begin perform blab(1); return 'x'; end $$")
+        conn.execute("create cast (feeling as text) with function feeling_text(feeling) as implicit")
+        conn.execute("create type plain_mood as enum ('calm')")
+        conn.execute("create type loud_mood as enum ('loud')")
+        conn.execute("create function to_loud(text) returns loud_mood language plpgsql volatile as $$ begin perform blab(2); return 'loud'; end $$")
+        conn.execute("create cast (text as loud_mood) with function to_loud(text)")
+        conn.execute("create table feelings (id int, f feeling, p plain_mood)")
+        conn.execute("insert into feelings values (1, 'ok', 'calm')")
+        conn.execute(f"grant select on feelings to {app_db['role']}")
+        conn.execute(f"grant usage on type feeling, plain_mood, loud_mood to {app_db['role']}")
+        conn.execute(f"grant execute on function blab(int), feeling_text(feeling), to_loud(text) to {app_db['role']}")
+    _refused_each(
+        app_db,
+        {
+            "select upper(f) from feelings": "the cast feeling -> text: feeling_text(feeling) is VOLATILE",
+            "select f::text from feelings": "the cast feeling -> text: feeling_text(feeling) is VOLATILE",
+            "select 'loud'::text::loud_mood": "the cast text -> loud_mood: to_loud(text) is VOLATILE",
+            # conservative: a table read holds a column whose implicit cast may run
+            "select id from feelings": "the cast feeling -> text",
+        },
+    )
+    # not refused for casts that cannot run: the same types with no user cast, or a user
+    # cast from a type the query never touches
+    passing = ["select 'calm'::plain_mood", "select count(*) from public.iu", "select 'x'::text"]
+    data = dbcheck.run(make_check(app_db["role"], passing, count_tables=[]), app_db["dsn"])
+    assert all(s["no_xid"] for s in data["statements"])
