@@ -47,6 +47,8 @@ def open_repo(cfg: Config) -> str:
     once under the state folder and fetched on later runs.
     """
     location = cfg.repo_location()
+    if location.startswith("-"):  # git would read it as an option (--upload-pack=...)
+        raise ConfigError(f"source.repo must not start with '-': {redact(location)!r}", hint="write a path as ./-name, or a URL")
     path = Path(location)
     if path.is_dir():
         cp = proc.run(["git", "-C", location, "rev-parse", "--git-dir"], check=False)

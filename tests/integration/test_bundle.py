@@ -397,3 +397,12 @@ def test_an_unknown_submodules_choice_is_a_config_error(project: Repo, tmp_path:
     cfg = write_config(tmp_path / "release.toml", project.path, bundle={"submodules": "include"})
     r = cli("--config", cfg, "bundle")
     assert r.code == 2 and "bundle.submodules" in r.err, r.err
+
+
+def test_a_source_repo_git_would_read_as_an_option_is_a_config_error(tmp_path: Path, cli: Cli) -> None:
+    """An scp-style source.repo that starts with '-' would reach `git clone` as an option
+    (--upload-pack runs a program): exit 2 before git runs, nothing made."""
+    cfg = write_config(tmp_path / "release.toml", "--upload-pack=touch${IFS}ran@y:", top={"state": "state"})
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 2 and "must not start with '-'" in r.err, r.err
+    assert not (tmp_path / "state" / "mirrors").exists()
