@@ -373,6 +373,9 @@ def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
             raise ConfigError(f"{where}: an attr check needs exactly one of 'startswith' or 'equals'", hint='add startswith = "0.6"')
         if ":" not in values["object"]:
             raise ConfigError(f"{where}object must look like 'module:attribute'", hint='e.g. object = "cutter_agent:__version__"')
+    for key in ("modules", "paths"):  # an empty list would make a check that cannot fail
+        if key in values and not values[key]:
+            raise ConfigError(f"{where}{key} must name at least one entry", hint=f"list what the {kind} check covers, or remove the check")
     if kind == "compileall":
         for rel in values["paths"]:
             if not rel or rel.startswith("/") or ".." in rel.split("/"):
