@@ -371,6 +371,8 @@ def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
     if kind == "attr":
         if (values["startswith"] is None) == (values["equals"] is None):
             raise ConfigError(f"{where}: an attr check needs exactly one of 'startswith' or 'equals'", hint='add startswith = "0.6"')
+        if values["startswith"] == "":
+            raise ConfigError(f"{where}startswith is empty: every text starts with it", hint='e.g. startswith = "0.6"')
         if ":" not in values["object"]:
             raise ConfigError(f"{where}object must look like 'module:attribute'", hint='e.g. object = "cutter_agent:__version__"')
     for key in ("modules", "paths"):  # an empty list would make a check that cannot fail

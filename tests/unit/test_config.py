@@ -64,12 +64,20 @@ def test_attr_check_needs_exactly_one_assertion(tmp_path: Path) -> None:
     assert cfg.checks[0].options["equals"] is False
 
 
-@pytest.mark.parametrize("check", [{"kind": "import", "modules": []}, {"kind": "compileall", "paths": []}])
-def test_a_check_that_could_not_fail_is_refused(tmp_path: Path, check: dict[str, object]) -> None:
-    """An import check of no module, or compileall of no path, would always pass."""
+@pytest.mark.parametrize(
+    ("check", "why"),
+    [
+        ({"kind": "import", "modules": []}, "at least one entry"),
+        ({"kind": "compileall", "paths": []}, "at least one entry"),
+        ({"kind": "attr", "object": "app:__version__", "startswith": ""}, "every text starts with it"),
+    ],
+)
+def test_a_check_that_could_not_fail_is_refused(tmp_path: Path, check: dict[str, object], why: str) -> None:
+    """An import check of no module, compileall of no path, or an attr check against an
+    empty prefix would always pass."""
     with pytest.raises(ConfigError) as e:
         parse({**MIN, "smoke": {"check": [check]}}, tmp_path)
-    assert "at least one entry" in e.value.message and e.value.exit_code == 2
+    assert why in e.value.message and e.value.exit_code == 2
 
 
 def test_unknown_dir_placeholder(tmp_path: Path) -> None:
