@@ -174,13 +174,22 @@ def _holders(cfg: Config, deploy_id: str) -> tuple[dict[str, Any], tuple[invento
     return doc, tuple(h for h in cfg.hosts if h.name in landed)
 
 
-def _pick_fleet_id(cfg: Config, explicit: str | None) -> str:
+def _pick_fleet_id(cfg: Config, explicit: str | None, *, unfinished_ok: bool = False) -> str:
+    """The fleet deploy a stage acts on: ``--deploy-id``, else the newest live one. A deploy
+    that never finished (interrupted or killed) is rollback's to undo; any other stage
+    refuses it rather than act on some hosts, or on an older deploy."""
     if explicit:
         return explicit
     live = [r for r in _fleet_records(cfg) if r.get("status") in ("deployed", "partial", "started")]
     if not live:
         raise BlockedError(f"no fleet deploy to act on in {cfg.state / 'fleet'}", hint="deploy first, or pass --deploy-id")
-    return str(live[-1]["deploy_id"])
+    newest = live[-1]
+    if newest.get("status") == "started" and not unfinished_ok:
+        raise BlockedError(
+            f"fleet deploy {newest['deploy_id']} never finished (interrupted or killed)",
+            hint="undo it with `release rollback`, then deploy again; or pass --deploy-id",
+        )
+    return str(newest["deploy_id"])
 
 
 # ----------------------------------------------------------------------------- stages
@@ -242,7 +251,7 @@ def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str
 
 
 def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+    deploy_id = _pick_fleet_id(cfg, args.deploy_id, unfinished_ok=True)
     doc, holders = _holders(cfg, deploy_id)
 
     unfinished = doc.get("status") == "started"  # an interrupted deploy: a host may never have been reached

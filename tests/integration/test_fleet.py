@@ -260,6 +260,8 @@ def test_an_interrupted_fleet_deploy_starts_no_new_host_and_rollback_undoes_exac
     assert not any(f.exists() for f in flags[2:])
     st = run_release("--config", cfg, "status")
     assert "never finished" in st.stdout, st.stdout
+    pr = run_release("--config", cfg, "promote")
+    assert pr.returncode == 3 and "never finished" in pr.stderr and "release rollback" in pr.stderr, "no other stage acts on it"
     rb = run_release("--config", cfg, "rollback")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert rb.stdout.count("root back to its pre-deploy state") == 2 and rb.stdout.count("never reached it") == 3, rb.stdout
