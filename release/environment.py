@@ -45,6 +45,48 @@ class TargetPython:
     version: str  # "3.11"
     implementation: str  # "cp"
     platforms: tuple[str, ...]  # pip --platform values, most specific first
+    full_version: str = ""  # "3.11.7", when the target was asked
+
+    @property
+    def machine(self) -> str:
+        for tag in self.platforms:
+            for prefix in ("manylinux_", "musllinux_", "manylinux2014_", "linux_"):
+                if tag.startswith(prefix):
+                    rest = tag[len(prefix) :]
+                    return rest if prefix in ("manylinux2014_", "linux_") else rest.split("_", 2)[-1]
+        return "x86_64"
+
+    def markers(self) -> dict[str, str]:
+        """PEP 508 marker values of the target (pip evaluates markers against the interpreter
+        running it, whatever --python-version says: pypa/pip#11010)."""
+        full = self.full_version or self.version
+        return {
+            "python_version": self.version,
+            "python_full_version": full,
+            "implementation_name": "cpython",
+            "implementation_version": full,
+            "platform_python_implementation": "CPython",
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "os_name": "posix",
+            "platform_machine": self.machine,
+            "platform_release": "",
+            "platform_version": "",
+        }
+
+    def uv_platform(self) -> str:
+        """The target as ``uv pip compile --python-platform`` names it."""
+        for tag in self.platforms:
+            m = re.fullmatch(r"manylinux_2_(\d+)_(x86_64|aarch64)", tag)
+            if m:
+                have = int(m[1])
+                known = next((y for y in (40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 28, 17) if y <= have), None)
+                if known is not None:
+                    return f"{m[2]}-manylinux_2_{known}"
+            m = re.fullmatch(r"musllinux_\d+_\d+_(x86_64|aarch64)", tag)
+            if m:
+                return f"{m[1]}-unknown-linux-musl"
+        return "linux"
 
     @property
     def abis(self) -> tuple[str, ...]:
@@ -83,7 +125,7 @@ def target_python(env: Environment, facts: dict[str, Any] | None) -> TargetPytho
     if interp["implementation"] != "cpython":
         raise BlockedError(f"the target's interpreter is {interp['implementation']}: environments are built for CPython", hint="set target.python to a CPython")
     version = ".".join(str(interp["version"]).split(".")[:2])
-    return TargetPython(version, "cp", platforms_for(interp["machine"], interp["libc"], interp.get("system", "Linux")))
+    return TargetPython(version, "cp", platforms_for(interp["machine"], interp["libc"], interp.get("system", "Linux")), str(interp["version"]))
 
 
 # ----------------------------------------------------------------------------- requirements
@@ -128,8 +170,53 @@ def _from_pylock(path: Path) -> list[str]:
             hashes.append(pkg["sdist"]["hashes"]["sha256"])
         if not hashes:
             raise RefusedError(f"{path.name}: {pkg.get('name')} is not locked by hash", hint="regenerate the lock with hashes")
-        lines.append(f"{pkg['name']}=={pkg['version']} " + " ".join(f"--hash=sha256:{h}" for h in hashes))
+        marker = f" ; {pkg['marker']}" if pkg.get("marker") else ""  # decided for the target by for_target
+        lines.append(f"{pkg['name']}=={pkg['version']}{marker} " + " ".join(f"--hash=sha256:{h}" for h in hashes))
     return lines
+
+
+def for_target(lines: list[str], target: TargetPython) -> list[str]:
+    """Pinned requirement lines (``name==v ; marker --hash=...``) for the target alone: a
+    line whose marker the target does not match is dropped, the others lose their marker."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    env = target.markers()
+    out = []
+    for line in lines:
+        words = line.split()
+        hashes = [w for w in words if w.startswith("--hash=")]
+        text = " ".join(w for w in words if not w.startswith("--hash="))
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise ReleaseError(f"a locked requirement does not parse: {text!r}", detail=str(exc), hint="regenerate the lock") from None
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        req.marker = None
+        out.append(" ".join([str(req), *hashes]))
+    return out
+
+
+def resolve(target: TargetPython, app_wheel: Path, extras: tuple[str, ...], groups: list[str], workdir: Path) -> list[str]:
+    """The environment's requirements, resolved for the target by ``uv pip compile`` (its
+    Python version and platform decide every marker), pinned ``name==version``; the
+    application itself is its own wheel."""
+    from packaging.utils import parse_wheel_filename
+
+    name = str(parse_wheel_filename(app_wheel.name)[0])
+    root = f"{name}[{','.join(extras)}] @ {app_wheel.resolve().as_uri()}" if extras else f"{name} @ {app_wheel.resolve().as_uri()}"
+    infile = workdir / "environment.in"
+    infile.write_text("\n".join([root, *groups]) + "\n")
+    argv = [_uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--no-emit-package", name]
+    argv += ["--python-version", target.full_version or target.version, "--python-platform", target.uv_platform(), str(infile)]
+    cp = proc.run(argv, cwd=workdir, check=False, what="uv pip compile of the environment")
+    if cp.returncode != 0:
+        raise BlockedError(
+            f"the environment cannot be resolved for Python {target.version} on {target.uv_platform()}",
+            detail=cp.err[-4000:],
+            hint="see uv's message above (a private index is set with UV_DEFAULT_INDEX / UV_INDEX)",
+        )
+    return [line.strip() for line in cp.out.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _uv() -> str:
@@ -140,7 +227,7 @@ def _uv() -> str:
     except (ImportError, FileNotFoundError):
         found = shutil.which("uv")
         if not found:
-            raise BlockedError("the commit has a uv.lock but uv is not installed", hint="pip install uv") from None
+            raise BlockedError("uv is not installed (it resolves an environment for the target, and exports a uv.lock)", hint="pip install uv") from None
         return found
 
 
@@ -200,14 +287,16 @@ def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[st
     dest.mkdir(parents=True, exist_ok=True)
     links = dest.parent / "built-wheels"
     links.mkdir(exist_ok=True)
+    req = dest.parent / "requirements.txt"
     if locked is not None:
-        req = dest.parent / "requirements.txt"
-        req.write_text("\n".join(locked) + "\n")
-        jobs = [["--no-deps", "--require-hashes", "-r", str(req)], ["--no-deps", str(app_wheel)]]
+        pinned = for_target(locked, target)
+        hashed = ["--require-hashes"]
     else:
         _refuse_direct(groups)
-        root = f"{app_wheel}[{','.join(extras)}]" if extras else str(app_wheel)
-        jobs = [[root, *groups]]
+        pinned = resolve(target, app_wheel, extras, groups, dest.parent)
+        hashed = []
+    req.write_text("\n".join(pinned) + "\n")
+    jobs = ([["--no-deps", *hashed, "-r", str(req)]] if pinned else []) + [["--no-deps", str(app_wheel)]]
     for job in jobs:
         for _ in range(20):
             cp = _pip_download(target, dest, job, links)

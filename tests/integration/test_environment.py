@@ -208,26 +208,39 @@ def _retar(bundle: Path, change: Any) -> None:
     bundle.with_name(bundle.name + ".sha256").write_text(f"{hashlib.sha256(raw).hexdigest()}  {bundle.name}\n")
 
 
-def test_a_tampered_wheel_inside_the_bundle_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+def _swap_packaging_wheel(tmp_path: Path, swap: Any, *, environment_too: bool) -> Path:
+    """Bundle the webapp, then replace its packaging wheel by ``swap(wheel bytes)`` and make
+    the bundle manifest's file list agree (and, with ``environment_too``, the environment's
+    record of the wheel's sha256): the config."""
     repo = webapp(tmp_path / "app")
     cfg = cfg_for(tmp_path, repo, {}, "python3")
     cp = run_release("--config", cfg, "--json", "bundle")
     assert cp.returncode == 0, cp.stderr
-    bundle = Path(json.loads(cp.stdout)["bundle"])
-    evil = b"PK-not-the-wheel-that-was-locked"
+    new: dict[str, bytes] = {}
 
     def change(name: str, data: bytes | None) -> bytes | None:
-        if "/release-env/wheels/packaging-" in name:
-            return evil
+        if "/release-env/wheels/packaging-" in name and data is not None:
+            new["wheel"] = swap(data)
+            return new["wheel"]
         if name.endswith("/BUNDLE-MANIFEST.json") and data is not None:
             doc = json.loads(data)
-            for f in doc["files"]:  # the file list agrees with the new bytes; the lock does not
+            sha = hashlib.sha256(new["wheel"]).hexdigest()
+            for f in doc["files"]:
                 if "/wheels/packaging-" in "/" + f["path"]:
-                    f["sha256"] = hashlib.sha256(evil).hexdigest()
+                    f["sha256"] = sha
+            for pkg in doc["environment"]["packages"] if environment_too else []:
+                if pkg["name"] == "packaging":
+                    pkg["sha256"] = sha
             return json.dumps(doc).encode()
         return data
 
-    _retar(bundle, change)
+    _retar(Path(json.loads(cp.stdout)["bundle"]), change)
+    return cfg
+
+
+def test_a_tampered_wheel_inside_the_bundle_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    # the file list agrees with the new bytes; the lock does not
+    cfg = _swap_packaging_wheel(tmp_path, lambda _: b"PK-not-the-wheel-that-was-locked", environment_too=False)
     root = tmp_path / "target"
     root.mkdir(exist_ok=True)
     before = tree_state(root)
@@ -292,3 +305,61 @@ def test_the_smoke_imports_the_installed_wheel_not_the_sources_beside_it(tmp_pat
     res = json.loads(cp.stdout)
     assert cp.returncode == 0, [(c["name"], c["status"], c["detail"][-300:]) for c in res["checks"] if c["status"] != "passed"]
     assert run_release("--config", cfg, "rollback").returncode == 0
+
+
+@pytest.mark.parametrize("entry", ["../../../../escaped.txt", "{data}/scripts/python"], ids=["climbs-out", "replaces-the-venvs-python"])
+def test_a_crafted_wheel_cannot_write_outside_the_release(tmp_path: Path, entry: str) -> None:
+    """An attacker who rewrites the bundle whole (its manifest, the environment's record of
+    the wheel's sha256, and the .sha256) ships a wheel holding a ``../`` path, or a script
+    named like the venv's own bin/python link. pypa installer refuses to write outside its
+    scheme folders or over a file: the deploy is refused (exit 4, not a traceback), nothing
+    is written outside the release, and the staging folder is removed."""
+    import zipfile
+
+    def crafted(data: bytes) -> bytes:
+        src = zipfile.ZipFile(io.BytesIO(data))
+        out = io.BytesIO()
+        dist_info = next(n.split("/")[0] for n in src.namelist() if n.endswith(".dist-info/RECORD"))
+        path = entry.format(data=dist_info.replace(".dist-info", ".data"))
+        with zipfile.ZipFile(out, "w") as z:
+            for item in src.infolist():
+                body = src.read(item)
+                if item.filename.endswith(".dist-info/RECORD"):
+                    body += path.encode() + b",,\n"
+                z.writestr(item, body)
+            z.writestr(path, b"#!/bin/sh\necho written outside\n")
+        return out.getvalue()
+
+    cfg = _swap_packaging_wheel(tmp_path, crafted, environment_too=True)
+    root = tmp_path / "target"
+    root.mkdir(exist_ok=True)
+    before = tree_state(tmp_path)
+    cp = run_release("--config", cfg, "deploy", "--no-plan")
+    assert cp.returncode != 0, "the crafted wheel is not installed"
+    assert "Traceback" not in cp.stderr and "cannot be installed" in cp.stderr, cp.stderr
+    assert not list(tmp_path.rglob("escaped.txt")), "nothing written outside the release"
+    after = {k: v for k, v in tree_state(tmp_path).items() if not k.startswith((".release", "state"))}
+    assert after == {k: v for k, v in before.items() if not k.startswith((".release", "state"))}
+    assert cp.returncode == 4, cp.stderr
+
+
+def test_a_release_with_its_environment_onto_the_oldest_target_python(tmp_path: Path) -> None:
+    """Python 3.8, the oldest target: its environment is built there by the installer the
+    agent carries (installer 1.x, which needs 3.10, crashed there on import), offline, and
+    the release passes its smoke and its own tests."""
+    oldest = sorted(Path.home().glob(".pyenv/versions/3.8.*/bin/python3.8")) + [
+        Path(p) for p in filter(None, [shutil.which("python3.8")]) if "/shims/" not in p
+    ]
+    need(bool(oldest), "python3.8 (the oldest target) is not installed")
+    unshare = shutil.which("unshare")
+    need(unshare is not None and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0, "unshare -n needs root and util-linux")
+    wrapper = tmp_path / "python3.8-offline"
+    wrapper.write_text(f'#!/bin/sh\nexec {unshare} -n {oldest[0]} "$@"\n')
+    wrapper.chmod(0o755)
+    repo = webapp(tmp_path / "app", deps='"packaging>=23", "markupsafe>=2"', requires=">=3.8")
+    cfg = cfg_for(tmp_path, repo, {}, str(wrapper))
+    for stage in (("bundle",), ("deploy", "--no-plan"), ("smoke",), ("verify",), ("rollback",)):
+        cp = run_release("--config", cfg, "--json", *stage)
+        assert cp.returncode == 0, (stage, cp.stdout[-1500:], cp.stderr[-1500:])
+        if stage == ("smoke",):
+            assert {c["name"]: c["status"] for c in json.loads(cp.stdout)["checks"]}.get("pytest") == "passed"
