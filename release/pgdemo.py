@@ -11,7 +11,6 @@ import glob
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,7 +56,9 @@ def server(netns: str = "") -> Iterator[Server]:
     bins = bindir()
     if not bins:
         raise BlockedError("PostgreSQL server binaries not found (initdb)", hint="apt-get install postgresql, or set the DSN variable")
-    folder = tempfile.mkdtemp(prefix="release-pg-")
+    from .transport import socket_folder
+
+    folder = socket_folder("release-pg-", len("sock/.s.PGSQL.5432"))  # its socket's path must fit, whatever TMPDIR
     os.chmod(folder, 0o755)
     data = os.path.join(folder, "data")
     sock = os.path.join(folder, "sock")

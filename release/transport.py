@@ -496,8 +496,8 @@ def socket_folder(prefix: str, name_room: int) -> str:
     from .errors import BlockedError
 
     raise BlockedError(
-        f"TMPDIR ({temp}) is too long a path for this run's ssh sockets, and there is no /tmp",
-        hint="point TMPDIR at a folder with a shorter path; nothing was sent to any host",
+        f"TMPDIR ({temp}) is too long a path for this run's unix sockets, and there is no /tmp",
+        hint="point TMPDIR at a folder with a shorter path; nothing was started",
     )
 
 
