@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from . import proc
 from .config import Config
-from .errors import OutcomeUnknownError, ReleaseError, from_exit_code
+from .errors import BlockedError, OutcomeUnknownError, ReleaseError, from_exit_code
 from .redact import redact
 
 if TYPE_CHECKING:  # subprocess and shlex are imported by the SSH paths that use them
@@ -54,6 +54,7 @@ AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it ne
 # output is flushed, the agent leaves with ``os._exit``: the interpreter's teardown of every
 # module and code object (4 - 6 ms) has nothing left to do for anyone.
 _BOOT = """import sys,zlib
+if sys.version_info<(3,8):sys.stdout.write('{"ok":false,"exit_code":3,"message":"the target Python %s is older than 3.8, the oldest the agent runs on (nothing was done)","hint":"set target.python to Python 3.8 or newer"}\\n'%sys.version.split()[0]);sys.stdout.flush();sys.exit(3)
 try:from _frozen_importlib import ModuleSpec
 except ImportError:from importlib.machinery import ModuleSpec
 M={index}
@@ -259,6 +260,8 @@ class _Base:
         return result
 
     def _no_answer(self, op: str, code: int, err: str) -> ReleaseError:
+        if "Unknown option: -I" in err:  # Python 2 stops at the command line: it ran nothing
+            return BlockedError(f"{self.python} on {self.label} is Python 2 (no -I option)", hint="set target.python to Python 3.8 or newer")
         if op in CHANGING_OPS:
             return _unknown(op, self.label, f"the target agent gave no answer (exit {code})", err)
         return ReleaseError(f"target agent ({op}) on {self.label} gave no answer (exit {code})", detail=err, hint=f"check that {self.python} runs there")

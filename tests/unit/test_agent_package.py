@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import marshal
+import io
 import os
 import shutil
 import subprocess
@@ -185,3 +186,21 @@ def test_an_answer_that_is_not_the_agents_is_never_taken_as_done(tmp_path: Path,
     assert not isinstance(err.value, OutcomeUnknownError)
     with pytest.raises(OutcomeUnknownError):
         target.agent("rollback", {"root": str(tmp_path)})
+
+
+@pytest.mark.parametrize("version", ["3.6", "2.7"])
+def test_a_target_python_too_old_is_blocked_before_anything_and_never_unknown(tmp_path: Path, version: str) -> None:
+    """RHEL 8's platform Python is 3.6: the boot program says so first (the agent's code
+    would not even compile there), and Python 2 stops at ``-I``. Either way exit 3 naming
+    the version, for a deploy too: nothing was started, so the outcome is not "unknown"."""
+    from release.errors import BlockedError
+
+    found = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")) + [Path(p) for p in filter(None, [shutil.which(f"python{version}")]) if "/shims/" not in p]
+    if not found:
+        pytest.skip(f"python{version} is not installed here")
+    target = transport.LocalTransport(str(found[0]))
+    for op in ("status", "deploy"):
+        with pytest.raises(BlockedError) as err:
+            target.agent(op, {"root": str(tmp_path)}, stdin=io.BytesIO(b"x" * 1000))
+        assert ("older than 3.8" in err.value.message or "Python 2" in err.value.message) and "target.python" in err.value.hint
+    assert list(tmp_path.iterdir()) == []
