@@ -54,7 +54,7 @@ AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it ne
 # output is flushed, the agent leaves with ``os._exit``: the interpreter's teardown of every
 # module and code object (4 - 6 ms) has nothing left to do for anyone.
 _BOOT = """import sys,zlib
-if sys.version_info<(3,8):sys.stdout.write('{"ok":false,"exit_code":3,"message":"the target Python %s is older than 3.8, the oldest the agent runs on (nothing was done)","hint":"set target.python to Python 3.8 or newer"}\\n'%sys.version.split()[0]);sys.stdout.flush();sys.exit(3)
+if sys.version_info<(3,8):sys.stdout.write({too_old}%sys.version.split()[0]);sys.stdout.flush();sys.exit(3)
 try:from _frozen_importlib import ModuleSpec
 except ImportError:from importlib.machinery import ModuleSpec
 M={index}
@@ -101,6 +101,21 @@ for f in sys.stdout,sys.stderr:
  except Exception:pass
 os._exit(r)
 """
+
+
+# the answer of a target Python older than the agent supports, written by the boot program
+# before anything else (``%s``: its version); any Python parses the line that writes it
+_TOO_OLD = (
+    json.dumps(
+        {
+            "ok": False,
+            "exit_code": 3,
+            "message": "the target Python %s is older than 3.8, the oldest the agent runs on (nothing was done)",
+            "hint": "set target.python to Python 3.8 or newer",
+        }
+    )
+    + "\n"
+)
 
 
 def _package_files(folder: Path) -> dict[str, Path]:
@@ -162,7 +177,14 @@ def _program(code_size: int, source_size: int, magic: bytes = b"") -> str:
     import importlib.util
 
     index = repr({top: list(_package_files(folder)) for top, folder in _package_folders().items()})
-    fields = {"index": index, "n": str(code_size), "m": str(source_size), "magic": (magic or importlib.util.MAGIC_NUMBER).hex(), "pkg": AGENT_PACKAGE}
+    fields = {
+        "index": index,
+        "n": str(code_size),
+        "m": str(source_size),
+        "magic": (magic or importlib.util.MAGIC_NUMBER).hex(),
+        "pkg": AGENT_PACKAGE,
+        "too_old": repr(_TOO_OLD),
+    }
     return _fill(_BOOT, fields)
 
 

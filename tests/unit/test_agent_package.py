@@ -4,9 +4,9 @@ as one program that leaves nothing on the target."""
 from __future__ import annotations
 
 import ast
+import io
 import json
 import marshal
-import io
 import os
 import shutil
 import subprocess
@@ -195,7 +195,9 @@ def test_a_target_python_too_old_is_blocked_before_anything_and_never_unknown(tm
     the version, for a deploy too: nothing was started, so the outcome is not "unknown"."""
     from release.errors import BlockedError
 
-    found = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")) + [Path(p) for p in filter(None, [shutil.which(f"python{version}")]) if "/shims/" not in p]
+    found = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")) + [
+        Path(p) for p in filter(None, [shutil.which(f"python{version}")]) if "/shims/" not in p
+    ]
     if not found:
         pytest.skip(f"python{version} is not installed here")
     target = transport.LocalTransport(str(found[0]))
