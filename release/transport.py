@@ -452,7 +452,7 @@ class _Shared:
         from . import sshmux
 
         try:
-            sshmux.terminate(path)
+            sshmux.terminate(path, timeout=2)  # a live master answers at once; a hung one gets ssh -O exit, in parallel
         except (OSError, sshmux.MuxError) as exc:
             proc.log.debug("ssh master at %s: %s; asking ssh -O exit", path, exc)
             return False
