@@ -204,6 +204,7 @@ def resolve(target: TargetPython, app_wheel: Path, extras: tuple[str, ...], grou
     from packaging.utils import parse_wheel_filename
 
     name = str(parse_wheel_filename(app_wheel.name)[0])
+    _refuse_direct(_metadata_fields(app_wheel, "Requires-Dist"))  # before uv would fetch (and build) it
     root = f"{name}[{','.join(extras)}] @ {app_wheel.resolve().as_uri()}" if extras else f"{name} @ {app_wheel.resolve().as_uri()}"
     infile = workdir / "environment.in"
     infile.write_text("\n".join([root, *groups]) + "\n")
@@ -216,7 +217,9 @@ def resolve(target: TargetPython, app_wheel: Path, extras: tuple[str, ...], grou
             detail=cp.err[-4000:],
             hint="see uv's message above (a private index is set with UV_DEFAULT_INDEX / UV_INDEX)",
         )
-    return [line.strip() for line in cp.out.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    pinned = [line.strip() for line in cp.out.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    _refuse_direct(pinned)  # a dependency of the project itself given as a URL or VCS reference
+    return pinned
 
 
 def _uv() -> str:
@@ -346,19 +349,26 @@ def pylock_text(entries: list[dict[str, str]], target: TargetPython, requires_py
     return "\n".join(lines) + "\n"
 
 
-def requires_python_of(app_wheel: Path) -> str:
+def _metadata_fields(app_wheel: Path, field: str) -> list[str]:
+    """Every value of ``field`` in the wheel's METADATA headers."""
     import zipfile
 
+    out: list[str] = []
     with zipfile.ZipFile(app_wheel) as zf:
         meta = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1), None)
         if meta is None:
-            return ""
+            return out
         for line in zf.read(meta).decode("utf-8", "replace").splitlines():
-            if line.startswith("Requires-Python:"):
-                return line.split(":", 1)[1].strip()
             if not line:
                 break
-    return ""
+            if line.startswith(field + ":"):
+                out.append(line.split(":", 1)[1].strip())
+    return out
+
+
+def requires_python_of(app_wheel: Path) -> str:
+    found = _metadata_fields(app_wheel, "Requires-Python")
+    return found[0] if found else ""
 
 
 def check_requires_python(requires: str, version: str) -> None:

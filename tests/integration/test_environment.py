@@ -363,3 +363,19 @@ def test_a_release_with_its_environment_onto_the_oldest_target_python(tmp_path: 
         assert cp.returncode == 0, (stage, cp.stdout[-1500:], cp.stderr[-1500:])
         if stage == ("smoke",):
             assert {c["name"]: c["status"] for c in json.loads(cp.stdout)["checks"]}.get("pytest") == "passed"
+
+
+def test_a_direct_url_dependency_of_the_project_is_refused_before_anything_fetches_it(tmp_path: Path) -> None:
+    """The project's own metadata names a VCS dependency: refused (exit 4) from the wheel's
+    metadata, before the resolver would clone it and run its build backend here."""
+    marker = tmp_path / "fetched"
+    repo = webapp(tmp_path / "app", deps=f'"packaging>=23", "helper @ git+file://{marker}"')
+    text = (repo.path / "pyproject.toml").read_text() + "[tool.hatch.metadata]\nallow-direct-references = true\n"
+    repo.write("pyproject.toml", text)
+    repo.commit("a VCS dependency")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 4 and "direct URL / VCS dependency refused" in cp.stderr and "helper" in cp.stderr, cp.stderr
+    assert not marker.exists()
+    out = tmp_path / "bundles"
+    assert not out.exists() or not list(out.glob("*.tar.gz")), "no bundle"
