@@ -379,3 +379,27 @@ def test_a_direct_url_dependency_of_the_project_is_refused_before_anything_fetch
     assert not marker.exists()
     out = tmp_path / "bundles"
     assert not out.exists() or not list(out.glob("*.tar.gz")), "no bundle"
+
+
+def test_a_disk_that_fills_while_the_environment_is_built_leaves_nothing(tmp_path: Path) -> None:
+    """The release's files fit the target's disk, its environment does not: installing the
+    wheels hits ENOSPC. Exit 3 (blocked: free space), the staging folder removed, the
+    target root as it was; a rerun on a bigger disk then deploys."""
+    repo = webapp(tmp_path / "app")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    root = tmp_path / "target"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)], capture_output=True, text=True)
+    need(mounted.returncode == 0, f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        (root / "keep.txt").write_text("the operator's\n")
+        before = tree_state(root)
+        cp = run_release("--config", cfg, "deploy", "--no-plan")
+        assert cp.returncode == 3, (cp.returncode, cp.stderr[-2000:])
+        assert "Traceback" not in cp.stderr and "No space left" in cp.stderr and "building the release's environment" in cp.stderr, cp.stderr[-2000:]
+        assert tree_state(root) == before, listing(root)
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+    cp = run_release("--config", cfg, "deploy", "--no-plan")
+    assert cp.returncode == 0, cp.stderr
