@@ -239,7 +239,8 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
     final = plan.path
     if final.exists():
         raise RefusedError(f"bundle already exists: {final}", hint="wait a second and rerun, or remove that bundle yourself")
-    tmp = plan.out / f".{plan.basename}.tar.gz.part-{os.getpid()}"
+    _clear_killed_parts(plan.out)
+    tmp = plan.out / f".{plan.basename}.tar.gz{_part_suffix()}"
     top = plan.basename
     files: list[dict[str, Any]] = []
     links: dict[str, str] = {}
@@ -344,6 +345,34 @@ def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, d
     return doc
 
 
+def _part_suffix() -> str:
+    """The temporary name's end: this machine and this process, so a later run can tell a
+    killed run's partial file from a live one's."""
+    import socket
+
+    return f".part-{socket.gethostname()}-{os.getpid()}"
+
+
+def _clear_killed_parts(out: Path) -> None:
+    """Remove the partial files (a bundle or its checksum) of runs killed on this machine:
+    the name says whose they are, and that process is gone. A live process's, another
+    machine's (a shared folder) or anything not a plain file is left alone."""
+    import socket
+
+    host = socket.gethostname()
+    for part in out.glob(".*.tar.gz*.part-*"):
+        who, _, pid = part.name.rsplit(".part-", 1)[1].rpartition("-")
+        if who != host or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if part.is_file() and not part.is_symlink():
+                part.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            continue
+
+
 def _publish(tmp: Path, final: Path) -> None:
     """Move into place without ever replacing an existing file."""
     try:
@@ -355,7 +384,7 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{_part_suffix()}")
     try:
         tmp.write_bytes(data)
     except BaseException:

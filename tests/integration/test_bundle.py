@@ -406,3 +406,36 @@ def test_a_source_repo_git_would_read_as_an_option_is_a_config_error(tmp_path: P
     r = cli("--config", cfg, "bundle")
     assert r.code == 2 and "must not start with '-'" in r.err, r.err
     assert not (tmp_path / "state" / "mirrors").exists()
+
+
+def test_a_killed_bundles_partial_file_is_cleared_by_the_next_run_and_nothing_else(project: Repo, tmp_path: Path, cli: Cli) -> None:
+    """A bundle killed mid-write leaves ``.<name>.tar.gz.part-<host>-<pid>``: the next run on
+    this machine removes it once that process is gone. A live process's partial file,
+    another machine's (a shared folder) and a link of that name are left alone."""
+    import socket
+
+    out = tmp_path / "bundles"
+    out.mkdir(mode=0o700)
+    host = socket.gethostname()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        killed = out / f".demo-app-0.6.0-abc1234-20260101T000000Z.tar.gz.part-{host}-{gone.pid}"
+        killed_sums = out / f".demo-app-0.6.0-abc1234-20260101T000000Z.tar.gz.sha256.part-{host}-{gone.pid}"
+        kept = [
+            out / f".demo-app-0.6.0-abc1234-20260101T000001Z.tar.gz.part-{host}-{alive.pid}",
+            out / f".demo-app-0.6.0-abc1234-20260101T000002Z.tar.gz.part-another-host-{gone.pid}",
+        ]
+        for p in (killed, killed_sums, *kept):
+            p.write_bytes(b"partial")
+        link = out / f".demo-app-0.6.0-abc1234-20260101T000003Z.tar.gz.part-{host}-{gone.pid + 100000}"
+        link.symlink_to(tmp_path / "elsewhere")
+        cfg = write_config(tmp_path / "release.toml", project.path)
+        assert cli("--config", cfg, "bundle").code == 0
+        assert not killed.exists() and not killed_sums.exists()
+        assert all(p.exists() for p in kept) and link.is_symlink()
+        assert len(_bundle_files(out)) == 1
+    finally:
+        alive.kill()
+        alive.wait()
