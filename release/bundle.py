@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -245,7 +246,7 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
     files: list[dict[str, Any]] = []
     links: dict[str, str] = {}
     # build outside any repository: backends (hatchling) read the enclosing VCS's ignore files
-    workdir = Path(tempfile.mkdtemp(prefix="release-build-")) if plan.artifacts else None
+    workdir = _build_folder() if plan.artifacts else None
     export = workdir / "src" if workdir else None
     w = TarGzWriter(tmp, plan.commit_time)
     published: list[Path] = []
@@ -343,6 +344,42 @@ def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, d
     doc["lock_sha256"] = hashlib.sha256(lock).hexdigest()
     doc["packages"] = [{**p, "path": p["path"].replace(environment.WHEELS, f"{ENV_DIR}/wheels")} for p in doc["packages"]]
     return doc
+
+
+BUILD_PREFIX = "release-build-"
+_BUILD_OWNER = ".owner"  # in each build folder: "<host> <pid>" of the run that made it
+
+
+def _build_folder() -> Path:
+    """A private temporary folder for the export and the build (mode 0700), marked with its
+    run; the build folders of runs killed on this machine go first (they hold an export of
+    the source)."""
+    import socket
+
+    base = Path(tempfile.gettempdir())
+    host = socket.gethostname()
+    uid = os.getuid()
+    for folder in base.glob(BUILD_PREFIX + "*"):
+        try:
+            st = folder.lstat()
+            owner = folder / _BUILD_OWNER
+            ost = owner.lstat()
+            if not (stat.S_ISDIR(st.st_mode) and st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700 and stat.S_ISREG(ost.st_mode) and ost.st_uid == uid):
+                continue
+            who, _, pid = owner.read_text().strip().rpartition(" ")
+        except (OSError, ValueError):
+            continue
+        if who != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue
+    folder = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX))
+    (folder / _BUILD_OWNER).write_text(f"{host} {os.getpid()}\n")
+    return folder
 
 
 def _part_suffix() -> str:

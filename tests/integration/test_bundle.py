@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -439,3 +440,36 @@ def test_a_killed_bundles_partial_file_is_cleared_by_the_next_run_and_nothing_el
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_killed_builds_export_is_removed_by_the_next_build_and_nothing_else(project: Repo, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle killed while building leaves its private build folder (an export of the
+    source) in TMPDIR; the next build on this machine removes it once its run is gone. A
+    live run's folder, and one that is not ours as made (not 0700, or a link), stay."""
+    import socket
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    host = socket.gethostname()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def made(name: str, pid: int, mode: int = 0o700) -> Path:
+        folder = temp / name
+        (folder / "src").mkdir(parents=True)
+        (folder / "src" / "secret.py").write_text("TOKEN = 'x'\n")
+        (folder / ".owner").write_text(f"{host} {pid}\n")
+        folder.chmod(mode)
+        return folder
+
+    killed = made("release-build-killed", gone.pid)
+    live = made("release-build-live", os.getpid())
+    loose = made("release-build-loose", gone.pid, 0o755)
+    (temp / "release-build-link").symlink_to(killed)
+    cfg = write_config(tmp_path / "release.toml", project.path, bundle={"artifacts": ["wheel"]})
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 0, r.err
+    assert not killed.exists() and live.exists() and loose.exists() and (temp / "release-build-link").is_symlink()
+    assert sorted(p.name for p in temp.iterdir()) == ["release-build-link", "release-build-live", "release-build-loose"], "this run's own folder is gone too"
