@@ -16,7 +16,6 @@ import io
 import json
 import os
 import shutil
-import stat
 import sys
 import tarfile
 import tempfile
@@ -25,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from . import __version__, environment, gitsource, names, proc, progress
+from . import __version__, environment, gitsource, names, proc, progress, runfolders
 from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
@@ -246,7 +245,7 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
     files: list[dict[str, Any]] = []
     links: dict[str, str] = {}
     # build outside any repository: backends (hatchling) read the enclosing VCS's ignore files
-    workdir = _build_folder() if plan.artifacts else None
+    workdir = runfolders.make(BUILD_PREFIX) if plan.artifacts else None
     export = workdir / "src" if workdir else None
     w = TarGzWriter(tmp, plan.commit_time)
     published: list[Path] = []
@@ -347,67 +346,20 @@ def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, d
 
 
 BUILD_PREFIX = "release-build-"
-_BUILD_OWNER = ".owner"  # in each build folder: "<host> <pid>" of the run that made it
-
-
-def _build_folder() -> Path:
-    """A private temporary folder for the export and the build (mode 0700), marked with its
-    run; the build folders of runs killed on this machine go first (they hold an export of
-    the source)."""
-    import socket
-
-    base = Path(tempfile.gettempdir())
-    host = socket.gethostname()
-    uid = os.getuid()
-    for folder in base.glob(BUILD_PREFIX + "*"):
-        try:
-            st = folder.lstat()
-            owner = folder / _BUILD_OWNER
-            ost = owner.lstat()
-            if not (stat.S_ISDIR(st.st_mode) and st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700 and stat.S_ISREG(ost.st_mode) and ost.st_uid == uid):
-                continue
-            who, _, pid = owner.read_text().strip().rpartition(" ")
-        except (OSError, ValueError):
-            continue
-        if who != host or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:
-            continue
-    folder = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX))
-    (folder / _BUILD_OWNER).write_text(f"{host} {os.getpid()}\n")
-    return folder
+PART = ".part-"  # a partial bundle or checksum: ".<name>.part-<host>-<pid>"
 
 
 def _part_suffix() -> str:
     """The temporary name's end: this machine and this process, so a later run can tell a
     killed run's partial file from a live one's."""
-    import socket
-
-    return f".part-{socket.gethostname()}-{os.getpid()}"
+    return PART + runfolders.tag()
 
 
 def _clear_killed_parts(out: Path) -> None:
-    """Remove the partial files (a bundle or its checksum) of runs killed on this machine:
-    the name says whose they are, and that process is gone. A live process's, another
-    machine's (a shared folder) or anything not a plain file is left alone."""
-    import socket
-
-    host = socket.gethostname()
-    for part in out.glob(".*.tar.gz*.part-*"):
-        who, _, pid = part.name.rsplit(".part-", 1)[1].rpartition("-")
-        if who != host or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            if part.is_file() and not part.is_symlink():
-                part.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            continue
+    """Remove the partial files (a bundle or its checksum) of runs killed on this machine
+    (``runfolders``: a live process's, another machine's or anything not a plain file of
+    this user is left alone)."""
+    runfolders.clear_killed_files(out, ".*.tar.gz*" + PART + "*", PART)
 
 
 def _publish(tmp: Path, final: Path) -> None:

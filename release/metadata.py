@@ -20,13 +20,12 @@ import hashlib
 import json
 import shutil
 import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gitsource, proc
+from . import gitsource, proc, runfolders
 from .errors import ConfigError, ReleaseError
 from .state import private_dir
 
@@ -97,8 +96,8 @@ def project_metadata(src: gitsource.Source, state: Path) -> Meta:
         env["SETUPTOOLS_SCM_PRETEND_VERSION"] = gitsource.scm_version(src)
     if shutil.which("uv"):
         env["UV_NO_PROGRESS"] = "1"
-    with tempfile.TemporaryDirectory(prefix="release-meta-") as tmp:
-        tree = Path(tmp) / "src"
+    with runfolders.private("release-meta-") as tmp:
+        tree = tmp / "src"
         gitsource.export(src, tree)
         cp = proc.run(
             [sys.executable, "-c", _SCRIPT, str(tree)],
@@ -110,7 +109,7 @@ def project_metadata(src: gitsource.Source, state: Path) -> Meta:
         raise ReleaseError(
             "the project's build backend could not report its metadata (PEP 517 prepare_metadata_for_build_wheel)",
             hint="the backend's error is shown above; fix the project's build configuration and commit",
-            detail=(cp.err.strip() or cp.out.strip())[-4000:],
+            detail=proc.failure_detail(cp),
         )
     got = json.loads(cp.out.strip().splitlines()[-1])
     meta = Meta(got["name"], got["version"], "vcs" if vcs else "backend", got.get("requires_python", ""))

@@ -460,7 +460,7 @@ def test_a_killed_builds_export_is_removed_by_the_next_build_and_nothing_else(pr
         folder = temp / name
         (folder / "src").mkdir(parents=True)
         (folder / "src" / "secret.py").write_text("TOKEN = 'x'\n")
-        (folder / ".owner").write_text(f"{host} {pid}\n")
+        (folder / ".owner").write_text(f"{host}-{pid}\n")
         folder.chmod(mode)
         return folder
 
