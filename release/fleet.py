@@ -260,7 +260,7 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         state = State(hcfg.state)
         transport = for_config(hcfg)
         reconcile.settle(hcfg, state, transport, running_ok=False)
-        if unfinished and not (state.deploys / f"{deploy_id}.json").is_file():
+        if unfinished and not state.has(deploy_id):
             return {"nothing_here": True}  # the run stopped before this host
         record = state.load(deploy_id)
         if unfinished and record.get("status") != "deployed":

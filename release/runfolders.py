@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-OWNER = ".owner"  # in each private folder: "<host> <pid>" of the run that made it
+OWNER = ".owner"  # in each private folder: "<host>-<pid>" (``tag``) of the run that made it
 
 
 def tag() -> str:

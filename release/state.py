@@ -101,9 +101,13 @@ class State:
         self._records = None
         self._open = None
 
+    def has(self, deploy_id: str) -> bool:
+        """Whether a record of ``deploy_id`` exists (it may still be unreadable: ``load`` says)."""
+        return "/" not in deploy_id and not deploy_id.startswith(".") and (self.deploys / f"{deploy_id}.json").is_file()
+
     def load(self, deploy_id: str) -> dict[str, Any]:
         path = self.deploys / f"{deploy_id}.json"
-        if "/" in deploy_id or deploy_id.startswith(".") or not path.is_file():
+        if not self.has(deploy_id):
             raise BlockedError(f"no deploy record {deploy_id!r} in {self.deploys}", hint="list deploys with `release status`")
         try:
             data = json.loads(path.read_text())

@@ -159,12 +159,12 @@ def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], b
     status, detail, data = "passed", "", {}
     if kind == "compileall":
         skip = ["-x", opts["exclude"]] if opts.get("exclude") else []
-        paths = [os.path.normpath(os.path.join(target, p)) for p in opts.get("paths", ["."])]
-        missing = [p for p in opts.get("paths", ["."]) if not os.path.lexists(os.path.join(target, p))]
+        paths = {rel: os.path.normpath(os.path.join(target, rel)) for rel in opts.get("paths", ["."])}
+        missing = [rel for rel, full in paths.items() if not os.path.lexists(full)]
         if missing:  # compileall passes a path that is not there: this check must not
             detail = "not in the release: " + ", ".join(missing)
             return {"name": check["name"], "kind": kind, "status": "failed", "duration": 0.0, "detail": detail, "data": {}}
-        argv = [python, "-m", "compileall", "-q", *skip, *paths]
+        argv = [python, "-m", "compileall", "-q", *skip, *paths.values()]
     elif kind == "import":
         argv = [python, "-c", _IMPORT_SCRIPT, *opts["modules"]]
     elif kind == "attr":
