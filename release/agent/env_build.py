@@ -17,7 +17,7 @@ import sys
 
 from . import jsonio
 from .fsutil import hash_at, open_dir, walk
-from .names import name_problem, tree_sha256
+from .names import VENV_DIR, tree_sha256
 from .protocol import ENV_MANIFEST, AgentError, checkpoint, refuse, say
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-VENV = ".venv"
+VENV = VENV_DIR
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -102,11 +102,35 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
             f"home = {os.path.dirname(base)}\ninclude-system-site-packages = false\nversion = {'.'.join(map(str, sys.version_info[:3]))}\nexecutable = {base}\n"
         )
     import pathlib
+    import zipfile
 
     from installer import install
     from installer.destinations import SchemeDictionaryDestination
+    from installer.exceptions import InstallerError
     from installer.sources import WheelFile
 
+    from . import wheelsafe
+    from .tarsafe import Space
+
+    def broken(pkg: dict[str, Any], why: object) -> AgentError:
+        return refuse(
+            f"wheel {pkg['path']} ({pkg['name']} {pkg['version']}) cannot be installed: {why}",
+            "the bundle was tampered with or holds a broken wheel; rebuild it",
+        )
+
+    # every wheel is checked (names, bounds, sizes) before any is installed; their declared
+    # sizes must fit the disk as the bundle's members had to
+    space_fd = open_dir(venv)
+    try:
+        space = Space(space_fd)
+    finally:
+        os.close(space_fd)
+    for pkg in env["packages"]:
+        try:
+            wheel = wheelsafe.check(os.path.join(tree, pkg["path"]))
+        except wheelsafe.WheelProblem as exc:
+            raise broken(pkg, exc) from None
+        space.take(f"{pkg['name']} {pkg['version']}", wheel.size, max(wheel.files, 1))
     scheme = {
         "purelib": site,
         "platlib": site,
@@ -114,29 +138,17 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
         "scripts": os.path.join(venv, "bin"),
         "data": venv,
     }
-    dest = SchemeDictionaryDestination(scheme, interpreter=os.path.join(final_venv, "bin", "python"), script_kind="posix", bytecode_optimization_levels=())
-    import zipfile
-
-    from installer.exceptions import InstallerError
-
+    destination = wheelsafe.safe_destination(SchemeDictionaryDestination)
+    dest = destination(scheme, interpreter=os.path.join(final_venv, "bin", "python"), script_kind="posix", bytecode_optimization_levels=())
     for pkg in env["packages"]:
         say(f"installing {pkg['name']} {pkg['version']}")
-        why = wheel_problem(os.path.join(tree, pkg["path"]))
-        if why:
-            raise refuse(
-                f"wheel {pkg['path']} ({pkg['name']} {pkg['version']}) cannot be installed: {why}",
-                "the bundle was tampered with or holds a broken wheel; rebuild it",
-            )
         try:
             with WheelFile.open(pathlib.Path(tree, pkg["path"])) as source:
                 install(source, dest, {"INSTALLER": b"release\n"})
-        except (InstallerError, ValueError, KeyError, zipfile.BadZipFile, FileExistsError) as exc:
+        except (InstallerError, ValueError, KeyError, zipfile.BadZipFile, FileExistsError, wheelsafe.WheelProblem) as exc:
             # a path out of the scheme folders, a file another wheel wrote, a broken archive
-            # or RECORD: installer stops before writing it; the staging folder goes with it
-            raise refuse(
-                f"wheel {pkg['path']} ({pkg['name']} {pkg['version']}) cannot be installed: {exc}",
-                "the bundle was tampered with or holds a broken wheel; rebuild it",
-            ) from None
+            # or RECORD: stopped before writing it; the staging folder goes with it
+            raise broken(pkg, exc) from None
         checkpoint("deploy:installing")
     entries, venv_dirs = walk_entries(tree, VENV)
     dirs = sorted(venv_dirs)
@@ -148,34 +160,6 @@ def build(tree: str, final: str, env: dict[str, Any], scanned: dict[str, str]) -
         json.dump(doc, f, indent=0, sort_keys=True)
     facts = {"env_packages": len(env["packages"]), "env_files": len(entries), "env_sha256": tree_sha256(entries)}
     return facts, {ENV_MANIFEST, *entries}, set(dirs)
-
-
-def wheel_problem(path: str) -> str:
-    """Why the wheel at ``path`` could write outside its scheme folders, or '': every file
-    its RECORD lists (what installer writes) and every archive member must pass the
-    release's name rule (relative, no '..', no control character). installer 0.7, the one
-    that still runs on Python 3.8 and 3.9 targets, checks none of this itself."""
-    import csv
-    import io
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            for name in names:
-                why = name_problem(name[:-1] if name.endswith("/") else name)
-                if why:
-                    return f"its member {name!r}: {why}"
-            records = [n for n in names if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
-            if len(records) != 1:
-                return f"{len(records)} RECORD files"
-            for row in csv.reader(io.StringIO(z.read(records[0]).decode("utf-8"))):
-                why = name_problem(row[0]) if row else ""
-                if why:
-                    return f"its RECORD entry {row[0]!r}: {why}"
-    except (OSError, ValueError, zipfile.BadZipFile, csv.Error) as exc:
-        return f"not a readable wheel ({exc})"
-    return ""
 
 
 def walk_entries(root: str, top: str) -> tuple[dict[str, str], set[str]]:

@@ -12,8 +12,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+VENV_DIR = ".venv"  # the release's environment: made by the deploy, never shipped in a bundle
 NAME_MAX = 255
 PATH_MAX = 4096
+MAX_DEPTH = 128  # components of one name: a release's paths, a wheel's members, a link's target
 
 
 # the control characters, backslash, and every surrogate: U+DC80-U+DCFF is a byte that was not
@@ -26,7 +28,8 @@ def name_problem(rel: str) -> str:
 
     The one rule for names, used by the bundle writer and by the agent: UTF-8 only, no
     control character (0x00-0x1f, 0x7f), no backslash, relative, no empty, '.' or '..'
-    component, bounded length.
+    component, bounded length (``PATH_MAX`` bytes, ``NAME_MAX`` per component) and depth
+    (``MAX_DEPTH`` components): the work every reader does per name is then bounded too.
     """
     if not rel:
         return "empty name"
@@ -37,7 +40,10 @@ def name_problem(rel: str) -> str:
         return "absolute path"
     if len(rel.encode("utf-8")) > PATH_MAX:
         return "path too long"
-    for part in rel.split("/"):
+    parts = rel.split("/")
+    if len(parts) > MAX_DEPTH:
+        return f"more than {MAX_DEPTH} components deep"
+    for part in parts:
         if part in ("", ".", ".."):
             return "'..', '.' or empty path component"
         if len(part.encode("utf-8")) > NAME_MAX:
@@ -59,8 +65,12 @@ def link_problem(rel: str, target: str, links: set[str] | frozenset[str]) -> str
         return "absolute link target"
     if any(ord(c) < 32 or ord(c) == 0x7F for c in target) or "\\" in target:
         return "control character or backslash in the link target"
+    if len(target.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        return "link target too long"
     where = rel.split("/")[:-1]
     parts = target.split("/")
+    if len(parts) > 2 * MAX_DEPTH:
+        return "link target too deep"
     for i, part in enumerate(parts):
         if part in ("", "."):
             continue
@@ -72,6 +82,9 @@ def link_problem(rel: str, target: str, links: set[str] | frozenset[str]) -> str
         where.append(part)
         if i < len(parts) - 1 and "/".join(where) in links:
             return f"link target passes through another link ({'/'.join(where)})"
+        if len(where) >= 3 and where[0] == VENV_DIR and where[1] == "bin" and where[2].startswith("python"):
+            # the deploy makes these links itself, to the target's interpreter outside the tree
+            return f"link target is (or passes through) {'/'.join(where[:3])}, a link the release's environment makes out of the tree"
     return ""
 
 

@@ -33,6 +33,7 @@ MAX_HEADER_BODY = 1 << 20  # a pax or GNU long-name body
 MAX_MANIFEST = 64 << 20
 MAX_MEMBER = 1 << 40
 MAX_MEMBERS = 2_000_000
+MAX_NAME_BYTES = 96 << 20  # names (and link targets) held while a bundle is read, with 128 bytes of bookkeeping each
 INLINE_INFLATE = 1 << 20  # a bundle this small (compressed, in memory) inflates inline: a worker thread costs more
 DATA_TYPES = (b"0", b"\0", b"7")  # regular files: the only members that carry data
 
@@ -398,12 +399,12 @@ def scan(verified: Verified, tree_fd: int) -> Scan:
     """
     fds = DirFds(tree_fd)
     try:
-        return _scan(_Stream(verified.chunks()), fds, _Space(tree_fd))
+        return _scan(_Stream(verified.chunks()), fds, Space(tree_fd))
     finally:
         fds.close()
 
 
-class _Space:
+class Space:
     """The free space and inodes of the staging folder's filesystem, as the pass takes them:
     a member that would leave less than the reserve (1 % of the filesystem, at most
     64 MiB, and 1 % of its inodes) is not written, so a bundle, however crafted, never
@@ -423,22 +424,24 @@ class _Space:
         self.bytes = st.f_bavail * st.f_frsize - min(st.f_blocks * st.f_frsize // 100, 64 << 20)
         self.inodes = st.f_favail - st.f_files // 100 if st.f_files else -1  # -1: no inode limit
 
-    def take(self, name: str, size: int) -> None:
+    def take(self, name: str, size: int, files: int = 1) -> None:
+        """Count ``files`` files of ``size`` bytes in all (each rounded up to a block) as written."""
         if not self.guarded:
             return
-        self.bytes -= -(-size // self.block) * self.block if size else self.block
+        self.bytes -= -(-size // self.block) * self.block + (files - 1) * self.block if size else files * self.block
         if self.inodes != -1:
-            self.inodes -= 1
+            self.inodes -= files
         if self.bytes < 0 or (self.inodes != -1 and self.inodes < 0):
             raise OSError(errno.ENOSPC, f"not enough free space for the release (stopped before {name!r}; 1% of the filesystem stays free)")
 
 
-def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
+def _scan(stream: _Stream, fds: DirFds, space: Space) -> Scan:
     top = ""
     members: list[Member] = []
     kinds: dict[str, str] = {}
     manifest_raw: bytes | None = None
     written_one = False
+    kept = 0  # bytes of names held (with their bookkeeping), bounded by MAX_NAME_BYTES
     for name, type_, size, mode, linkname in _headers(stream):
         is_dir = type_ == b"5"
         raw = name[:-1] if is_dir and name.endswith("/") else name
@@ -450,7 +453,10 @@ def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
             top = head
         if head != top:
             raise refuse(f"bundle member outside the single top folder: {name!r}", "do not deploy this bundle")
-        if rel in kinds:
+        seen = kinds.get(rel)
+        if seen is not None and not (seen == "i" and type_ == b"5"):
+            if seen == "i":
+                raise refuse(f"bundle member under a file or link refused: {name!r} (a member lies under it)", "do not deploy this bundle")
             raise refuse(f"duplicate bundle member refused: {name!r}", "do not deploy this bundle")
         if mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
             raise refuse(f"setuid/setgid/sticky bit refused: {name!r}", "do not deploy this bundle")
@@ -473,13 +479,24 @@ def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
             continue
         if rel.split("/", 1)[0] in DEPLOY_WRITES:
             raise refuse(f"bundle member {name!r} would take the place of {rel.split('/', 1)[0]}, which the deploy writes itself", "do not deploy this bundle")
-        parts = rel.split("/")
-        for i in range(1, len(parts)):
-            above = kinds.get("/".join(parts[:i]))
-            if above == "l":
+        # the folders above it, nearest first, up to the first one already known (whose own
+        # folders were checked when it came): linear in the name, each folder kept once
+        above = rel
+        while (cut := above.rfind("/")) > 0:
+            above = above[:cut]
+            known = kinds.get(above)
+            if known is None:
+                kinds[above] = "i"  # a folder implied by a member under it
+                kept += len(above) + 128
+                continue
+            if known == "l":
                 raise refuse(f"bundle member under a symlink refused: {name!r}", "do not deploy this bundle")
-            if above == "f":
+            if known == "f":
                 raise refuse(f"bundle member under a file refused: {name!r}", "do not deploy this bundle")
+            break
+        kept += len(rel) + len(linkname) + 128
+        if kept > MAX_NAME_BYTES:
+            raise refuse(f"bundle names take more than {MAX_NAME_BYTES} bytes to keep (stopped at {name[:200]!r})", "do not deploy this bundle")
         kinds[rel] = kind
         offset = stream.pos
         digest = ""
@@ -515,11 +532,6 @@ def _scan(stream: _Stream, fds: DirFds, space: _Space) -> Scan:
                 written_one = True
                 checkpoint("deploy:unpacking")
         members.append(Member(rel, kind, size, exe, linkname if kind == "l" else "", offset, digest))
-    for m in members:  # a folder must not sit where a file or link already is (or the reverse)
-        parts = m.rel.split("/")
-        for i in range(1, len(parts)):
-            if kinds.get("/".join(parts[:i]), "d") != "d":
-                raise refuse(f"bundle member under a file or link refused: {m.rel!r}", "do not deploy this bundle")
     stream.drain()  # to the gzip stream's end: trailing data is refused, and the inflated tar is kept
     links = frozenset(m.rel for m in members if m.kind == "l")
     for m in members:

@@ -382,9 +382,10 @@ def test_a_direct_url_dependency_of_the_project_is_refused_before_anything_fetch
 
 
 def test_a_disk_that_fills_while_the_environment_is_built_leaves_nothing(tmp_path: Path) -> None:
-    """The release's files fit the target's disk, its environment does not: installing the
-    wheels hits ENOSPC. Exit 3 (blocked: free space), the staging folder removed, the
-    target root as it was; a rerun on a bigger disk then deploys."""
+    """The release's files fit the target's disk, its environment does not: the wheels'
+    declared sizes are refused before any is installed (the installer would hit ENOSPC).
+    Exit 3 (blocked: free space), the staging folder removed, the target root as it was; a
+    rerun on a bigger disk then deploys."""
     repo = webapp(tmp_path / "app")
     cfg = cfg_for(tmp_path, repo, {}, "python3")
     assert run_release("--config", cfg, "bundle").returncode == 0
@@ -397,9 +398,83 @@ def test_a_disk_that_fills_while_the_environment_is_built_leaves_nothing(tmp_pat
         before = tree_state(root)
         cp = run_release("--config", cfg, "deploy", "--no-plan")
         assert cp.returncode == 3, (cp.returncode, cp.stderr[-2000:])
-        assert "Traceback" not in cp.stderr and "No space left" in cp.stderr and "building the release's environment" in cp.stderr, cp.stderr[-2000:]
+        assert "Traceback" not in cp.stderr and "not enough free space" in cp.stderr and "building the release's environment" in cp.stderr, cp.stderr[-2000:]
         assert tree_state(root) == before, listing(root)
     finally:
         subprocess.run(["umount", str(root)], check=True)
     cp = run_release("--config", cfg, "deploy", "--no-plan")
     assert cp.returncode == 0, cp.stderr
+
+
+def _rezip(data: bytes, add: dict[str, bytes], *, stored: bool = False) -> bytes:
+    """The wheel ``data`` with the members ``add`` written (or replaced) and listed in RECORD."""
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(data))
+    record = next(n for n in src.namelist() if n.endswith(".dist-info/RECORD"))
+    dist_info = record.split("/")[0]
+    add = {k.format(dist_info=dist_info): v for k, v in add.items()}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED) as z:
+        for item in src.infolist():
+            if item.filename in add:
+                continue
+            body = src.read(item)
+            if item.filename == record:
+                body += b"".join(name.encode() + b",,\n" for name in add)
+            z.writestr(item, body)
+        for name, body in add.items():
+            z.writestr(name, body)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("script", ["../../../../escaped-script", "/tmp/escaped-abs-script", "sub/dir-script"], ids=["climbs-out", "absolute", "a-path"])
+def test_a_console_script_named_like_a_path_is_refused_before_any_wheel_is_installed(tmp_path: Path, script: str) -> None:
+    """The critical one: installer joins an entry point's name onto .venv/bin as it stands.
+    Every script name must be one plain file name, checked before anything is installed:
+    exit 4 naming the entry, nothing written anywhere, the staging folder gone."""
+    if script.startswith("/"):
+        script = str(tmp_path / "escaped-abs-script")
+    entry_points = f"[console_scripts]\n{script} = packaging.version:parse\n".encode()
+    cfg = _swap_packaging_wheel(tmp_path, lambda d: _rezip(d, {"{dist_info}/entry_points.txt": entry_points}), environment_too=True)
+    root = tmp_path / "target"
+    root.mkdir(exist_ok=True)
+    before = tree_state(tmp_path)
+    cp = run_release("--config", cfg, "deploy", "--no-plan")
+    assert cp.returncode == 4, (cp.returncode, cp.stderr[-2000:])
+    assert "Traceback" not in cp.stderr and "entry_points.txt" in cp.stderr and repr(script) in cp.stderr, cp.stderr[-2000:]
+    assert not list(tmp_path.rglob("escaped-*")) and not Path("/tmp/escaped-abs-script").exists()
+    after = {k: v for k, v in tree_state(tmp_path).items() if not k.startswith((".release", "state"))}
+    assert after == {k: v for k, v in before.items() if not k.startswith((".release", "state"))}
+
+
+def test_a_zip_bomb_member_and_an_oversized_record_are_refused_before_installing(tmp_path: Path) -> None:
+    """A 200 MiB zero-filled member (about 200 KB compressed) in a wheel of a small bundle:
+    refused from its declared sizes (exit 4), before a byte of it is written, with the
+    target's disk as it was."""
+    cfg = _swap_packaging_wheel(tmp_path, lambda d: _rezip(d, {"packaging/zeros.bin": bytes(200 << 20)}), environment_too=True)
+    root = tmp_path / "target"
+    root.mkdir(exist_ok=True)
+    before = tree_state(root)
+    cp = run_release("--config", cfg, "deploy", "--no-plan")
+    assert cp.returncode == 4 and "zip bomb" in cp.stderr and "zeros.bin" in cp.stderr, cp.stderr[-2000:]
+    assert tree_state(root) == before
+
+
+def test_an_environment_larger_than_the_free_space_is_refused_before_installing(tmp_path: Path) -> None:
+    """A wheel whose declared (incompressible) contents fit the bundle's space check but not
+    the disk once installed beside it: exit 3 before installing, the disk as it was."""
+    blob = os.urandom(24 << 20)
+    cfg = _swap_packaging_wheel(tmp_path, lambda d: _rezip(d, {"packaging/blob.bin": blob}, stored=True), environment_too=True)
+    root = tmp_path / "target"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(root)], capture_output=True, text=True)
+    need(mounted.returncode == 0, f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        before = tree_state(root)
+        cp = run_release("--config", cfg, "deploy", "--no-plan")
+        assert cp.returncode == 3, (cp.returncode, cp.stderr[-2000:])
+        assert "Traceback" not in cp.stderr and "free space" in cp.stderr and "packaging" in cp.stderr, cp.stderr[-2000:]
+        assert tree_state(root) == before, listing(root)
+    finally:
+        subprocess.run(["umount", str(root)], check=True)

@@ -337,6 +337,32 @@ def test_oversized_extended_headers_are_refused(sandbox: Sandbox) -> None:
     refused(sandbox, good_bundle(extra=header("././@LongLink", size=agent.MAX_HEADER_BODY + 1, type_=b"L")), "extended header")
 
 
+SCAN_AND_MEASURE = """
+fd = os.open(path, os.O_RDONLY)
+v = agent.Verified.read(fd, sha, None, keep=True)
+if not v.readable:
+    os.lseek(fd, 0, 0)
+    v = agent.Verified.read(fd, sha, path + ".copy", keep=False)
+os.mkdir(path + ".tree")
+tree_fd = os.open(path + ".tree", os.O_RDONLY | os.O_DIRECTORY)
+try:
+    agent.scan(v, tree_fd)
+    print("accepted")
+except agent.AgentError as e:
+    print("refused", e.code, e.message[:80])
+print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("bundle_bytes", os.path.getsize(path))
+"""
+
+
+def scan_in_a_child(script: str, path: Path) -> dict[str, str]:
+    """Run ``script`` (which writes the bundle at ``path`` and sets ``sha``), then scan it in
+    the same child process: {"accepted" | "refused": ..., "maxrss_kib", "bundle_bytes"}."""
+    cp = subprocess.run([sys.executable, "-c", script + SCAN_AND_MEASURE, str(path)], capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    return dict(line.split(" ", 1) for line in cp.stdout.strip().splitlines())
+
+
 def test_memory_stays_bounded_for_a_1_gib_member(tmp_path: Path) -> None:
     """Finding 12: one member of 1 GiB (a 1 MB bundle) inflated and written as it passes."""
     script = f"""
@@ -360,24 +386,8 @@ with open(path, "wb") as f:
     f.write(z.compress(hdr(top + "/BUNDLE-MANIFEST.json", len(m)) + m + bytes(-len(m) % 512) + bytes(1024)))
     f.write(z.flush())
 sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
-fd = os.open(path, os.O_RDONLY)
-v = agent.Verified.read(fd, sha, None, keep=True)
-if not v.readable:
-    os.lseek(fd, 0, 0)
-    v = agent.Verified.read(fd, sha, path + ".copy", keep=False)
-os.mkdir(path + ".tree")
-tree_fd = os.open(path + ".tree", os.O_RDONLY | os.O_DIRECTORY)
-try:
-    agent.scan(v, tree_fd)
-    print("accepted")
-except agent.AgentError as e:
-    print("refused", e.code, e.message[:80])
-print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-print("bundle_bytes", os.path.getsize(path))
 """
-    cp = subprocess.run([sys.executable, "-c", script, str(tmp_path / "bomb.tar.gz")], capture_output=True, text=True, timeout=300)
-    assert cp.returncode == 0, cp.stderr
-    out = dict(line.split(" ", 1) for line in cp.stdout.strip().splitlines())
+    out = scan_in_a_child(script, tmp_path / "bomb.tar.gz")
     assert out["refused"].startswith("4 ") and "does not match" in out["refused"]
     assert int(out["bundle_bytes"]) < 4 << 20, "the bomb is a small file"
     assert int(out["maxrss_kib"]) < 300 * 1024, f"peak memory {int(out['maxrss_kib']) // 1024} MiB for a 1 GiB member"
@@ -618,3 +628,79 @@ def test_a_manifest_nested_past_the_parsers_limit_is_a_refusal_not_a_crash(sandb
     deep = b'{"name": "app", "version": "1.0", "files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     raw = finish(member(TOP + "/", type_=b"5"), member(f"{TOP}/app/main.py", data), member(f"{TOP}/BUNDLE-MANIFEST.json", deep))
     refused(sandbox, raw, "not valid JSON")
+
+
+# ----------------------------------------------------------------------------- names: memory, depth, time
+
+
+def long_name(name: str, type_: bytes = b"5") -> bytes:
+    """A member whose name rides in a GNU long-name header (any length)."""
+    body = name.encode() + b"\0"
+    return header("././@LongLink", len(body), type_=b"L") + body + bytes(-len(body) % 512) + header(name[:99], type_=type_)
+
+
+def test_names_past_the_memory_bound_are_refused_with_memory_bounded(tmp_path: Path) -> None:
+    """50,000 empty folders with 4 KB names: a 1.5 MB bundle that once took the deploy past
+    1 GB. Refused once the names held pass MAX_NAME_BYTES; the reader's peak memory stays
+    within a small multiple of that bound."""
+    script = f"""
+import hashlib, os, resource, sys, zlib
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.unit.test_agent_tar import TOP, header, long_name
+from release import agent
+path = sys.argv[1]
+z = zlib.compressobj(9, zlib.DEFLATED, 31)
+with open(path, "wb") as f:
+    f.write(z.compress(header(TOP + "/", type_=b"5")))
+    for i in range(50_000):
+        f.write(z.compress(long_name(f"{{TOP}}/{{i:05d}}/" + "/".join(["x" * 250] * 16) + "/")))
+    f.write(z.compress(bytes(1024)) + z.flush())
+sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+"""
+    out = scan_in_a_child(script, tmp_path / "names.tar.gz")
+    assert out["refused"].startswith("4 ") and "names take more than" in out["refused"], out
+    assert int(out["bundle_bytes"]) < 4 << 20
+    assert int(out["maxrss_kib"]) < 400 * 1024, f"peak memory {int(out['maxrss_kib']) // 1024} MiB"
+
+
+def test_a_name_deeper_than_the_bound_is_refused(sandbox: Sandbox) -> None:
+    deep = "/".join(["d"] * (agent.names.MAX_DEPTH + 1))
+    refused(sandbox, good_bundle(extra=long_name(f"{TOP}/{deep}/")), "components deep")
+
+
+def test_the_scan_is_linear_in_deep_names(sandbox: Sandbox) -> None:
+    """Thousands of members as deep as the bound allows, each in its own chain: the work per
+    member is linear in its name (the folders above it are checked once), so a scan of
+    such a bundle takes about as long as one of flat names of the same bytes."""
+    import time
+
+    depth = agent.names.MAX_DEPTH - 2
+
+    def bundle(deep: bool) -> bytes:
+        parts = [member(TOP + "/", type_=b"5")]
+        for i in range(1000):
+            name = f"{TOP}/c{i}/" + ("/".join(["abcd"] * depth) if deep else "/".join(["abcd" * (depth // 3) + "x" * (depth // 3)] * 3)) + "/"
+            parts.append(long_name(name))
+        return finish(*parts, manifest_member([]))
+
+    def timed(raw: bytes) -> float:
+        start = time.process_time()
+        sandbox.deploy(raw)
+        shutil.rmtree(sandbox.stage / "tree")
+        return time.process_time() - start
+
+    flat, deep = bundle(False), bundle(True)
+    timed(flat)
+    t_flat, t_deep = min(timed(flat) for _ in range(3)), min(timed(deep) for _ in range(3))
+    assert t_deep < 4 * t_flat + 0.2, f"deep names {t_deep:.2f} s against flat {t_flat:.2f} s"
+
+
+@pytest.mark.parametrize(
+    ("where", "target"),
+    [("py-link", ".venv/bin/python3"), ("py-link", ".venv/bin/python"), ("app/py-link", "../.venv/bin/python3.11"), ("py-link", ".venv/bin/python3/../x")],
+)
+def test_a_link_into_the_environments_interpreter_links_is_refused(sandbox: Sandbox, where: str, target: str) -> None:
+    """`py-link -> .venv/bin/python3`: once the deploy builds the environment, that name is a
+    link to the target's interpreter, outside the release; the link is judged against it."""
+    link = member(f"{TOP}/{where}", type_=b"2", linkname=target)
+    refused(sandbox, good_bundle(extra=link, files=[file_entry("app/main.py", b"print('hi')\n"), {"path": where, "link": target}]), ".venv/bin/python")
