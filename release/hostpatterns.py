@@ -4,8 +4,8 @@
 ``web[01:03].example.com`` is three hosts, ``web01`` to ``web03`` (a leading zero sets the
 width), ``db-[a:c]`` three more, ``[0:10:5]`` takes a step, and an entry may hold several
 ranges. The rules follow ansible-core's ``parse_address`` and ``expand_hostname_range``
-(the tests compare with ``ansible-inventory --list``); one difference: a range inside an
-IPv6 address is expanded but the address is not checked.
+(the tests compare with ``ansible-inventory --list``); a range inside an IPv6 address is
+checked with the range as one number.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ _HOST_PORT = re.compile(r"((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)")
 
 
 def _is_ipv6(text: str) -> bool:
-    if "[" in text:  # a range in an address: not checked here
-        return ":" in text
+    if "[" in text:  # a range in an address: checked with each range as one number
+        text = re.sub(r"\[[0-9a-fA-F]+:[0-9a-fA-F]+(?::[0-9]+)?\]", "0", text)
     try:
         ipaddress.IPv6Address(text)
     except ValueError:

@@ -14,7 +14,9 @@ separates, as in Ansible; ``!name`` excludes).
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,50 +38,77 @@ class Host:
 
 @dataclass
 class Inventory:
+    """Hosts and groups as read; a group's ``hosts`` and ``children`` are ordered sets (dicts
+    of None), so reading and resolving an inventory is linear in hosts times groups."""
+
     hosts: dict[str, dict[str, Any]]  # host -> its own variables
-    groups: dict[str, dict[str, Any]]  # group -> {"hosts": [...], "children": [...], "vars": {...}}
+    groups: dict[str, dict[str, Any]]  # group -> {"hosts": {...}, "children": {...}, "vars": {...}}
+
+    def __post_init__(self) -> None:
+        self._members: dict[str, list[str]] = {}
+        self._order: list[str] | None = None
+        self._of_host: dict[str, list[str]] | None = None
 
     def members(self, group: str) -> list[str]:
-        """Every host of ``group`` and of its children, in inventory order."""
+        """Every host of ``group`` and of its children, in inventory order (computed once)."""
         if group not in self.groups:
             raise ConfigError(f"target.group: the inventory has no group {group!r}", hint="groups: " + ", ".join(sorted(self.groups)))
-        out: list[str] = []
-        seen: set[str] = set()
+        if group in self._members:
+            return self._members[group]
+        out: dict[str, None] = {}
         done: set[str] = set()  # walked whole: a group reached again adds nothing (groups may share children)
-
-        def walk(g: str, path: tuple[str, ...]) -> None:
+        stack: list[tuple[str, tuple[str, ...]]] = [(group, ())]
+        while stack:  # depth first, in order, without recursion (a chain of 10,000 groups)
+            g, path = stack.pop()
             if g in path:
                 raise ConfigError(f"inventory group {g!r} is its own child", hint="fix the [group:children] sections")
             if g in done:
-                return
-            for h in self.groups[g].get("hosts", []):
-                if h not in seen:
-                    seen.add(h)
-                    out.append(h)
-            for c in self.groups[g].get("children", []):
-                walk(c, (*path, g))
+                continue
             done.add(g)
-
-        walk(group, ())
-        return out
+            out.update(dict.fromkeys(self.groups[g].get("hosts", {})))
+            below = (*path, g) if len(path) < 64 else None
+            if below is None:
+                raise ConfigError(f"inventory groups nest more than 64 deep below {group!r}", hint="flatten the [group:children] sections")
+            stack.extend((c, below) for c in reversed(list(self.groups[g].get("children", {}))))
+        self._members[group] = list(out)
+        return self._members[group]
 
     def parents(self, group: str) -> list[str]:
-        return [g for g, d in self.groups.items() if group in d.get("children", [])]
+        return [g for g, d in self.groups.items() if group in d.get("children", {})]
+
+    def _group_order(self) -> list[str]:
+        """Groups in the order their variables apply: by depth (the longest path from a top
+        group), then name; computed once for all hosts."""
+        if self._order is None:
+            parents: dict[str, list[str]] = {g: [] for g in self.groups}
+            for g, d in self.groups.items():
+                for c in d.get("children", {}):
+                    parents.setdefault(c, []).append(g)
+            depths: dict[str, int] = {}
+            for start in self.groups:
+                self.members(start)  # refuses a cycle first
+                stack = [start]
+                while stack:
+                    g = stack[-1]
+                    todo = [p for p in parents.get(g, []) if p not in depths]
+                    if todo:
+                        stack.extend(todo)
+                        continue
+                    stack.pop()
+                    depths[g] = 1 + max((depths[p] for p in parents.get(g, [])), default=-1)
+            self._order = sorted(self.groups, key=lambda g: (depths[g], g))
+        return self._order
 
     def host_vars(self, host: str) -> dict[str, Any]:
         """Variables of ``host``: all < parent groups < child groups < the host's own."""
-        depths: dict[str, int] = {}  # each group's once: the longest path up to it, not every path
-
-        def depth(g: str, seen: tuple[str, ...] = ()) -> int:
-            if g not in depths:
-                ps = [p for p in self.parents(g) if p not in seen]
-                depths[g] = 0 if not ps else 1 + max(depth(p, (*seen, g)) for p in ps)
-            return depths[g]
-
-        groups = [g for g in self.groups if host in self.members(g)]  # members refuses a cycle first
-        order = sorted(groups, key=lambda g: (depth(g), g))
+        if self._of_host is None:
+            of_host: dict[str, list[str]] = {}
+            for g in self._group_order():
+                for h in self.members(g):
+                    of_host.setdefault(h, []).append(g)
+            self._of_host = of_host
         merged: dict[str, Any] = {}
-        for g in order:
+        for g in self._of_host.get(host, []):
             merged.update(self.groups[g].get("vars", {}))
         merged.update(self.hosts.get(host, {}))
         return merged
@@ -92,23 +121,66 @@ class Inventory:
                 hint="rename it in the inventory (an ssh alias or user@host; ansible_host gives the address)",
             )
         v = self.host_vars(name)
-        try:
-            port = int(v.get("ansible_port", v.get("ansible_ssh_port", 0)) or 0)
-        except (TypeError, ValueError):
-            raise ConfigError(f"inventory: ansible_port of {name} is not a number: {v.get('ansible_port')!r}", hint="fix the inventory") from None
-        return Host(
-            name=name,
-            address=str(v.get("ansible_host", v.get("ansible_ssh_host", "")) or ""),
-            port=port,
-            user=str(v.get("ansible_user", v.get("ansible_ssh_user", "")) or ""),
-            python=str(v.get("ansible_python_interpreter", "") or ""),
-        )
+        raw_port = v.get("ansible_port", v.get("ansible_ssh_port", 0))
+        port = port_number(raw_port)
+        if port is None:
+            raise ConfigError(f"inventory: ansible_port of {name} is not a port number (1-65535): {str(raw_port)[:80]!r}", hint="fix the inventory")
+        address = str(v.get("ansible_host", v.get("ansible_ssh_host", "")) or "")
+        if address and not is_destination(address):
+            raise ConfigError(
+                f"inventory: ansible_host of {name} is not a host name or an IP address: {address[:80]!r}",
+                hint="ansible_host must be a DNS name or an IP literal (it reaches ssh and, through ProxyCommand %h, a shell)",
+            )
+        user = str(v.get("ansible_user", v.get("ansible_ssh_user", "")) or "")
+        if user and not _USER.fullmatch(user):
+            raise ConfigError(f"inventory: ansible_user of {name} is not a user name: {user[:80]!r}", hint="letters, digits, '.', '_', '-' (not first)")
+        python = str(v.get("ansible_python_interpreter", "") or "")
+        if python and ((not python.startswith("/") and "/" in python) or any(c.isspace() or not c.isprintable() for c in python)):
+            raise ConfigError(f"inventory: ansible_python_interpreter of {name} is not a path or a command name: {python[:80]!r}", hint="fix the inventory")
+        return Host(name=name, address=address, port=port, user=user, python=python)
+
+
+# a user name as useradd and OpenSSH's remote user take it (no shell or ssh_config token)
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def port_number(value: object) -> int | None:
+    """A port from an inventory (0 = not set), or None when it is not one: 1 - 65535."""
+    if value in (None, "", 0):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 5 or not 0 < int(text) <= 65535:
+        return None
+    return int(text)
+
+
+def is_destination(text: str) -> bool:
+    """Whether ``text`` is a DNS host name (labels of letters, digits, '-' and '_', no range)
+    or an IP literal: the only forms that reach ssh as a host, where a ProxyCommand's %h
+    hands them to a shell."""
+    import ipaddress
+
+    if not text or len(text) > 253 or text.startswith(("-", ".")):
+        return False
+    if _DNS_NAME.fullmatch(text):
+        return True
+    try:
+        ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
+
+
+_DNS_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?")
 
 
 def host_name_problem(name: str) -> str:
-    """Why ``name`` cannot name a fleet host, or '': it is an ssh destination (an alias,
-    ``user@host``) and the name of the host's own state folder, so it is one plain path
-    component."""
+    """Why ``name`` cannot name a fleet host, or '': it is an ssh destination (an alias or a
+    host name, an IP address, optionally ``user@`` first) and the name of the host's own
+    state folder. Nothing else reaches ssh: a ProxyCommand's %h or %r would hand it to a
+    shell (``$(cmd)``)."""
     if not name:
         return "it is empty"
     if name.startswith(("-", ".")):
@@ -119,6 +191,11 @@ def host_name_problem(name: str) -> str:
         return "it holds a space or a control character"
     if len(name.encode("utf-8", "surrogateescape")) > 255:
         return "it is longer than 255 bytes"
+    user, at, host = name.rpartition("@")
+    if at and not _USER.fullmatch(user):
+        return f"{user[:40]!r} is not a user name"
+    if not is_destination(host):
+        return "it is not a host name, an alias of letters, digits, '.', '_' and '-', or an IP address"
     return ""
 
 
@@ -133,7 +210,7 @@ def _value(text: str) -> Any:
 
 
 def _add_group(inv: Inventory, name: str) -> dict[str, Any]:
-    return inv.groups.setdefault(name, {"hosts": [], "children": [], "vars": {}})
+    return inv.groups.setdefault(name, {"hosts": {}, "children": {}, "vars": {}})
 
 
 def parse_ini(text: str, where: str) -> Inventory:
@@ -160,8 +237,7 @@ def parse_ini(text: str, where: str) -> Inventory:
             group["vars"][key.strip()] = _value(value.strip())
         elif kind == "children":
             _add_group(inv, line)
-            if line not in group["children"]:
-                group["children"].append(line)
+            group["children"][line] = None
         else:
             try:
                 parts = shlex.split(line, comments=True)
@@ -191,8 +267,7 @@ def _add_hosts(inv: Inventory, group: dict[str, Any], entry: str, values: dict[s
         if new and port:
             hv["ansible_port"] = port
         hv.update(values)
-        if name not in group["hosts"]:
-            group["hosts"].append(name)
+        group["hosts"][name] = None
 
 
 def parse_yaml(text: str, where: str) -> Inventory:
@@ -230,8 +305,7 @@ def parse_yaml(text: str, where: str) -> Inventory:
             _add_hosts(inv, group, str(host), dict(hv or {}), f"{where}: group {name!r}")
         group["vars"].update(body.get("vars") or {})
         for child, cbody in (body.get("children") or {}).items():
-            if child not in group["children"]:
-                group["children"].append(str(child))
+            group["children"][str(child)] = None
             walk(str(child), cbody, (*path, name))
 
     for name, body in data.items():
@@ -243,15 +317,16 @@ def parse_yaml(text: str, where: str) -> Inventory:
 def _finish(inv: Inventory) -> None:
     """Ansible's implicit structure: every group is a child of all; hosts in no group are ungrouped."""
     grouped = {h for g, d in inv.groups.items() if g not in ("all", "ungrouped") for h in d["hosts"]}
+    ungrouped = inv.groups["ungrouped"]["hosts"]
     for h in inv.hosts:
-        if h not in grouped and h not in inv.groups["ungrouped"]["hosts"]:
-            inv.groups["ungrouped"]["hosts"].append(h)
-    inv.groups["ungrouped"]["hosts"] = [h for h in inv.groups["ungrouped"]["hosts"] if h not in grouped]
-    inv.groups["all"]["hosts"] = [h for h in inv.groups["all"]["hosts"] if h not in grouped and h not in inv.groups["ungrouped"]["hosts"]]
-    top = [g for g in inv.groups if g != "all" and not any(g in d["children"] for o, d in inv.groups.items() if o != "all")]
-    for g in top:
-        if g not in inv.groups["all"]["children"]:
-            inv.groups["all"]["children"].append(g)
+        if h not in grouped:
+            ungrouped[h] = None
+    inv.groups["ungrouped"]["hosts"] = {h: None for h in ungrouped if h not in grouped}
+    inv.groups["all"]["hosts"] = {h: None for h in inv.groups["all"]["hosts"] if h not in grouped and h not in inv.groups["ungrouped"]["hosts"]}
+    children = {c for o, d in inv.groups.items() if o != "all" for c in d["children"]}
+    for g in inv.groups:
+        if g != "all" and g not in children:
+            inv.groups["all"]["children"][g] = None
 
 
 def load(path: Path) -> Inventory:
@@ -278,15 +353,73 @@ def _limit_parts(pattern: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def select(names: list[str], inv: Inventory | None, pattern: str) -> list[str]:
-    """Apply ``--limit`` as Ansible does: host or group names or shell-style wildcards
-    (``web*``), ',' or ':' separated; the plain ones are joined, then ``&name`` keeps only
-    hosts also in it, then ``!name`` drops hosts. A name that matches nothing is an error,
-    never an empty run."""
+# Ansible's host pattern subscript (inventory/manager.py PATTERN_WITH_SUBSCRIPT): ``[i]``,
+# ``[-i]``, ``[a:b]`` (inclusive end), ``[a:]``; a ``~regex`` is never subscripted
+_SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$")
+MAX_LIMIT = 4096  # bytes of a --limit pattern
+
+
+def _subscript(name: str) -> tuple[str, tuple[int, int | None] | None]:
+    if name.startswith("~"):
+        return name, None
+    m = _SUBSCRIPT.match(name)
+    if not m:
+        return name, None
+    expr, index, start, _sep, end = m.groups()
+    if index is not None:
+        return expr, (int(index), None)
+    return expr, (int(start), int(end) if end else -1)
+
+
+def _matcher(name: str, pattern: str) -> Callable[[str], bool]:
+    """Whether a name matches: ``~regex`` (re.match, as Ansible), else a shell-style glob."""
     import fnmatch
 
+    if name.startswith("~"):
+        try:
+            rx = re.compile(name[1:])
+        except re.error as exc:
+            raise ConfigError(f"--limit: {name!r} is not a regular expression ({exc})", hint="after '~' comes a Python regular expression") from None
+        return lambda text: rx.match(text) is not None
+    if not any(c in name for c in "*?["):
+        return lambda text: text == name
+    glob = re.compile(fnmatch.translate(name))
+    return lambda text: glob.match(text) is not None
+
+
+def _enumerate(names: list[str], inv: Inventory | None, part: str, pattern: str) -> list[str]:
+    """The hosts one pattern names, in Ansible's order (its groups' hosts, then hosts by
+    name), with a subscript applied to that list as Ansible applies it."""
+    expr, sub = _subscript(part)
+    match = _matcher(expr, pattern)
+    found: dict[str, None] = {}
+    groups = [g for g in (inv.groups if inv is not None else {}) if match(g)]
+    for g in groups:
+        found.update(dict.fromkeys(inv.members(g) if inv is not None else []))
+    if not groups or expr.startswith("~") or any(c in expr for c in ".?*["):
+        found.update(dict.fromkeys(h for h in names if match(h)))
+    hosts = list(found)
+    if sub is None:
+        return hosts
+    start, end = sub
+    try:
+        if end is None:
+            return [hosts[start]]
+        return hosts[start : (len(hosts) - 1 if end == -1 else end) + 1]
+    except IndexError:
+        raise ConfigError(f"--limit: no host at position {start} of {expr!r} ({len(hosts)} hosts, counted from 0)", hint="hosts: " + ", ".join(hosts)) from None
+
+
+def select(names: list[str], inv: Inventory | None, pattern: str) -> list[str]:
+    """Apply ``--limit`` as Ansible does: host or group names, shell-style wildcards
+    (``web*``), ``~regex``, each with an optional subscript (``web[0]``, ``web[-1]``,
+    ``web[1:3]`` inclusive, ``web[2:]``), ',' or ':' separated; the plain ones are joined,
+    then ``&name`` keeps only hosts also in it, then ``!name`` drops hosts. A name that
+    matches nothing is an error, never an empty run."""
     if not pattern:
         return names
+    if len(pattern.encode("utf-8", "surrogateescape")) > MAX_LIMIT:
+        raise ConfigError(f"--limit is longer than {MAX_LIMIT} bytes", hint="use groups or a shorter pattern")
     include: set[str] = set()
     within: list[set[str]] = []
     exclude: set[str] = set()
@@ -294,9 +427,7 @@ def select(names: list[str], inv: Inventory | None, pattern: str) -> list[str]:
     for part in _limit_parts(pattern):
         kind = part[0] if part[0] in "!&" else ""
         name = part[len(kind) :]
-        groups = [g for g in (inv.groups if inv is not None else {}) if g == name or fnmatch.fnmatchcase(g, name)]
-        found = {h for g in groups for h in inv.members(g)} if inv is not None else set()
-        found |= {h for h in names if h == name or fnmatch.fnmatchcase(h, name)}
+        found = set(_enumerate(names, inv, name, pattern))
         if not found:
             raise ConfigError(f"--limit: {name!r} matches no target host and no inventory group", hint="hosts: " + ", ".join(names))
         if kind == "!":

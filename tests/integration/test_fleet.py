@@ -109,13 +109,16 @@ def test_inventory_equals_ansible_inventory(tmp_path: Path) -> None:
         for group, body in theirs.items():
             if group == "_meta":
                 continue
-            assert ours.groups[group].get("hosts", []) == body.get("hosts", []), (path.name, group)
+            assert list(ours.groups[group].get("hosts", [])) == body.get("hosts", []), (path.name, group)
             assert set(ours.groups[group].get("children", [])) == set(body.get("children", [])), (path.name, group)
-    # --limit as `ansible PATTERN --list-hosts` selects: wildcards, ':' and ',' lists, &, !, IPv6
+    # --limit as `ansible all --limit PATTERN --list-hosts` selects: wildcards, ':' and ',' lists, &, !, IPv6
     ranged = inventory.load(ranges_ini)
-    for pattern in ("web*", "web*:!web02*", "web:&db-*", "fe80::2", "db-a,db-b", "solo:db-a", "app*-y", "all:!web", "10.0.0.*,&web"):
+    patterns = ["web*", "web*:!web02*", "web:&db-*", "fe80::2", "db-a,db-b", "solo:db-a", "app*-y", "all:!web", "10.0.0.*,&web"]
+    # subscripts are positions in the pattern's host list (inclusive end), '~' a regex
+    patterns += ["web[1:2]", "web[-1]", "web[1:]", "web[0]", "web[0],solo", "web[2:3]:!db-b", "~db-[ab]", "~web0[12]", "~.*example", "all[3]"]
+    for pattern in patterns:
         cp = subprocess.run(
-            [str(Path(ansible).with_name("ansible")), "-i", str(ranges_ini), "--list-hosts", pattern],
+            [str(Path(ansible).with_name("ansible")), "-i", str(ranges_ini), "all", "--limit", pattern, "--list-hosts"],
             capture_output=True,
             text=True,
             env={**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path)},
