@@ -25,6 +25,7 @@ import dataclasses
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import deploy as deploy_stage
-from . import inventory, names, progress, reconcile, smoke
+from . import inventory, names, proc, progress, reconcile, smoke
 from . import rollback as rollback_stage
 from .config import Config
 from .errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
@@ -122,6 +123,14 @@ def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, host
         except ReleaseError as exc:
             progress.note(f"{h.name}: {what}: {reason(exc)}")
             return Outcome(h.name, False, None, exc, time.monotonic() - t0)
+        except Exception as exc:  # an answer this controller could not understand: that host's failure, never the fleet's
+            proc.log.debug("%s: %s", h.name, "".join(traceback.format_exception(exc)))
+            err = OutcomeUnknownError(
+                f"{what} on {h.name}: outcome unknown: its answer could not be understood ({type(exc).__name__}: {str(exc)[:200]})",
+                hint="inspect that host (`release status --limit HOST`); the next deploy or rollback reconciles it",
+            )
+            progress.note(f"{h.name}: {what}: {reason(err)}")
+            return Outcome(h.name, False, None, err, time.monotonic() - t0)
 
     ex = ThreadPoolExecutor(max_workers=max(1, min(cfg.fleet.forks, len(chosen))))
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from . import proc
+from .agent import jsonio
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, ReleaseError, from_exit_code
 from .redact import redact
@@ -262,8 +263,8 @@ class _Base:
     def _answer(self, op: str, cp: proc.Completed) -> dict[str, Any]:
         err = redact(cp.stderr.decode("utf-8", "replace").strip())
         lines = cp.stdout.decode("utf-8", "replace").strip().splitlines()
-        try:
-            answer = json.loads(lines[-1]) if lines else None
+        try:  # a target's answer is untrusted: bounded in size (proc.MAX_OUTPUT) and depth
+            answer = jsonio.loads_bounded(lines[-1], proc.MAX_OUTPUT) if lines else None
         except ValueError:
             answer = None
         if not isinstance(answer, dict):

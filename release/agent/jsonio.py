@@ -64,6 +64,31 @@ def loads(data: str | bytes) -> Any:
     return obj
 
 
+MAX_DEPTH = 64  # of an answer or a record read by ``loads_bounded``
+
+
+def loads_bounded(data: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+    """``loads`` of untrusted JSON with bounds: at most ``max_bytes`` bytes and ``max_depth``
+    levels of nesting (checked without recursion), else ``ValueError``. The parser's own
+    limit (a RecursionError past about 1,000 levels) becomes a ValueError in ``loads``."""
+    if len(data) > max_bytes:
+        raise ValueError(f"{len(data)} bytes (limit {max_bytes})")
+    obj = loads(data)
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise ValueError(f"nested more than {max_depth} levels deep")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return obj
+
+
 def dumps(obj: Any) -> str:
     if _encode is None:
         import json

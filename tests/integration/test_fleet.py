@@ -365,3 +365,32 @@ def test_never_more_than_ten_new_connections_at_once(tmp_path: Path, app: Repo) 
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=10)
+
+
+def test_a_host_that_lies_in_its_answer_is_that_hosts_failure_and_the_fleet_is_undone(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """h1's interpreter runs the real deploy (its release lands) and then answers with JSON
+    nested 100,000 deep. The controller once died of a RecursionError there, so the
+    all-or-nothing undo never ran. Now that answer is h1's unknown outcome: the deploy fails
+    (exit 1), every host is undone, h1 included once its own records are read, and every
+    root is as it was."""
+    hosts = GOOD[:3]
+    liar = tmp_path / "python-liar"
+    liar.write_text(
+        '#!/bin/sh\nif [ "$5" = deploy ]; then\n  python3 "$@" >/dev/null\n  python3 -c \'print("[" * 100000 + "]" * 100000)\'\nelse\n  exec python3 "$@"\nfi\n'
+    )
+    liar.chmod(0o755)
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"[web]\nh0\nh1 ansible_python_interpreter={liar}\nh2\n")
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, [])
+    cfg.write_text(cfg.read_text().replace("hosts = []", f'inventory = "{inv}"\ngroup = "web"'))
+    for h in hosts:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, hosts, tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 1, cp.stderr
+    assert "Traceback" not in cp.stderr and "RecursionError" not in cp.stderr, cp.stderr
+    assert "h1 (connection lost" in cp.stderr or "h1 (outcome unknown" in cp.stderr, cp.stderr
+    res = json.loads(cp.stdout)
+    assert res["status"] == "rolled-back" and all(not r.startswith("undo failed") for r in res["undo"].values()), res["undo"]
+    assert state_of(fleet, hosts, tmp_path) == before, "every host, the liar included, is back to its state before the deploy"

@@ -76,3 +76,46 @@ def test_it_writes_no_nan_and_nothing_json_cannot_carry(io: str) -> None:
         jsonio.dumps({"a": object()})
     assert jsonio.loads(jsonio.dumps({"é\n\x00": [1, 2.5, None, True]})) == {"é\n\x00": [1, 2.5, None, True]}
     assert jsonio.dumps("é").isascii()  # escaped, as json.dumps writes by default
+
+
+def test_bounded_reads_refuse_depth_and_size_without_recursion() -> None:
+    import time
+
+    for depth in (65, 1000, 100_000):
+        for text in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+            start = time.process_time()
+            with pytest.raises(ValueError):
+                jsonio.loads_bounded(text, 10 << 20)
+            assert time.process_time() - start < 1
+    nested: list[object] = []
+    for _ in range(63):
+        nested = [nested]
+    assert jsonio.loads_bounded("[" * 64 + "]" * 64, 1000) == nested
+    assert jsonio.loads_bounded('{"ok": true, "result": {"a": [1, {"b": []}]}}', 100) == {"ok": True, "result": {"a": [1, {"b": []}]}}
+    with pytest.raises(ValueError, match="limit"):
+        jsonio.loads_bounded('"' + "x" * 200 + '"', 100)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c, max_size=4),
+        max_leaves=60,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_bounded_reads_agree_with_json_within_the_bounds(doc: object) -> None:
+    text = json.dumps(doc)
+
+    def depth(x: object) -> int:
+        if isinstance(x, dict):
+            return 1 + max(map(depth, x.values()), default=0)
+        if isinstance(x, list):
+            return 1 + max(map(depth, x), default=0)
+        return 0
+
+    if depth(doc) <= 5:
+        assert jsonio.loads_bounded(text, 1 << 20, 5) == doc
+    else:
+        with pytest.raises(ValueError):
+            jsonio.loads_bounded(text, 1 << 20, 5)
