@@ -24,18 +24,6 @@ if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import ProvisionRequest
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise ConfigError(f"provision.settings: unsupported value {v!r}", hint="use strings, numbers, booleans or lists")
-
-
 def render_settings(settings: dict[str, Any]) -> str:
     for key in settings:
         if any(w in key.lower() for w in SECRET_WORDS):
@@ -50,13 +38,20 @@ def render_settings(settings: dict[str, Any]) -> str:
                     f"provision.settings.{key} holds a secret (a password, token or DSN with a password): refused; the value is withheld",
                     hint="secrets are never written by this tool; keep them in the host's env file",
                 )
-    lines = ["# written by `release provision`; non-secret settings only"]
+    import tomllib
+
+    import tomli_w
+
     for key in sorted(settings):
-        value = settings[key]
-        if isinstance(value, dict):
+        if isinstance(settings[key], dict):
             raise ConfigError(f"provision.settings.{key}: nested tables are not supported", hint="flatten it: 'section.key' = value")
-        lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    try:
+        text = "# written by `release provision`; non-secret settings only\n" + tomli_w.dumps({k: settings[k] for k in sorted(settings)})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"provision.settings: a value TOML cannot hold ({exc})", hint="use strings, numbers, booleans or lists") from None
+    if tomllib.loads(text) != settings:  # what is written is read back as the same settings, or nothing is written
+        raise ConfigError("provision.settings: the settings do not round-trip through TOML", hint="use strings, numbers, booleans or lists")
+    return text
 
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:

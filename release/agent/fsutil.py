@@ -277,7 +277,7 @@ def fsync_dir(path: str) -> None:
 def _lstat_kind(name: str, dir_fd: int | None) -> str:
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there, or a file where a folder of the path would be
         return "absent"
     if stat.S_ISLNK(st.st_mode):
         return "symlink"

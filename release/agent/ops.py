@@ -62,6 +62,14 @@ def main(argv: list[str]) -> int:
     except AgentError as exc:
         _answer({"ok": False, "exit_code": exc.code, "message": exc.message, "hint": exc.hint})
         return exc.code
+    except OSError as exc:  # a state of the target no op foresaw: named, with its way out, never a bare traceback
+        import traceback
+
+        from .protocol import _io_error
+
+        err = _io_error(exc, f"{argv[1] if len(argv) > 1 else 'agent'}: unexpected state of {exc.filename or 'the target'}")
+        _answer({"ok": False, "exit_code": err.code, "message": err.message, "hint": err.hint, "traceback": traceback.format_exc()[-4000:]})
+        return err.code
     except Exception as exc:
         import traceback
 

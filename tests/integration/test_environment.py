@@ -478,3 +478,19 @@ def test_an_environment_larger_than_the_free_space_is_refused_before_installing(
         assert tree_state(root) == before, listing(root)
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+
+def test_a_regular_file_where_the_release_folder_would_be_is_a_clear_refusal_not_a_traceback(tmp_path: Path) -> None:
+    """The target root holds a file named like the release: `bundle` (which reads the target
+    for the release in service) works, `deploy` is exit 4 naming the path, no traceback."""
+    repo = webapp(tmp_path / "app")
+    cfg = cfg_for(tmp_path, repo, {}, "python3")
+    root = tmp_path / "target"
+    root.mkdir()
+    (root / "webapp-v1.0.0").write_text("the operator's file\n")
+    before = tree_state(root)
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 0 and "Traceback" not in cp.stderr, cp.stderr[-2000:]
+    cp = run_release("--config", cfg, "deploy", "--no-plan")
+    assert cp.returncode == 4 and "Traceback" not in cp.stderr and "webapp-v1.0.0" in cp.stderr, cp.stderr[-2000:]
+    assert tree_state(root) == before

@@ -54,3 +54,18 @@ def test_secret_looking_setting_is_refused_and_nothing_created(project: Repo, tm
     assert cp.returncode == 4 and "db_password" in cp.stderr
     assert "hunter2hunter2" not in cp.stderr + cp.stdout
     assert not (tmp_path / "var").exists()
+
+
+def test_the_settings_file_is_toml_that_reads_back_as_the_settings(project: Repo, tmp_path: Path) -> None:
+    """An emoji (outside the BMP: JSON escapes it as a surrogate pair, which TOML cannot
+    read), quotes, backslashes, a key that needs quoting: the file is read back by tomllib
+    as exactly the configured settings."""
+    import tomllib
+
+    settings = {"greeting": 'launch \U0001f680 "now" \\ ok', "dotted.key": ["a b", 3, True], "ratio": 0.5, "plain": "é"}
+    cfg, base = _cfg(project, tmp_path, {})
+    cfg.write_text(cfg.read_text() + "".join(f"{json.dumps(k)} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in settings.items()))
+    cp = run_release("--config", cfg, "provision")
+    assert cp.returncode == 0, cp.stderr
+    assert tomllib.loads((base / "cutter.toml").read_text()) == settings
+    assert run_release("--config", cfg, "provision", "--undo").returncode == 0
