@@ -5,7 +5,8 @@ is kept here, its password registered with the redactor, and the variable remove
 ``os.environ`` *and* overwritten in the process's original environment block, which is
 what ``/proc/<pid>/environ`` shows: a smoke check on this machine that reads its
 ancestors' environments finds nothing. Children get a clean environment anyway
-(``proc.clean_env``).
+(``proc.clean_env``). Once it holds a secret the process is non-dumpable, so a check
+running as the same user cannot read the value from its memory either.
 """
 
 from __future__ import annotations
@@ -37,12 +38,32 @@ def _scrub_initial(name: str) -> None:
         i += 1
 
 
+PR_SET_DUMPABLE = 4
+
+
+def no_dump() -> bool:
+    """Make this process non-dumpable (prctl PR_SET_DUMPABLE 0): no core file, and no process
+    of the same user that lacks CAP_SYS_PTRACE (a smoke check, a command of the app) may
+    read its memory or environment through /proc/<pid>/mem, ptrace or process_vm_readv,
+    whatever kernel.yama.ptrace_scope says. True when it took effect (Linux)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def take(names: Iterable[str]) -> None:
-    """Move each named variable from the environment into this process's memory."""
+    """Move each named variable from the environment into this process's memory, which no
+    other process of this user may then read (``no_dump``)."""
     for name in names:
         value = os.environ.get(name)
         if value is None:
             continue
+        if not _taken:
+            no_dump()  # before the value is copied anywhere in this process
         _taken[name] = value
         redact(value)  # remembers the password it holds, so it is masked everywhere
         _scrub_initial(name)

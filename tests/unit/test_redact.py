@@ -50,3 +50,58 @@ def test_what_a_hostile_target_prints_cannot_drive_the_operators_terminal(tmp_pa
     both = cp.stdout + cp.stderr
     assert b"\x1b" not in both and b"\x07" not in both and b"\r" not in both, both
     assert b"\\x1b]0;pwned\\x07no such root" in cp.stderr and b"\\x0dDONE" in cp.stderr
+
+
+def test_a_process_holding_a_secret_cannot_be_read_by_a_check_of_the_same_user() -> None:
+    """As an unprivileged user (no CAP_SYS_PTRACE; ptrace_scope as the machine has it): a
+    process takes a DSN, then runs a "check" of the same user that reads its memory through
+    /proc/<pid>/mem, region by region, looking for the password. Without no_dump the check
+    finds it; with it, the kernel refuses the read."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    setpriv = shutil.which("setpriv") or ""
+    system_python = "/usr/bin/python3"
+    if os.geteuid() != 0 or not setpriv or not Path(system_python).exists():
+        pytest.skip("needs root (to become nobody), setpriv and /usr/bin/python3")
+    repo = str(Path(__file__).resolve().parents[2])
+    reader = r"""
+import os, re, sys
+pid, secret = int(sys.argv[1]), sys.argv[2].encode()
+try:
+    maps = open(f"/proc/{pid}/maps").read().splitlines()
+    mem = open(f"/proc/{pid}/mem", "rb", 0)
+except PermissionError:
+    print("denied"); sys.exit(0)
+for line in maps:
+    m = re.match(r"([0-9a-f]+)-([0-9a-f]+) rw", line)
+    if not m: continue
+    try:
+        mem.seek(int(m[1], 16)); data = mem.read(int(m[2], 16) - int(m[1], 16))
+    except OSError:
+        continue
+    if secret in data:
+        print("found"); sys.exit(0)
+print("not found")
+"""
+    holder = f"""
+import os, subprocess, sys
+sys.path.insert(0, {repo!r})
+from release import secretenv
+if sys.argv[1] == "take":
+    secretenv.take(["RO_DSN"])
+else:
+    held = os.environ["RO_DSN"]  # held without no_dump: the control case
+out = subprocess.run([sys.executable, "-c", {reader!r}, str(os.getpid()), "hunter2-sekrit-pw"], capture_output=True, text=True, env={{}})
+print(out.stdout.strip() or out.stderr.strip())
+"""
+    env = {"RO_DSN": "postgresql://ro:hunter2-sekrit-pw@db/app", "PATH": "/usr/bin:/bin"}
+    base = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", system_python, "-c", holder]
+    control = subprocess.run([*base, "hold"], capture_output=True, text=True, env=env, cwd="/")
+    assert control.stdout.strip() == "found", (control.stdout, control.stderr)
+    cp = subprocess.run([*base, "take"], capture_output=True, text=True, env=env, cwd="/")
+    assert cp.stdout.strip() == "denied", (cp.stdout, cp.stderr)
