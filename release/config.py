@@ -61,6 +61,7 @@ CHECK_KEYS: dict[str, _Spec] = {
         "count_tables": (list, []),
         "forbid_functions": (list, []),
         "allow_functions": (list, []),
+        "allow_foreign": (bool, False),
         "via": (str, "controller"),
         "expected_grant_matrix_sha": (str, None),
         "demo": (bool, False),

@@ -26,7 +26,7 @@ from .config import Check
 from .errors import ConfigError, RefusedError, ReleaseError
 from .redact import redact, register_secret
 from .sqlguard import check as guard
-from .sqlguard import check_catalog
+from .sqlguard import check_catalog, check_plan
 
 MATRIX_SQL = """
 select 'table' as kind, n.nspname || '.' || c.relname as obj, p.priv,
@@ -55,6 +55,34 @@ select 'database', current_database(), p.priv, has_database_privilege(current_us
 union all
 select 'member', r.rolname, 'MEMBER', true
   from pg_roles r where r.rolname <> current_user and pg_has_role(current_user, r.oid, 'MEMBER')
+"""
+
+# what the role (or any role it is a member of, inherited or by SET ROLE) may write or
+# create: a read-only proof is only as good as a role that cannot write at all
+WRITES_SQL = """
+with roles as (select r.oid, r.rolname from pg_roles r where pg_has_role(current_user, r.oid, 'MEMBER'))
+select ro.rolname, 'table ' || n.nspname || '.' || c.relname, p.priv
+  from roles ro cross join pg_class c join pg_namespace n on n.oid = c.relnamespace
+ cross join (values ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('TRIGGER')) p(priv)
+ where c.relkind in ('r', 'v', 'm', 'p', 'f') and n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%'
+   and has_table_privilege(ro.oid, c.oid, p.priv)
+union all
+select ro.rolname, 'sequence ' || n.nspname || '.' || c.relname, p.priv
+  from roles ro cross join pg_class c join pg_namespace n on n.oid = c.relnamespace
+ cross join (values ('USAGE'), ('UPDATE')) p(priv)
+ where c.relkind = 'S' and n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%'
+   and has_sequence_privilege(ro.oid, c.oid, p.priv)
+union all
+select ro.rolname, 'schema ' || n.nspname, 'CREATE'
+  from roles ro cross join pg_namespace n
+ where n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%' and has_schema_privilege(ro.oid, n.oid, 'CREATE')
+union all
+select ro.rolname, 'database ' || current_database(), 'CREATE' from roles ro where has_database_privilege(ro.oid, current_database(), 'CREATE')
+union all
+select ro.rolname, 'owner of ' || c.oid::regclass::text, 'OWNER'
+  from roles ro join pg_class c on c.relowner = ro.oid join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%'
+ order by 1, 2, 3
 """
 
 PROOF_SQL = """
@@ -118,6 +146,19 @@ def _connect(dsn: str, timeout_s: int) -> Iterator[Any]:
         conn.close()
 
 
+def refuse_writer(user: str, writes: list[tuple[Any, ...]]) -> None:
+    """A role that may write (or create, or owns objects), itself or through a role it is a
+    member of, is refused whatever the config says: exit 4, naming what it may write."""
+    if not writes:
+        return
+    shown = [f"{priv} on {obj}" + (f" (through {role})" if role != user else "") for role, obj, priv in writes[:8]]
+    more = f" and {len(writes) - 8} more" if len(writes) > 8 else ""
+    raise RefusedError(
+        f"role {user!r} can write: {', '.join(shown)}{more}; a read-only smoke runs only as a role that cannot; nothing was run",
+        hint="smoke with a role that has SELECT only (revoke the rest, or use a dedicated read-only role)",
+    )
+
+
 def matrix_lines(rows: list[tuple[Any, ...]]) -> list[str]:
     return sorted(f"{k}\t{o}\t{p}\t{'yes' if ok else 'no'}" for k, o, p, ok in rows)
 
@@ -140,6 +181,7 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
             with conn.transaction(force_rollback=True):
                 row = conn.execute("select current_user, r.rolsuper, r.rolbypassrls, r.rolcreaterole from pg_roles r where r.rolname = current_user").fetchone()
                 matrix = matrix_lines(conn.execute(MATRIX_SQL).fetchall())
+                writes = conn.execute(WRITES_SQL).fetchall()
             user, superuser, bypass, createrole = row
             data["role"] = user
             want_role = opts.get("role")
@@ -151,6 +193,7 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
                     f"role {user!r} has {', '.join(unsafe)}: not a read-only role; nothing was run",
                     hint="smoke with a role without these attributes",
                 )
+            refuse_writer(user, writes)
             sha = matrix_sha(matrix)
             data["grant_matrix_sha256"] = sha
             data["grants"] = [x for x in matrix if x.endswith("\tyes")]
@@ -170,7 +213,9 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
                     for t in opts.get("count_tables", []):
                         ident = sql.Identifier(*t.split("."))
                         # a "table" may be a view: its definition passes the same two layers
-                        check_catalog(conn, guard(sql.SQL("select count(*) from {}").format(ident).as_string(conn)), opts.get("allow_functions", []))
+                        count_sql = sql.SQL("select count(*) from {}").format(ident).as_string(conn)
+                        check_catalog(conn, guard(count_sql), opts.get("allow_functions", []))
+                        check_plan(conn, count_sql, opts.get("allow_functions", []), bool(opts.get("allow_foreign", False)))
                         out[t] = conn.execute(sql.SQL("select count(*) from {}").format(ident), prepare=True).fetchone()[0]
                 return out
 
@@ -179,6 +224,8 @@ def run(check: Check, dsn: str, *, baseline: Callable[[str], list[str] | None] =
                 with conn.transaction(force_rollback=True):
                     # layer 1b: the server's catalog decides what the statement may call
                     check_catalog(conn, guard(q, opts.get("forbid_functions", [])), opts.get("allow_functions", []), opts.get("forbid_functions", []))
+                    # layer 1c: what the server would execute, every function by oid, every relation by kind
+                    check_plan(conn, q, opts.get("allow_functions", []), bool(opts.get("allow_foreign", False)))
                     cur = conn.execute(q, prepare=True)
                     rows = cur.fetchall() if cur.description else []
                     still_open = conn.info.transaction_status == pq.TransactionStatus.INTRANS

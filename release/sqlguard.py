@@ -20,6 +20,7 @@ expressions, a user type's input function and a user cast function all run unsee
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +132,16 @@ class _Walker(Visitor):
             ops = _names(node.name)
             if ops:
                 self.refs.operators.add(ops[-1])
+        elif isinstance(node, ast.SubLink):  # x OP ANY/ALL (subquery), x IN (subquery): an operator no A_Expr names
+            ops = _names(node.operName)
+            self.refs.operators.add(ops[-1] if ops else "=")
+        elif isinstance(node, ast.CaseExpr) and node.arg is not None:  # CASE x WHEN v: x = v
+            self.refs.operators.add("=")
+        elif isinstance(node, ast.A_Indirection):  # (i).fn: a column-style call through any expression
+            for part in node.indirection or ():
+                if isinstance(part, ast.String) and part.sval:
+                    self._name_problem(part.sval.lower(), f"(...).{part.sval}", "column-style call to")
+                    self.refs.column_calls.add(part.sval)
         elif isinstance(node, ast.RangeVar):
             self.refs.relations.add((node.schemaname or "", node.relname or ""))
         elif isinstance(node, ast.TypeCast) and node.typeName is not None:
@@ -207,6 +218,98 @@ select p.polname, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck
  where c.relname = %(name)s and (%(schema)s = '' or n.nspname = %(schema)s)
    and (%(schema)s <> '' or pg_table_is_visible(c.oid)) and c.relrowsecurity
 """
+
+
+# Layer 1c: what the server would execute. With debug_print_plan on and client_min_messages
+# at LOG (both settable by any role), EXPLAIN (no ANALYZE: nothing runs) makes the server
+# send the full plan tree of the statement, views, row-level security quals and inlined SQL
+# function bodies included, in which every function that would run appears by oid.
+MAX_PLAN = 32 << 20  # bytes of plan text read
+_PLAN_FUNCTIONS = re.compile(r":(?:funcid|opfuncid|hashfuncid|negfuncid|aggfnoid|winfnoid|tsmhandler) (\d+)")
+_PLAN_OPERATORS = re.compile(r":(?:opno|sortop|eqop|sortOperators|grpOperators|eqOperators|hashOperators|opnos|dupOperators) (?:\(o )?([\d ]+)\)?")
+_PLAN_RELATIONS = re.compile(r":relid (\d+)\s+:relkind (\w)")
+PLAN_FUNCTIONS_SQL = """
+select p.oid::regprocedure::text, p.provolatile, p.oid < 16384
+  from pg_proc p
+ where p.oid = any(%(oids)s::oid[])
+    or p.oid in (select unnest(array[a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,
+                                     a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn]::oid[])
+                   from pg_aggregate a where a.aggfnoid = any(%(oids)s::oid[]))
+"""
+PLAN_OPERATORS_SQL = """
+select o.oid::regoperator::text, p.oid::regprocedure::text, p.provolatile, p.oid < 16384
+  from pg_operator o join pg_proc p on p.oid = o.oprcode
+ where o.oid = any(%(oids)s::oid[])
+"""
+PLAN_RELATIONS_SQL = """
+select c.oid::regclass::text, c.relkind, coalesce(am.amname, '')
+  from pg_class c left join pg_am am on am.oid = c.relam
+ where c.oid = any(%(oids)s::oid[])
+"""
+
+
+def plan_text(conn: Any, sql: str) -> str:
+    """The server's plan tree of ``sql`` (EXPLAIN without ANALYZE, inside the caller's
+    read-only transaction), as debug_print_plan sends it."""
+    got: list[str] = []
+    size = [0]
+
+    def on_notice(diag: Any) -> None:
+        if diag.message_primary == "plan:" and diag.message_detail and size[0] <= MAX_PLAN:
+            size[0] += len(diag.message_detail)
+            got.append(diag.message_detail)
+
+    conn.add_notice_handler(on_notice)
+    try:
+        conn.execute("set local debug_print_plan = on")
+        conn.execute("set local client_min_messages = log")
+        conn.execute("explain " + sql)  # an error here aborts the transaction, which is rolled back whole
+        conn.execute("set local client_min_messages = notice")
+        conn.execute("set local debug_print_plan = off")
+    finally:
+        conn.remove_notice_handler(on_notice)
+    if size[0] > MAX_PLAN:
+        raise RefusedError(f"the statement's plan is larger than {MAX_PLAN} bytes", hint="smoke with simpler queries; nothing was sent")
+    if not got:
+        raise RefusedError("the server sent no plan for the statement (debug_print_plan is not available)", hint="nothing was sent")
+    return "\n".join(got)
+
+
+def check_plan(conn: Any, sql: str, allow_functions: Iterable[str] = (), allow_foreign: bool = False) -> None:
+    """Layer 1c: refuse (exit 4) unless every function the server's plan would run (by oid:
+    called, behind an operator, an aggregate's support functions) is side-effect free by
+    the catalog rule, and every relation it scans is plain storage (a foreign table, or a
+    table of another access method, may run anything: file_fdw runs programs) unless
+    ``allow_foreign`` was set."""
+    allow = {f.split(".")[-1].strip('"').lower() for f in allow_functions}
+    plan = plan_text(conn, sql)
+    problems: list[str] = []
+    funcs = sorted({int(x) for x in _PLAN_FUNCTIONS.findall(plan)})
+    ops = sorted({int(x) for group in _PLAN_OPERATORS.findall(plan) for x in group.split()})
+    rels = sorted({int(oid) for oid, _kind in _PLAN_RELATIONS.findall(plan)})
+    if funcs:
+        for sig, vol, builtin in conn.execute(PLAN_FUNCTIONS_SQL, {"oids": funcs}).fetchall():
+            if why := _function_ok(vol, builtin, sig, allow):
+                problems.append(f"the plan runs {why}")
+    if ops:
+        for opsig, sig, vol, builtin in conn.execute(PLAN_OPERATORS_SQL, {"oids": ops}).fetchall():
+            if why := _function_ok(vol, builtin, sig, allow):
+                problems.append(f"the plan's operator {opsig}: {why}")
+    if rels:
+        for name, kind, am in conn.execute(PLAN_RELATIONS_SQL, {"oids": rels}).fetchall():
+            if kind == "f" and not allow_foreign:
+                problems.append(
+                    f"the plan reads the foreign table {name} (a foreign data wrapper may run programs on the server; allow_foreign = true once reviewed)"
+                )
+            elif kind in ("r", "m", "t") and am not in ("heap", "") and not allow_foreign:
+                problems.append(f"the plan reads {name} through the table access method {am}, not plain storage")
+    if "{CUSTOMSCAN" in plan and not allow_foreign:
+        problems.append("the plan holds a custom scan (an extension's code)")
+    if problems:
+        raise RefusedError(
+            "forbidden SQL (by the server's plan): " + "; ".join(sorted(set(problems))),
+            hint="a smoke calls only side-effect-free functions and reads plain tables; nothing was sent",
+        )
 
 
 def _type_ok(signature: str, typtype: str, builtin: bool) -> str:

@@ -69,19 +69,22 @@ def test_read_only_pass_reports_proof_and_counts(app_db) -> None:  # type: ignor
 
 def test_layer_two_catches_a_write_the_parser_was_not_told_about(app_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Without forbid_functions, a writing function passes the parser: the catalog layer
-    refuses it (VOLATILE), and with that layer switched off the read-only transaction
-    still stops it: each layer holds on its own."""
+    refuses it (VOLATILE); with that layer off, the plan layer (the function's oid in the
+    server's plan); with both off, the read-only transaction still stops it: each layer
+    holds on its own. The role may execute the function but write nothing itself."""
     import psycopg
 
     with psycopg.connect(app_db["admin"], autocommit=True) as conn:
         conn.execute(f"grant execute on function fn_iu_create(text, text) to {app_db['role']}")
-        conn.execute(f"grant usage on sequence iu_id_seq to {app_db['role']}")
-        conn.execute(f"grant insert on iu to {app_db['role']}")
     before = table_rows(app_db["admin"])
     with pytest.raises(RefusedError) as refused:
         dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
     assert "VOLATILE" in refused.value.message and "fn_iu_create" in refused.value.message
     monkeypatch.setattr(dbcheck, "check_catalog", lambda *a, **k: None)
+    with pytest.raises(RefusedError) as planned:
+        dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
+    assert "by the server's plan" in planned.value.message and "fn_iu_create(text,text) is VOLATILE" in planned.value.message
+    monkeypatch.setattr(dbcheck, "check_plan", lambda *a, **k: None)
     with pytest.raises(ReleaseError) as e:
         dbcheck.run(make_check(app_db["role"], ["select fn_iu_create('d', 'b')"], forbid=()), app_db["dsn"])
     assert "read-only transaction" in e.value.message
@@ -95,7 +98,8 @@ def test_extra_grant_changes_the_matrix_hash_and_fails(app_db) -> None:  # type:
     sha = base["grant_matrix_sha256"]
     assert dbcheck.run(make_check(app_db["role"], ["select 1"], expected_grant_matrix_sha=sha), app_db["dsn"])["grant_matrix_sha256"] == sha
     with psycopg.connect(app_db["admin"], autocommit=True) as conn:
-        conn.execute(f"grant update on review_decision to {app_db['role']}")
+        conn.execute("create table extra_view_of_things (id int)")
+        conn.execute(f"grant select on extra_view_of_things to {app_db['role']}")
     with pytest.raises(dbcheck.CheckFailed) as e:
         dbcheck.run(
             make_check(app_db["role"], ["select 1"], expected_grant_matrix_sha=sha),
@@ -103,18 +107,57 @@ def test_extra_grant_changes_the_matrix_hash_and_fails(app_db) -> None:  # type:
             baseline=lambda s: base["grants"] if s == sha else None,
         )
     assert "differs from expected" in e.value.message
-    assert "+ table\tpublic.review_decision\tUPDATE\tyes" in e.value.data["grant_matrix_diff"]
+    assert "+ table\tpublic.extra_view_of_things\tSELECT\tyes" in e.value.data["grant_matrix_diff"]
 
 
-def test_predefined_role_membership_counts_in_the_matrix(app_db) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "grant",
+    [
+        "grant update on review_decision to {role}",
+        "grant insert on iu to {role}",
+        "grant truncate on iu to {role}",
+        "grant trigger on iu to {role}",
+        "grant usage on sequence iu_id_seq to {role}",
+        "grant create on schema public to {role}",
+        "grant create on database {db} to {role}",
+        "grant pg_write_all_data to {role}",
+        "create role writer_{role} nologin; grant delete on iu to writer_{role}; grant writer_{role} to {role}",
+        "create role noinherit_{role} nologin; grant insert on iu to noinherit_{role}; alter role {role} noinherit; grant noinherit_{role} to {role}",
+        "create table owned_{role} (id int); alter table owned_{role} owner to {role}",
+    ],
+    ids=[
+        "update",
+        "insert",
+        "truncate",
+        "trigger",
+        "sequence",
+        "schema-create",
+        "db-create",
+        "pg_write_all_data",
+        "member-of-writer",
+        "noinherit-member",
+        "owner",
+    ],
+)
+def test_a_role_that_can_write_is_refused_whatever_the_config_says(app_db, grant: str) -> None:  # type: ignore[no-untyped-def]
+    """Without an expected grant hash the matrix proves nothing: a role that may write,
+    create, owns a table, or is a member of a role that may (inherited or not), is exit 4
+    before any query runs."""
     import psycopg
 
-    sha = dbcheck.run(make_check(app_db["role"], ["select 1"]), app_db["dsn"])["grant_matrix_sha256"]
     with psycopg.connect(app_db["admin"], autocommit=True) as conn:
-        conn.execute(f"grant pg_write_all_data to {app_db['role']}")
-    data = dbcheck.run(make_check(app_db["role"], ["select 1"]), app_db["dsn"])
-    assert data["grant_matrix_sha256"] != sha
-    assert "table\tpublic.iu\tINSERT\tyes" in data["grants"]
+        for stmt in grant.format(role=app_db["role"], db=app_db["db"]).split("; "):
+            conn.execute(stmt)
+    try:
+        with pytest.raises(RefusedError) as e:
+            dbcheck.run(make_check(app_db["role"], ["select count(*) from iu"]), app_db["dsn"])
+        assert e.value.exit_code == 4 and "can write" in e.value.message, e.value.message
+    finally:
+        with psycopg.connect(app_db["admin"], autocommit=True) as conn:  # roles outlive the test's database
+            for extra in (f"writer_{app_db['role']}", f"noinherit_{app_db['role']}"):
+                if conn.execute("select 1 from pg_roles where rolname = %s", [extra]).fetchone():
+                    conn.execute(f"drop owned by {extra}")
+                    conn.execute(f"drop role {extra}")
 
 
 @pytest.mark.parametrize("attr", ["SUPERUSER", "BYPASSRLS", "CREATEROLE"])
@@ -297,3 +340,67 @@ def test_catalog_layer_refuses_user_cast_functions_that_would_run_unnamed(app_db
     passing = ["select 'calm'::plain_mood", "select count(*) from public.iu", "select 'x'::text"]
     data = dbcheck.run(make_check(app_db["role"], passing, count_tables=[]), app_db["dsn"])
     assert all(s["no_xid"] for s in data["statements"])
+
+
+def test_operators_and_calls_the_parse_tree_hides_are_refused_and_never_run(app_db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The attack of the last round: a volatile user function that terminates the role's
+    other session, reached through forms the catalog layer never saw: an operator in
+    `x OP ANY/ALL (subquery)`, `x IN (subquery)`, `CASE x WHEN`, and a column-style call
+    through a table alias `(i).fn`. Each is refused by the static layer, and with that
+    layer off, by the server's plan (the function's oid); the other session lives."""
+    import psycopg
+
+    killer_body = "begin perform pg_terminate_backend(pid) from pg_stat_activity where usename = current_user and pid <> pg_backend_pid(); return true; end"
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        conn.execute(f"create function zap(iu) returns bool language plpgsql volatile as $$ {killer_body} $$")
+        conn.execute(f"create function zap_eq(int, int) returns bool language plpgsql volatile as $$ {killer_body} $$")
+        conn.execute(f"create function zap_text(int, text) returns bool language plpgsql volatile as $$ {killer_body} $$")
+        conn.execute("create operator === (leftarg = int, rightarg = int, function = zap_eq)")
+        conn.execute("create operator = (leftarg = int, rightarg = text, function = zap_text)")
+        conn.execute(f"grant execute on function zap(iu), zap_eq(int, int), zap_text(int, text) to {app_db['role']}")
+    attacks = [
+        "select 1 === any (select idx from iu)",
+        "select 2 === all (select idx from iu)",
+        "select count(*) from iu where id = any (select 1) or idx = 0",
+        "select case idx when 'x'::text then 1 else 0 end from iu",
+        "select (i).zap from iu i",
+        "select (i).zap, 1 from iu as i where (i).zap",
+    ]
+    victim = psycopg.connect(app_db["dsn"], autocommit=True)
+    try:
+        for sql in attacks:
+            with pytest.raises(RefusedError) as e:
+                dbcheck.run(make_check(app_db["role"], [sql], count_tables=[]), app_db["dsn"])
+            assert "forbidden SQL" in e.value.message, (sql, e.value.message)
+        monkeypatch.setattr(dbcheck, "check_catalog", lambda *a, **k: None)
+        monkeypatch.setattr(dbcheck, "guard", lambda *a, **k: sqlguard.Refs())
+        for sql in [a for a in attacks if "id = any" not in a]:
+            with pytest.raises(RefusedError) as e:
+                dbcheck.run(make_check(app_db["role"], [sql], count_tables=[]), app_db["dsn"])
+            assert "by the server's plan" in e.value.message and "VOLATILE" in e.value.message, (sql, e.value.message)
+        assert victim.execute("select 1").fetchone() == (1,), "the other session is alive"
+    finally:
+        victim.close()
+
+
+def test_a_foreign_table_is_refused_unless_allowed_and_its_program_never_runs(app_db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """file_fdw with `program`: reading the foreign table runs a program on the database
+    server. Refused from the plan (the relation's kind) before the statement is sent."""
+    import psycopg
+
+    marker = tmp_path / "fdw-ran"
+    with psycopg.connect(app_db["admin"], autocommit=True) as conn:
+        try:
+            conn.execute("create extension if not exists file_fdw")
+        except psycopg.Error as exc:
+            pytest.skip(f"file_fdw is not installed with this PostgreSQL: {exc}")
+        conn.execute("create server files foreign data wrapper file_fdw")
+        conn.execute(f"create foreign table outside (line text) server files options (program 'touch {marker}; echo hi')")
+        conn.execute(f"grant select on outside to {app_db['role']}")
+    for sql in ("select * from outside", "select count(*) from iu where exists (select 1 from outside)"):
+        with pytest.raises(RefusedError) as e:
+            dbcheck.run(make_check(app_db["role"], [sql], count_tables=[]), app_db["dsn"])
+        assert "foreign table public.outside" in e.value.message or "foreign table outside" in e.value.message, e.value.message
+    with pytest.raises(RefusedError):
+        dbcheck.run(make_check(app_db["role"], ["select 1"], count_tables=["outside"]), app_db["dsn"])
+    assert not marker.exists(), "the foreign table's program ran"
