@@ -226,12 +226,21 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     )
     if failed and too_many(len(failed), len(outcomes), cfg.fleet.max_fail_percentage):
         undo = _undo_deploy(cfg, plan.deploy_id, [o.host for o in outcomes if o.ok or isinstance(o.error, OutcomeUnknownError)])
-        doc.update(status="rolled-back", undo=undo)
+        # a host whose undo failed, or whose outcome is unknown, may still hold the release
+        # until it says otherwise: it stays a holder, and the record stays live for rollback
+        still = sorted(h for h, r in undo.items() if r.startswith("undo failed"))
+        status = "rolled-back" if not still else "partial"
+        doc.update(status=status, undo=undo, landed=still)
         _record(cfg, plan.deploy_id, doc)
         which = "; ".join(f"{o.host} ({o.reason})" for o in failed)
-        out.update(status="rolled-back", failed_hosts=doc["failed"], undo=undo, exit_code=1)
+        out.update(status=status, failed_hosts=doc["failed"], undo=undo, exit_code=1)
         limit = f"max_fail_percentage {cfg.fleet.max_fail_percentage:g}"
-        out["failed"] = f"{len(failed)} of {len(outcomes)} hosts failed ({limit}): {which}; the release was rolled back on every host where it landed"
+        done = (
+            "the release was rolled back on every host where it landed"
+            if not still
+            else f"the undo failed on {', '.join(still)}, which may still hold the release: run `release rollback` once they answer"
+        )
+        out["failed"] = f"{len(failed)} of {len(outcomes)} hosts failed ({limit}): {which}; {done}"
         out["_text"] = text + "\nundo: " + ", ".join(f"{h}: {r}" for h, r in undo.items())
         return out
     status = "deployed" if not failed else "partial"
@@ -272,14 +281,31 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         if unfinished and not state.has(deploy_id):
             return {"nothing_here": True}  # the run stopped before this host
         record = state.load(deploy_id)
+        if record.get("status") == "rolled-back":  # a rerun after a killed rollback: finish it and prove the parent
+            return {**rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, again=True), "already": True}
         if unfinished and record.get("status") != "deployed":
             return {"nothing_here": True}  # settled: its release never landed here
-        return rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, discard_added=args.discard_added)
+        try:
+            return rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, discard_added=args.discard_added)
+        except BlockedError:
+            if state.load(deploy_id).get("status") == "rolled-back":  # found already removed: the rollback's goal holds
+                return {"already": True}
+            raise
 
     outcomes = run_all(cfg, one, "rollback", holders)
-    failed = [o for o in outcomes if not o.ok or not ((o.result or {}).get("parent_restored") or (o.result or {}).get("nothing_here"))]
+
+    def done(o: Outcome) -> bool:
+        r = o.result or {}
+        return o.ok and bool(r.get("parent_restored") or r.get("nothing_here"))
+
+    failed = [o for o in outcomes if not done(o)]
     if doc:
-        _record(cfg, deploy_id, {**doc, "status": "rolled-back" if not failed else "partial", "landed": [o.host for o in outcomes if not o.ok]})
+        # the holders are the old holders less the hosts rolled back now (a --limit
+        # rollback leaves the rest of the fleet's deploy live)
+        before = list(doc.get("landed") or doc.get("hosts") or []) if doc.get("status") != "started" else list(doc.get("hosts") or [])
+        undone = {o.host for o in outcomes if o.ok}
+        remaining = [h for h in before if h not in undone]
+        _record(cfg, deploy_id, {**doc, "status": "rolled-back" if not remaining else "partial", "landed": remaining})
     out: dict[str, Any] = {"stage": "rollback", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
     out["_text"] = _table(
         f"rollback of {deploy_id} on {len(outcomes)} hosts",
@@ -293,6 +319,8 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _rollback_text(result: dict[str, Any]) -> str:
+    if result.get("already"):
+        return "already rolled back" + ("" if result.get("parent_restored") else "; parent listing differs")
     if result.get("nothing_here"):
         return "the interrupted deploy never reached it"
     return "root back to its pre-deploy state" if result.get("parent_restored") else "parent listing differs"

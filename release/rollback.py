@@ -22,10 +22,17 @@ if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import RollbackRequest
 
 
-def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock: bool = False, discard_added: bool = False) -> dict[str, Any]:
+def run(
+    cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock: bool = False, discard_added: bool = False, again: bool = False
+) -> dict[str, Any]:
+    """Roll back ``record`` on the target. ``again``: a record already rolled back is sent
+    once more, so a rollback killed after it removed the release finishes what the deploy
+    made around it (a parent folder it created) and proves the parent restored."""
     state = State(cfg.state)
-    if record.get("status") == "rolled-back":
+    if record.get("status") == "rolled-back" and not again:
         raise BlockedError(f"deploy {record['deploy_id']} was already rolled back", hint="nothing to do")
+    if record.get("status") == "rolled-back":
+        record = {**record, "status": "deployed"}
     if record.get("status") != "deployed":
         raise BlockedError(
             f"deploy {record['deploy_id']} is {record.get('status')!r}: its release is not on the target, so there is nothing of it to roll back",
@@ -58,7 +65,11 @@ def run(cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock
     ok = bool(result["parent_restored"])
     state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result="removed" + ("" if ok else " (parent listing differs)"))
     text = (
-        f"removed {record['host']}:{result['removed']} (deploy {record['deploy_id']})"
+        (
+            f"{record['host']}:{result['removed']} was already removed (deploy {record['deploy_id']})"
+            if result.get("already_removed")
+            else f"removed {record['host']}:{result['removed']} (deploy {record['deploy_id']})"
+        )
         + (" (finished an interrupted rollback)" if result.get("finished_interrupted") else "")
         + "\n"
         + (f"discarded {len(result['discarded'])} entries added after the deploy\n" if result.get("discarded") else "")

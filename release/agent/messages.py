@@ -163,6 +163,7 @@ class RollbackResult(TypedDict):
     parent_listing_sha256_after: str
     parent_restored: bool
     added_check: str  # "names": the walk matched the deployed names; "manifest": checked against the manifests
+    already_removed: bool  # the release was gone already (a killed rollback's rerun, or a hand)
 
 
 class VerifyResult(TypedDict):

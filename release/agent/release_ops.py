@@ -451,9 +451,12 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
     try:
         kind = _lstat_kind(name, parent_fd) if parent_fd >= 0 else "absent"
         if kind == "absent":
-            if finished:  # a killed rollback had moved the release to its trash: that is now gone
-                return _rolled_back(req, root, parent, target, {}, finished=True, pointer=pointer_state(root))
-            raise AgentError(3, f"nothing to roll back: {target} does not exist", "it was already removed")
+            # a killed rollback had moved the release to its trash (now gone), or a rollback
+            # killed after it removed it, or a hand: the goal holds; what the deploy made
+            # around it (a parent folder it created) is finished here
+            result = _rolled_back(req, root, parent, target, {}, finished=bool(finished), pointer=pointer_state(root))
+            result["already_removed"] = not finished
+            return result
         if kind != "directory":
             raise refuse(f"refusing to remove {target}: it is a {kind}, not the folder this tool created", "inspect it by hand")
         folder_fd = open_dir(name, parent_fd)
@@ -556,6 +559,7 @@ def _rolled_back(
         "parent_listing_sha256_after": after,
         "parent_restored": after == before or (removed_parent and parent_existed == "false"),
         "added_check": added_check,
+        "already_removed": False,
     }
 
 

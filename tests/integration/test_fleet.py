@@ -394,3 +394,91 @@ def test_a_host_that_lies_in_its_answer_is_that_hosts_failure_and_the_fleet_is_u
     res = json.loads(cp.stdout)
     assert res["status"] == "rolled-back" and all(not r.startswith("undo failed") for r in res["undo"].values()), res["undo"]
     assert state_of(fleet, hosts, tmp_path) == before, "every host, the liar included, is back to its state before the deploy"
+
+
+def _inventory_cfg(tmp_path: Path, fleet: NsFleet, app: Repo, lines: list[str]) -> Path:
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("[web]\n" + "".join(f"{line}\n" for line in lines))
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, [])
+    cfg.write_text(cfg.read_text().replace("hosts = []", f'inventory = "{inv}"\ngroup = "web"'))
+    return cfg
+
+
+def test_a_failed_undo_keeps_the_host_a_holder_until_rollback_reaches_it(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """h1's release lands but its answer is lost, and h1 stays unreachable for the undo: the
+    fleet record must not say rolled back. It stays live with h1 as a possible holder; once
+    h1 answers again, a plain `rollback` reaches it and every root is as it was."""
+    hosts = GOOD[:3]
+    healed = tmp_path / "healed"
+    flaky = tmp_path / "python-flaky"
+    flaky.write_text(f'#!/bin/sh\n[ -e {healed} ] && exec python3 "$@"\nif [ "$5" = deploy ]; then python3 "$@" >/dev/null; exit 255; fi\nexit 255\n')
+    flaky.chmod(0o755)
+    cfg = _inventory_cfg(tmp_path, fleet, app, ["h0", f"h1 ansible_python_interpreter={flaky}", "h2"])
+    for h in hosts:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, hosts, tmp_path)
+    healed.touch()
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    healed.unlink()
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 1, cp.stderr
+    res = json.loads(cp.stdout)
+    assert res["undo"]["h1"].startswith("undo failed") and res["status"] == "partial", res
+    assert "rolled back on every host" not in cp.stderr and "may still hold the release" in cp.stderr, cp.stderr
+    record = json.loads((tmp_path / ".release" / "fleet" / f"{res['deploy_id']}.json").read_text())
+    assert record["status"] == "partial" and record["landed"] == ["h1"], record
+    assert list(host_root(fleet, "h1", tmp_path).glob("releases/*")), "the release is still on h1"
+    healed.touch()
+    rb = run_release("--config", cfg, "rollback")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert state_of(fleet, hosts, tmp_path) == before
+
+
+def test_a_limited_rollback_leaves_the_rest_of_the_fleet_deploy_live(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """`--limit h1 rollback` of the newer of two fleet deploys: the record keeps h0 and h2 as
+    holders, so the next plain rollback undoes the same deploy there (not the older one);
+    the older release stays on every host."""
+    hosts = GOOD[:3]
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    first = json.loads(run_release("--config", cfg, "--json", "deploy", "--no-plan").stdout)["deploy_id"]
+    time.sleep(1.1)
+    app.write("demo_app/core.py", "def answer():\n    return 42  # v2\n")
+    app.commit("v2")
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    second = json.loads(run_release("--config", cfg, "--json", "deploy", "--no-plan").stdout)["deploy_id"]
+
+    def ids(h: str) -> set[str]:
+        return {
+            line.split(": ", 1)[1]
+            for p in host_root(fleet, h, tmp_path).glob("releases/*/DEPLOY-MANIFEST.txt")
+            for line in p.read_text().splitlines()
+            if line.startswith("deploy_id: ")
+        }
+
+    cp = run_release("--config", cfg, "--limit", "h1", "rollback")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    record = json.loads((tmp_path / ".release" / "fleet" / f"{second}.json").read_text())
+    assert record["status"] == "partial" and sorted(record["landed"]) == ["h0", "h2"], record
+    cp = run_release("--config", cfg, "--json", "rollback")
+    assert cp.returncode == 0 and json.loads(cp.stdout)["deploy_id"] == second, cp.stdout + cp.stderr
+    assert {h: ids(h) for h in hosts} == {h: {first} for h in hosts}
+
+
+def test_a_killed_fleet_rollback_converges_on_the_next_run(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """Every host's rollback agent is killed right after it removed the release: the run
+    exits 1 (outcomes unknown). The rerun settles each host from what it holds, counts
+    "already rolled back" as done, and exits 0 with every root as it was."""
+    hosts = GOOD[:3]
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts)
+    for h in hosts:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, hosts, tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    cp = run_release("--config", cfg, "rollback", env={"RELEASE_TEST_KILL_AT": "rollback:removed"})
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    cp = run_release("--config", cfg, "rollback", "--break-lock")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert state_of(fleet, hosts, tmp_path) == before
+    assert run_release("--config", cfg, "rollback").returncode == 3, "nothing live is left to roll back"
