@@ -536,13 +536,55 @@ def plan(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# the stages that change hosts and write the fleet's records: one at a time per state folder
+CHANGING_STAGES = frozenset({"deploy", "rollback", "promote"})
+
+
+def fleet_lock(cfg: Config, stage: str, break_lock: bool) -> Any:
+    """The controller's fleet lock (``<state>/fleet/.release-lock``: host, pid and start time,
+    the agent's own lock): a second deploy, rollback or promote of the same fleet from another
+    shell is refused (exit 4) while the first runs, so no record is written from a stale
+    read. A holder on this machine whose process is gone is broken without asking; one of
+    another machine only with --break-lock."""
+    from .agent.lock import Lock, _alive, read_lock
+    from .agent.protocol import _hostname
+
+    folder = private_dir(cfg.state / "fleet")
+    holder = read_lock(str(folder))
+    if holder and holder.get("host") == _hostname():
+        try:
+            dead = not _alive(int(holder.get("pid", -1)), str(holder.get("started", "")))
+        except (TypeError, ValueError):
+            dead = True
+        break_lock = break_lock or dead
+    return Lock(str(folder), "fleet", stage, break_lock)
+
+
+def locked(stage: str, fn: Callable[[Config, argparse.Namespace], dict[str, Any]]) -> Callable[[Config, argparse.Namespace], dict[str, Any]]:
+    def run(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+        from .agent import AgentError
+        from .errors import from_exit_code
+
+        try:
+            lock = fleet_lock(cfg, stage, bool(getattr(args, "break_lock", False)))
+            lock.__enter__()
+        except AgentError as exc:
+            raise from_exit_code(exc.code, f"fleet {stage}: {exc.message}", hint=exc.hint) from None
+        try:
+            return fn(cfg, args)
+        finally:
+            lock.__exit__(None, None, None)
+
+    return run
+
+
 HANDLERS: dict[str, Callable[[Config, argparse.Namespace], dict[str, Any]]] = {
     "bundle": bundle,
     "plan": plan,
-    "deploy": deploy,
-    "rollback": rollback,
+    "deploy": locked("deploy", deploy),
+    "rollback": locked("rollback", rollback),
     "smoke": smoke_stage,
     "verify": verify,
     "status": status,
-    "promote": promote,
+    "promote": locked("promote", promote),
 }

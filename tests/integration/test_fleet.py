@@ -482,3 +482,34 @@ def test_a_killed_fleet_rollback_converges_on_the_next_run(tmp_path: Path, fleet
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert state_of(fleet, hosts, tmp_path) == before
     assert run_release("--config", cfg, "rollback").returncode == 3, "nothing live is left to roll back"
+
+
+def test_a_second_shell_cannot_act_on_the_fleet_while_a_deploy_runs(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """A rollback from a second shell during a fleet deploy once removed the release from two
+    of three hosts, and the deploy then recorded "deployed" on all three. The fleet lock
+    refuses it (exit 4, naming the holder); the deploy finishes and its record is true;
+    after it, the lock is free again."""
+    hosts = GOOD[:3]
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, hosts)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    flag = fleet.root / tmp_path.name / "paused"
+    p = popen_release("--config", cfg, "--json", "deploy", "--no-plan", env={"RELEASE_TEST_PAUSE_AT": f"deploy:staged@{flag}"})
+    flags = [host_root(fleet, h, tmp_path) / "paused" for h in hosts]
+    end = time.time() + 60
+    while not all(f.exists() for f in flags) and time.time() < end:
+        time.sleep(0.05)
+    assert all(f.exists() for f in flags)
+    try:
+        for stage in ("rollback", "promote", "deploy"):
+            cp = run_release("--config", cfg, stage, *(["--no-plan"] if stage == "deploy" else []))
+            assert cp.returncode == 4 and "fleet" in cp.stderr and "locked" in cp.stderr, (stage, cp.returncode, cp.stderr)
+    finally:
+        for f in flags:
+            f.unlink(missing_ok=True)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    res = json.loads(out)
+    assert res["status"] == "deployed"
+    for h in hosts:
+        assert list(host_root(fleet, h, tmp_path).glob("releases/*")), f"{h} holds the release the record says it holds"
+    assert run_release("--config", cfg, "rollback").returncode == 0, "the lock was released"
