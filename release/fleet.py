@@ -296,7 +296,7 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     def done(o: Outcome) -> bool:
         r = o.result or {}
-        return o.ok and bool(r.get("parent_restored") or r.get("nothing_here"))
+        return o.ok and bool((r.get("parent_restored") and r.get("pointer_restored", True)) or r.get("nothing_here"))
 
     failed = [o for o in outcomes if not done(o)]
     if doc:
@@ -455,6 +455,7 @@ def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     _, held = _holders(cfg, deploy_id)
     holders = list(held)
     switched: dict[str, Any] = {}  # host -> previous `current` (None: there was none)
+    unknown: set[str] = set()  # hosts whose promote answer was lost
     lines: list[str] = []
     all_outcomes: list[Outcome] = []
     for n, wave in enumerate(waves(holders, cfg.fleet.serial), 1):
@@ -466,12 +467,14 @@ def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         outcomes = run_all(cfg, one, f"wave {n}", tuple(wave))
         all_outcomes += outcomes
         for o in outcomes:
-            if o.ok and o.result is not None:
+            if o.ok and o.result is not None and not o.result.get("unchanged"):
                 switched[o.host] = o.result.get("previous")
+            elif isinstance(o.error, OutcomeUnknownError):
+                unknown.add(o.host)  # it may have switched: its own record says
         failed = [o for o in outcomes if not o.ok]
         lines.append(_table(f"wave {n}: {', '.join(h.name for h in wave)}", outcomes, lambda r: f"current -> {r.get('current')}"))
         if failed and too_many(len(failed), len(outcomes), cfg.fleet.max_fail_percentage):
-            reverted = _revert(cfg, deploy_id, switched)
+            reverted = _revert(cfg, deploy_id, switched, unknown)
             later = [h.name for w in waves(holders, cfg.fleet.serial)[n:] for h in w]
             return {
                 "stage": "promote",
@@ -490,13 +493,17 @@ def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     return {"stage": "promote", "deploy_id": deploy_id, "hosts": {o.host: o.result for o in all_outcomes}, "_text": "\n".join(lines)}
 
 
-def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any]) -> dict[str, str]:
-    chosen = tuple(h for h in cfg.hosts if h.name in switched)
+def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
+    """Point every switched host back; a host whose promote answer was lost is asked to go
+    back by its own record (it wrote the pointer it replaced before switching)."""
+    chosen = tuple(h for h in cfg.hosts if h.name in switched or h.name in unknown)
 
     def one(hcfg: Config) -> dict[str, Any]:
         state = State(hcfg.state)
         record = state.load(deploy_id)
-        answer = for_config(hcfg).agent("repoint", {"root": record["root"], "deploy_id": deploy_id, "to": switched[hcfg.host]})
+        from_host = hcfg.host not in switched
+        req = {"root": record["root"], "deploy_id": deploy_id, "to": switched.get(hcfg.host), "from_host": from_host}
+        answer = for_config(hcfg).agent("repoint", req)
         record.pop("promotion", None)
         state.save(record)
         state.audit("promote --revert", deploy_id=deploy_id, target=record["target"], result=str(answer.get("current")))

@@ -37,6 +37,8 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         )
     req: PromoteRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": args.break_lock}
     result = for_config(cfg).agent("promote", req)
+    if result.get("unchanged"):  # already the current release: the previous pointer stays the one recorded first
+        result["previous"] = result.get("previous") or (record.get("promotion") or {}).get("previous")
     record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}
     state.save(record)
     state.audit(
@@ -49,5 +51,5 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         "stage": "promote",
         "deploy_id": record["deploy_id"],
         **result,
-        "_text": f"current -> {result['current']} (was {result['previous'] or 'none'})",
+        "_text": f"current -> {result['current']} " + ("(already; nothing changed)" if result.get("unchanged") else f"(was {result['previous'] or 'none'})"),
     }

@@ -91,6 +91,9 @@ def run(
     if not ok:
         out["exit_code"] = 1
         out["failed"] = "parent listing differs from the pre-deploy state"
+    elif not result.get("pointer_restored", True):
+        out["exit_code"] = 1
+        out["failed"] = f"`current` could not be restored: {result['pointer']}"
     return out
 
 

@@ -163,6 +163,7 @@ class RollbackResult(TypedDict):
     parent_listing_sha256_after: str
     parent_restored: bool
     added_check: str  # "names": the walk matched the deployed names; "manifest": checked against the manifests
+    pointer_restored: bool  # `current` is back where it was before the promotion (or was never moved)
     already_removed: bool  # the release was gone already (a killed rollback's rerun, or a hand)
 
 

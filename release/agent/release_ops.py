@@ -498,7 +498,9 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                 f"refusing to remove {target}: it holds {len(added)} entries the deploy did not create: {shown}; nothing was removed",
                 "move them out first, or rerun with --discard-added to delete them with the release",
             )
-        pointer = restore_pointer(root, target, req.get("previous_current"))
+        known = read_promoted(root, deploy_id)  # the host's own record wins: the controller may never have seen the promote answer
+        pointer = restore_pointer(root, target, known["previous"] if known else req.get("previous_current"))
+        _forget_promoted(root, deploy_id)
         checkpoint("rollback:pointer")
         trash = make_marked_dir(parent_fd, "trash", deploy_id, "rollback")
         checkpoint("rollback:trash")
@@ -560,6 +562,9 @@ def _rolled_back(
         "parent_restored": after == before or (removed_parent and parent_existed == "false"),
         "added_check": added_check,
         "already_removed": False,
+        # `current` is where it was before the release was promoted (or untouched): not when
+        # it had to be removed because the release it pointed at before is gone
+        "pointer_restored": not pointer.startswith("removed (the previous"),
     }
 
 
@@ -612,11 +617,42 @@ def switch_link(root: str, rel_target: str) -> str | None:
     return previous
 
 
+PROMOTED = PREFIX + "promoted-"  # <root>/.release-promoted-<deploy id>: the pointer before that deploy's promotion
+
+
+def read_promoted(root: str, deploy_id: str) -> dict[str, Any] | None:
+    """What the host itself recorded before it switched ``current`` to ``deploy_id``'s release:
+    {"previous": link text or None}; None when it never did."""
+    try:
+        fd = open_dir(root)
+    except OSError:
+        return None
+    try:
+        data = jsonio.loads(_read_regular(fd, PROMOTED + checked_id(deploy_id), 1 << 16))
+    except (OSError, ValueError, AgentError):
+        return None
+    finally:
+        os.close(fd)
+    return data if isinstance(data, dict) and "previous" in data else None
+
+
+def _forget_promoted(root: str, deploy_id: str) -> None:
+    try:
+        os.unlink(os.path.join(root, PROMOTED + checked_id(deploy_id)))
+    except FileNotFoundError:
+        pass
+
+
 def op_promote(req: PromoteRequest) -> dict[str, Any]:
+    """Point ``current`` at the release. The pointer it replaces is written on the host first
+    (``.release-promoted-<id>``), so a rollback or a fleet revert restores it even when the
+    controller never saw this answer. Promoting the release ``current`` already points at
+    changes nothing and keeps the recorded previous."""
     root = req["root"]
     target = req["target"]
+    deploy_id = checked_id(req["deploy_id"])
     try:
-        with Lock(root, checked_id(req["deploy_id"]), "promote", bool(req.get("break_lock"))):
+        with Lock(root, deploy_id, "promote", bool(req.get("break_lock"))):
             clean_leftovers(root)
             if not _is_release(target):
                 raise AgentError(3, f"no release at {target} to promote", "deploy it first; a rolled-back release cannot be promoted")
@@ -624,18 +660,44 @@ def op_promote(req: PromoteRequest) -> dict[str, Any]:
             if manifest.get("deploy_id") != req["deploy_id"]:
                 raise refuse(f"{target} belongs to deploy {manifest.get('deploy_id')!r}, not {req['deploy_id']!r}")
             rel = os.path.relpath(target, root)
+            current = os.path.join(root, "current")
+            if path_kind(current) == "symlink" and os.path.realpath(current) == os.path.realpath(target):
+                known = read_promoted(root, deploy_id)
+                return {"current": rel, "previous": known["previous"] if known else None, "unchanged": True}
+            kind = path_kind(current)
+            previous = os.readlink(current) if kind == "symlink" else None
+            _forget_promoted(root, deploy_id)  # an earlier promotion of it, since switched away from
+            root_fd = open_dir(root)
+            try:
+                _write_new(root_fd, PROMOTED + deploy_id, jsonio.dumps({"deploy_id": deploy_id, "release": rel, "previous": previous}).encode(), 0o644)
+                os.fsync(root_fd)
+            finally:
+                os.close(root_fd)
+            checkpoint("promote:previous-recorded")
             previous = switch_link(root, rel)
-            return {"current": rel, "previous": previous}
+            return {"current": rel, "previous": previous, "unchanged": False}
     except OSError as exc:
         raise _io_error(exc, f"promote of {target} failed") from None
 
 
 def op_repoint(req: dict[str, Any]) -> dict[str, Any]:
     """Point ``current`` back at ``to`` (a release relative to the root), or remove it (None):
-    the undo of a promotion in a wave that failed."""
+    the undo of a promotion in a wave that failed. With ``from_host`` (the controller never
+    saw this host's promote answer) the host's own record decides: if it switched ``current``
+    to this deploy's release, the pointer goes back to what it recorded before; otherwise
+    nothing changes."""
     root = req["root"]
-    with Lock(root, checked_id(req["deploy_id"]), "repoint", bool(req.get("break_lock"))):
+    deploy_id = checked_id(req["deploy_id"])
+    with Lock(root, deploy_id, "repoint", bool(req.get("break_lock"))):
         to = req.get("to")
+        if req.get("from_host"):
+            known = read_promoted(root, deploy_id)
+            current = os.path.join(root, "current")
+            ours = known is not None and path_kind(current) == "symlink" and os.readlink(current) == known.get("release")
+            if not ours:
+                return {"current": pointer_state(root), "unchanged": True}
+            to = known["previous"] if known else None
+        _forget_promoted(root, deploy_id)
         if to and _is_release(os.path.join(root, to)):
             switch_link(root, to)
         elif path_kind(os.path.join(root, "current")) == "symlink":

@@ -356,6 +356,33 @@ def test_timestamped_strategy_promote_and_rollback_restore_pointer(setup, projec
     assert sorted(os.listdir(root)) == ["demo-app", "notes.txt"]
 
 
+def test_promoting_the_current_release_again_keeps_its_previous_and_rollback_restores_it(setup, project: Repo) -> None:  # type: ignore[no-untyped-def]
+    """Promote A, deploy and promote B, promote B again: the second promote of B is a no-op
+    that keeps A as B's previous, so rolling B back points `current` at A (it once deleted
+    `current`, with exit 0 and "root restored"). The host's own record of the pointer wins
+    over a controller record that lost it."""
+    cfg, root, _ = setup
+    cfg.write_text(cfg.read_text().replace("[target]", '[target]\nstrategy = "timestamped"'))
+    bundle(cfg)
+    first = json.loads(deploy(cfg).stdout)
+    assert run_release("--config", cfg, "promote").returncode == 0
+    time.sleep(1.1)
+    second = json.loads(deploy(cfg).stdout)
+    assert run_release("--config", cfg, "promote").returncode == 0
+    again = run_release("--config", cfg, "--json", "promote")
+    assert again.returncode == 0 and json.loads(again.stdout)["unchanged"] is True, again.stdout
+    # the controller's record of B's promotion is lost (a kill before it was saved)
+    record_path = next(p for p in (cfg.parent / ".release").rglob("*.json") if second["deploy_id"] in p.name and "fleet" not in str(p))
+    record = json.loads(record_path.read_text())
+    record.pop("promotion", None)
+    record_path.write_text(json.dumps(record))
+    rb = run_release("--config", cfg, "--json", "rollback")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert os.readlink(root / "current") == f"releases/{Path(first['target']).name}", "current is back on A"
+    assert json.loads(rb.stdout)["pointer_restored"] is True
+    assert not [n for n in os.listdir(root) if n.startswith(".release-promoted-" + second["deploy_id"])]
+
+
 def test_promote_refused_for_side_by_side(setup) -> None:  # type: ignore[no-untyped-def]
     cfg, _, _ = setup
     bundle(cfg)

@@ -513,3 +513,34 @@ def test_a_second_shell_cannot_act_on_the_fleet_while_a_deploy_runs(tmp_path: Pa
     for h in hosts:
         assert list(host_root(fleet, h, tmp_path).glob("releases/*")), f"{h} holds the release the record says it holds"
     assert run_release("--config", cfg, "rollback").returncode == 0, "the lock was released"
+
+
+def test_a_lost_promote_answer_is_reverted_by_the_hosts_own_record(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """h1 switches `current` to B, then its answer is lost: wave 2 fails. The revert covers h1
+    too (it asks h1 to go back by the pointer h1 wrote before switching), so every host
+    points at A again; a later rollback of B leaves every `current` on A."""
+    hosts = GOOD[:3]
+    honest = tmp_path / "honest"
+    honest.touch()
+    flaky = tmp_path / "python-flaky"
+    flaky.write_text(f'#!/bin/sh\n[ -e {honest} ] && exec python3 "$@"\nif [ "$5" = promote ]; then python3 "$@" >/dev/null; exit 255; fi\nexec python3 "$@"\n')
+    flaky.chmod(0o755)
+    cfg = _inventory_cfg(tmp_path, fleet, app, ["h0", f"h1 ansible_python_interpreter={flaky}", "h2"])
+    cfg.write_text(cfg.read_text().replace("[fleet]", '[fleet]\nserial = [1, "100%"]'))
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    assert run_release("--config", cfg, "promote").returncode == 0
+    first = {h: os.readlink(host_root(fleet, h, tmp_path) / "current") for h in hosts}
+    time.sleep(1.1)
+    app.write("demo_app/core.py", "def answer():\n    return 42  # v2\n")
+    app.commit("v2")
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    honest.unlink()
+    cp = run_release("--config", cfg, "--json", "promote")
+    assert cp.returncode == 1 and "h1" in cp.stderr, cp.stdout + cp.stderr
+    honest.touch()
+    assert {h: os.readlink(host_root(fleet, h, tmp_path) / "current") for h in hosts} == first, "every host points back at A, h1 included"
+    rb = run_release("--config", cfg, "rollback")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert {h: os.readlink(host_root(fleet, h, tmp_path) / "current") for h in hosts} == first
