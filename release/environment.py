@@ -22,6 +22,7 @@ bundle), before the atomic rename.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import sys
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import proc
+from . import indexes, proc
 from .config import Environment
 from .errors import BlockedError, ConfigError, RefusedError, ReleaseError
 
@@ -208,18 +209,31 @@ def resolve(target: TargetPython, app_wheel: Path, extras: tuple[str, ...], grou
     root = f"{name}[{','.join(extras)}] @ {app_wheel.resolve().as_uri()}" if extras else f"{name} @ {app_wheel.resolve().as_uri()}"
     infile = workdir / "environment.in"
     infile.write_text("\n".join([root, *groups]) + "\n")
-    argv = [_uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--no-emit-package", name]
+    argv = [_uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--generate-hashes", "--no-emit-package", name]
     argv += ["--python-version", target.full_version or target.version, "--python-platform", target.uv_platform(), str(infile)]
-    cp = proc.run(argv, cwd=workdir, check=False, what="uv pip compile of the environment")
+    cp = proc.run(argv, cwd=workdir, env=indexes.read().uv_env, check=False, what="uv pip compile of the environment")
     if cp.returncode != 0:
         raise BlockedError(
             f"the environment cannot be resolved for Python {target.version} on {target.uv_platform()}",
             detail=cp.err[-4000:],
             hint="see uv's message above (a private index is set with UV_DEFAULT_INDEX / UV_INDEX)",
         )
-    pinned = [line.strip() for line in cp.out.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    pinned = _requirement_lines(cp.out)
+    unhashed = [line for line in pinned if "--hash=" not in line]
+    if unhashed:
+        raise RefusedError(f"the resolver gave no hash for {unhashed[0].split()[0]}", hint="the index must serve sha256 hashes (PEP 503 / 691)")
     _refuse_direct(pinned)  # a dependency of the project itself given as a URL or VCS reference
     return pinned
+
+
+def _requirement_lines(text: str) -> list[str]:
+    """requirements.txt text (with ``\\`` continuations and comments) as one line per requirement."""
+    lines = []
+    for raw in text.replace("\\\n", " ").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            lines.append(" ".join(line.split()))
+    return lines
 
 
 def _uv() -> str:
@@ -242,12 +256,7 @@ def locked_requirements(tree: Path, env: Environment) -> tuple[list[str], str] |
         cp = proc.run(argv, cwd=tree, check=False, what="uv export of the commit's uv.lock")
         if cp.returncode != 0:
             raise BlockedError("the commit's uv.lock cannot be exported for this environment", hint="run `uv lock` and commit it", detail=cp.err)
-        lines = []
-        for raw in cp.out.replace("\\\n", " ").splitlines():
-            line = raw.strip()
-            if line and not line.startswith("#"):
-                lines.append(" ".join(line.split()))
-        return lines, "uv.lock"
+        return _requirement_lines(cp.out), "uv.lock"
     if (tree / LOCK_NAME).is_file():
         return _from_pylock(tree / LOCK_NAME), LOCK_NAME
     return None
@@ -265,15 +274,32 @@ def _pip_download(target: TargetPython, dest: Path, args: list[str], find_links:
     argv += [a for abi in target.abis for a in ("--abi", abi)]
     argv += [a for p in target.platforms for a in ("--platform", p)]
     argv += ["--find-links", str(find_links), *args]
-    return proc.run(argv, check=False, what="pip download of the environment's wheels")
+    return proc.run(argv, env=indexes.read().pip_env(), check=False, what="pip download of the environment's wheels")
 
 
-def _build_pure(requirement: str, dest: Path) -> Path:
-    """Build ``requirement`` into a wheel here; only a pure-Python wheel is accepted."""
+def _build_pure(requirement: str, dest: Path, pinned: list[str]) -> Path:
+    """Build ``requirement`` into a wheel here, only from an sdist whose sha256 the resolver
+    recorded (``--require-hashes``), with a private HOME and no ssh agent: its build backend
+    runs, but on verified code and without the operator's credentials. Only a pure-Python
+    wheel is accepted."""
+    import tempfile
+
+    from packaging.utils import canonicalize_name
+
+    wanted = canonicalize_name(re.split(r"[=<>!~ ;\[]", requirement, maxsplit=1)[0])
+    line = next((p for p in pinned if canonicalize_name(re.split(r"[=<>!~ ;\[]", p, maxsplit=1)[0]) == wanted), "")
+    if "--hash=" not in line:
+        raise RefusedError(
+            f"{requirement} has no wheel for the target and no hash to check its sdist against", hint="publish a wheel for the target's platform"
+        )
     out = dest / ".built"
     out.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--wheel-dir", str(out), requirement]
-    cp = proc.run(argv, check=False, what=f"pip wheel {requirement}")
+    with tempfile.TemporaryDirectory(prefix="release-build-home-") as home:
+        req = Path(home) / "requirement.txt"
+        req.write_text(line + "\n")
+        argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--require-hashes", "--wheel-dir", str(out), "-r", str(req)]
+        env = {**indexes.read().pip_env(), "HOME": home, "SSH_AUTH_SOCK": "", "PIP_CONFIG_FILE": os.devnull}
+        cp = proc.run(argv, env=env, check=False, what=f"pip wheel {requirement}")
     wheels = sorted(out.glob("*.whl"))
     if cp.returncode != 0 or not wheels:
         raise BlockedError(
@@ -293,13 +319,13 @@ def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[st
     req = dest.parent / "requirements.txt"
     if locked is not None:
         pinned = for_target(locked, target)
-        hashed = ["--require-hashes"]
     else:
         _refuse_direct(groups)
         pinned = resolve(target, app_wheel, extras, groups, dest.parent)
-        hashed = []
     req.write_text("\n".join(pinned) + "\n")
-    jobs = ([["--no-deps", *hashed, "-r", str(req)]] if pinned else []) + [["--no-deps", str(app_wheel)]]
+    # every file is one the lock (or the resolver) recorded by sha256: an impostor of the same
+    # name and version on another index is refused
+    jobs = ([["--no-deps", "--require-hashes", "-r", str(req)]] if pinned else []) + [["--no-deps", str(app_wheel)]]
     for job in jobs:
         for _ in range(20):
             cp = _pip_download(target, dest, job, links)
@@ -316,7 +342,13 @@ def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[st
             if not m:
                 raise ReleaseError("pip could not download the environment's wheels", detail=err[-4000:], hint="see pip's message above")
             requirement = m[1].strip("'\"")
-            built = _build_pure(requirement, links)
+            if locked is not None:  # on the locked path nothing is ever built from a source the lock did not verify
+                raise RefusedError(
+                    f"the commit's lock pins {requirement}, but no wheel of it for the target (Python {target.version}, {target.uv_platform()}) matches",
+                    hint="lock a wheel for the target's platform (or remove the pin); an sdist is never built on the locked path",
+                    detail=err[-2000:],
+                )
+            built = _build_pure(requirement, links, pinned)
             shutil.copy2(built, links / built.name)
         else:
             raise ReleaseError("pip download did not settle after building 20 pure-Python wheels")

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
+
+import pytest
 
 from release.errors import ConfigError
 from release.redact import redact, redact_obj, register_secret
@@ -105,3 +108,36 @@ print(out.stdout.strip() or out.stderr.strip())
     assert control.stdout.strip() == "found", (control.stdout, control.stderr)
     cp = subprocess.run([*base, "take"], capture_output=True, text=True, env=env, cwd="/")
     assert cp.stdout.strip() == "denied", (cp.stdout, cp.stderr)
+
+
+def test_index_credentials_reach_only_the_resolver_and_the_downloader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every UV_*/PIP_* variable that holds a credential is kept from other children
+    (proc.clean_env); the resolver and the downloader get the same indexes, with it."""
+    from release import indexes, proc
+
+    monkeypatch.setenv("UV_DEFAULT_INDEX", "priv=https://pkgs.example/simple")
+    monkeypatch.setenv("UV_INDEX_PRIV_USERNAME", "deployer")
+    monkeypatch.setenv("UV_INDEX_PRIV_PASSWORD", "hunter2-index")
+    monkeypatch.setenv("UV_INDEX", "https://ci:tok3n-xyz@mirror.example/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://elsewhere.example/simple")
+    clean = proc.clean_env()
+    assert not {k: v for k, v in clean.items() if "hunter2-index" in v or "tok3n-xyz" in v or k == "UV_INDEX_PRIV_PASSWORD"}
+    found = indexes.read()
+    assert found.uv_env["UV_INDEX_PRIV_PASSWORD"] == "hunter2-index" and "tok3n-xyz" in found.uv_env["UV_INDEX"]
+    pip = found.pip_env()
+    assert pip["PIP_INDEX_URL"] == "https://deployer:hunter2-index@pkgs.example/simple"
+    assert pip["PIP_EXTRA_INDEX_URL"] == "https://ci:tok3n-xyz@mirror.example/simple", "pip reads no other index"
+    assert pip["PIP_CONFIG_FILE"] == os.devnull
+    from release.redact import redact
+
+    assert "hunter2-index" not in redact(pip["PIP_INDEX_URL"])
+
+
+def test_an_index_variable_that_is_no_url_is_exit_2_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from release import indexes
+    from release.errors import ConfigError
+
+    monkeypatch.setenv("UV_DEFAULT_INDEX", "not a url")
+    with pytest.raises(ConfigError) as err:
+        indexes.read()
+    assert "UV_DEFAULT_INDEX" in err.value.message and err.value.exit_code == 2

@@ -1,0 +1,112 @@
+"""Package indexes are untrusted input: real HTTP indexes (PEP 503, basic auth) in the
+test, an impostor of the same name and version on a second index, a lock whose pinned
+wheel the index does not serve (only an sdist that runs code when built)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import pyindex
+from ..support import Repo, git, run_release, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+PRIV = "zz-release-test-privpkg"
+PRIV_MOD = PRIV.replace("-", "_")
+
+
+def app_with(path: Path, deps: str, files: dict[str, str] | None = None) -> Repo:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    repo = Repo(path)
+    repo.write(
+        "pyproject.toml",
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        f'[project]\nname = "idxapp"\nversion = "1.0.0"\ndependencies = [{deps}]\n[tool.hatch.build.targets.wheel]\npackages = ["idxapp"]\n',
+    )
+    repo.write("idxapp/__init__.py", "__version__ = '1.0.0'\n")
+    for rel, text in (files or {}).items():
+        repo.write(rel, text)
+    repo.commit("idxapp")
+    return repo
+
+
+def config(tmp_path: Path, repo: Repo) -> Path:
+    return write_config(
+        tmp_path / "release.toml",
+        repo.path,
+        top={"name": "idxapp"},
+        bundle={"artifacts": ["wheel"]},
+        target={"root": str(tmp_path / "target"), "create_root": True},
+        environment={"python": "3.11", "platforms": ["manylinux_2_36_x86_64", "linux_x86_64"]},
+    )
+
+
+def env_packages(stdout: str) -> dict[str, Any]:
+    with tarfile.open(json.loads(stdout)["bundle"]) as tf:
+        member = next(m for m in tf if m.name.endswith("/BUNDLE-MANIFEST.json") and m.name.count("/") == 1)
+        f = tf.extractfile(member)
+        assert f is not None
+        return {p["name"]: p for p in json.loads(f.read())["environment"]["packages"]}
+
+
+@pytest.mark.parametrize("how", ["url-credentials", "named-index-credentials", "no-credentials"])
+def test_one_index_configuration_serves_resolver_and_downloader(tmp_path: Path, how: str) -> None:
+    """The private index (behind basic auth when credentials are given) holds the package;
+    a second index, which pip alone would also read (PIP_EXTRA_INDEX_URL), holds an impostor
+    of the same name and version. The release carries the private wheel, byte for byte; the
+    impostor's index is never asked for it; the password is never printed."""
+    real = pyindex.wheel(tmp_path / "private", PRIV_MOD, "1.0", "WHO = 'private'\n")
+    pyindex.wheel(tmp_path / "public", PRIV_MOD, "1.0", "WHO = 'impostor'\n")
+    password = "s3cret-index-pw"
+    auth = None if how == "no-credentials" else ("deployer", password)
+    with pyindex.serve(tmp_path / "private", auth) as private, pyindex.serve(tmp_path / "public") as public:
+        env = {"PIP_EXTRA_INDEX_URL": public.url}
+        if how == "url-credentials":
+            env["UV_DEFAULT_INDEX"] = private.url.replace("http://", f"http://deployer:{password}@")
+        elif how == "named-index-credentials":
+            env.update(UV_DEFAULT_INDEX=f"priv={private.url}", UV_INDEX_PRIV_USERNAME="deployer", UV_INDEX_PRIV_PASSWORD=password)
+        else:
+            env["UV_DEFAULT_INDEX"] = private.url
+        repo = app_with(tmp_path / "app", f'"{PRIV}==1.0"')
+        cp = run_release("--config", config(tmp_path, repo), "--json", "bundle", env=env)
+        assert cp.returncode == 0, cp.stderr[-3000:]
+        assert password not in cp.stdout + cp.stderr
+        got = env_packages(cp.stdout)[PRIV_MOD.replace("_", "-")] if PRIV_MOD.replace("_", "-") in env_packages(cp.stdout) else env_packages(cp.stdout)[PRIV]
+        assert got["sha256"] == pyindex.sha256(real), "the private wheel, not the impostor"
+        assert not [r for r in public.requests if PRIV_MOD.replace("_", "-") in r.replace("_", "-")], public.requests
+
+
+def test_a_pip_only_index_configuration_is_given_to_the_resolver_too(tmp_path: Path) -> None:
+    """Only pip's variable names the private index (PIP_INDEX_URL), no uv variable: uv is
+    given the same index (it once resolved from PyPI, where the name is someone else's)."""
+    real = pyindex.wheel(tmp_path / "private", PRIV_MOD, "1.0", "WHO = 'private'\n")
+    with pyindex.serve(tmp_path / "private") as private:
+        repo = app_with(tmp_path / "app", f'"{PRIV}==1.0"')
+        cp = run_release("--config", config(tmp_path, repo), "--json", "bundle", env={"PIP_INDEX_URL": private.url})
+        assert cp.returncode == 0, cp.stderr[-3000:]
+        assert next(iter(v for k, v in env_packages(cp.stdout).items() if k.replace("_", "-") == PRIV))["sha256"] == pyindex.sha256(real)
+
+
+def test_a_lock_pin_without_a_wheel_is_refused_and_no_sdist_is_ever_built(tmp_path: Path) -> None:
+    """pylock.toml pins a wheel by hash; the index serves only an sdist whose setup.py would
+    leave a marker (with the operator's HOME and agent socket) when built. Refused (exit 4)
+    naming the package; nothing was built."""
+    marker = tmp_path / "sdist-ran"
+    pyindex.sdist(
+        tmp_path / "index", "evilpkg", "1.0", f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='evilpkg', version='1.0')\n"
+    )
+    lock = (
+        'lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "evilpkg"\nversion = "1.0"\n'
+        f'[[packages.wheels]]\nname = "evilpkg-1.0-py3-none-any.whl"\nhashes = {{sha256 = "{"ab" * 32}"}}\n'
+    )
+    with pyindex.serve(tmp_path / "index") as index:
+        repo = app_with(tmp_path / "app", '"evilpkg==1.0"', {"pylock.toml": lock})
+        cp = run_release("--config", config(tmp_path, repo), "bundle", env={"UV_DEFAULT_INDEX": index.url, "PIP_NO_BUILD_ISOLATION": "0"})
+    assert cp.returncode == 4, (cp.returncode, cp.stderr[-3000:])
+    assert "evilpkg" in cp.stderr and "never built" in cp.stderr, cp.stderr[-3000:]
+    assert not marker.exists(), "the sdist's setup.py ran"
