@@ -42,6 +42,7 @@ SECTIONS: dict[str, _Spec] = {
         "hosts": (list, []),
         "inventory": (str, ""),
         "group": (str, "all"),
+        "op_timeout": (int, 3600),
     },
     "fleet": {"forks": (int, 10), "serial": (object, None), "max_fail_percentage": (object, 0)},
     "smoke": {"check": (list, []), "timeout": (int, 600)},
@@ -129,6 +130,7 @@ class Config(NamedTuple):
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
     inventory_path: str = ""
+    op_timeout: float = 3600.0  # target.op_timeout: the deadline of every agent op (a smoke: at least its checks' own)
 
     @property
     def is_local(self) -> bool:
@@ -251,6 +253,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         python=t["python"],
         ssh_config=ssh_config,
         create_root=t["create_root"],
+        op_timeout=float(_op_timeout(t["op_timeout"])),
         allowed_signers=str((base / t["allowed_signers"]).resolve()) if t["allowed_signers"] else "",
         checks=checks,
         provision_root=_provision_root(prov["root"], t["host"], base),
@@ -288,6 +291,12 @@ def _hosts(t: dict[str, Any], base: Path) -> tuple[Any, ...]:
         inv = inventory.load(base / t["inventory"])
         return tuple(inv.host(h) for h in inv.members(t["group"]))
     return ()
+
+
+def _op_timeout(value: int) -> int:
+    if value < 1:
+        raise ConfigError("target.op_timeout must be at least 1 (seconds)", hint="target.op_timeout = 3600")
+    return value
 
 
 def _fleet(f: dict[str, Any]) -> Fleet:

@@ -133,13 +133,43 @@ def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, host
             return Outcome(h.name, False, None, err, time.monotonic() - t0)
 
     ex = ThreadPoolExecutor(max_workers=max(1, min(cfg.fleet.forks, len(chosen))))
+    futures = [ex.submit(one, h) for h in chosen]
     try:
-        return list(ex.map(one, chosen))
-    except BaseException:  # Ctrl-C: the hosts in flight finish (their records written), no other host starts
-        ex.shutdown(wait=True, cancel_futures=True)
+        return [f.result() for f in futures]
+    except BaseException:  # Ctrl-C: no other host starts; the hosts in flight get a bounded wait
+        _interrupted(futures)
+        ex.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
         ex.shutdown(wait=True)
+
+
+INTERRUPT_GRACE = 10.0  # seconds the hosts in flight get to answer after an interrupt
+
+
+def _interrupted(futures: list[Any]) -> None:
+    """After an interrupt: cancel the queued hosts, give those in flight ``INTERRUPT_GRACE``
+    seconds (a second Ctrl-C ends the wait), then stop their agents' connections: their
+    outcomes are unknown, settled by the next rollback or deploy (the fleet record says the
+    run never finished)."""
+    from concurrent.futures import wait
+
+    for f in futures:
+        f.cancel()
+    running = [f for f in futures if not f.done()]
+    if running:
+        progress.note(f"interrupted: no other host starts; waiting up to {INTERRUPT_GRACE:g} s for the {len(running)} in flight (Ctrl-C again: stop now)")
+        try:
+            wait(running, timeout=INTERRUPT_GRACE)
+        except KeyboardInterrupt:
+            pass
+    if any(not f.done() for f in futures):
+        stopped = proc.stop_children()
+        progress.note(f"interrupted: stopped {stopped} connections still in flight; their outcome is unknown")
+        try:
+            wait(futures, timeout=INTERRUPT_GRACE)
+        except KeyboardInterrupt:
+            pass
 
 
 def too_many(failed: int, total: int, max_fail_percentage: float) -> bool:

@@ -60,7 +60,7 @@ def run(op: str, request: Mapping[str, object], timeout: float | None = None) ->
     os.close(err_w)
     try:
         out, err, killed = proc.read_pipes(out_r, err_r, timeout, "the agent's forked child")
-    except proc.OutputTooLarge:
+    except (proc.OutputTooLarge, proc.Stopped):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
@@ -72,9 +72,7 @@ def run(op: str, request: Mapping[str, object], timeout: float | None = None) ->
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if killed:
-        from .errors import ReleaseError
-
-        raise ReleaseError(f"agent op {op} on localhost: timed out after {timeout}s")
+        raise proc.TimedOut(f"agent op {op} on localhost: no answer within {timeout}s: stopped")
     return proc.Completed(("<agent in a forked child>", op), code, out, err)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from .errors import ReleaseError
 from .redact import redact
@@ -151,7 +152,7 @@ def run(
     except FileNotFoundError as exc:
         raise error(f"{what or args[0]}: command not found: {args[0]}", hint=hint or "install it or fix PATH") from exc
     except subprocess.TimeoutExpired as exc:
-        raise error(f"{what or show(args)}: timed out after {timeout}s", hint=hint) from exc
+        raise TimedOut(f"{what or show(args)}: no end within {timeout:g} s: stopped", hint=hint) from exc
     result = Completed(args, cp.returncode, cp.stdout, cp.stderr)
     if check and cp.returncode != 0:
         detail = failure_detail(result)
@@ -180,7 +181,6 @@ def _run_fed(
 ) -> subprocess.CompletedProcess[bytes]:
     """``subprocess.run`` whose stdin is a pipe fed by a thread: ``prefix``, then ``then``."""
     import subprocess
-    import threading
 
     from .agent.fsutil import widen_pipe
 
@@ -196,6 +196,8 @@ def _run_fed(
     feeder = threading.Thread(target=_feed, args=(w, prefix, then), daemon=True)
     feeder.start()
     assert child.stdout is not None and child.stderr is not None
+    with _LIVE_LOCK:
+        _LIVE.add(child)
     try:
         out, err, late = read_pipes(child.stdout.fileno(), child.stderr.fileno(), timeout, args[0])
         if late:
@@ -206,6 +208,8 @@ def _run_fed(
         child.wait()
         raise
     finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(child)
         for pipe in (child.stdout, child.stderr):
             if pipe is not None:
                 pipe.close()
@@ -227,14 +231,18 @@ def read_pipes(out_fd: int, err_fd: int, timeout: float | None, name: str) -> tu
 
     deadline = None if timeout is None else time.monotonic() + timeout
     kept = {out_fd: bytearray(), err_fd: bytearray()}
+    stop = _stop_fd()
     with selectors.DefaultSelector() as sel:
         for fd in kept:
             sel.register(fd, selectors.EVENT_READ)
-        while sel.get_map():
+        sel.register(stop, selectors.EVENT_READ)
+        while len(sel.get_map()) > 1:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return bytes(kept[out_fd]), bytes(kept[err_fd]), True
             for key, _ in sel.select(left):
+                if key.fd == stop:
+                    raise Stopped(f"{name} was stopped before it answered (the run was interrupted)")
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
                     sel.unregister(key.fd)
@@ -243,6 +251,45 @@ def read_pipes(out_fd: int, err_fd: int, timeout: float | None, name: str) -> tu
                 if len(kept[key.fd]) > MAX_OUTPUT:
                     raise OutputTooLarge(f"{name} printed more than {MAX_OUTPUT >> 20} MiB: stopped, the rest was not read")
     return bytes(kept[out_fd]), bytes(kept[err_fd]), False
+
+
+class TimedOut(ReleaseError):
+    """A command ran past its deadline: it was killed, its outcome not read."""
+
+
+_LIVE: set[Any] = set()  # the fed commands running now (agents, local or over SSH)
+_LIVE_LOCK = threading.Lock()
+
+
+_STOP: list[int] = []  # a pipe whose read end every reader of a fed command watches: written once, by stop_children
+
+
+def _stop_fd() -> int:
+    with _LIVE_LOCK:
+        if not _STOP:
+            _STOP.extend(os.pipe())
+        return _STOP[0]
+
+
+class Stopped(ReleaseError):
+    """A fed command was stopped by ``stop_children`` before it answered."""
+
+
+def stop_children() -> int:
+    """Stop every fed command still running (an interrupted fleet's hosts in flight): their
+    readers return at once (an ssh client of a shared connection passed its pipes to the
+    master, so killing it alone ends no read) and the commands are killed; an op that
+    changes a target becomes an unknown outcome."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    _stop_fd()
+    os.write(_STOP[1], b"x")
+    for child in live:
+        try:
+            child.kill()
+        except OSError:
+            pass
+    return len(live)
 
 
 class OutputTooLarge(ReleaseError):

@@ -151,7 +151,9 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
                 "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
             }
             try:
-                answer = for_config(cfg).agent("smoke", req)
+                # the op's deadline: the operator's, and never shorter than its checks' own
+                deadline = max(cfg.op_timeout, sum(c.timeout for c in target_checks) + 120)
+                answer = for_config(cfg).agent("smoke", req, timeout=deadline)
             except ReleaseError as exc:
                 if exc.exit_code != 1:
                     raise

@@ -225,13 +225,15 @@ class _Base:
     label = ""
     same_machine = False
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, deadline: float = 3600.0) -> None:
         self.python = python
+        self.deadline = deadline  # target.op_timeout: no op waits on a target without end
 
     def argv(self, op: str, request: Mapping[str, object]) -> list[str]:
         raise NotImplementedError
 
     def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]:
+        timeout = self.deadline if timeout is None else timeout
         argv = self.argv(op, request)
         proc.log.debug("agent %s on %s", op, self.label)
         return self._answer(
@@ -259,6 +261,18 @@ class _Base:
             if op in CHANGING_OPS:
                 raise _unknown(op, self.label, exc.message, "") from None
             raise ReleaseError(f"target agent ({op}) on {self.label}: {exc.message}", hint="the target printed without end: inspect that host") from None
+        except proc.Stopped as exc:
+            if op in CHANGING_OPS:
+                raise _unknown(op, self.label, exc.message, "") from None
+            raise ReleaseError(f"target agent ({op}) on {self.label}: {exc.message}") from None
+        except proc.TimedOut as exc:
+            if op in CHANGING_OPS:
+                raise _unknown(op, self.label, f"no answer within its deadline ({exc.message})", "") from None
+            raise ReleaseError(
+                f"target agent ({op}) on {self.label} gave no answer within its deadline",
+                detail=exc.message,
+                hint="inspect that host, or raise target.op_timeout",
+            ) from None
 
     def _answer(self, op: str, cp: proc.Completed) -> dict[str, Any]:
         err = redact(cp.stderr.decode("utf-8", "replace").strip())
@@ -328,7 +342,8 @@ class LocalTransport(_Base):
 
         if stdin is None and inprocess.usable(self.python, op):  # no second interpreter start (see inprocess)
             proc.log.debug("agent %s on %s, in a forked child", op, self.label)
-            return self._answer(op, self._bounded(op, lambda: inprocess.run(op, request, timeout)))
+            deadline = self.deadline if timeout is None else timeout
+            return self._answer(op, self._bounded(op, lambda: inprocess.run(op, request, deadline)))
         return super().agent(op, request, stdin=stdin, timeout=timeout)
 
 
@@ -541,8 +556,8 @@ _PLAIN_PATH = re.compile(r"(/|~/)[A-Za-z0-9._/+@,=:-]*")
 
 
 class SshTransport(_Base):
-    def __init__(self, host: str, python: str, ssh_config: str = "", options: tuple[str, ...] = (), share: bool = True) -> None:
-        super().__init__(python)
+    def __init__(self, host: str, python: str, ssh_config: str = "", options: tuple[str, ...] = (), share: bool = True, deadline: float = 3600.0) -> None:
+        super().__init__(python, deadline)
         self.host = host
         self.label = host
         self.ssh_config = ssh_config
@@ -602,10 +617,10 @@ class SshTransport(_Base):
 
 def for_config(cfg: Config) -> Transport:
     if cfg.is_local:
-        return LocalTransport(cfg.python)
+        return LocalTransport(cfg.python, cfg.op_timeout)
     if cfg.ssh_config:
         _check_ssh_config(cfg.ssh_config)
-    return SshTransport(cfg.host, cfg.python, cfg.ssh_config, cfg.ssh_options)
+    return SshTransport(cfg.host, cfg.python, cfg.ssh_config, cfg.ssh_options, deadline=cfg.op_timeout)
 
 
 def _check_ssh_config(path: str) -> None:

@@ -544,3 +544,74 @@ def test_a_lost_promote_answer_is_reverted_by_the_hosts_own_record(tmp_path: Pat
     rb = run_release("--config", cfg, "rollback")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert {h: os.readlink(host_root(fleet, h, tmp_path) / "current") for h in hosts} == first
+
+
+def _hung_python(tmp_path: Path) -> tuple[Path, str]:
+    """An interpreter whose deploy reads its input and then hangs, on a healthy connection."""
+    marker = f"hung-agent-{tmp_path.name}"
+    hung = tmp_path / "python-hung"
+    hung.write_text(f'#!/bin/sh\nif [ "$5" = deploy ]; then cat >/dev/null; exec python3 -c "import time; time.sleep(900)" {marker}; fi\nexec python3 "$@"\n')
+    hung.chmod(0o755)
+    return hung, marker
+
+
+def test_a_hung_host_is_bounded_by_the_ops_deadline(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """h1's agent hangs after reading the bundle. With target.op_timeout = 8 its deploy is an
+    unknown outcome after 8 s, the fleet is undone and the command ends; every root as it was."""
+    import subprocess
+
+    hosts = GOOD[:3]
+    hung, marker = _hung_python(tmp_path)
+    cfg = _inventory_cfg(tmp_path, fleet, app, ["h0", f"h1 ansible_python_interpreter={hung}", "h2"])
+    cfg.write_text(cfg.read_text().replace("[target]", "[target]\nop_timeout = 8"))
+    for h in hosts:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, hosts, tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    try:
+        started = time.monotonic()
+        cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+        took = time.monotonic() - started
+        assert cp.returncode == 1 and "h1 (connection lost" in cp.stderr and "deadline" in cp.stderr, cp.stderr[-3000:]
+        assert took < 60, f"the deploy took {took:.0f} s"
+        assert state_of(fleet, hosts, tmp_path) == before
+    finally:
+        subprocess.run(["pkill", "-f", marker], check=False)
+
+
+def test_an_interrupt_bounds_the_wait_for_a_hung_host(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """No deadline set: h1 hangs, h0 and h2 land. One Ctrl-C: the command stops within the
+    grace period (h1's connection is stopped, its outcome unknown), and a plain rollback
+    then restores every root."""
+    import signal
+    import subprocess
+
+    hosts = GOOD[:3]
+    hung, marker = _hung_python(tmp_path)
+    cfg = _inventory_cfg(tmp_path, fleet, app, ["h0", f"h1 ansible_python_interpreter={hung}", "h2"])
+    for h in hosts:
+        host_root(fleet, h, tmp_path).mkdir(parents=True, exist_ok=True)
+    before = state_of(fleet, hosts, tmp_path)
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    try:
+        p = popen_release("--config", cfg, "deploy", "--no-plan", env={"PYTHONFAULTHANDLER": "1"})
+        end = time.time() + 60
+        while time.time() < end and not all(list(host_root(fleet, h, tmp_path).glob("releases/*/DEPLOY-MANIFEST.txt")) for h in ("h0", "h2")):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        started = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        try:
+            out, err = p.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGABRT)
+            out, err = p.communicate(timeout=20)
+            raise AssertionError(err[-6000:]) from None
+        took = time.monotonic() - started
+        assert p.returncode == 1 and "interrupted" in err and "release rollback" in err, err[-3000:]
+        assert took < 30, f"the interrupt took {took:.0f} s to stop the run"
+        rb = run_release("--config", cfg, "rollback")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+        assert state_of(fleet, hosts, tmp_path) == before
+    finally:
+        subprocess.run(["pkill", "-f", marker], check=False)
