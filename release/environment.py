@@ -161,18 +161,55 @@ def _refuse_direct(reqs: list[str]) -> None:
             raise RefusedError(f"direct URL / VCS dependency refused: {r!r}", hint="publish it as a wheel, or lock it by hash (uv.lock / pylock.toml)")
 
 
+MAX_LOCK = 16 << 20  # bytes of a commit's pylock.toml
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _from_pylock(path: Path) -> list[str]:
-    """pylock.toml (PEP 751) -> pinned requirement lines with every wheel's hash."""
-    data = tomllib.loads(path.read_text())
+    """pylock.toml (PEP 751) -> pinned requirement lines with every wheel's hash. The commit's
+    lock is untrusted input: at most ``MAX_LOCK`` bytes, every value of the type PEP 751
+    gives it (a name, a version, a marker, sha256 hex), else exit 4 naming the entry."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    def bad(why: str) -> RefusedError:
+        return RefusedError(f"{path.name}: {why}", hint="regenerate the lock (uv lock / pip lock)")
+
+    raw = path.read_bytes()[: MAX_LOCK + 1]
+    if len(raw) > MAX_LOCK:
+        raise bad(f"larger than {MAX_LOCK >> 20} MiB")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise bad(f"not a readable TOML file ({type(exc).__name__})") from None
+    packages = data.get("packages", [])
+    if not isinstance(packages, list):
+        raise bad("`packages` is not an array of tables")
     lines = []
-    for pkg in data.get("packages", []):
-        hashes = [w["hashes"]["sha256"] for w in pkg.get("wheels", []) if "sha256" in w.get("hashes", {})]
-        if "sdist" in pkg and "sha256" in pkg["sdist"].get("hashes", {}):
-            hashes.append(pkg["sdist"]["hashes"]["sha256"])
+    for pkg in packages:
+        if not isinstance(pkg, dict) or not all(isinstance(pkg.get(k), str) for k in ("name", "version")):
+            raise bad(f"a package entry without a name and a version: {str(pkg)[:80]!r}")
+        name, version, marker = pkg["name"], pkg["version"], pkg.get("marker")
+        wheels = pkg.get("wheels", [])
+        sdist = pkg.get("sdist", {})
+        if (
+            not isinstance(wheels, list)
+            or not all(isinstance(w, dict) and isinstance(w.get("hashes", {}), dict) for w in wheels)
+            or not isinstance(sdist, dict)
+        ):
+            raise bad(f"{name}: malformed wheels or sdist entries")
+        hashes = [str(w["hashes"]["sha256"]) for w in wheels if "sha256" in w.get("hashes", {})]
+        if isinstance(sdist.get("hashes"), dict) and "sha256" in sdist["hashes"]:
+            hashes.append(str(sdist["hashes"]["sha256"]))
         if not hashes:
-            raise RefusedError(f"{path.name}: {pkg.get('name')} is not locked by hash", hint="regenerate the lock with hashes")
-        marker = f" ; {pkg['marker']}" if pkg.get("marker") else ""  # decided for the target by for_target
-        lines.append(f"{pkg['name']}=={pkg['version']}{marker} " + " ".join(f"--hash=sha256:{h}" for h in hashes))
+            raise RefusedError(f"{path.name}: {name} is not locked by hash", hint="regenerate the lock with hashes")
+        if not all(_SHA256.fullmatch(h) for h in hashes):
+            raise bad(f"{name}: a sha256 that is not 64 hex digits")
+        text = f"{name}=={version}" + (f" ; {marker}" if marker else "")  # the marker is decided for the target by for_target
+        try:
+            Requirement(text)
+        except InvalidRequirement:
+            raise bad(f"{name}: not a valid name, version or marker: {text[:120]!r}") from None
+        lines.append(text + " " + " ".join(f"--hash=sha256:{h}" for h in hashes))
     return lines
 
 

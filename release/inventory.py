@@ -277,6 +277,10 @@ def parse_yaml(text: str, where: str) -> Inventory:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where} is not valid YAML: {exc}", hint="fix the inventory") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError(f"{where} nests too deeply to be an inventory", hint="fix the inventory") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: an inventory is a mapping of groups (all:, ...)", hint="fix the inventory")
     inv = Inventory(hosts={}, groups={})
     _add_group(inv, "all")
     _add_group(inv, "ungrouped")
@@ -289,6 +293,8 @@ def parse_yaml(text: str, where: str) -> Inventory:
         the same group body millions of times (each (name, body) is walked once)."""
         if name in path:
             raise ConfigError(f"{where}: group {name!r} is its own child ({' > '.join((*path, name))})", hint="remove the loop from children:")
+        if len(path) >= 64:
+            raise ConfigError(f"{where}: groups nest more than 64 deep at {name!r}", hint="flatten the children:")
         if (name, id(body)) in walked:
             return
         walked.add((name, id(body)))
@@ -303,8 +309,12 @@ def parse_yaml(text: str, where: str) -> Inventory:
             if not isinstance(hv or {}, dict):
                 raise ConfigError(f"{where}: the variables of host {host!r} must be a mapping", hint="write host: {ansible_host: ...}")
             _add_hosts(inv, group, str(host), dict(hv or {}), f"{where}: group {name!r}")
-        group["vars"].update(body.get("vars") or {})
-        for child, cbody in (body.get("children") or {}).items():
+        gvars = body.get("vars") or {}
+        children = body.get("children") or {}
+        if not isinstance(gvars, dict) or not isinstance(children, dict):
+            raise ConfigError(f"{where}: vars and children of group {name!r} must be mappings", hint="write vars: {key: value}, children: {group: {...}}")
+        group["vars"].update(gvars)
+        for child, cbody in children.items():
             group["children"][str(child)] = None
             walk(str(child), cbody, (*path, name))
 
@@ -329,10 +339,22 @@ def _finish(inv: Inventory) -> None:
             inv.groups["all"]["children"][g] = None
 
 
+MAX_INVENTORY = 16 << 20  # bytes of an inventory file
+
+
 def load(path: Path) -> Inventory:
+    """Read an inventory (untrusted input): at most ``MAX_INVENTORY`` bytes of UTF-8, parsed in
+    time linear in hosts times groups; anything malformed is exit 2 naming the file."""
     if not path.is_file():
         raise ConfigError(f"target.inventory not found: {path}", hint="fix target.inventory")
-    text = path.read_text()
+    with path.open("rb") as f:
+        raw = f.read(MAX_INVENTORY + 1)
+    if len(raw) > MAX_INVENTORY:
+        raise ConfigError(f"target.inventory {path} is larger than {MAX_INVENTORY >> 20} MiB", hint="split it, or use groups")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"target.inventory {path} is not UTF-8 ({exc.reason} at byte {exc.start})", hint="fix the inventory") from None
     if path.suffix in (".yml", ".yaml") or text.lstrip().startswith(("all:", "---")):
         return parse_yaml(text, str(path))
     return parse_ini(text, str(path))

@@ -150,10 +150,42 @@ class _Walker(Visitor):
                 self.refs.types.add((parts[-2] if len(parts) > 1 else "", parts[-1]))
 
 
+MAX_SQL = 1 << 20  # bytes of one statement (a query of the config, or a view or policy body from the database)
+MAX_NESTING = 4000  # the deepest parse tree a statement may give (pglast's tree builder crashed the process past ~20,000)
+_NOT_OPERATORS = {"ASCII_40", "ASCII_41", "ASCII_44", "ASCII_46", "ASCII_59", "ASCII_91", "ASCII_93", "ASCII_58"}  # ( ) , . ; [ ] :
+
+
+def _bounded(sql: str) -> None:
+    """Refuse (exit 4) a statement whose parse tree could be deeper than ``MAX_NESTING``,
+    judged from PostgreSQL's own scanner (flat, in C, strings and comments skipped): its
+    deepest parenthesis plus every operator (each may nest one level: ``1+1+...+1``)."""
+    if len(sql.encode("utf-8", "surrogateescape")) > MAX_SQL:
+        raise RefusedError(f"SQL longer than {MAX_SQL} bytes is not sent", hint="shorten the query")
+    try:
+        tokens = pglast.parser.scan(sql)
+    except pglast.parser.ParseError as exc:
+        raise RefusedError(f"SQL does not parse, so it is not sent: {exc}", hint="fix the query in smoke.check.queries") from None
+    depth = deepest = operators = 0
+    for t in tokens:
+        if t.name == "ASCII_40":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif t.name == "ASCII_41":
+            depth -= 1
+        elif (t.name.startswith("ASCII_") and t.name not in _NOT_OPERATORS) or t.name in ("Op", "AND", "OR", "NOT"):
+            operators += 1
+    if deepest + operators > MAX_NESTING:
+        raise RefusedError(
+            f"SQL nested too deeply to be checked ({deepest} parentheses deep, {operators} operators; limit {MAX_NESTING})",
+            hint="split the query; nothing was sent",
+        )
+
+
 def check(sql: str, forbid_functions: Iterable[str] = ()) -> Refs:
     """Raise RefusedError (exit 4) unless ``sql`` is one plain SELECT free of known side effects;
     return what it references, for :func:`check_catalog`."""
     forbidden = {f.split(".")[-1].strip('"').lower() for f in forbid_functions}
+    _bounded(sql)
     try:
         stmts = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:

@@ -95,6 +95,7 @@ def script_problem(name: str) -> str:
 def check(path: str) -> WheelFacts:
     """Check the wheel at ``path`` (see the module's text); its facts, or ``WheelProblem``."""
     import zipfile
+    import zlib
 
     try:
         with open(path, "rb") as f:
@@ -102,8 +103,9 @@ def check(path: str) -> WheelFacts:
             central_directory(f, size)
             with zipfile.ZipFile(f) as z:
                 return _check_members(z)
-    except (OSError, ValueError, zipfile.BadZipFile, struct.error, EOFError) as exc:
-        raise WheelProblem(f"not a readable wheel ({exc})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error, EOFError, zlib.error, NotImplementedError) as exc:
+        # a damaged member (zlib), an unsupported compression or encryption (NotImplementedError)
+        raise WheelProblem(f"not a readable wheel ({type(exc).__name__}: {exc})") from None
 
 
 def _check_members(z: Any) -> WheelFacts:
