@@ -100,7 +100,13 @@ def provision(session: nox.Session) -> None:
 
 
 AGENT_OLDEST = "3.8"  # the oldest Python the target side (release/agent) supports
-AGENT_UNIT_TESTS = ["tests/unit/test_agent_tar.py", "tests/unit/test_lock_and_rename.py", "tests/unit/test_agent_jsonio.py", "tests/unit/test_agent_names.py"]
+AGENT_UNIT_TESTS = [
+    "tests/unit/test_agent_tar.py",
+    "tests/unit/test_lock_and_rename.py",
+    "tests/unit/test_agent_jsonio.py",
+    "tests/unit/test_agent_names.py",
+    "tests/unit/test_wheelsafe.py",
+]
 
 
 def _oldest_python() -> str | None:
@@ -130,9 +136,9 @@ def agent_oldest(session: nox.Session) -> None:
             session.error(f"python{AGENT_OLDEST} is needed to test the agent on the oldest target Python")
         session.skip(f"python{AGENT_OLDEST} not found")
     env_dir = HERE / ".nox" / f"agent-py{AGENT_OLDEST}"
-    if not (env_dir / "bin" / "pytest").exists():
+    if not (env_dir / "bin" / "pytest").exists() or not list(env_dir.glob("lib/python*/site-packages/installer")):
         session.run(python, "-m", "venv", str(env_dir), external=True)
-        session.run(str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "pytest", "hypothesis", external=True)
+        session.run(str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "pytest", "hypothesis", "installer==0.7.0", external=True)
     pytest = [str(env_dir / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *AGENT_UNIT_TESTS]
     session.run(*pytest, env={"PYTHONPATH": str(HERE)}, external=True)
 
