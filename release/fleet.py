@@ -219,7 +219,7 @@ def _pick_fleet_id(cfg: Config, explicit: str | None, *, unfinished_ok: bool = F
     refuses it rather than act on some hosts, or on an older deploy."""
     if explicit:
         return explicit
-    live = [r for r in _fleet_records(cfg) if r.get("status") in ("deployed", "partial", "started")]
+    live = [r for r in _fleet_records(cfg) if r.get("status") in ("deployed", "partial", "started", UNDO_FAILED)]
     if not live:
         raise BlockedError(f"no fleet deploy to act on in {cfg.state / 'fleet'}", hint="deploy first, or pass --deploy-id")
     newest = live[-1]
@@ -228,7 +228,17 @@ def _pick_fleet_id(cfg: Config, explicit: str | None, *, unfinished_ok: bool = F
             f"fleet deploy {newest['deploy_id']} never finished (interrupted or killed)",
             hint="undo it with `release rollback`, then deploy again; or pass --deploy-id",
         )
+    if newest.get("status") == UNDO_FAILED and not unfinished_ok:
+        raise BlockedError(
+            f"fleet deploy {newest['deploy_id']} failed and its undo did not reach {', '.join(newest.get('landed') or [])}",
+            hint="finish the undo with `release rollback` once those hosts answer; or pass --deploy-id",
+        )
     return str(newest["deploy_id"])
+
+
+# a failed fleet deploy whose all-or-nothing undo did not reach every host: live for rollback
+# only (its ``landed`` are the hosts that may still hold the release), refused by every other stage
+UNDO_FAILED = "undo-failed"
 
 
 # ----------------------------------------------------------------------------- stages
@@ -259,7 +269,7 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         # a host whose undo failed, or whose outcome is unknown, may still hold the release
         # until it says otherwise: it stays a holder, and the record stays live for rollback
         still = sorted(h for h, r in undo.items() if r.startswith("undo failed"))
-        status = "rolled-back" if not still else "partial"
+        status = "rolled-back" if not still else UNDO_FAILED
         doc.update(status=status, undo=undo, landed=still)
         _record(cfg, plan.deploy_id, doc)
         which = "; ".join(f"{o.host} ({o.reason})" for o in failed)
@@ -335,7 +345,8 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         before = list(doc.get("landed") or doc.get("hosts") or []) if doc.get("status") != "started" else list(doc.get("hosts") or [])
         undone = {o.host for o in outcomes if o.ok}
         remaining = [h for h in before if h not in undone]
-        _record(cfg, deploy_id, {**doc, "status": "rolled-back" if not remaining else "partial", "landed": remaining})
+        left = UNDO_FAILED if doc.get("status") == UNDO_FAILED else "partial"
+        _record(cfg, deploy_id, {**doc, "status": "rolled-back" if not remaining else left, "landed": remaining})
     out: dict[str, Any] = {"stage": "rollback", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
     out["_text"] = _table(
         f"rollback of {deploy_id} on {len(outcomes)} hosts",
@@ -456,6 +467,11 @@ def status(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         if rec.get("status") == "started":
             never = f"fleet deploy {rec.get('deploy_id')} never finished (interrupted or killed)"
             out["_text"] += f"\n{never}: `release rollback` undoes it on every host it reached"
+        elif rec.get("status") == UNDO_FAILED:
+            out["_text"] += (
+                f"\nfleet deploy {rec.get('deploy_id')} failed and its undo did not reach {', '.join(rec.get('landed') or [])}:"
+                " `release rollback` finishes it once they answer"
+            )
     if any(not o.ok for o in outcomes):
         out["exit_code"] = 1
         out["failed"] = "; ".join(f"{o.host} ({o.reason})" for o in outcomes if not o.ok)

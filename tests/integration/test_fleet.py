@@ -423,10 +423,13 @@ def test_a_failed_undo_keeps_the_host_a_holder_until_rollback_reaches_it(tmp_pat
     cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
     assert cp.returncode == 1, cp.stderr
     res = json.loads(cp.stdout)
-    assert res["undo"]["h1"].startswith("undo failed") and res["status"] == "partial", res
+    assert res["undo"]["h1"].startswith("undo failed") and res["status"] == "undo-failed", res
     assert "rolled back on every host" not in cp.stderr and "may still hold the release" in cp.stderr, cp.stderr
     record = json.loads((tmp_path / ".release" / "fleet" / f"{res['deploy_id']}.json").read_text())
-    assert record["status"] == "partial" and record["landed"] == ["h1"], record
+    assert record["status"] == "undo-failed" and record["landed"] == ["h1"], record
+    for stage in ("promote", "smoke"):
+        cp = run_release("--config", cfg, stage)
+        assert cp.returncode == 3 and "release rollback" in cp.stderr, (stage, cp.stderr)
     assert list(host_root(fleet, "h1", tmp_path).glob("releases/*")), "the release is still on h1"
     healed.touch()
     rb = run_release("--config", cfg, "rollback")
