@@ -148,3 +148,23 @@ def holds_secret(name: str, value: str) -> bool:
     from .redact import redact
 
     return bool(_NAMED_CREDENTIAL.fullmatch(name)) or redact(value) != value or any(w in name.lower() for w in ("password", "token", "secret"))
+
+
+def without_credentials(name: str, value: str) -> str | None:
+    """What every other child (a build, a smoke check) gets of an inherited ``UV_*`` /
+    ``PIP_*`` variable: an index URL keeps its place with its credentials removed (a build
+    requirement behind authentication then fails loudly, never falls back to the public
+    index; give builds credentials through ~/.netrc or a keyring); a variable that is a
+    credential is left out (None)."""
+    if name in UV_INDEX_VARS or name in PIP_INDEX_VARS:
+        words = []
+        for word in value.split():
+            label, eq, url = word.partition("=")
+            if not eq or "://" in label:
+                label, url = "", word
+            parts = urlsplit(url)
+            if parts.username or parts.password:
+                url = urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
+            words.append(f"{label}={url}" if label else url)
+        return " ".join(words)
+    return None if holds_secret(name, value) else value

@@ -92,11 +92,15 @@ ENV_ALLOW_PREFIXES = ("LC_", "PIP_", "UV_", "RELEASE_TEST_", "HTTP_PROXY", "HTTP
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allowlisted part of this process's environment, plus ``extra``."""
-    from .indexes import holds_secret
+    from .indexes import without_credentials
 
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith(ENV_ALLOW_PREFIXES)}
-    for k in [k for k in env if k not in ENV_ALLOW and holds_secret(k, env[k])]:
-        env.pop(k)  # an index credential stays here: only the resolver and the downloader get it (``indexes``)
+    for k in [k for k in env if k not in ENV_ALLOW]:
+        kept = without_credentials(k, env[k])  # an index credential stays here: only the resolver and the downloader get it (``indexes``)
+        if kept is None:
+            env.pop(k)
+        else:
+            env[k] = kept
     env.update(extra or {})
     return env
 

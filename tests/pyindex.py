@@ -59,9 +59,24 @@ class Index:
         self.requests = requests
 
 
+def build_requirements(cache: Path) -> list[Path]:
+    """Wheels of hatchling and what it needs (a project's build requirements), downloaded
+    once into ``cache``: a private index in a test serves them as a real one mirrors them."""
+    import subprocess
+    import sys
+
+    wheels = sorted(cache.glob("*.whl"))
+    if not wheels:
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:", "--dest", str(cache), "hatchling"], check=True)
+        wheels = sorted(cache.glob("*.whl"))
+    return wheels
+
+
 @contextmanager
-def serve(files: Path, auth: tuple[str, str] | None = None) -> Iterator[Index]:
-    """Serve ``files`` (distribution files) as a PEP 503 index at ``<url>`` (the simple root)."""
+def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "") -> Iterator[Index]:
+    """Serve ``files`` (distribution files) as a PEP 503 index at ``<url>`` (the simple root);
+    with ``auth``, the paths that hold ``protect`` (all, when it is empty) need basic auth."""
     requests: list[str] = []
     token = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() if auth else ""
 
@@ -74,7 +89,8 @@ def serve(files: Path, auth: tuple[str, str] | None = None) -> Iterator[Index]:
 
         def do_GET(self, head: bool = False) -> None:
             requests.append(self.path)
-            if token and self.headers.get("Authorization") != token:
+            guarded = not protect or protect in self.path.replace("-", "_").lower()
+            if token and guarded and self.headers.get("Authorization") != token:
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="index"')
                 self.end_headers()

@@ -54,17 +54,34 @@ def env_packages(stdout: str) -> dict[str, Any]:
         return {p["name"]: p for p in json.loads(f.read())["environment"]["packages"]}
 
 
+@pytest.fixture(scope="module")
+def build_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return pyindex.build_requirements(tmp_path_factory.mktemp("build-requirements"))
+
+
+def mirror(folder: Path, wheels: list[Path]) -> Path:
+    """A private index's folder that also mirrors the build requirements (as a real one does)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for w in wheels:
+        shutil.copy(w, folder / w.name)
+    return folder
+
+
 @pytest.mark.parametrize("how", ["url-credentials", "named-index-credentials", "no-credentials"])
-def test_one_index_configuration_serves_resolver_and_downloader(tmp_path: Path, how: str) -> None:
-    """The private index (behind basic auth when credentials are given) holds the package;
-    a second index, which pip alone would also read (PIP_EXTRA_INDEX_URL), holds an impostor
-    of the same name and version. The release carries the private wheel, byte for byte; the
-    impostor's index is never asked for it; the password is never printed."""
-    real = pyindex.wheel(tmp_path / "private", PRIV_MOD, "1.0", "WHO = 'private'\n")
+def test_one_index_configuration_serves_resolver_and_downloader(tmp_path: Path, how: str, build_wheels: list[Path]) -> None:
+    """The private index (its private package behind basic auth when credentials are given)
+    holds the package; a second index, which pip alone would also read
+    (PIP_EXTRA_INDEX_URL), holds an impostor of the same name and version. The release
+    carries the private wheel, byte for byte; the impostor's index is never asked for it;
+    the password is never printed. The app's own build gets the same index without the
+    credentials (its build requirements come from the mirror, never from elsewhere)."""
+    real = pyindex.wheel(mirror(tmp_path / "private", build_wheels), PRIV_MOD, "1.0", "WHO = 'private'\n")
     pyindex.wheel(tmp_path / "public", PRIV_MOD, "1.0", "WHO = 'impostor'\n")
     password = "s3cret-index-pw"
     auth = None if how == "no-credentials" else ("deployer", password)
-    with pyindex.serve(tmp_path / "private", auth) as private, pyindex.serve(tmp_path / "public") as public:
+    with pyindex.serve(tmp_path / "private", auth, protect=PRIV_MOD) as private, pyindex.serve(tmp_path / "public") as public:
         env = {"PIP_EXTRA_INDEX_URL": public.url}
         if how == "url-credentials":
             env["UV_DEFAULT_INDEX"] = private.url.replace("http://", f"http://deployer:{password}@")
@@ -81,10 +98,10 @@ def test_one_index_configuration_serves_resolver_and_downloader(tmp_path: Path, 
         assert not [r for r in public.requests if PRIV_MOD.replace("_", "-") in r.replace("_", "-")], public.requests
 
 
-def test_a_pip_only_index_configuration_is_given_to_the_resolver_too(tmp_path: Path) -> None:
+def test_a_pip_only_index_configuration_is_given_to_the_resolver_too(tmp_path: Path, build_wheels: list[Path]) -> None:
     """Only pip's variable names the private index (PIP_INDEX_URL), no uv variable: uv is
     given the same index (it once resolved from PyPI, where the name is someone else's)."""
-    real = pyindex.wheel(tmp_path / "private", PRIV_MOD, "1.0", "WHO = 'private'\n")
+    real = pyindex.wheel(mirror(tmp_path / "private", build_wheels), PRIV_MOD, "1.0", "WHO = 'private'\n")
     with pyindex.serve(tmp_path / "private") as private:
         repo = app_with(tmp_path / "app", f'"{PRIV}==1.0"')
         cp = run_release("--config", config(tmp_path, repo), "--json", "bundle", env={"PIP_INDEX_URL": private.url})
@@ -92,7 +109,7 @@ def test_a_pip_only_index_configuration_is_given_to_the_resolver_too(tmp_path: P
         assert next(iter(v for k, v in env_packages(cp.stdout).items() if k.replace("_", "-") == PRIV))["sha256"] == pyindex.sha256(real)
 
 
-def test_a_lock_pin_without_a_wheel_is_refused_and_no_sdist_is_ever_built(tmp_path: Path) -> None:
+def test_a_lock_pin_without_a_wheel_is_refused_and_no_sdist_is_ever_built(tmp_path: Path, build_wheels: list[Path]) -> None:
     """pylock.toml pins a wheel by hash; the index serves only an sdist whose setup.py would
     leave a marker (with the operator's HOME and agent socket) when built. Refused (exit 4)
     naming the package; nothing was built."""

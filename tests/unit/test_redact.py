@@ -122,6 +122,8 @@ def test_index_credentials_reach_only_the_resolver_and_the_downloader(monkeypatc
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://elsewhere.example/simple")
     clean = proc.clean_env()
     assert not {k: v for k, v in clean.items() if "hunter2-index" in v or "tok3n-xyz" in v or k == "UV_INDEX_PRIV_PASSWORD"}
+    # the indexes keep their place without the credentials: a build never falls back elsewhere
+    assert clean["UV_INDEX"] == "https://mirror.example/simple" and clean["UV_DEFAULT_INDEX"] == "priv=https://pkgs.example/simple"
     found = indexes.read()
     assert found.uv_env["UV_INDEX_PRIV_PASSWORD"] == "hunter2-index" and "tok3n-xyz" in found.uv_env["UV_INDEX"]
     pip = found.pip_env()
