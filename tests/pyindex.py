@@ -77,7 +77,10 @@ def build_requirements(cache: Path) -> list[Path]:
 def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "") -> Iterator[Index]:
     """Serve ``files`` (distribution files) as a PEP 503 index at ``<url>`` (the simple root);
     with ``auth``, the paths that hold ``protect`` (all, when it is empty) need basic auth."""
+    import secrets
+
     requests: list[str] = []
+    prefix = "idx-" + secrets.token_hex(4)  # every server's URLs are its own (a port is reused; a cache keyed by URL must not mix them)
     token = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() if auth else ""
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -96,12 +99,17 @@ def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "") -
                 self.end_headers()
                 return
             parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if parts[:1] != [prefix]:
+                self.send_response(404)
+                self.end_headers()
+                return
+            parts = parts[1:]
             body: bytes | None = None
             ctype = "text/html"
             if parts[:1] == ["simple"] and len(parts) == 2:
                 project = parts[1].lower().replace("_", "-")
                 links = [
-                    f'<a href="/files/{f.name}#sha256={sha256(f)}">{f.name}</a>'
+                    f'<a href="/{prefix}/files/{f.name}#sha256={sha256(f)}">{f.name}</a>'
                     for f in sorted(files.iterdir())
                     if f.name.lower().replace("_", "-").startswith(project + "-")
                 ]
@@ -113,6 +121,7 @@ def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "") -
                 self.end_headers()
                 return
             self.send_response(200)
+            self.send_header("Cache-Control", "no-store")  # a test index's answers change between tests; a resolver's cache must not keep them
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -123,7 +132,7 @@ def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "") -
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Index(files, f"http://127.0.0.1:{server.server_address[1]}/simple", requests)
+        yield Index(files, f"http://127.0.0.1:{server.server_address[1]}/{prefix}/simple", requests)
     finally:
         server.shutdown()
         server.server_close()

@@ -115,7 +115,10 @@ def test_a_lock_pin_without_a_wheel_is_refused_and_no_sdist_is_ever_built(tmp_pa
     naming the package; nothing was built."""
     marker = tmp_path / "sdist-ran"
     pyindex.sdist(
-        tmp_path / "index", "evilpkg", "1.0", f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='evilpkg', version='1.0')\n"
+        mirror(tmp_path / "index", build_wheels),
+        "evilpkg",
+        "1.0",
+        f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='evilpkg', version='1.0')\n",
     )
     lock = (
         'lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "evilpkg"\nversion = "1.0"\n'
