@@ -124,9 +124,9 @@ def target_interpreter(cfg: Config) -> TargetPython | None:
         return None
     if cfg.environment.python:
         return environment.target_python(cfg.environment, None)
-    from .transport import for_config
+    from .client import for_config
 
-    facts = for_config(cfg).agent("facts", {"root": cfg.root})
+    facts = for_config(cfg).facts({"root": cfg.root})
     return environment.target_python(cfg.environment, facts)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bundlefile, gitsource, names, planlock, progress, reconcile
+from .client import Agent
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
 from .state import State, now_iso
@@ -166,7 +167,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
                 # the rerun of a deploy whose answer was lost: it had landed, so it is done;
                 # what its killed run left behind (lock, staging) is cleaned under the lock
                 tidy: TidyRequest = {"root": plan.root, "parent": plan.parent, "deploy_id": landed["deploy_id"], "break_lock": break_lock}
-                landed["cleaned_leftovers"] = transport.agent("tidy", tidy).get("cleaned", [])
+                landed["cleaned_leftovers"] = Agent(transport).tidy(tidy).get("cleaned", [])
                 landed.pop("rerun_pending", None)
                 state.save(landed)
                 return _result(plan, landed, f"already deployed by {landed['deploy_id']} (its outcome was unknown; the target holds it)")
@@ -177,10 +178,10 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         with progress.task(f"ship, verify and unpack on {plan.host}"):
             if transport.same_machine and not ship_only:
                 req["bundle_path"] = plan.bundle
-                result = transport.agent("deploy", req)
+                result = dict(Agent(transport).deploy(req))
             else:
                 with open(plan.bundle, "rb") as stdin:
-                    result = transport.agent("deploy", req, stdin=stdin)
+                    result = dict(Agent(transport).deploy(req, stdin=stdin))
     except ReleaseError as exc:
         if not ship_only:
             # an answer that never came is "unknown" (reconciled later), never "failed"

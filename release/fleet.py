@@ -30,15 +30,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import deploy as deploy_stage
 from . import inventory, names, proc, progress, reconcile, smoke
 from . import rollback as rollback_stage
+from .client import Agent
 from .config import Config
 from .errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
 from .state import State, now_iso, private_dir, write_json
 from .transport import SshTransport, for_config
+
+if TYPE_CHECKING:  # the request shapes, for the type checker only
+    from .agent.messages import RepointRequest
 
 MAX_NEW_CONNECTIONS = 10  # sshd's default MaxStartups: never more unauthenticated connections at once
 CONNECT_GATE = threading.Semaphore(MAX_NEW_CONNECTIONS)
@@ -548,8 +552,8 @@ def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[
         state = State(hcfg.state)
         record = state.load(deploy_id)
         from_host = hcfg.host not in switched
-        req = {"root": record["root"], "deploy_id": deploy_id, "to": switched.get(hcfg.host), "from_host": from_host}
-        answer = for_config(hcfg).agent("repoint", req)
+        req: RepointRequest = {"root": record["root"], "deploy_id": deploy_id, "to": switched.get(hcfg.host), "from_host": from_host}
+        answer = Agent(for_config(hcfg)).repoint(req)
         record.pop("promotion", None)
         state.save(record)
         state.audit("promote --revert", deploy_id=deploy_id, target=record["target"], result=str(answer.get("current")))

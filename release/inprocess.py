@@ -20,12 +20,13 @@ import threading
 from collections.abc import Mapping
 
 from . import proc
+from .agent import ops as agent_ops
 
 # ops that are the agent's own work: not the checks smoke runs with the target's
 # interpreter, nor facts about the interpreter. A local deploy reads the bundle where it
 # lies; the environment it may build is the one this very binary would build as its own
 # process (the same version, tags and base interpreter; pypa installer from this install)
-NEUTRAL_OPS = frozenset({"deploy", "rollback", "status", "verify", "inspect", "tidy", "promote", "repoint"})
+NEUTRAL_OPS = agent_ops.FORKABLE  # the agent's op table says which ops may run in a forked child
 
 
 def own_interpreter(python: str) -> bool:

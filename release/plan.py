@@ -48,14 +48,14 @@ def compute(cfg: Config) -> dict[str, Any]:
     plan["git_submodules"] = gitsource.submodules(src)  # a bundle carries none: refused unless bundle.submodules = "omit"
     plan["bundle_submodules"] = cfg.submodules
     plan["bundle_pattern"] = f"{cfg.name}-{version.version}-{src.sha7}-{planlock.STAMP}.tar.gz (artifacts: {', '.join(cfg.artifacts) or 'none'})"
-    from .transport import for_config
+    from .client import for_config
 
     target_dir = fields["dir"]
     target_path = f"{cfg.root}/{fields['parent'] + '/' if fields['parent'] else ''}{target_dir}"
     target: dict[str, Any] | None = None
     target_error = ""
     try:
-        target = for_config(cfg).agent("facts", {"root": cfg.root, "parent": fields["parent"], "dir": target_dir})
+        target = for_config(cfg).facts({"root": cfg.root, "parent": fields["parent"], "dir": target_dir})
         target.pop("_log", None)
     except ReleaseError as exc:
         target_error = exc.message

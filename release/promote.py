@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from .client import for_config
 from .config import Config
 from .errors import BlockedError, ConfigError
 from .state import State, now_iso
-from .transport import for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import PromoteRequest
@@ -36,7 +36,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
             hint="deploy it again, or promote another deploy with --deploy-id",
         )
     req: PromoteRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": args.break_lock}
-    result = for_config(cfg).agent("promote", req)
+    result = for_config(cfg).promote(req)
     if result.get("unchanged"):  # already the current release: the previous pointer stays the one recorded first
         result["previous"] = result.get("previous") or (record.get("promotion") or {}).get("previous")
     record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}

@@ -14,11 +14,11 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from .client import for_config
 from .config import SECRET_WORDS, Config
 from .errors import BlockedError, ConfigError, RefusedError
 from .redact import redact
 from .state import State, now_iso, private_dir, write_json
-from .transport import for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import ProvisionRequest
@@ -65,7 +65,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         if not record_path.is_file():
             raise BlockedError(f"no provision record at {record_path}", hint="nothing was provisioned by this tool")
         record = json.loads(record_path.read_text())
-        result = transport.agent("unprovision", {"created": record["created"], "lock_root": cfg.root, "id": "provision"})
+        result = transport.unprovision({"created": record["created"], "lock_root": cfg.root, "id": "provision"})
         record_path.unlink()
         state.audit("provision --undo", result=f"removed {len(result['removed'])}")
         return {"stage": "provision", "undo": True, **result, "_text": "removed:\n" + "\n".join(f"  {p}" for p in result["removed"])}
@@ -80,7 +80,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         "create_lock_root": cfg.create_root,
         "id": "provision",
     }
-    result = transport.agent("provision", req)
+    result = transport.provision(req)
     result.pop("_log", None)
     private_dir(cfg.state)
     write_json(record_path, {"time": now_iso(), "host": cfg.host or "localhost", **result})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .client import Agent
 from .config import Config
 from .errors import RefusedError
 from .state import State, now_iso
@@ -40,7 +41,7 @@ def settle(cfg: Config, state: State, transport: Transport, *, running_ok: bool 
         if record.get("status") not in UNSETTLED or not _same_target(cfg, record):
             continue
         req: InspectRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"]}
-        seen = transport.agent("inspect", req)
+        seen = Agent(transport).inspect(req)
         if seen.get("running"):
             if running_ok:
                 continue  # its own lock refuses anything that would collide with it

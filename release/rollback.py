@@ -13,6 +13,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from . import reconcile
+from .client import Agent
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .state import State, now_iso
@@ -53,7 +54,7 @@ def run(
         "break_lock": break_lock,
     }
     try:
-        result = transport.agent("rollback", req)
+        result = Agent(transport).rollback(req)
     except ReleaseError as exc:
         state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result=f"failed (exit {exc.exit_code}): {exc.message}")
         if isinstance(exc, BlockedError) and "does not exist" in exc.message:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from . import gitsource, progress
+from .client import for_config
 from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
 from .names import utc_stamp
 from .redact import redact, redact_obj
 from .state import State, private_dir
-from .transport import for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import SmokeRequest
@@ -153,7 +153,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
             try:
                 # the op's deadline: the operator's, and never shorter than its checks' own
                 deadline = max(cfg.op_timeout, sum(c.timeout for c in target_checks) + 120)
-                answer = for_config(cfg).agent("smoke", req, timeout=deadline)
+                answer: dict[str, Any] = dict(for_config(cfg).smoke(req, timeout=deadline))
             except ReleaseError as exc:
                 if exc.exit_code != 1:
                     raise

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from .client import for_config
 from .config import Config
 from .state import State
-from .transport import for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import VerifyRequest
 
 
 def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    result = for_config(cfg).agent("status", {"root": cfg.root})
+    result = for_config(cfg).status({"root": cfg.root})
     result.pop("_log", None)
     state = State(cfg.state)
     records = state.records()
@@ -50,7 +50,7 @@ def verify_cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         "manifest_sha256": record.get("manifest_sha256", ""),
         "env_sha256": record.get("env_sha256", ""),
     }
-    result = for_config(cfg).agent("verify", req)
+    result: dict[str, Any] = dict(for_config(cfg).verify(req))
     result.pop("_log", None)
     lines = [f"verify {record['host']}:{record['target']} ({result['files']} files)"]
     lines += [f"  added:   {p}" for p in result["added"]]

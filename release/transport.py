@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from . import proc
 from .agent import jsonio
+from .agent import ops as agent_ops
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, ReleaseError, from_exit_code
 from .redact import redact
@@ -319,7 +320,8 @@ NEVER_CONNECTED = (
 )
 
 # ops that change the target: when their answer is lost, the outcome is unknown, not failed
-CHANGING_OPS = frozenset({"deploy", "rollback", "promote", "provision", "unprovision", "repoint"})
+# (the agent's op table says which)
+CHANGING_OPS = agent_ops.CHANGING
 
 
 def _unknown(op: str, label: str, why: str, err: str) -> OutcomeUnknownError:

@@ -63,6 +63,13 @@ class PromoteRequest(TypedDict):
     break_lock: bool
 
 
+class RepointRequest(TypedDict):
+    root: str
+    deploy_id: str
+    to: str | None  # a release relative to the root, or None: remove `current`
+    from_host: bool  # the controller never saw the promote answer: the host's own record decides
+
+
 class StatusRequest(TypedDict):
     root: str
 
@@ -192,6 +199,21 @@ class SmokeResult(TypedDict):
     target: str
     results: list[CheckResult]
     verify: VerifyResult
+
+
+class PromoteResult(TypedDict):
+    current: str  # the release `current` points at, relative to the root
+    previous: str | None  # what it pointed at before this deploy's promotion (None: nothing)
+    unchanged: bool  # it already pointed there: nothing was changed
+
+
+class RepointResult(TypedDict, total=False):
+    current: str  # the pointer as it is now (pointer_state)
+    unchanged: bool
+
+
+class TidyResult(TypedDict):
+    cleaned: list[str]
 
 
 class InspectResult(TypedDict):

@@ -13,22 +13,44 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-# the explicit op registry: op -> (module, function). Modules are imported when their op
-# runs, so a call compiles only what it uses (the agent travels as source).
-OPS: dict[str, tuple[str, str]] = {
-    "facts": ("release_ops", "op_facts"),
-    "deploy": ("release_ops", "op_deploy"),
-    "rollback": ("release_ops", "op_rollback"),
-    "promote": ("release_ops", "op_promote"),
-    "status": ("release_ops", "op_status"),
-    "inspect": ("release_ops", "op_inspect"),
-    "tidy": ("release_ops", "op_tidy"),
-    "repoint": ("release_ops", "op_repoint"),
-    "verify": ("release_ops", "op_verify"),
-    "smoke": ("smoke_ops", "op_smoke"),
-    "provision": ("provision_ops", "op_provision"),
-    "unprovision": ("provision_ops", "op_unprovision"),
+class Op:
+    """One op the agent may be asked to run: where it lives, and what it does to a target.
+
+    ``changes``: it changes the target, so a lost answer is an unknown outcome (reconciled
+    before anything else acts) and the op ignores a hangup (a lost connection must not cut
+    it short: what it started, it finishes or undoes). ``forkable``: on this machine, with
+    the controller's own interpreter, it may run in a forked child of the CLI
+    (``release/inprocess.py``): it reads no stdin and starts no process of the release.
+    """
+
+    __slots__ = ("changes", "forkable", "function", "module")
+
+    def __init__(self, module: str, function: str, *, changes: bool = False, forkable: bool = False) -> None:
+        self.module = module
+        self.function = function
+        self.changes = changes
+        self.forkable = forkable
+
+
+# The one op table: every other list of ops (the hangup-proof ones, the controller's
+# changing ones, the forkable ones, the client's methods) is derived from it or tested
+# against it. Modules are imported when their op runs, so a call compiles only what it uses.
+OPS: dict[str, Op] = {
+    "facts": Op("release_ops", "op_facts"),
+    "deploy": Op("release_ops", "op_deploy", changes=True, forkable=True),
+    "rollback": Op("release_ops", "op_rollback", changes=True, forkable=True),
+    "promote": Op("release_ops", "op_promote", changes=True, forkable=True),
+    "repoint": Op("release_ops", "op_repoint", changes=True, forkable=True),
+    "status": Op("release_ops", "op_status", forkable=True),
+    "inspect": Op("release_ops", "op_inspect", forkable=True),
+    "tidy": Op("release_ops", "op_tidy", forkable=True),  # removes only what killed runs left: a lost answer changes nothing to know
+    "verify": Op("release_ops", "op_verify", forkable=True),
+    "smoke": Op("smoke_ops", "op_smoke"),
+    "provision": Op("provision_ops", "op_provision", changes=True),
+    "unprovision": Op("provision_ops", "op_unprovision", changes=True),
 }
+CHANGING = frozenset(name for name, op in OPS.items() if op.changes)
+FORKABLE = frozenset(name for name, op in OPS.items() if op.forkable)
 
 
 def handler(op: str) -> Callable[[Any], Any] | None:
@@ -36,8 +58,8 @@ def handler(op: str) -> Callable[[Any], Any] | None:
     entry = OPS.get(op)
     if entry is None:
         return None
-    module = __import__(f"{__package__}.{entry[0]}", fromlist=[entry[1]])  # the submodule itself (no importlib to import)
-    fn: Callable[[Any], Any] = getattr(module, entry[1])
+    module = __import__(f"{__package__}.{entry.module}", fromlist=[entry.function])  # the submodule itself (no importlib to import)
+    fn: Callable[[Any], Any] = getattr(module, entry.function)
     return fn
 
 
@@ -47,7 +69,7 @@ def main(argv: list[str]) -> int:
     except ImportError:
         import signal
 
-    if len(argv) > 1 and argv[1] in ("deploy", "rollback", "promote", "provision", "unprovision"):
+    if len(argv) > 1 and argv[1] in CHANGING:
         # a lost connection must not cut an op short: what it started, it finishes or undoes
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:

@@ -43,10 +43,14 @@ if TYPE_CHECKING:
         InspectRequest,
         InspectResult,
         PromoteRequest,
+        PromoteResult,
+        RepointRequest,
+        RepointResult,
         RollbackRequest,
         RollbackResult,
         StatusRequest,
         TidyRequest,
+        TidyResult,
         VerifyRequest,
         VerifyResult,
     )
@@ -643,7 +647,7 @@ def _forget_promoted(root: str, deploy_id: str) -> None:
         pass
 
 
-def op_promote(req: PromoteRequest) -> dict[str, Any]:
+def op_promote(req: PromoteRequest) -> PromoteResult:
     """Point ``current`` at the release. The pointer it replaces is written on the host first
     (``.release-promoted-<id>``), so a rollback or a fleet revert restores it even when the
     controller never saw this answer. Promoting the release ``current`` already points at
@@ -680,7 +684,7 @@ def op_promote(req: PromoteRequest) -> dict[str, Any]:
         raise _io_error(exc, f"promote of {target} failed") from None
 
 
-def op_repoint(req: dict[str, Any]) -> dict[str, Any]:
+def op_repoint(req: RepointRequest) -> RepointResult:
     """Point ``current`` back at ``to`` (a release relative to the root), or remove it (None):
     the undo of a promotion in a wave that failed. With ``from_host`` (the controller never
     saw this host's promote answer) the host's own record decides: if it switched ``current``
@@ -698,6 +702,7 @@ def op_repoint(req: dict[str, Any]) -> dict[str, Any]:
                 return {"current": pointer_state(root), "unchanged": True}
             to = known["previous"] if known else None
         _forget_promoted(root, deploy_id)
+        checkpoint("repoint:switching")
         if to and _is_release(os.path.join(root, to)):
             switch_link(root, to)
         elif path_kind(os.path.join(root, "current")) == "symlink":
@@ -706,7 +711,7 @@ def op_repoint(req: dict[str, Any]) -> dict[str, Any]:
         return {"current": pointer_state(root)}
 
 
-def op_tidy(req: TidyRequest) -> dict[str, Any]:
+def op_tidy(req: TidyRequest) -> TidyResult:
     """Under the lock, remove what killed runs left in the root and in the releases folder."""
     root = req["root"]
     with Lock(root, checked_id(req["deploy_id"]), "tidy", bool(req.get("break_lock"))):

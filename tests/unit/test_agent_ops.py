@@ -1,0 +1,78 @@
+"""The agent's op table is the only list of ops: what changes a target, what ignores a
+hangup, what may run in a forked child and the controller's typed client all follow it."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from release import client, inprocess, transport
+from release.agent import ops
+
+pytestmark = pytest.mark.unit
+RELEASE = Path(__file__).resolve().parents[2] / "release"
+
+
+def test_every_list_of_ops_is_the_tables() -> None:
+    assert transport.CHANGING_OPS == ops.CHANGING == {n for n, o in ops.OPS.items() if o.changes}
+    assert inprocess.NEUTRAL_OPS == ops.FORKABLE
+    assert "repoint" in ops.CHANGING, "a revert changes the target: its lost answer is an unknown outcome, and it ignores a hangup"
+    for name, op in ops.OPS.items():
+        assert callable(ops.handler(name)), f"{name}: {op.module}.{op.function} is missing"
+
+
+def test_the_client_has_one_method_per_op_and_no_other() -> None:
+    methods = {n for n in vars(client.Agent) if not n.startswith("_") and callable(getattr(client.Agent, n))}
+    assert methods == set(ops.OPS)
+
+
+def test_no_stage_names_an_op_by_a_string() -> None:
+    """Only the client calls the generic ``agent(op, ...)``."""
+    offenders = []
+    for path in sorted(RELEASE.glob("*.py")):
+        if path.name in ("client.py", "transport.py"):
+            continue
+        calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)]
+        for call in calls:
+            named = isinstance(call.func, ast.Attribute) and call.func.attr == "agent" and bool(call.args)
+            if named and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+                offenders.append(f"{path.name}:{call.lineno}")
+    assert not offenders
+
+
+def test_a_revert_survives_a_hangup(tmp_path: Path) -> None:
+    """The defect the four lists hid: the controller took `repoint` for a changing op, the
+    agent did not ignore a hangup during it. A SIGHUP in the middle of a repoint no longer
+    kills it: it finishes and answers."""
+    root = tmp_path / "root"
+    release = root / "releases" / "app-1"
+    release.mkdir(parents=True)
+    (release / "DEPLOY-MANIFEST.txt").write_text("deploy_id: d1\n")
+    flag = tmp_path / "paused"
+    local = transport.LocalTransport(sys.executable)
+    req = {"root": str(root), "deploy_id": "d1", "to": "releases/app-1", "from_host": False}
+    env = {**os.environ, "RELEASE_TEST_PAUSE_AT": f"repoint:switching@{flag}"}
+    p = subprocess.Popen(local.argv("repoint", req), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert p.stdin is not None
+    p.stdin.write(transport.agent_program()[1])
+    p.stdin.close()
+    p.stdin = None  # fed whole: communicate() has nothing left to send
+    end = time.time() + 30
+    while not flag.exists() and time.time() < end:
+        time.sleep(0.02)
+    assert flag.exists(), "the agent reached the switch"
+    p.send_signal(signal.SIGHUP)
+    time.sleep(0.2)
+    flag.unlink()
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    answer = json.loads(out.decode().strip().splitlines()[-1])
+    assert answer["ok"] and os.readlink(root / "current") == "releases/app-1"
