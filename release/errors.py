@@ -3,9 +3,15 @@
     ReleaseError                 exit 1  a stage or check ran and failed
     ├── ConfigError              exit 2  bad usage or bad config (names the key and the fix)
     ├── BlockedError             exit 3  a prerequisite is missing; nothing was changed
-    └── RefusedError             exit 4  refused for safety; nothing was changed
-        └── LockHeldError        exit 4  another deploy/rollback holds the target lock
+    │   ├── DiskFullError        exit 3  no space (or quota) left where it writes
+    │   └── AbsentError          exit 3  what an op acts on is not there at all
+    ├── RefusedError             exit 4  refused for safety; nothing was changed
+    │   └── LockHeldError        exit 4  another deploy/rollback holds the target lock
+    ├── UnreachableError         exit 1  the host was never reached: nothing was started there
     └── OutcomeUnknownError      exit 1  the answer was lost: reconciled with the target later
+
+Each class carries its ``kind`` (a fleet's table shows it per host): a failure is
+classified where it is raised, never from the text of its message.
 
 Every message is passed through :func:`release.redact.redact` before it is stored, so
 no exception text can carry a password or a DSN with a password.
@@ -22,6 +28,7 @@ class ReleaseError(Exception):
     """A stage or a check ran and failed (exit 1)."""
 
     exit_code = 1
+    kind = "failed"
 
     def __init__(self, message: str, *, hint: str = "", detail: str = "") -> None:
         self.message = redact(message)
@@ -43,18 +50,33 @@ class ConfigError(ReleaseError):
     """Bad usage or bad configuration (exit 2)."""
 
     exit_code = 2
+    kind = "bad config"
 
 
 class BlockedError(ReleaseError):
     """A prerequisite is missing; nothing was changed (exit 3)."""
 
     exit_code = 3
+    kind = "blocked"
+
+
+class DiskFullError(BlockedError):
+    """No space (or quota) left where the tool writes, here or on a target (exit 3)."""
+
+    kind = "disk full"
+
+
+class AbsentError(BlockedError):
+    """What an op acts on is not there at all (a rollback whose target root is gone) (exit 3)."""
+
+    kind = "absent"
 
 
 class RefusedError(ReleaseError):
     """Refused for safety; nothing was changed (exit 4)."""
 
     exit_code = 4
+    kind = "refused"
 
 
 class LockHeldError(RefusedError):
@@ -67,13 +89,25 @@ class OutcomeUnknownError(ReleaseError):
     Never read as "failed": the next deploy or rollback reconciles it with the target.
     """
 
+    kind = "connection lost"
+
+
+class UnreachableError(ReleaseError):
+    """The host was never reached (ssh could not connect): nothing was started there (exit 1)."""
+
+    kind = "unreachable"
+
 
 EXIT_CODES = {1: ReleaseError, 2: ConfigError, 3: BlockedError, 4: RefusedError}
 
 
-def from_exit_code(code: int, message: str, *, hint: str = "", detail: str = "") -> ReleaseError:
-    """Rebuild an error reported by the target-side agent (which speaks exit codes)."""
-    cls = EXIT_CODES.get(code, ReleaseError)
+KINDS: dict[str, type[ReleaseError]] = {"disk-full": DiskFullError, "absent": AbsentError}  # the agent's error kinds (AgentError.kind)
+
+
+def from_exit_code(code: int, message: str, *, hint: str = "", detail: str = "", kind: str = "") -> ReleaseError:
+    """Rebuild an error reported by the target-side agent (which speaks exit codes, and names
+    a kind where it raised one)."""
+    cls = KINDS.get(kind) or EXIT_CODES.get(code, ReleaseError)
     return cls(message, hint=hint, detail=detail)
 
 
@@ -87,4 +121,5 @@ def disk_error(exc: OSError, where: str, *, hint: str) -> BlockedError | None:
     why = _DISK_ERRNOS.get(exc.errno or 0)
     if why is None:
         return None
-    return BlockedError(f"{why} writing {exc.filename or where}", hint=hint)
+    cls = BlockedError if exc.errno == errno.EROFS else DiskFullError
+    return cls(f"{why} writing {exc.filename or where}", hint=hint)

@@ -62,21 +62,9 @@ class Outcome:
 
 
 def reason(exc: ReleaseError) -> str:
-    """Why a host failed, in one word or two, then the message."""
-    msg = exc.message
-    if isinstance(exc, OutcomeUnknownError):
-        kind = "connection lost"
-    elif "cannot connect" in msg:
-        kind = "unreachable"
-    elif "disk is full" in msg or "No space" in msg or "disk is full" in exc.hint:
-        kind = "disk full"
-    elif exc.exit_code == 4:
-        kind = "refused"
-    elif exc.exit_code == 3:
-        kind = "blocked"
-    else:
-        kind = "failed"
-    return f"{kind}: {msg}"
+    """Why a host failed, in one word or two (its error class's kind, set where it was
+    raised), then the message."""
+    return f"{exc.kind}: {exc.message}"
 
 
 def host_config(cfg: Config, host: inventory.Host) -> Config:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import reconcile
 from .client import Agent
 from .config import Config
-from .errors import BlockedError, ReleaseError
+from .errors import AbsentError, BlockedError, ReleaseError
 from .state import State, now_iso
 from .transport import Transport, for_config
 
@@ -57,7 +57,7 @@ def run(
         result = Agent(transport).rollback(req)
     except ReleaseError as exc:
         state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result=f"failed (exit {exc.exit_code}): {exc.message}")
-        if isinstance(exc, BlockedError) and "does not exist" in exc.message:
+        if isinstance(exc, AbsentError):  # the target root itself is gone: so is the release
             record.update(status="rolled-back", rolled_back=now_iso(), note="found already removed at rollback")
             state.save(record)
         raise

@@ -26,7 +26,7 @@ from . import proc
 from .agent import jsonio
 from .agent import ops as agent_ops
 from .config import Config
-from .errors import BlockedError, OutcomeUnknownError, ReleaseError, from_exit_code
+from .errors import BlockedError, OutcomeUnknownError, ReleaseError, UnreachableError, from_exit_code
 from .redact import redact
 
 if TYPE_CHECKING:  # subprocess and shlex are imported by the SSH paths that use them
@@ -289,7 +289,13 @@ class _Base:
             if answer.get("traceback"):
                 proc.log.debug("agent traceback on %s:\n%s", self.label, answer["traceback"])
                 detail = (err + "\n" if err else "") + str(answer["traceback"])
-            raise from_exit_code(int(answer.get("exit_code", 1)), str(answer.get("message", "")), hint=str(answer.get("hint", "")), detail=detail)
+            raise from_exit_code(
+                int(answer.get("exit_code", 1)),
+                str(answer.get("message", "")),
+                hint=str(answer.get("hint", "")),
+                detail=detail,
+                kind=str(answer.get("kind") or ""),
+            )
         result = answer.get("result")
         if not isinstance(result, dict):  # an answer that is not the agent's: never taken as done
             raise self._no_answer(op, cp.returncode, err or "its answer held no result")
@@ -597,7 +603,7 @@ class SshTransport(_Base):
         return super().agent(op, request, stdin=stdin, timeout=timeout)
 
     def _cannot_connect(self, err: str) -> ReleaseError:
-        return ReleaseError(
+        return UnreachableError(
             f"cannot connect to SSH host {self.host}",
             detail=err,
             hint="check target.host, your ssh_config/target.ssh_config, keys/agent and known_hosts (batch mode: no prompts)",

@@ -233,3 +233,4 @@ class Answer(TypedDict, total=False):
     message: str
     hint: str
     traceback: str
+    kind: str  # a failure the controller tells apart ("disk-full"), named where it was raised

@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
         _answer({"ok": True, "result": result})
         return 0
     except AgentError as exc:
-        _answer({"ok": False, "exit_code": exc.code, "message": exc.message, "hint": exc.hint})
+        _answer({"ok": False, "exit_code": exc.code, "message": exc.message, "hint": exc.hint, "kind": exc.kind})
         return exc.code
     except OSError as exc:  # a state of the target no op foresaw: named, with its way out, never a bare traceback
         import traceback
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
         from .protocol import _io_error
 
         err = _io_error(exc, f"{argv[1] if len(argv) > 1 else 'agent'}: unexpected state of {exc.filename or 'the target'}")
-        _answer({"ok": False, "exit_code": err.code, "message": err.message, "hint": err.hint, "traceback": traceback.format_exc()[-4000:]})
+        _answer({"ok": False, "exit_code": err.code, "message": err.message, "hint": err.hint, "kind": err.kind, "traceback": traceback.format_exc()[-4000:]})
         return err.code
     except Exception as exc:
         import traceback

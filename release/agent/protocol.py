@@ -31,11 +31,15 @@ def _hostname() -> str:
 
 
 class AgentError(Exception):
-    def __init__(self, code: int, message: str, hint: str = "") -> None:
+    """A failure with its exit code; ``kind`` names a failure the controller tells apart
+    (``disk-full``), set where it is raised."""
+
+    def __init__(self, code: int, message: str, hint: str = "", kind: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.hint = hint
+        self.kind = kind
 
 
 def refuse(message: str, hint: str = "") -> AgentError:
@@ -84,7 +88,8 @@ def _io_error(exc: OSError, where: str) -> AgentError:
         errno.EIO: "the disk reported an I/O error: check the device (the kernel log), then rerun",
     }
     code = 3 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO) else 4
-    return AgentError(code, f"{where}: {exc.strerror or exc}", hints.get(exc.errno or 0, "inspect the target"))
+    kind = "disk-full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return AgentError(code, f"{where}: {exc.strerror or exc}", hints.get(exc.errno or 0, "inspect the target"), kind)
 
 
 def _answer(doc: dict[str, Any]) -> None:

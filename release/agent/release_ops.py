@@ -437,7 +437,7 @@ def op_rollback(req: RollbackRequest) -> RollbackResult:
     parent, name = os.path.split(target)
     deploy_id = checked_id(req["deploy_id"])
     if not os.path.isdir(root):
-        raise AgentError(3, f"target root does not exist: {root}", "nothing to roll back")
+        raise AgentError(3, f"target root does not exist: {root}", "nothing to roll back", kind="absent")
     try:
         with Lock(root, deploy_id, "rollback", bool(req.get("break_lock"))):
             return _rollback_locked(req, root, parent, name, target, deploy_id)
