@@ -20,7 +20,7 @@ from . import bundlefile, gitsource, names, planlock, progress, reconcile
 from .client import Agent
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
-from .state import State, now_iso
+from .state import State, Status, landed_fields, now_iso
 from .transport import Transport, for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
@@ -159,11 +159,11 @@ def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, sh
 
 def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool = False, ship_only: bool = False) -> dict[str, Any]:
     state = State(cfg.state)
-    record: dict[str, Any] = {**plan.to_dict(), "status": "started", "started": now_iso(), "config": str(cfg.path)}
+    record: dict[str, Any] = {**plan.to_dict(), "status": Status.STARTED.value, "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
         reconcile.settle(cfg, state, transport)
         for landed in state.open_records():
-            if landed.get("rerun_pending") and landed["status"] == "deployed" and landed.get("bundle_sha256") == plan.bundle_sha256:
+            if landed.get("rerun_pending") and landed["status"] == Status.DEPLOYED and landed.get("bundle_sha256") == plan.bundle_sha256:
                 # the rerun of a deploy whose answer was lost: it had landed, so it is done;
                 # what its killed run left behind (lock, staging) is cleaned under the lock
                 tidy: TidyRequest = {"root": plan.root, "parent": plan.parent, "deploy_id": landed["deploy_id"], "break_lock": break_lock}
@@ -185,7 +185,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
     except ReleaseError as exc:
         if not ship_only:
             # an answer that never came is "unknown" (reconciled later), never "failed"
-            status = "unknown" if isinstance(exc, OutcomeUnknownError) else "failed"
+            status = Status.UNKNOWN.value if isinstance(exc, OutcomeUnknownError) else Status.FAILED.value
             record.update(status=status, finished=now_iso(), error=exc.message)
             state.save(record)
             state.audit(
@@ -197,19 +197,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         raise
     if ship_only:
         return {"stage": "deploy", "shipped": True, **plan.to_dict()}
-    record.update(
-        status="deployed",
-        finished=now_iso(),
-        parent_existed=result["parent_existed"],
-        parent_listing_sha256_before=result["parent_listing_sha256_before"],
-        files=result["files"],
-        tree_sha256=result["tree_sha256"],
-        manifest_sha256=result.get("manifest_sha256", ""),
-        env_sha256=result.get("env_sha256", ""),
-        env_packages=result.get("env_packages", 0),
-        names_sha256=result.get("names_sha256", ""),
-        cleaned_leftovers=result.get("cleaned", []),
-    )
+    record.update(landed_fields(result), finished=now_iso(), cleaned_leftovers=result.get("cleaned", []))
     state.save(record)
     state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="deployed")
     return _result(plan, record, "deployed")

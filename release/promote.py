@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .client import for_config
 from .config import Config
 from .errors import BlockedError, ConfigError
-from .state import State, now_iso
+from .state import State, Status, now_iso
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import PromoteRequest
@@ -30,7 +30,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     require_timestamped(cfg)
     state = State(cfg.state)
     record = state.pick(args.deploy_id)
-    if record.get("status") != "deployed":
+    if record.get("status") != Status.DEPLOYED:
         raise BlockedError(
             f"deploy {record['deploy_id']} is {record.get('status')!r}: only a deployed release can be promoted",
             hint="deploy it again, or promote another deploy with --deploy-id",

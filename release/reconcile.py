@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from .client import Agent
 from .config import Config
 from .errors import RefusedError
-from .state import State, now_iso
+from .state import State, Status, landed_fields, now_iso
 from .transport import Transport
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import InspectRequest
 
-UNSETTLED = ("started", "unknown")
+UNSETTLED = (Status.STARTED.value, Status.UNKNOWN.value)
 
 
 def _same_target(cfg: Config, record: dict[str, Any]) -> bool:
@@ -51,20 +51,15 @@ def settle(cfg: Config, state: State, transport: Transport, *, running_ok: bool 
             )
         manifest = seen.get("manifest") or {}
         if seen.get("kind") == "directory" and manifest.get("deploy_id") == record["deploy_id"]:
+            before = record["status"]
             record.update(
-                status="deployed",
+                landed_fields({**manifest, "manifest_sha256": seen.get("manifest_sha256", "")}),
                 reconciled=now_iso(),
-                parent_existed=manifest.get("parent_existed", "true") == "true",
-                parent_listing_sha256_before=manifest.get("parent_listing_sha256_before", ""),
-                files=int(manifest.get("files", "0") or 0),
-                tree_sha256=manifest.get("tree_sha256", ""),
-                manifest_sha256=seen.get("manifest_sha256", ""),
-                env_sha256=manifest.get("env_sha256", ""),
-                note=f"outcome was {record['status']}; the target holds the release, so it is deployed",
+                note=f"outcome was {before}; the target holds the release, so it is deployed",
                 rerun_pending=True,  # a rerun of the same deploy completes it instead of deploying again
             )
         else:
-            record.update(status="failed", reconciled=now_iso(), note=f"outcome was {record['status']}; the release is not on the target")
+            record.update(status=Status.FAILED.value, reconciled=now_iso(), note=f"outcome was {record['status']}; the release is not on the target")
         state.save(record)
         state.audit("reconcile", deploy_id=record["deploy_id"], target=f"{record['host']}:{record['target']}", result=record["status"])
         changed.append(record)

@@ -16,7 +16,7 @@ from . import reconcile
 from .client import Agent
 from .config import Config
 from .errors import AbsentError, BlockedError, ReleaseError
-from .state import State, now_iso
+from .state import State, Status, now_iso
 from .transport import Transport, for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
@@ -30,11 +30,11 @@ def run(
     once more, so a rollback killed after it removed the release finishes what the deploy
     made around it (a parent folder it created) and proves the parent restored."""
     state = State(cfg.state)
-    if record.get("status") == "rolled-back" and not again:
+    if record.get("status") == Status.ROLLED_BACK and not again:
         raise BlockedError(f"deploy {record['deploy_id']} was already rolled back", hint="nothing to do")
-    if record.get("status") == "rolled-back":
-        record = {**record, "status": "deployed"}
-    if record.get("status") != "deployed":
+    if record.get("status") == Status.ROLLED_BACK:
+        record = {**record, "status": Status.DEPLOYED.value}
+    if record.get("status") != Status.DEPLOYED:
         raise BlockedError(
             f"deploy {record['deploy_id']} is {record.get('status')!r}: its release is not on the target, so there is nothing of it to roll back",
             hint="`release status` lists the deploys",
@@ -58,10 +58,10 @@ def run(
     except ReleaseError as exc:
         state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result=f"failed (exit {exc.exit_code}): {exc.message}")
         if isinstance(exc, AbsentError):  # the target root itself is gone: so is the release
-            record.update(status="rolled-back", rolled_back=now_iso(), note="found already removed at rollback")
+            record.update(status=Status.ROLLED_BACK.value, rolled_back=now_iso(), note="found already removed at rollback")
             state.save(record)
         raise
-    record.update(status="rolled-back", rolled_back=now_iso(), parent_listing_sha256_after=result["parent_listing_sha256_after"])
+    record.update(status=Status.ROLLED_BACK.value, rolled_back=now_iso(), parent_listing_sha256_after=result["parent_listing_sha256_after"])
     state.save(record)
     ok = bool(result["parent_restored"])
     state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result="removed" + ("" if ok else " (parent listing differs)"))

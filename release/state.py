@@ -16,14 +16,49 @@ import getpass
 import json
 import os
 import stat
+from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .errors import BlockedError, RefusedError
 from .redact import redact_obj
 
-LIVE_STATUSES = ("deployed",)
-FINAL_STATUSES = ("rolled-back", "failed")  # a record with these never changes again
+
+class Status(StrEnum):
+    """Where a deploy record stands (a closed set: a record holds one of these, as text)."""
+
+    STARTED = "started"  # written before the target was asked: a run killed here left it
+    UNKNOWN = "unknown"  # the answer was lost: settled with the target before anything acts
+    DEPLOYED = "deployed"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+
+
+LIVE_STATUSES = (Status.DEPLOYED.value,)
+FINAL_STATUSES = (Status.ROLLED_BACK.value, Status.FAILED.value)  # a record with these never changes again
+
+
+def landed_fields(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a deploy record whose release landed: the one constructor, from the
+    agent's answer (deploy) or from the release's own DEPLOY-MANIFEST.txt and its digest
+    (reconciliation), so a reconciled record holds what a seen one holds (the names and
+    environment digests included: rollback's exact checks need them)."""
+
+    def flag(value: object) -> bool:
+        return value is True or str(value).lower() == "true"
+
+    return {
+        "status": Status.DEPLOYED.value,
+        "parent_existed": flag(facts.get("parent_existed", True)),
+        "parent_listing_sha256_before": str(facts.get("parent_listing_sha256_before", "")),
+        "files": int(str(facts.get("files", 0) or 0)),
+        "tree_sha256": str(facts.get("tree_sha256", "")),
+        "manifest_sha256": str(facts.get("manifest_sha256", "")),
+        "env_sha256": str(facts.get("env_sha256", "")),
+        "env_packages": int(str(facts.get("env_packages", 0) or 0)),
+        "names_sha256": str(facts.get("names_sha256", "")),
+    }
 
 
 def private_dir(path: Path) -> Path:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import for_config
 from .config import Config
-from .state import State
+from .state import State, Status
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import VerifyRequest
@@ -24,7 +24,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         lines.append(f"LOCKED: {result['lock']}")
     if result.get("leftovers"):
         lines.append("leftovers of interrupted runs (cleaned by the next deploy or rollback): " + ", ".join(result["leftovers"]))
-    unsettled = [r["deploy_id"] for r in records if r.get("status") in ("started", "unknown")]
+    unsettled = [r["deploy_id"] for r in records if r.get("status") in (Status.STARTED, Status.UNKNOWN)]
     if unsettled:
         lines.append("outcome unknown (settled with the target by the next deploy or rollback): " + ", ".join(unsettled))
         result["unsettled"] = unsettled

@@ -274,22 +274,24 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
         say("building the release's environment (offline, from its own wheels)")
         env_facts, env_files, env_dirs = env_build.build(os.path.join(parent, stage, "tree"), target, env_doc, accepted.entries())
         checkpoint("deploy:environment")
+    files = {m.rel for m in accepted.members if m.kind != "d" and m.rel} | {DEPLOY_MANIFEST} | env_files
+    dirs = {m.rel for m in accepted.members if m.kind == "d" and m.rel} | env_dirs
+    names = names_sha256(listing_of(files, dirs | _wanted_dirs(files)))  # of names only: the manifest may hold it
     lines = {str(k): str(v) for k, v in dict(req["manifest"]).items()}
     lines.update(
         {
             "pre_existed": "false",
             "files": str(facts["files"]),
             "tree_sha256": facts["tree_sha256"],
+            "names_sha256": names,
             "target": target,
             "target_host": _hostname(),
             "rollback": rollback_command(target),
             **{k: str(v) for k, v in env_facts.items()},
         }
     )
-    files = {m.rel for m in accepted.members if m.kind != "d" and m.rel} | {DEPLOY_MANIFEST} | env_files
-    dirs = {m.rel for m in accepted.members if m.kind == "d" and m.rel} | env_dirs
     result: DeployResult = {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}
-    result["names_sha256"] = names_sha256(listing_of(files, dirs | _wanted_dirs(files)))
+    result["names_sha256"] = names
     if env_facts:
         result["env_sha256"] = str(env_facts["env_sha256"])
         result["env_packages"] = int(env_facts["env_packages"])

@@ -81,6 +81,13 @@ def test_lost_connection_during_unpack_then_rollback_removes_only_the_new_releas
     assert rb.returncode == 0, rb.stderr
     assert json.loads(rb.stdout)["removed"] != live
     assert _releases(root) == [Path(live).name], "the live release is untouched"
+    # the reconciled record holds what a seen deploy's holds (one constructor): with its
+    # names digest, rollback checked the release by its exact names, not the weaker fallback
+    assert json.loads(rb.stdout)["added_check"] == "names", rb.stdout
+    by_status = {r["status"]: r for r in (json.loads(p.read_text()) for p in (cfg.parent / ".release" / "deploys").glob("*.json"))}
+    seen, reconciled = by_status["deployed"], by_status["rolled-back"]
+    assert reconciled["reconciled"] and len(reconciled["names_sha256"]) == 64
+    assert set(seen) - {"cleaned_leftovers", "finished"} <= set(reconciled), set(seen) - set(reconciled)
 
 
 KILL_POINTS = {
