@@ -127,6 +127,13 @@ def tests(session: nox.Session) -> None:
         agent_oldest(session)
 
 
+@nox.session(default=False)
+def unit(session: nox.Session) -> None:
+    """The fast unit tests (no servers, no slow memory bounds): the inner loop while editing."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", "-q", "-m", "not slow", "-p", "no:cacheprovider", *session.posargs)
+
+
 @nox.session(name="agent-oldest", venv_backend="none")
 def agent_oldest(session: nox.Session) -> None:
     """The agent's unit tests (tar reader, lock, rename, JSON, names) on Python 3.8, the oldest target."""

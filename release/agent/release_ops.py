@@ -26,7 +26,7 @@ from .fsutil import (
 )
 from .leftovers import _remove_marked, clean_leftovers, leftovers, make_marked_dir
 from .lock import Lock, _alive, read_lock
-from .names import checked_folder_name, checked_id, manifest_entries, manifest_text, rollback_command, tree_sha256
+from .names import checked_folder_name, checked_id, manifest_entries, manifest_text, name_problem, rollback_command, tree_sha256
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
 from .tarsafe import MAX_MANIFEST, Verified, finish, scan
 
@@ -590,6 +590,18 @@ def _is_release(path: str) -> bool:
     return path_kind(path) == "directory" and path_kind(os.path.join(path, DEPLOY_MANIFEST)) == "file"
 
 
+def _release_under(root: str, rel: str | None) -> bool:
+    """Whether ``rel`` (a pointer's text: from the controller's record, or from the host's own
+    ``.release-promoted-<id>``) names a release inside ``root``: relative by the name rule (no
+    '..', not absolute), resolving inside the root, holding a DEPLOY-MANIFEST. A pointer is
+    never aimed anywhere else, whoever wrote the text."""
+    if not rel or name_problem(rel):
+        return False
+    path = os.path.join(root, rel)
+    real_root = os.path.realpath(root)
+    return os.path.realpath(path).startswith(real_root.rstrip("/") + "/") and _is_release(path)
+
+
 def restore_pointer(root: str, target: str, previous: str | None) -> str:
     """If ``current`` points at the release being removed, point it at ``previous`` if that
     release still exists, else remove it: ``current`` never points at a missing release."""
@@ -598,7 +610,7 @@ def restore_pointer(root: str, target: str, previous: str | None) -> str:
         return "untouched"
     if os.path.realpath(current) != os.path.realpath(target):
         return "untouched"
-    if previous and _is_release(os.path.join(root, previous)) and os.path.realpath(os.path.join(root, previous)) != os.path.realpath(target):
+    if previous and _release_under(root, previous) and os.path.realpath(os.path.join(root, previous)) != os.path.realpath(target):
         switch_link(root, previous)
         return f"restored to {previous}"
     os.unlink(current)
@@ -705,7 +717,7 @@ def op_repoint(req: RepointRequest) -> RepointResult:
             to = known["previous"] if known else None
         _forget_promoted(root, deploy_id)
         checkpoint("repoint:switching")
-        if to and _is_release(os.path.join(root, to)):
+        if to and _release_under(root, to):
             switch_link(root, to)
         elif path_kind(os.path.join(root, "current")) == "symlink":
             os.unlink(os.path.join(root, "current"))

@@ -76,3 +76,24 @@ def test_a_revert_survives_a_hangup(tmp_path: Path) -> None:
     assert p.returncode == 0, err
     answer = json.loads(out.decode().strip().splitlines()[-1])
     assert answer["ok"] and os.readlink(root / "current") == "releases/app-1"
+
+
+@pytest.mark.parametrize("previous", ["../outside/app-0", "/abs/outside/app-0", "releases/../../outside/app-0", "releases/escape"])
+def test_a_pointer_is_never_restored_outside_the_root(tmp_path: Path, previous: str) -> None:
+    """The pointer a promotion replaced is read from the host's own record on rollback: a
+    hostile record naming a release outside the root (by '..', an absolute path, or a link
+    inside the root that leaves it) is never followed; `current` is removed and the
+    rollback says the pointer could not be restored."""
+    from release.agent import release_ops
+
+    root = tmp_path / "root"
+    outside = tmp_path / "outside" / "app-0"
+    outside.mkdir(parents=True)
+    (outside / "DEPLOY-MANIFEST.txt").write_text("deploy_id: old\n")
+    release = root / "releases" / "app-1"
+    release.mkdir(parents=True)
+    (release / "DEPLOY-MANIFEST.txt").write_text("deploy_id: d1\n")
+    (root / "releases" / "escape").symlink_to(outside)
+    (root / "current").symlink_to("releases/app-1")
+    said = release_ops.restore_pointer(str(root), str(release), previous.replace("/abs", str(tmp_path)))
+    assert said.startswith("removed (the previous release") and not (root / "current").is_symlink(), said

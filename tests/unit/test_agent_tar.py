@@ -363,6 +363,7 @@ def scan_in_a_child(script: str, path: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in cp.stdout.strip().splitlines())
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_for_a_1_gib_member(tmp_path: Path) -> None:
     """Finding 12: one member of 1 GiB (a 1 MB bundle) inflated and written as it passes."""
     script = f"""
@@ -444,6 +445,7 @@ def test_fuzz_random_and_mutated_archives_never_escape_and_only_refuse(tmp_path_
     assert (box.base / "canary" / "keep.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_a_bundle_kept_in_memory_and_one_read_from_its_copy_give_the_same_tree(tmp_path: Path) -> None:
     """The one pass writes the same tree whether the compressed bundle was kept in memory
     or spilled to its private copy: contents (data spanning the inflater's chunks), the
@@ -639,6 +641,7 @@ def long_name(name: str, type_: bytes = b"5") -> bytes:
     return header("././@LongLink", len(body), type_=b"L") + body + bytes(-len(body) % 512) + header(name[:99], type_=type_)
 
 
+@pytest.mark.slow
 def test_names_past_the_memory_bound_are_refused_with_memory_bounded(tmp_path: Path) -> None:
     """50,000 empty folders with 4 KB names: a 1.5 MB bundle that once took the deploy past
     1 GB. Refused once the names held pass MAX_NAME_BYTES; the reader's peak memory stays
