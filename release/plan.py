@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import dbcheck, gates, gitsource, names, planlock
+from . import dbcheck, gates, gitsource, planlock
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .redact import redact
@@ -47,21 +47,26 @@ def compute(cfg: Config) -> dict[str, Any]:
     plan["commit_time"] = src.commit_time
     plan["git_submodules"] = gitsource.submodules(src)  # a bundle carries none: refused unless bundle.submodules = "omit"
     plan["bundle_submodules"] = cfg.submodules
-    plan["bundle_pattern"] = f"{cfg.name}-{version.version}-{src.sha7}-{planlock.STAMP}.tar.gz (artifacts: {', '.join(cfg.artifacts) or 'none'})"
+    # what is reviewed is what runs: the very plan objects `bundle` and `deploy` execute,
+    # with a placeholder for what only the run knows (its stamp, its deploy id, the bundle's sha256)
+    bundle_plan, deploy_plan = executed_plans(cfg, src, version)
+    plan["bundle_plan"] = bundle_plan.to_dict()
+    plan["deploy_plan"] = deploy_plan.to_dict()
+    plan["bundle_pattern"] = f"{bundle_plan.path.name} (artifacts: {', '.join(bundle_plan.artifacts) or 'none'})"
     from .client import for_config
 
-    target_dir = fields["dir"]
-    target_path = f"{cfg.root}/{fields['parent'] + '/' if fields['parent'] else ''}{target_dir}"
+    target_dir = deploy_plan.dir
+    target_path = deploy_plan.target
     target: dict[str, Any] | None = None
     target_error = ""
     try:
-        target = for_config(cfg).facts({"root": cfg.root, "parent": fields["parent"], "dir": target_dir})
+        target = for_config(cfg).facts({"root": cfg.root, "parent": deploy_plan.parent, "dir": target_dir})
         target.pop("_log", None)
     except ReleaseError as exc:
         target_error = exc.message
     plan["target_facts"] = target or {}
     plan["target"] = target_path
-    plan["rollback"] = f"release rollback --deploy-id <deploy_id>   (equivalent: {names.rollback_command(target_path)})"
+    plan["rollback"] = f"release rollback --deploy-id {deploy_plan.deploy_id}   (equivalent: {deploy_plan.rollback_command})"
     facts = gates.Facts(
         head=src.sha,
         location=src.location,
@@ -75,6 +80,22 @@ def compute(cfg: Config) -> dict[str, Any]:
     if cfg.environment is not None:
         plan["environment"] = environment_plan(cfg, src.sha, target or {})
     return plan
+
+
+DEPLOY_ID = "<deploy_id>"  # known when the deploy runs
+BUNDLE_SHA256 = "<sha256 of the bundle>"  # known when the bundle is built
+
+
+def executed_plans(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo) -> tuple[Any, Any]:
+    """The ``BundlePlan`` that `bundle` builds and the ``DeployPlan`` that `deploy` executes,
+    made by their own constructors, with placeholders for the stamp, the deploy id and the
+    bundle's sha256: the target path, the bundle name and the rollback command shown are
+    those objects' own properties (``planlock.STAMP`` is also what the lock pins)."""
+    from . import bundle, deploy
+
+    bundle_plan = bundle.make_plan(cfg, src, version, planlock.STAMP)
+    deploy_plan = deploy.make_plan(cfg, src.sha, bundle_plan.path, BUNDLE_SHA256, version.version, planlock.STAMP, DEPLOY_ID)
+    return bundle_plan, deploy_plan
 
 
 def environment_plan(cfg: Config, head: str, target: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +201,9 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     md.write_text(text)
     verdicts = {g: v["verdict"] for g, v in plan["gates"].items()}
     out: dict[str, Any] = {"stage": "plan", "plan": str(md), "gates": plan["gates"], "_text": text}
+    for key in ("bundle_plan", "deploy_plan"):  # the executed objects' own serialisation
+        if key in plan:
+            out[key] = plan[key]
     if gates.BLOCKED in verdicts.values() or gates.UNSAFE in verdicts.values():
         code = 4 if gates.UNSAFE in verdicts.values() else 3
         out["exit_code"] = code

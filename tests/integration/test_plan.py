@@ -86,3 +86,24 @@ def test_existing_target_makes_the_plan_unsafe(project: Repo, tmp_path: Path) ->
     assert cp.returncode == 4
     assert json.loads(cp.stdout)["gates"]["G3 deploy target"]["verdict"] == "UNSAFE"
     assert not (cfg.parent / ".release" / "plan.lock").exists()
+
+
+def test_plan_shows_the_objects_bundle_and_deploy_execute(project: Repo, tmp_path: Path) -> None:
+    """`plan --json` carries the BundlePlan and DeployPlan that `bundle` and `deploy` build
+    (placeholders for the stamp, deploy id and bundle hash only): the bundle's file name,
+    the target path and the rollback command a deploy reports are the plan's, filled in."""
+    cfg, root = _setup(project, tmp_path, {})
+    cfg.write_text(cfg.read_text().replace("[target]", '[target]\nstrategy = "timestamped"'))
+    planned = json.loads(run_release("--config", cfg, "--json", "plan").stdout)
+    bundled = json.loads(run_release("--config", cfg, "--json", "bundle").stdout)
+    deployed = json.loads(run_release("--config", cfg, "--json", "deploy").stdout)
+    stamp = bundled["build_stamp"]
+    assert planned["bundle_plan"]["bundle"].replace("<stamp>", stamp) == Path(bundled["bundle"]).name
+    dp = planned["deploy_plan"]
+    assert dp["target"].replace("<stamp>", deployed["release_stamp"]) == deployed["target"]
+    from release.names import rollback_command
+
+    assert dp["rollback"] == rollback_command(dp["target"]) and deployed["rollback"] == rollback_command(deployed["target"])
+    assert {k: v for k, v in dp.items() if k not in ("deploy_id", "bundle", "bundle_sha256", "release_stamp", "target", "dir", "rollback")} == {
+        k: v for k, v in deployed.items() if k in dp and k not in ("deploy_id", "bundle", "bundle_sha256", "release_stamp", "target", "dir", "rollback")
+    }
