@@ -121,10 +121,20 @@ def _oldest_python() -> str | None:
 def tests(session: nox.Session) -> None:
     """The whole test suite (real git, tar, sshd and PostgreSQL), then the agent's unit tests
     on the oldest Python the target side supports."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,docs]")
     session.run("pytest", *session.posargs)
     if not session.posargs:
         agent_oldest(session)
+        session.run("mkdocs", "build", "--strict", "--quiet", env={"NO_MKDOCS_2_WARNING": "1"})  # the docs site, as CI builds it
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """The documentation site (MkDocs Material) into site/, strictly: a broken link or a stale
+    generated page (configuration reference, troubleshooting) fails it."""
+    session.install("-e", ".[docs]")
+    session.run("python", "scripts/gen_docs.py", "--check")
+    session.run("mkdocs", "build", "--strict", "--quiet", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(default=False)

@@ -1,0 +1,98 @@
+"""What every configuration key means, next to the schema it documents (``config``): the
+configuration reference (docs/configuration.md) is generated from both, and a test fails
+when a key of the schema has no text here, or a text names no key."""
+
+from __future__ import annotations
+
+TOP = {
+    "name": "The application's name: bundle and release folder names start with it.",
+    "state": "The controller's state folder (records, audit log, reports, plan lock), relative to the config file.",
+}
+
+SECTIONS: dict[str, dict[str, str]] = {
+    "source": {
+        "repo": "The application's git repository: a local path (relative to the config file) or any URL git can clone.",
+        "head": "The recorded HEAD: a full or short sha, a tag, or `HEAD`. Only this commit is ever built.",
+        "subdir": "The project's folder inside the repository, when it is not the root.",
+    },
+    "bundle": {
+        "out": "Where bundles and their `.sha256` files are written.",
+        "artifacts": 'What pypa build makes into `dist/` of the bundle: `["sdist", "wheel"]`, or `[]` for the source tree only.',
+        "submodules": "A commit with git submodules: `refuse` (their files are not in the commit) or `omit` them from the bundle.",
+    },
+    "target": {
+        "host": 'The ssh destination of one target (an alias or `user@host`); `""` is this machine.',
+        "root": "The parent folder of releases on the target.",
+        "dir": "The side-by-side folder name; placeholders `{name}` `{version}` `{sha}` `{stamp}`.",
+        "strategy": "`side-by-side` (a new folder next to the old) or `timestamped` (`releases/...` plus a `current` pointer that `promote` switches).",
+        "python": "The interpreter on the target that runs the agent (and builds the release's environment).",
+        "ssh_config": "An ssh_config file passed to OpenSSH (writable by its owner only).",
+        "create_root": "Create `target.root` when it does not exist (a deploy refuses otherwise).",
+        "allowed_signers": "An OpenSSH allowed_signers file: a bundle's checksum must be signed by one of them (`bundle --sign KEY`).",
+        "hosts": "A fleet: a list of ssh destinations (host names, aliases, `user@host`).",
+        "inventory": "A fleet from an Ansible inventory (INI or YAML), with `target.group`.",
+        "group": "The inventory group released to.",
+        "op_timeout": "Seconds any agent op may take on a target before its outcome is unknown (a smoke: at least its checks' own timeouts).",
+    },
+    "fleet": {
+        "forks": "Hosts worked on at once.",
+        "serial": 'Promotion waves: counts or percentages, the last repeating (`[1, "25%", "100%"]`).',
+        "max_fail_percentage": "More failed hosts than this: stop, and undo on every host.",
+    },
+    "smoke": {
+        "check": "The ordered smoke checks (`[[smoke.check]]` tables, below).",
+        "timeout": "The default timeout of a check, in seconds.",
+    },
+    "provision": {
+        "root": "The runtime skeleton's root folder (G4).",
+        "dirs": "Folders created under it (existing ones are never touched).",
+        "config_file": "A non-secret settings file written under it.",
+        "settings": "The settings written to `config_file` (TOML; a secret-looking key or value is refused).",
+    },
+    "environment": {
+        "extras": "Project extras added to the runtime dependencies.",
+        "groups": "PEP 735 dependency groups added (for example pytest, for the smoke).",
+        "python": "Resolve for this Python version without asking the target (with `platforms`).",
+        "platforms": "Platform tags to resolve for (most specific first), with `python`.",
+    },
+}
+
+CHECKS: dict[str, dict[str, str]] = {
+    "": {
+        "kind": "The check's kind: `compileall`, `import`, `attr`, `pytest`, `command` or `db-readonly`.",
+        "name": "The check's name in reports (default: its kind).",
+        "timeout": "Seconds the check may take (default: `smoke.timeout`).",
+    },
+    "compileall": {
+        "paths": "Paths compiled, relative to the release.",
+        "exclude": "A regular expression of paths not compiled.",
+    },
+    "import": {"modules": "Modules imported, each in a fresh interpreter of the release."},
+    "attr": {
+        "object": "`module:attribute` read from the release.",
+        "startswith": "The attribute's text must start with this.",
+        "equals": "The attribute must equal this TOML value.",
+    },
+    "pytest": {
+        "args": "pytest's arguments, run in the release folder.",
+        "expect_passed": "The number of tests that must pass (failures and errors always fail the check).",
+    },
+    "command": {
+        "argv": "The command, without a shell; `{python}` and `{target}` are filled in.",
+        "expect_output": "Text its output must contain.",
+        "expect_exit": "Its exit code.",
+    },
+    "db-readonly": {
+        "dsn_env": "The environment variable that holds the DSN (never the file).",
+        "role": "The role the DSN must connect as.",
+        "queries": "The SELECT statements run, each in its own read-only transaction.",
+        "count_tables": "Tables whose row counts are compared before and after.",
+        "forbid_functions": "Functions no query may call.",
+        "allow_functions": "Non-volatile user functions a query may call, once reviewed.",
+        "allow_foreign": "Allow reading foreign tables and tables of other access methods, once reviewed.",
+        "via": "`controller` (this machine reaches the database) or `target` (through an OpenSSH forward, as the target sees it).",
+        "expected_grant_matrix_sha": "The sha256 of the role's grant matrix (the check fails when it differs).",
+        "demo": "With the DSN variable unset, start an embedded throwaway PostgreSQL (the built-in example).",
+        "demo_schema": "The schema file the demo database is seeded from, in the recorded commit.",
+    },
+}
