@@ -10,6 +10,7 @@ temporary folder that pypa ``build`` builds from (sdist first, wheel from the sd
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import io
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from . import __version__, environment, gitsource, names, proc, progress, runfolders
+from . import __version__, environment, gitsource, metadata, names, proc, progress, runfolders
 from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
@@ -97,7 +98,7 @@ class BundleResult:
 
 
 def make_plan(
-    cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo, stamp: str, target: TargetPython | None = None, omitted: tuple[str, ...] = ()
+    cfg: Config, src: gitsource.Source, version: metadata.VersionInfo, stamp: str, target: TargetPython | None = None, omitted: tuple[str, ...] = ()
 ) -> BundlePlan:
     artifacts = cfg.artifacts
     if cfg.environment is not None and "wheel" not in artifacts:
@@ -147,7 +148,7 @@ def submodules(cfg: Config, src: gitsource.Source) -> tuple[str, ...]:
 def prepare(cfg: Config, stamp: str | None = None) -> tuple[BundlePlan, gitsource.Source]:
     src = gitsource.resolve(cfg)
     omitted = submodules(cfg, src)
-    version = gitsource.project_version(src, cfg.state)
+    version = metadata.project_version(src, cfg.state)
     return make_plan(cfg, src, version, stamp or names.utc_stamp(), target_interpreter(cfg), omitted), src
 
 
@@ -527,3 +528,21 @@ def _gzip_header(path: Path) -> tuple[int, bool]:
     with path.open("rb") as f:
         head = f.read(10)
     return int.from_bytes(head[4:8], "little"), bool(head[3] & 0x08)
+
+
+def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Stage ``bundle``: build, then (``--reproducible-check``) build again and compare, and
+    (``--sign KEY``) sign the checksum file."""
+    result = build(cfg)
+    out = result.to_dict()
+    if args.reproducible_check:
+        check = reproducible_check(cfg, result)
+        out["reproducible"] = check
+        if not check["identical"]:
+            out["exit_code"] = 1
+            out["failed"] = "reproducible-check: second build differs: " + ", ".join(check["differing"][:20])
+    if args.sign:
+        from . import signing
+
+        out["signature"] = str(signing.sign(result.sha256_path, args.sign))
+    return out

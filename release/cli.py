@@ -29,24 +29,6 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
-def _stage_bundle(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    from . import bundle
-
-    result = bundle.build(cfg)
-    out = result.to_dict()
-    if args.reproducible_check:
-        check = bundle.reproducible_check(cfg, result)
-        out["reproducible"] = check
-        if not check["identical"]:
-            out["exit_code"] = 1
-            out["failed"] = "reproducible-check: second build differs: " + ", ".join(check["differing"][:20])
-    if args.sign:
-        from . import signing
-
-        out["signature"] = str(signing.sign(result.sha256_path, args.sign))
-    return out
-
-
 def _lazy(module: str, func: str = "cli") -> Handler:
     def handler(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         import importlib
@@ -73,7 +55,7 @@ class _Formatter(argparse.HelpFormatter):
 def _bundle_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--reproducible-check", action="store_true", help="build twice and compare the content byte for byte")
     s.add_argument("--sign", metavar="KEY", help="sign the .sha256 with `ssh-keygen -Y sign` using this private key")
-    s.set_defaults(handler=_stage_bundle)
+    s.set_defaults(handler=_lazy("bundle"))
 
 
 def _deploy_options(s: argparse.ArgumentParser) -> None:

@@ -553,9 +553,9 @@ def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[
 def bundle(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     """One bundle for the fleet (an environment is resolved for the first host's interpreter;
     deploy checks every host's interpreter against it)."""
-    from .cli import _stage_bundle
+    from . import bundle as bundle_stage
 
-    return _stage_bundle(host_config(cfg, cfg.hosts[0])._replace(state=cfg.state), args)
+    return bundle_stage.cli(host_config(cfg, cfg.hosts[0])._replace(state=cfg.state), args)
 
 
 def plan(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:

@@ -148,26 +148,6 @@ def scm_version(src: Source) -> str:
     return f"{'.'.join(parts)}.dev{distance}+g{src.sha7}"
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    version: str
-    source: str  # "static", "vcs", "file:<path>"
-
-    @property
-    def from_vcs(self) -> bool:
-        return self.source == "vcs"
-
-
-def project_version(src: Source, state: Path) -> VersionInfo:
-    """The project's version at the recorded commit, from its build backend (see ``metadata``),
-    in PEP 440 normal form."""
-    from .metadata import project_metadata
-    from .names import normalize_version
-
-    meta = project_metadata(src, state)
-    return VersionInfo(normalize_version(meta.version), meta.source)
-
-
 # the environment variable that ``archive_argv`` points git's --config-env at: empty
 _EMPTY = "RELEASE_GIT_EMPTY"
 

@@ -116,3 +116,22 @@ def project_metadata(src: gitsource.Source, state: Path) -> Meta:
     private_dir(cache.parent)
     cache.write_text(json.dumps({"name": meta.name, "version": meta.version, "source": meta.source, "requires_python": meta.requires_python}))
     return meta
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    source: str  # "static", "vcs", "file:<path>"
+
+    @property
+    def from_vcs(self) -> bool:
+        return self.source == "vcs"
+
+
+def project_version(src: gitsource.Source, state: Path) -> VersionInfo:
+    """The project's version at the recorded commit, from its build backend (see ``metadata``),
+    in PEP 440 normal form."""
+    from .names import normalize_version
+
+    meta = project_metadata(src, state)
+    return VersionInfo(normalize_version(meta.version), meta.source)

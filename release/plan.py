@@ -1,7 +1,7 @@
 """Stage ``plan`` (G1, G2): compute the whole deploy plan, change nothing, lock it.
 
 The plan is computed by the same functions that ``deploy`` uses (``gitsource.resolve``,
-``gitsource.project_version``, ``names.release_dir``); gates are pure functions of
+``metadata.project_version``, ``names.release_dir``); gates are pure functions of
 the gathered facts (``gates.evaluate``); ``deploy`` then refuses (exit 4)
 to run anything other than the locked plan: a different commit, target, strategy or
 smoke set than locked is named and nothing happens. ``--no-plan`` skips the lock.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import dbcheck, gates, gitsource, planlock
+from . import dbcheck, gates, gitsource, metadata, planlock
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .redact import redact
@@ -41,7 +41,7 @@ def compute(cfg: Config) -> dict[str, Any]:
             ],
         }
         return plan
-    version = gitsource.project_version(src, cfg.state)
+    version = metadata.project_version(src, cfg.state)
     fields = planlock.locked_fields(cfg, src.sha, version.version)
     plan.update(fields)
     plan["commit_time"] = src.commit_time
@@ -86,7 +86,7 @@ DEPLOY_ID = "<deploy_id>"  # known when the deploy runs
 BUNDLE_SHA256 = "<sha256 of the bundle>"  # known when the bundle is built
 
 
-def executed_plans(cfg: Config, src: gitsource.Source, version: gitsource.VersionInfo) -> tuple[Any, Any]:
+def executed_plans(cfg: Config, src: gitsource.Source, version: metadata.VersionInfo) -> tuple[Any, Any]:
     """The ``BundlePlan`` that `bundle` builds and the ``DeployPlan`` that `deploy` executes,
     made by their own constructors, with placeholders for the stamp, the deploy id and the
     bundle's sha256: the target path, the bundle name and the rollback command shown are
