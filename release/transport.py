@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import hashlib
 import json
 import os
 import re
 import threading
-import zlib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from . import proc
@@ -27,6 +24,7 @@ from .agent import jsonio
 from .agent import ops as agent_ops
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, ReleaseError, UnreachableError, from_exit_code
+from .payload import agent_program  # what travels with every call: the boot program and the agent's code
 from .redact import redact
 
 if TYPE_CHECKING:  # subprocess and shlex are imported by the SSH paths that use them
@@ -43,174 +41,7 @@ TIME_LIMITS = "Host *\n  ConnectTimeout 20\n  ServerAliveInterval 15\n  ServerAl
 DEFAULT_SSH_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")
 
 
-AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it never touches its disk)
-
-# The program on the command line: a small boot, the same for every call of a run. The
-# agent's code arrives first on stdin, {n} bytes: this controller's compiled modules (zlib'd
-# marshal of {"package/path": code}), used when the target's bytecode format (magic number)
-# is the controller's; then {m} bytes: their sources (zlib'd JSON), compiled there only
-# otherwise, or for a module the code lacks. M: {package: [module paths]}. A small finder
-# serves the modules from memory. (The sources once rode in the program itself: 70 KB of
-# argument that the remote shell and Python parsed on every call, 3 - 6 ms of CPU each.)
-# Once the op has answered (``main`` ends every op: threads joined, files closed) and the
-# output is flushed, the agent leaves with ``os._exit``: the interpreter's teardown of every
-# module and code object (4 - 6 ms) has nothing left to do for anyone.
-_BOOT = """import sys,zlib
-if sys.version_info<(3,8):sys.stdout.write({too_old}%sys.version.split()[0]);sys.stdout.flush();sys.exit(3)
-try:from _frozen_importlib import ModuleSpec
-except ImportError:from importlib.machinery import ModuleSpec
-M={index}
-C={}
-import os
-b=bytearray()
-while len(b)<{n}+{m}:
- c=os.read(0,{n}+{m}-len(b))
- if not c:sys.exit('release agent: its code was cut short on stdin')
- b+=c
-if getattr(sys.modules.get('_frozen_importlib_external'),'MAGIC_NUMBER',None)==bytes.fromhex('{magic}'):
- import marshal
- try:C=marshal.loads(zlib.decompress(b[:{n}]))
- except Exception:sys.exit('release agent: its code arrived damaged on stdin')
-b=bytes(b[{n}:])
-S=[]
-class F:
- def key(self,name):
-  top,_,rest=name.partition('.')
-  m=M.get(top)
-  if m is None:return None
-  r=rest.replace('.','/') or '__init__'
-  if r in m:return top,r
-  if r+'/__init__' in m:return top,r+'/__init__'
- def find_spec(self,name,path=None,target=None):
-  k=self.key(name)
-  if k:return ModuleSpec(name,self,is_package=k[1].endswith('__init__'))
- def create_module(self,spec):return None
- def exec_module(self,m):
-  top,k=self.key(m.__name__)
-  c=C.get(top+'/'+k)
-  if c is None:
-   if not S:
-    import json
-    try:S.append(json.loads(zlib.decompress(b)))
-    except Exception:sys.exit('release agent: its code arrived damaged on stdin')
-   c=compile(S[0][top][k],'<'+top+'/'+k+'.py>','exec')
-  exec(c,m.__dict__)
-sys.meta_path.insert(0,F())
-from {pkg}.ops import main
-r=main(sys.argv)
-for f in sys.stdout,sys.stderr:
- try:f.flush()
- except Exception:pass
-os._exit(r)
-"""
-
-
-# the answer of a target Python older than the agent supports, written by the boot program
-# before anything else (``%s``: its version); any Python parses the line that writes it
-_TOO_OLD = (
-    json.dumps(
-        {
-            "ok": False,
-            "exit_code": 3,
-            "message": "the target Python %s is older than 3.8, the oldest the agent runs on (nothing was done)",
-            "hint": "set target.python to Python 3.8 or newer",
-        }
-    )
-    + "\n"
-)
-
-
-def _package_files(folder: Path) -> dict[str, Path]:
-    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.py"))}
-
-
-def _package_folders() -> dict[str, Path]:
-    """What travels to the target: the agent package, and pypa ``installer`` (used to build a
-    release's environment; carried here so that deploying never runs code from the bundle)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("installer")  # located, not imported: the controller never runs it
-    if spec is None or not spec.submodule_search_locations:
-        from .errors import BlockedError
-
-        raise BlockedError("pypa installer is not installed", hint="pip install installer (a dependency of this tool)")
-    return {AGENT_PACKAGE: Path(__file__).parent / "agent", "installer": Path(next(iter(spec.submodule_search_locations)))}
-
-
-def agent_sources() -> dict[str, dict[str, str]]:
-    """{package: {module path: source}} of everything that travels to the target."""
-    return {top: {k: p.read_text() for k, p in _package_files(folder).items()} for top, folder in _package_folders().items()}
-
-
-@functools.cache
-def _compiled() -> bytes:
-    """The agent package's code as this interpreter compiled it: read from its own bytecode
-    cache (``__pycache__``, checked against the source as imports check it), so a run costs
-    no compiling; file names as the source fallback names them. pypa installer is left to
-    the fallback: only a deploy that builds an environment runs it."""
-    import importlib.machinery
-    import marshal
-    import types
-
-    def renamed(code: types.CodeType, name: str) -> types.CodeType:
-        consts = tuple(renamed(c, name) if isinstance(c, types.CodeType) else c for c in code.co_consts)
-        return code.replace(co_filename=name, co_consts=consts)
-
-    codes = {}
-    for k, path in _package_files(_package_folders()[AGENT_PACKAGE]).items():
-        name = f"{AGENT_PACKAGE}.{k.replace('/', '.')}".removesuffix(".__init__")
-        code = importlib.machinery.SourceFileLoader(name, str(path)).get_code(name)
-        if code is None:
-            raise ReleaseError(f"the agent module {path} has no code", hint="reinstall the tool")
-        codes[f"{AGENT_PACKAGE}/{k}"] = renamed(code, f"<{AGENT_PACKAGE}/{k}.py>")
-    return zlib.compress(marshal.dumps(codes), 1)
-
-
-@functools.cache
-def _sources() -> bytes:
-    """Every module's source, for a target Python of another bytecode format."""
-    return zlib.compress(json.dumps(agent_sources(), sort_keys=True).encode(), 6)
-
-
-@functools.cache
-def _program(code_size: int, source_size: int, magic: bytes = b"") -> str:
-    """The boot program, told how many bytes of compiled code, then of sources, come first
-    on stdin (``agent_program``), and which bytecode format the code is for."""
-    import importlib.util
-
-    index = repr({top: list(_package_files(folder)) for top, folder in _package_folders().items()})
-    fields = {
-        "index": index,
-        "n": str(code_size),
-        "m": str(source_size),
-        "magic": (magic or importlib.util.MAGIC_NUMBER).hex(),
-        "pkg": AGENT_PACKAGE,
-        "too_old": repr(_TOO_OLD),
-    }
-    return _fill(_BOOT, fields)
-
-
-def _fill(template: str, fields: dict[str, str]) -> str:
-    for key, value in fields.items():
-        template = template.replace("{" + key + "}", value)
-    return template
-
-
-_BUILDING = threading.Lock()
-
-
-def agent_program() -> tuple[str, bytes]:
-    """(the program, what it reads first on stdin: the compiled code, then the sources):
-    built once per run (about 20 ms), by the first of the fleet's threads to need it (the
-    others wait instead of building it again)."""
-    with _BUILDING:
-        return _built()
-
-
-@functools.cache
-def _built() -> tuple[str, bytes]:
-    code, sources = _compiled(), _sources()
-    return _program(len(code), len(sources)), code + sources
+# what travels with every call (the boot program, the agent's code) is ``payload``'s
 
 
 class Transport(Protocol):

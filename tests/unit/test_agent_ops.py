@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from release import client, inprocess, transport
+from release import client, inprocess, payload, transport
 from release.agent import ops
 
 pytestmark = pytest.mark.unit
@@ -62,7 +62,7 @@ def test_a_revert_survives_a_hangup(tmp_path: Path) -> None:
     env = {**os.environ, "RELEASE_TEST_PAUSE_AT": f"repoint:switching@{flag}"}
     p = subprocess.Popen(local.argv("repoint", req), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert p.stdin is not None
-    p.stdin.write(transport.agent_program()[1])
+    p.stdin.write(payload.agent_program()[1])
     p.stdin.close()
     p.stdin = None  # fed whole: communicate() has nothing left to send
     end = time.time() + 30

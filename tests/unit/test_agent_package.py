@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from release import proc, transport
+from release import payload, proc, transport
 from release.errors import ReleaseError
 from tests import support
 
@@ -48,11 +48,11 @@ def _run(program: str, prefix: bytes, *args: str, cwd: Path | None = None) -> su
 
 
 def test_the_program_carries_every_module_and_runs_isolated(tmp_path: Path) -> None:
-    program, prefix = transport.agent_program()
-    code = transport._compiled()
+    program, prefix = payload.agent_program()
+    code = payload.compiled()
     assert prefix[: len(code)] == code
     sources = json.loads(zlib.decompress(prefix[len(code) :]))
-    assert set(sources[transport.AGENT_PACKAGE]) == {p.stem for p in AGENT.glob("*.py")}
+    assert set(sources[payload.AGENT_PACKAGE]) == {p.stem for p in AGENT.glob("*.py")}
     assert "destinations" in sources["installer"], "pypa installer travels with the agent"
     assert len(program) < 4096, "the command line carries only the boot: the code rides on stdin"
     cp = _run(program, prefix, "status", json.dumps({"root": str(tmp_path)}), cwd=tmp_path)
@@ -63,7 +63,7 @@ def test_the_program_carries_every_module_and_runs_isolated(tmp_path: Path) -> N
 
 
 def test_unknown_op_and_unexpected_errors_are_answered_with_an_exit_code_and_traceback(tmp_path: Path) -> None:
-    program, prefix = transport.agent_program()
+    program, prefix = payload.agent_program()
     cp = _run(program, prefix, "no-such-op", "{}")
     assert cp.returncode == 2 and json.loads(cp.stdout)["message"].startswith("unknown agent op")
     cp = _run(program, prefix, "verify", json.dumps({"nope": 1}))
@@ -82,27 +82,27 @@ def _other_python() -> str | None:
 def test_the_compiled_code_on_stdin_runs_when_the_bytecode_format_matches_else_the_source(tmp_path: Path) -> None:
     """The code is read from stdin first; it is used only by an interpreter with the
     controller's magic number. A payload whose ops module answers a marker tells which ran."""
-    codes = marshal.loads(zlib.decompress(transport._compiled()))
-    assert set(codes) == {f"{transport.AGENT_PACKAGE}/{p.stem}" for p in AGENT.glob("*.py")}
+    codes = marshal.loads(zlib.decompress(payload.compiled()))
+    assert set(codes) == {f"{payload.AGENT_PACKAGE}/{p.stem}" for p in AGENT.glob("*.py")}
     assert all(c.co_filename == f"<{k}.py>" for k, c in codes.items()), "no controller path travels"
-    codes[f"{transport.AGENT_PACKAGE}/ops"] = compile('def main(argv):\n    print(\'{"ok": true, "result": "from-code"}\')\n    return 0\n', "<x>", "exec")
-    payload = zlib.compress(marshal.dumps(codes))
-    sources = transport._sources()
+    codes[f"{payload.AGENT_PACKAGE}/ops"] = compile('def main(argv):\n    print(\'{"ok": true, "result": "from-code"}\')\n    return 0\n', "<x>", "exec")
+    packed = zlib.compress(marshal.dumps(codes))
+    sources = payload.sources()
     request = json.dumps({"root": str(tmp_path)})
 
     def answer(program: str) -> object:
-        cp = _run(program, payload + sources, "status", request, cwd=tmp_path)
+        cp = _run(program, packed + sources, "status", request, cwd=tmp_path)
         assert cp.returncode == 0, cp.stderr
         return json.loads(cp.stdout.decode().strip().splitlines()[-1])["result"]
 
-    assert answer(transport._program(len(payload), len(sources))) == "from-code"
-    other = answer(transport._program(len(payload), len(sources), magic=b"\x00\x00\r\n"))
+    assert answer(payload.program(len(packed), len(sources))) == "from-code"
+    other = answer(payload.program(len(packed), len(sources), magic=b"\x00\x00\r\n"))
     assert isinstance(other, dict) and other["releases"] == [], "another bytecode format compiles the source"
     assert list(tmp_path.iterdir()) == []
 
 
 def test_code_cut_short_or_damaged_on_stdin_stops_before_any_work(tmp_path: Path) -> None:
-    program, prefix = transport.agent_program()
+    program, prefix = payload.agent_program()
     request = json.dumps({"root": str(tmp_path)})
     cut = _run(program, prefix[:1000], "status", request)
     assert cut.returncode == 1 and cut.stdout == b"" and b"cut short" in cut.stderr
@@ -111,8 +111,8 @@ def test_code_cut_short_or_damaged_on_stdin_stops_before_any_work(tmp_path: Path
     damaged = bytes(b ^ 0x5A for b in prefix)  # as a login script that wrote to stdin would leave it
     cp = _run(program, damaged, "status", request)
     assert cp.returncode == 1 and cp.stdout == b"" and b"arrived damaged" in cp.stderr
-    code_size = len(transport._compiled())
-    other = transport._program(code_size, len(prefix) - code_size, magic=b"\x00\x00\r\n")  # the sources are read
+    code_size = len(payload.compiled())
+    other = payload.program(code_size, len(prefix) - code_size, magic=b"\x00\x00\r\n")  # the sources are read
     cp = _run(other, prefix[:code_size] + bytes(b ^ 0x5A for b in prefix[code_size:]), "status", request)
     assert cp.returncode == 1 and cp.stdout == b"" and b"arrived damaged" in cp.stderr
     assert list(tmp_path.iterdir()) == []
@@ -206,3 +206,20 @@ def test_a_target_python_too_old_is_blocked_before_anything_and_never_unknown(tm
             target.agent(op, {"root": str(tmp_path)}, stdin=io.BytesIO(b"x" * 1000))
         assert ("older than 3.8" in err.value.message or "Python 2" in err.value.message) and "target.python" in err.value.hint
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_boot_program_is_the_boot_module_minified_and_can_dump_what_it_received(tmp_path: Path) -> None:
+    """The program on the command line is release/boot.py with its constants filled in and
+    its docstrings, comments, annotations and type-checking block removed; with
+    RELEASE_AGENT_DUMP set on the target it writes the agent's sources as received."""
+    import ast
+
+    program, prefix = payload.agent_program()
+    assert '"""' not in program and "TYPE_CHECKING" not in program and "CodeType" not in program and "# " not in program
+    assert {n.name for n in ast.walk(ast.parse(program)) if isinstance(n, ast.FunctionDef)} >= {"boot", "find_spec", "exec_module"}
+    dump = tmp_path / "dump"
+    env = {**os.environ, "RELEASE_AGENT_DUMP": str(dump)}
+    cp = subprocess.run([sys.executable, "-I", "-S", "-c", program, "status", json.dumps({"root": str(tmp_path)})], input=prefix, capture_output=True, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert (dump / payload.AGENT_PACKAGE / "ops.py").read_text() == (AGENT / "ops.py").read_text()
+    assert (dump / "installer" / "__init__.py").is_file()
