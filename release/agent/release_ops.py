@@ -651,7 +651,9 @@ def read_promoted(root: str, deploy_id: str) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
-    return data if isinstance(data, dict) and "previous" in data else None
+    if not isinstance(data, dict) or not isinstance(data.get("release"), str) or not isinstance(data.get("previous"), (str, type(None))):
+        return None  # not a record this tool wrote: the controller's own record decides
+    return data
 
 
 def _forget_promoted(root: str, deploy_id: str) -> None:

@@ -97,3 +97,17 @@ def test_a_pointer_is_never_restored_outside_the_root(tmp_path: Path, previous: 
     (root / "current").symlink_to("releases/app-1")
     said = release_ops.restore_pointer(str(root), str(release), previous.replace("/abs", str(tmp_path)))
     assert said.startswith("removed (the previous release") and not (root / "current").is_symlink(), said
+
+
+@pytest.mark.parametrize(
+    "record", ['{"previous": ["releases/app-0"], "release": "releases/app-1"}', '{"previous": 7}', "[1, 2]", '{"release": 3, "previous": null}', "not json"]
+)
+def test_a_promotion_record_that_is_not_the_tools_is_ignored_not_a_crash(tmp_path: Path, record: str) -> None:
+    """A host's .release-promoted-<id> of the wrong shape is read as no record (the
+    controller's own record then decides), never a traceback."""
+    from release.agent import release_ops
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / ".release-promoted-d1").write_text(record)
+    assert release_ops.read_promoted(str(root), "d1") is None
