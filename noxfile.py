@@ -101,11 +101,11 @@ def provision(session: nox.Session) -> None:
 
 AGENT_OLDEST = "3.8"  # the oldest Python the target side (release/agent) supports
 AGENT_UNIT_TESTS = [
-    "tests/unit/test_agent_tar.py",
-    "tests/unit/test_lock_and_rename.py",
-    "tests/unit/test_agent_jsonio.py",
-    "tests/unit/test_agent_names.py",
-    "tests/unit/test_wheelsafe.py",
+    "tests/unit/agent/test_agent_tar.py",
+    "tests/unit/agent/test_lock_and_rename.py",
+    "tests/unit/agent/test_agent_jsonio.py",
+    "tests/unit/agent/test_agent_names.py",
+    "tests/unit/agent/test_wheelsafe.py",
 ]
 
 

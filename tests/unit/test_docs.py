@@ -65,3 +65,9 @@ def test_every_link_between_the_pages_leads_somewhere() -> None:
 def test_every_page_is_in_the_site_navigation() -> None:
     nav = (HERE / "mkdocs.yml").read_text()
     assert {p.name for p in (HERE / "docs").glob("*.md")} == set(re.findall(r":\s*([\w.-]+\.md)\s*$", nav, re.MULTILINE))
+
+
+def test_every_test_file_the_pages_name_exists() -> None:
+    """The safety and security pages name the test that attacks each promise: it exists."""
+    named = {m for page in (HERE / "docs").glob("*.md") for m in re.findall(r"`(tests/[\w/]+\.py)", page.read_text())}
+    assert named and not [n for n in sorted(named) if not (HERE / n).is_file()]

@@ -18,7 +18,7 @@ from release import client, inprocess, payload, transport
 from release.agent import ops
 
 pytestmark = pytest.mark.unit
-RELEASE = Path(__file__).resolve().parents[2] / "release"
+RELEASE = Path(__file__).resolve().parents[3] / "release"
 
 
 def test_every_list_of_ops_is_the_tables() -> None:

@@ -368,7 +368,7 @@ def test_memory_stays_bounded_for_a_1_gib_member(tmp_path: Path) -> None:
     """Finding 12: one member of 1 GiB (a 1 MB bundle) inflated and written as it passes."""
     script = f"""
 import gzip, hashlib, json, os, resource, sys, zlib
-sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})
 from release import agent
 top = {TOP!r}
 path = sys.argv[1]
@@ -648,8 +648,8 @@ def test_names_past_the_memory_bound_are_refused_with_memory_bounded(tmp_path: P
     within a small multiple of that bound."""
     script = f"""
 import hashlib, os, resource, sys, zlib
-sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-from tests.unit.test_agent_tar import TOP, header, long_name
+sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})
+from tests.unit.agent.test_agent_tar import TOP, header, long_name
 from release import agent
 path = sys.argv[1]
 z = zlib.compressobj(9, zlib.DEFLATED, 31)

@@ -21,7 +21,7 @@ from release import payload, proc, transport
 from release.errors import ReleaseError
 from tests import support
 
-AGENT = Path(__file__).resolve().parents[2] / "release" / "agent"
+AGENT = Path(__file__).resolve().parents[3] / "release" / "agent"
 
 
 def test_the_agent_imports_only_the_standard_library_and_itself() -> None:
