@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from . import rollback as rollback_stage
 from .client import Agent
 from .config import Config
 from .errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
-from .state import State, now_iso, private_dir, write_json
+from .state import State, Status, now_iso, private_dir, write_json
 from .transport import SshTransport, for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
@@ -46,6 +47,20 @@ if TYPE_CHECKING:  # the request shapes, for the type checker only
 
 MAX_NEW_CONNECTIONS = 10  # sshd's default MaxStartups: never more unauthenticated connections at once
 CONNECT_GATE = threading.Semaphore(MAX_NEW_CONNECTIONS)
+
+
+class FleetStatus(StrEnum):
+    """Where a fleet record (``.release/fleet/<deploy_id>.json``) stands: a closed set."""
+
+    STARTED = "started"  # written before any host was touched: a run interrupted or killed left it
+    DEPLOYED = "deployed"
+    PARTIAL = "partial"  # on some hosts: failures within max_fail_percentage, or a --limit rollback
+    UNDO_FAILED = "undo-failed"  # the all-or-nothing undo did not reach every host: rollback only
+    ROLLED_BACK = "rolled-back"
+
+
+# the fleet records a stage may act on (the newest of them), rollback included
+LIVE_FLEET = frozenset({FleetStatus.DEPLOYED, FleetStatus.PARTIAL, FleetStatus.STARTED, FleetStatus.UNDO_FAILED})
 
 
 @dataclass
@@ -199,7 +214,7 @@ def _fleet_records(cfg: Config) -> list[dict[str, Any]]:
 def _holders(cfg: Config, deploy_id: str) -> tuple[dict[str, Any], tuple[inventory.Host, ...]]:
     """The fleet record of ``deploy_id`` and the (limited) hosts that hold its release."""
     doc = next((r for r in _fleet_records(cfg) if r.get("deploy_id") == deploy_id), {})
-    if not doc or doc.get("status") == "started":  # no record, or a run that never finished: every host may hold it
+    if not doc or doc.get("status") == FleetStatus.STARTED:  # no record, or a run that never finished: every host may hold it
         return doc, cfg.hosts
     landed = set(doc.get("landed") or [h.name for h in cfg.hosts])
     return doc, tuple(h for h in cfg.hosts if h.name in landed)
@@ -211,26 +226,21 @@ def _pick_fleet_id(cfg: Config, explicit: str | None, *, unfinished_ok: bool = F
     refuses it rather than act on some hosts, or on an older deploy."""
     if explicit:
         return explicit
-    live = [r for r in _fleet_records(cfg) if r.get("status") in ("deployed", "partial", "started", UNDO_FAILED)]
+    live = [r for r in _fleet_records(cfg) if r.get("status") in LIVE_FLEET]
     if not live:
         raise BlockedError(f"no fleet deploy to act on in {cfg.state / 'fleet'}", hint="deploy first, or pass --deploy-id")
     newest = live[-1]
-    if newest.get("status") == "started" and not unfinished_ok:
+    if newest.get("status") == FleetStatus.STARTED and not unfinished_ok:
         raise BlockedError(
             f"fleet deploy {newest['deploy_id']} never finished (interrupted or killed)",
             hint="undo it with `release rollback`, then deploy again; or pass --deploy-id",
         )
-    if newest.get("status") == UNDO_FAILED and not unfinished_ok:
+    if newest.get("status") == FleetStatus.UNDO_FAILED and not unfinished_ok:
         raise BlockedError(
             f"fleet deploy {newest['deploy_id']} failed and its undo did not reach {', '.join(newest.get('landed') or [])}",
             hint="finish the undo with `release rollback` once those hosts answer; or pass --deploy-id",
         )
     return str(newest["deploy_id"])
-
-
-# a failed fleet deploy whose all-or-nothing undo did not reach every host: live for rollback
-# only (its ``landed`` are the hosts that may still hold the release), refused by every other stage
-UNDO_FAILED = "undo-failed"
 
 
 # ----------------------------------------------------------------------------- stages
@@ -247,7 +257,7 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     doc: dict[str, Any] = {"bundle": Path(plan.bundle).name, "version": plan.version, "head": plan.head, "hosts": [h.name for h in cfg.hosts]}
     # written before any host is touched: a run killed or interrupted midway leaves a
     # "started" record, which status shows and rollback undoes on every host it reached
-    _record(cfg, plan.deploy_id, {**doc, "status": "started"})
+    _record(cfg, plan.deploy_id, {**doc, "status": FleetStatus.STARTED.value})
     outcomes = run_all(cfg, one, "deploy")
     failed = [o for o in outcomes if not o.ok]
     landed = [o.host for o in outcomes if o.ok]
@@ -261,7 +271,7 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         # a host whose undo failed, or whose outcome is unknown, may still hold the release
         # until it says otherwise: it stays a holder, and the record stays live for rollback
         still = sorted(h for h, r in undo.items() if r.startswith("undo failed"))
-        status = "rolled-back" if not still else UNDO_FAILED
+        status = FleetStatus.ROLLED_BACK.value if not still else FleetStatus.UNDO_FAILED.value
         doc.update(status=status, undo=undo, landed=still)
         _record(cfg, plan.deploy_id, doc)
         which = "; ".join(f"{o.host} ({o.reason})" for o in failed)
@@ -275,7 +285,7 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         out["failed"] = f"{len(failed)} of {len(outcomes)} hosts failed ({limit}): {which}; {done}"
         out["_text"] = text + "\nundo: " + ", ".join(f"{h}: {r}" for h, r in undo.items())
         return out
-    status = "deployed" if not failed else "partial"
+    status = FleetStatus.DEPLOYED.value if not failed else FleetStatus.PARTIAL.value
     doc["status"] = status
     _record(cfg, plan.deploy_id, doc)
     out.update(status=status, landed=landed, failed_hosts=doc["failed"])
@@ -292,7 +302,7 @@ def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str
         transport = for_config(hcfg)
         reconcile.settle(hcfg, state, transport, running_ok=False)
         record = state.load(deploy_id)
-        if record.get("status") != "deployed":
+        if record.get("status") != Status.DEPLOYED:
             return {"undo": f"nothing to undo ({record.get('status')})"}
         res = rollback_stage.run(hcfg, record, transport)
         return {"undo": "rolled back" + ("" if res.get("parent_restored") else " (parent listing differs)")}
@@ -304,7 +314,7 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     deploy_id = _pick_fleet_id(cfg, args.deploy_id, unfinished_ok=True)
     doc, holders = _holders(cfg, deploy_id)
 
-    unfinished = doc.get("status") == "started"  # an interrupted deploy: a host may never have been reached
+    unfinished = doc.get("status") == FleetStatus.STARTED  # an interrupted deploy: a host may never have been reached
 
     def one(hcfg: Config) -> dict[str, Any]:
         state = State(hcfg.state)
@@ -313,14 +323,14 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         if unfinished and not state.has(deploy_id):
             return {"nothing_here": True}  # the run stopped before this host
         record = state.load(deploy_id)
-        if record.get("status") == "rolled-back":  # a rerun after a killed rollback: finish it and prove the parent
+        if record.get("status") == Status.ROLLED_BACK:  # a rerun after a killed rollback: finish it and prove the parent
             return {**rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, again=True), "already": True}
-        if unfinished and record.get("status") != "deployed":
+        if unfinished and record.get("status") != Status.DEPLOYED:
             return {"nothing_here": True}  # settled: its release never landed here
         try:
             return rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, discard_added=args.discard_added)
         except BlockedError:
-            if state.load(deploy_id).get("status") == "rolled-back":  # found already removed: the rollback's goal holds
+            if state.load(deploy_id).get("status") == Status.ROLLED_BACK:  # found already removed: the rollback's goal holds
                 return {"already": True}
             raise
 
@@ -334,11 +344,11 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     if doc:
         # the holders are the old holders less the hosts rolled back now (a --limit
         # rollback leaves the rest of the fleet's deploy live)
-        before = list(doc.get("landed") or doc.get("hosts") or []) if doc.get("status") != "started" else list(doc.get("hosts") or [])
+        before = list(doc.get("landed") or doc.get("hosts") or []) if doc.get("status") != FleetStatus.STARTED else list(doc.get("hosts") or [])
         undone = {o.host for o in outcomes if o.ok}
         remaining = [h for h in before if h not in undone]
-        left = UNDO_FAILED if doc.get("status") == UNDO_FAILED else "partial"
-        _record(cfg, deploy_id, {**doc, "status": "rolled-back" if not remaining else left, "landed": remaining})
+        left = FleetStatus.UNDO_FAILED if doc.get("status") == FleetStatus.UNDO_FAILED else FleetStatus.PARTIAL
+        _record(cfg, deploy_id, {**doc, "status": (FleetStatus.ROLLED_BACK if not remaining else left).value, "landed": remaining})
     out: dict[str, Any] = {"stage": "rollback", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
     out["_text"] = _table(
         f"rollback of {deploy_id} on {len(outcomes)} hosts",
@@ -456,10 +466,10 @@ def status(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         lambda r: f"{len(r.get('releases', []))} releases; {r.get('current', 'none')}",
     )
     for rec in out["fleet"]:
-        if rec.get("status") == "started":
+        if rec.get("status") == FleetStatus.STARTED:
             never = f"fleet deploy {rec.get('deploy_id')} never finished (interrupted or killed)"
             out["_text"] += f"\n{never}: `release rollback` undoes it on every host it reached"
-        elif rec.get("status") == UNDO_FAILED:
+        elif rec.get("status") == FleetStatus.UNDO_FAILED:
             out["_text"] += (
                 f"\nfleet deploy {rec.get('deploy_id')} failed and its undo did not reach {', '.join(rec.get('landed') or [])}:"
                 " `release rollback` finishes it once they answer"
