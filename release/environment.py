@@ -305,16 +305,16 @@ def locked_requirements(tree: Path, env: Environment) -> tuple[list[str], str] |
 _NO_DIST = re.compile(r"(?:No matching distribution found for|Could not find a version that satisfies the requirement) (\S+)")
 
 
-def _pip_download(target: TargetPython, dest: Path, args: list[str], find_links: Path) -> proc.Completed:
+def _pip_download(target: TargetPython, dest: Path, args: list[str], find_links: Path, pip_env: dict[str, str]) -> proc.Completed:
     argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:", "--dest", str(dest)]
     argv += ["--python-version", target.version, "--implementation", target.implementation]
     argv += [a for abi in target.abis for a in ("--abi", abi)]
     argv += [a for p in target.platforms for a in ("--platform", p)]
     argv += ["--find-links", str(find_links), *args]
-    return proc.run(argv, env=indexes.read().pip_env(), check=False, what="pip download of the environment's wheels")
+    return proc.run(argv, env=pip_env, check=False, what="pip download of the environment's wheels")
 
 
-def _build_pure(requirement: str, dest: Path, pinned: list[str]) -> Path:
+def _build_pure(requirement: str, dest: Path, pinned: list[str], pip_env: dict[str, str]) -> Path:
     """Build ``requirement`` into a wheel here, only from an sdist whose sha256 the resolver
     recorded (``--require-hashes``), with a private HOME and no ssh agent: its build backend
     runs, but on verified code and without the operator's credentials. Only a pure-Python
@@ -335,7 +335,7 @@ def _build_pure(requirement: str, dest: Path, pinned: list[str]) -> Path:
         req = Path(home) / "requirement.txt"
         req.write_text(line + "\n")
         argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--require-hashes", "--wheel-dir", str(out), "-r", str(req)]
-        env = {**indexes.read().pip_env(), "HOME": home, "SSH_AUTH_SOCK": "", "PIP_CONFIG_FILE": os.devnull}
+        env = {**pip_env, "HOME": home, "SSH_AUTH_SOCK": "", "PIP_CONFIG_FILE": os.devnull}
         cp = proc.run(argv, env=env, check=False, what=f"pip wheel {requirement}")
     wheels = sorted(out.glob("*.whl"))
     if cp.returncode != 0 or not wheels:
@@ -363,9 +363,10 @@ def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[st
     # every file is one the lock (or the resolver) recorded by sha256: an impostor of the same
     # name and version on another index is refused
     jobs = ([["--no-deps", "--require-hashes", "-r", str(req)]] if pinned else []) + [["--no-deps", str(app_wheel)]]
+    pip_env = indexes.read().pip_env()  # read once: every download and build of this run uses the same indexes
     for job in jobs:
         for _ in range(20):
-            cp = _pip_download(target, dest, job, links)
+            cp = _pip_download(target, dest, job, links, pip_env)
             if cp.returncode == 0:
                 break
             err = cp.err
@@ -385,7 +386,7 @@ def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[st
                     hint="lock a wheel for the target's platform (or remove the pin); an sdist is never built on the locked path",
                     detail=err[-2000:],
                 )
-            built = _build_pure(requirement, links, pinned)
+            built = _build_pure(requirement, links, pinned, pip_env)
             shutil.copy2(built, links / built.name)
         else:
             raise ReleaseError("pip download did not settle after building 20 pure-Python wheels")

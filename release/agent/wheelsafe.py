@@ -173,6 +173,8 @@ def safe_destination(base: type) -> type:
     from installer.records import Hash, RecordEntry
     from installer.utils import copyfileobj_with_hashing, make_file_executable
 
+    checked: set[str] = set()  # folders found reached through no link (only this install writes there)
+
     class SafeDestination(base):  # type: ignore[misc]
         def write_script(self, name: str, module: str, attr: str, section: str) -> Any:
             why = script_problem(name)
@@ -187,9 +189,11 @@ def safe_destination(base: type) -> type:
             root = self.scheme_dict[scheme]
             target = os.path.join(root, path)
             parent = os.path.dirname(target)
-            os.makedirs(parent, exist_ok=True)
-            if os.path.realpath(parent) != os.path.realpath(root).rstrip("/") + ("/" + os.path.dirname(path) if "/" in path else ""):
-                raise WheelProblem(f"it would write {path!r} in its {scheme} folder through a link")
+            if parent not in checked:  # once per folder: a wheel writes many files into each
+                os.makedirs(parent, exist_ok=True)
+                if os.path.realpath(parent) != os.path.realpath(root).rstrip("/") + ("/" + os.path.dirname(path) if "/" in path else ""):
+                    raise WheelProblem(f"it would write {path!r} in its {scheme} folder through a link")
+                checked.add(parent)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
             with os.fdopen(fd, "wb") as f:
                 digest, size = copyfileobj_with_hashing(stream, f, self.hash_algorithm)
