@@ -10,7 +10,6 @@ temporary folder that pypa ``build`` builds from (sdist first, wheel from the sd
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import io
@@ -32,6 +31,7 @@ from .bundlefile import checksum_line
 from .config import Config, Environment
 from .environment import TargetPython
 from .errors import RefusedError, ReleaseError, disk_error
+from .stage import Options, StageResult
 
 MANIFEST_NAME = BUNDLE_MANIFEST
 
@@ -530,19 +530,19 @@ def _gzip_header(path: Path) -> tuple[int, bool]:
     return int.from_bytes(head[4:8], "little"), bool(head[3] & 0x08)
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def cli(cfg: Config, options: Options) -> StageResult:
     """Stage ``bundle``: build, then (``--reproducible-check``) build again and compare, and
     (``--sign KEY``) sign the checksum file."""
     result = build(cfg)
     out = result.to_dict()
-    if args.reproducible_check:
+    failed = ""
+    if options.reproducible_check:
         check = reproducible_check(cfg, result)
         out["reproducible"] = check
         if not check["identical"]:
-            out["exit_code"] = 1
-            out["failed"] = "reproducible-check: second build differs: " + ", ".join(check["differing"][:20])
-    if args.sign:
+            failed = "reproducible-check: second build differs: " + ", ".join(check["differing"][:20])
+    if options.sign:
         from . import signing
 
-        out["signature"] = str(signing.sign(result.sha256_path, args.sign))
-    return out
+        out["signature"] = str(signing.sign(result.sha256_path, options.sign))
+    return StageResult(out, exit_code=1 if failed else 0, failed=failed)

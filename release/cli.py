@@ -17,8 +17,7 @@ from . import __version__, progress
 from .config import Config, load
 from .errors import ConfigError, ReleaseError, disk_error
 from .redact import redact_obj, shown
-
-Handler = Callable[[Config, argparse.Namespace], dict[str, Any]]
+from .stage import Handler, Options, StageResult
 
 # the stages that talk to the target
 TARGET_STAGES = frozenset({"deploy", "rollback", "smoke", "status", "verify", "promote", "plan", "provision"})
@@ -30,11 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _lazy(module: str, func: str = "cli") -> Handler:
-    def handler(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    def handler(cfg: Config, options: Options) -> StageResult:
         import importlib
 
         mod = importlib.import_module(f"release.{module}")
-        result: dict[str, Any] = getattr(mod, func)(cfg, args)
+        result: StageResult = getattr(mod, func)(cfg, options)
         return result
 
     return handler
@@ -156,12 +155,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def _print_human(result: dict[str, Any]) -> None:
-    text = result.pop("_text", None)
-    if text:
-        print(shown(text))
+def _print_human(result: StageResult) -> None:
+    if result.text:
+        print(shown(result.text))
         return
-    for key, value in result.items():
+    for key, value in result.data.items():
         if isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=True)
         print(f"{key}: {shown(value)}")
@@ -206,17 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             # what the imports made lives until exit: no collection walks it again (the one at
             # exit included, about 6 ms), and a forked agent shares its pages (gc.freeze's case)
             gc.freeze()
-        result = handler(cfg, args)
-        code = int(result.pop("exit_code", 0))
-        failed = result.pop("failed", None)
+        result: StageResult = handler(cfg, Options.from_args(args))
         if args.json:
-            result.pop("_text", None)
-            print(json.dumps(redact_obj({**result, "exit_code": code}), sort_keys=True))
+            print(json.dumps(redact_obj(result.to_json()), sort_keys=True))
         else:
             _print_human(result)
-        if failed:
-            print(f"FAILED: {shown(failed)}", file=sys.stderr)
-        return code
+        if result.failed:
+            print(f"FAILED: {shown(result.failed)}", file=sys.stderr)
+        return result.exit_code
     except ReleaseError as exc:
         _report(exc, want_json)
         return exc.exit_code

@@ -11,7 +11,6 @@ write DEPLOY-MANIFEST.txt, sync, and rename into place in one step.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from . import bundlefile, gitsource, names, planlock, progress, reconcile
 from .client import Agent
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
+from .stage import Options, StageResult
 from .state import State, Status, landed_fields, now_iso
 from .transport import Transport, for_config
 
@@ -157,7 +157,7 @@ def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, sh
     return req
 
 
-def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool = False, ship_only: bool = False) -> dict[str, Any]:
+def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool = False, ship_only: bool = False) -> StageResult:
     state = State(cfg.state)
     record: dict[str, Any] = {**plan.to_dict(), "status": Status.STARTED.value, "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
@@ -196,14 +196,14 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
             )
         raise
     if ship_only:
-        return {"stage": "deploy", "shipped": True, **plan.to_dict()}
+        return StageResult({"stage": "deploy", "shipped": True, **plan.to_dict()})
     record.update(landed_fields(result), finished=now_iso(), cleaned_leftovers=result.get("cleaned", []))
     state.save(record)
     state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="deployed")
     return _result(plan, record, "deployed")
 
 
-def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> dict[str, Any]:
+def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> StageResult:
     """The stage's answer for the deploy ``record`` describes (this plan's, or an earlier one's)."""
     target, deploy_id = record["target"], record["deploy_id"]
     text = (
@@ -212,7 +212,7 @@ def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> dict[str, Any
         f"parent listing sha256 before: {record['parent_listing_sha256_before']}\n"
         f"rollback: release rollback --deploy-id {deploy_id}   (equivalent: {names.rollback_command(target)})"
     )
-    return {
+    data = {
         "stage": "deploy",
         **plan.to_dict(),
         "deploy_id": deploy_id,
@@ -223,11 +223,11 @@ def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> dict[str, Any
         "tree_sha256": record["tree_sha256"],
         "parent_listing_sha256_before": record["parent_listing_sha256_before"],
         "cleaned_leftovers": record.get("cleaned_leftovers", []),
-        "_text": text,
     }
+    return StageResult(data, text)
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    plan, chosen = prepare(cfg, args.bundle)
-    check_before(cfg, plan, chosen, no_plan=args.no_plan)
-    return run(cfg, plan, for_config(cfg), break_lock=args.break_lock, ship_only=getattr(args, "ship_only", False))
+def cli(cfg: Config, options: Options) -> StageResult:
+    plan, chosen = prepare(cfg, options.bundle)
+    check_before(cfg, plan, chosen, no_plan=options.no_plan)
+    return run(cfg, plan, for_config(cfg), break_lock=options.break_lock, ship_only=options.ship_only)

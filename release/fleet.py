@@ -20,13 +20,12 @@ one host holds on each. This module adds what a fleet needs:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,6 +38,7 @@ from . import rollback as rollback_stage
 from .client import Agent
 from .config import Config
 from .errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
+from .stage import Handler, Options, StageResult
 from .state import State, Status, now_iso, private_dir, write_json
 from .transport import SshTransport, for_config
 
@@ -67,7 +67,7 @@ LIVE_FLEET = frozenset({FleetStatus.DEPLOYED, FleetStatus.PARTIAL, FleetStatus.S
 class Outcome:
     host: str
     ok: bool
-    result: dict[str, Any] | None = None
+    result: Mapping[str, Any] | None = None
     error: ReleaseError | None = None
     seconds: float = 0.0
 
@@ -115,7 +115,7 @@ def connect_soon(cfg: Config, hosts: tuple[inventory.Host, ...]) -> None:
             t.connect_soon(CONNECT_GATE)
 
 
-def run_all(cfg: Config, fn: Callable[[Config], dict[str, Any]], what: str, hosts: tuple[inventory.Host, ...] | None = None) -> list[Outcome]:
+def run_all(cfg: Config, fn: Callable[[Config], Mapping[str, Any]], what: str, hosts: tuple[inventory.Host, ...] | None = None) -> list[Outcome]:
     """``fn(host_config)`` on every host, ``fleet.forks`` at a time; progress per host on stderr."""
     chosen = hosts if hosts is not None else cfg.hosts
     connect_soon(cfg, chosen)
@@ -183,7 +183,7 @@ def too_many(failed: int, total: int, max_fail_percentage: float) -> bool:
     return total > 0 and failed * 100.0 / total > max_fail_percentage
 
 
-def _table(title: str, outcomes: list[Outcome], ok_text: Callable[[dict[str, Any]], str]) -> str:
+def _table(title: str, outcomes: list[Outcome], ok_text: Callable[[Mapping[str, Any]], str]) -> str:
     lines = [title, f"{'host':<20} {'result':<8} {'time':>7}  detail"]
     for o in outcomes:
         detail = ok_text(o.result or {}) if o.ok else o.reason
@@ -246,13 +246,21 @@ def _pick_fleet_id(cfg: Config, explicit: str | None, *, unfinished_ok: bool = F
 # ----------------------------------------------------------------------------- stages
 
 
-def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    first = host_config(cfg, cfg.hosts[0])
-    plan, chosen = deploy_stage.prepare(first, args.bundle)
-    deploy_stage.check_before(first, plan, chosen, no_plan=args.no_plan)
+def _failed_hosts(outcomes: list[Outcome]) -> str:
+    return "; ".join(f"{o.host} ({o.reason})" for o in outcomes if not o.ok)
 
-    def one(hcfg: Config) -> dict[str, Any]:
-        return deploy_stage.run(hcfg, dataclasses.replace(plan, host=hcfg.host), for_config(hcfg), break_lock=args.break_lock)
+
+def _per_host(outcomes: list[Outcome]) -> dict[str, Any]:
+    return {o.host: (dict(o.result) if o.result is not None else {"error": o.reason}) for o in outcomes}
+
+
+def deploy(cfg: Config, options: Options) -> StageResult:
+    first = host_config(cfg, cfg.hosts[0])
+    plan, chosen = deploy_stage.prepare(first, options.bundle)
+    deploy_stage.check_before(first, plan, chosen, no_plan=options.no_plan)
+
+    def one(hcfg: Config) -> Mapping[str, Any]:
+        return deploy_stage.run(hcfg, dataclasses.replace(plan, host=hcfg.host), for_config(hcfg), break_lock=options.break_lock).data
 
     doc: dict[str, Any] = {"bundle": Path(plan.bundle).name, "version": plan.version, "head": plan.head, "hosts": [h.name for h in cfg.hosts]}
     # written before any host is touched: a run killed or interrupted midway leaves a
@@ -262,7 +270,7 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     failed = [o for o in outcomes if not o.ok]
     landed = [o.host for o in outcomes if o.ok]
     doc.update(landed=landed, failed={o.host: o.reason for o in failed})
-    out: dict[str, Any] = {"stage": "deploy", "deploy_id": plan.deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
+    out: dict[str, Any] = {"stage": "deploy", "deploy_id": plan.deploy_id, "hosts": _per_host(outcomes)}
     text = _table(
         f"deploy {plan.name} {plan.version} ({plan.head[:12]}) to {len(outcomes)} hosts, deploy_id {plan.deploy_id}", outcomes, lambda r: r.get("target", "")
     )
@@ -274,23 +282,20 @@ def deploy(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         status = FleetStatus.ROLLED_BACK.value if not still else FleetStatus.UNDO_FAILED.value
         doc.update(status=status, undo=undo, landed=still)
         _record(cfg, plan.deploy_id, doc)
-        which = "; ".join(f"{o.host} ({o.reason})" for o in failed)
-        out.update(status=status, failed_hosts=doc["failed"], undo=undo, exit_code=1)
+        out.update(status=status, failed_hosts=doc["failed"], undo=undo)
         limit = f"max_fail_percentage {cfg.fleet.max_fail_percentage:g}"
         done = (
             "the release was rolled back on every host where it landed"
             if not still
             else f"the undo failed on {', '.join(still)}, which may still hold the release: run `release rollback` once they answer"
         )
-        out["failed"] = f"{len(failed)} of {len(outcomes)} hosts failed ({limit}): {which}; {done}"
-        out["_text"] = text + "\nundo: " + ", ".join(f"{h}: {r}" for h, r in undo.items())
-        return out
+        why = f"{len(failed)} of {len(outcomes)} hosts failed ({limit}): {_failed_hosts(outcomes)}; {done}"
+        return StageResult(out, text + "\nundo: " + ", ".join(f"{h}: {r}" for h, r in undo.items()), 1, why)
     status = FleetStatus.DEPLOYED.value if not failed else FleetStatus.PARTIAL.value
     doc["status"] = status
     _record(cfg, plan.deploy_id, doc)
     out.update(status=status, landed=landed, failed_hosts=doc["failed"])
-    out["_text"] = text + (f"\nthe release is on {len(landed)} of {len(outcomes)} hosts (within max_fail_percentage)" if failed else "")
-    return out
+    return StageResult(out, text + (f"\nthe release is on {len(landed)} of {len(outcomes)} hosts (within max_fail_percentage)" if failed else ""))
 
 
 def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str]:
@@ -310,13 +315,13 @@ def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str
     return {o.host: (o.result or {}).get("undo", "") if o.ok else f"undo failed: {o.reason}" for o in run_all(cfg, one, "undo", chosen)}
 
 
-def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    deploy_id = _pick_fleet_id(cfg, args.deploy_id, unfinished_ok=True)
+def rollback(cfg: Config, options: Options) -> StageResult:
+    deploy_id = _pick_fleet_id(cfg, options.deploy_id, unfinished_ok=True)
     doc, holders = _holders(cfg, deploy_id)
 
     unfinished = doc.get("status") == FleetStatus.STARTED  # an interrupted deploy: a host may never have been reached
 
-    def one(hcfg: Config) -> dict[str, Any]:
+    def one(hcfg: Config) -> Mapping[str, Any]:
         state = State(hcfg.state)
         transport = for_config(hcfg)
         reconcile.settle(hcfg, state, transport, running_ok=False)
@@ -324,11 +329,11 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
             return {"nothing_here": True}  # the run stopped before this host
         record = state.load(deploy_id)
         if record.get("status") == Status.ROLLED_BACK:  # a rerun after a killed rollback: finish it and prove the parent
-            return {**rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, again=True), "already": True}
+            return {**rollback_stage.run(hcfg, record, transport, break_lock=options.break_lock, again=True).data, "already": True}
         if unfinished and record.get("status") != Status.DEPLOYED:
             return {"nothing_here": True}  # settled: its release never landed here
         try:
-            return rollback_stage.run(hcfg, record, transport, break_lock=args.break_lock, discard_added=args.discard_added)
+            return rollback_stage.run(hcfg, record, transport, break_lock=options.break_lock, discard_added=options.discard_added).data
         except BlockedError:
             if state.load(deploy_id).get("status") == Status.ROLLED_BACK:  # found already removed: the rollback's goal holds
                 return {"already": True}
@@ -349,19 +354,14 @@ def rollback(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         remaining = [h for h in before if h not in undone]
         left = FleetStatus.UNDO_FAILED if doc.get("status") == FleetStatus.UNDO_FAILED else FleetStatus.PARTIAL
         _record(cfg, deploy_id, {**doc, "status": (FleetStatus.ROLLED_BACK if not remaining else left).value, "landed": remaining})
-    out: dict[str, Any] = {"stage": "rollback", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
-    out["_text"] = _table(
-        f"rollback of {deploy_id} on {len(outcomes)} hosts",
-        outcomes,
-        _rollback_text,
-    )
+    out = {"stage": "rollback", "deploy_id": deploy_id, "hosts": _per_host(outcomes)}
+    text = _table(f"rollback of {deploy_id} on {len(outcomes)} hosts", outcomes, _rollback_text)
     if failed:
-        out["exit_code"] = 1
-        out["failed"] = "; ".join(f"{o.host} ({o.reason or 'parent listing differs'})" for o in failed)
-    return out
+        return StageResult(out, text, 1, "; ".join(f"{o.host} ({o.reason or 'parent listing differs'})" for o in failed))
+    return StageResult(out, text)
 
 
-def _rollback_text(result: dict[str, Any]) -> str:
+def _rollback_text(result: Mapping[str, Any]) -> str:
     if result.get("already"):
         return "already rolled back" + ("" if result.get("parent_restored") else "; parent listing differs")
     if result.get("nothing_here"):
@@ -369,29 +369,29 @@ def _rollback_text(result: dict[str, Any]) -> str:
     return "root back to its pre-deploy state" if result.get("parent_restored") else "parent listing differs"
 
 
-def _smoke_host(hcfg: Config, deploy_id: str) -> dict[str, Any]:
+def _smoke_host(hcfg: Config, deploy_id: str) -> Mapping[str, Any]:
     """One host's G5 smoke of ``deploy_id`` (tree check included; the database is checked once
     for the fleet); raises when a check did not pass."""
     report = smoke.run(hcfg, State(hcfg.state).load(deploy_id), "dryrun", db=False, write=False)
-    if report.get("exit_code"):
+    if report.exit_code:
         bad = [f"{c['name']}: {c['detail'].splitlines()[0] if c['detail'] else ''}" for c in report["checks"] if c["status"] != smoke.PASSED]
-        raise SmokeFailed("; ".join(bad), report)
-    return report
+        raise SmokeFailed("; ".join(bad), report.data)
+    return report.data
 
 
 class SmokeFailed(ReleaseError):
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
+    def __init__(self, message: str, report: Mapping[str, Any]) -> None:
         super().__init__(f"smoke failed: {message}")
         self.report = report
 
 
-def smoke_stage(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    smoke.refuse_live(args.mode)
-    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+def smoke_stage(cfg: Config, options: Options) -> StageResult:
+    smoke.refuse_live(options.mode)
+    deploy_id = _pick_fleet_id(cfg, options.deploy_id)
     doc, holders = _holders(cfg, deploy_id)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, Mapping[str, Any]] = {}
 
-    def one(hcfg: Config) -> dict[str, Any]:
+    def one(hcfg: Config) -> Mapping[str, Any]:
         try:
             results[hcfg.host] = _smoke_host(hcfg, deploy_id)
         except SmokeFailed as exc:
@@ -427,40 +427,34 @@ def smoke_stage(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         "checks": checks,
     }
     folder = smoke.write_report(cfg, report)
-    statuses = {c["status"] for c in checks}
-    code = 4 if smoke.REFUSED in statuses else (1 if statuses - {smoke.PASSED} else 0)
-    out: dict[str, Any] = {**report, "report": str(folder), "exit_code": code, "_text": smoke.summary_table(checks, folder)}
-    if code:
-        out["failed"] = "; ".join(f"{c['name']} ({c['status']})" for c in checks if c["status"] != smoke.PASSED)
-    return out
+    code, failed = smoke.verdict(checks)
+    return StageResult({**report, "report": str(folder)}, smoke.summary_table(checks, folder), code, failed)
 
 
-def verify(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def verify(cfg: Config, options: Options) -> StageResult:
     from . import status as status_stage
 
-    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+    deploy_id = _pick_fleet_id(cfg, options.deploy_id)
 
-    def one(hcfg: Config) -> dict[str, Any]:
-        res = status_stage.verify_cli(hcfg, argparse.Namespace(deploy_id=deploy_id))
-        if res.get("exit_code"):
+    def one(hcfg: Config) -> Mapping[str, Any]:
+        res = status_stage.verify_cli(hcfg, Options(deploy_id=deploy_id))
+        if res.exit_code:
             raise ReleaseError(f"drift: added {res['added'][:3]} changed {res['changed'][:3]} removed {res['removed'][:3]}")
-        return res
+        return res.data
 
     outcomes = run_all(cfg, one, "verify")
-    out: dict[str, Any] = {"stage": "verify", "deploy_id": deploy_id, "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}}
-    out["_text"] = _table(f"verify {deploy_id} on {len(outcomes)} hosts", outcomes, lambda r: f"clean ({r.get('files')} files)")
-    if any(not o.ok for o in outcomes):
-        out["exit_code"] = 1
-        out["failed"] = "; ".join(f"{o.host} ({o.reason})" for o in outcomes if not o.ok)
-    return out
+    out = {"stage": "verify", "deploy_id": deploy_id, "hosts": _per_host(outcomes)}
+    text = _table(f"verify {deploy_id} on {len(outcomes)} hosts", outcomes, lambda r: f"clean ({r.get('files')} files)")
+    failed = _failed_hosts(outcomes)
+    return StageResult(out, text, 1 if failed else 0, failed)
 
 
-def status(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def status(cfg: Config, options: Options) -> StageResult:
     from . import status as status_stage
 
-    outcomes = run_all(cfg, lambda hcfg: status_stage.cli(hcfg, args), "status")
-    out: dict[str, Any] = {"stage": "status", "hosts": {o.host: (o.result or {"error": o.reason}) for o in outcomes}, "fleet": _fleet_records(cfg)}
-    out["_text"] = _table(
+    outcomes = run_all(cfg, lambda hcfg: status_stage.cli(hcfg, options).data, "status")
+    out: dict[str, Any] = {"stage": "status", "hosts": _per_host(outcomes), "fleet": _fleet_records(cfg)}
+    text = _table(
         f"status of {len(outcomes)} hosts",
         outcomes,
         lambda r: f"{len(r.get('releases', []))} releases; {r.get('current', 'none')}",
@@ -468,16 +462,14 @@ def status(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     for rec in out["fleet"]:
         if rec.get("status") == FleetStatus.STARTED:
             never = f"fleet deploy {rec.get('deploy_id')} never finished (interrupted or killed)"
-            out["_text"] += f"\n{never}: `release rollback` undoes it on every host it reached"
+            text += f"\n{never}: `release rollback` undoes it on every host it reached"
         elif rec.get("status") == FleetStatus.UNDO_FAILED:
-            out["_text"] += (
+            text += (
                 f"\nfleet deploy {rec.get('deploy_id')} failed and its undo did not reach {', '.join(rec.get('landed') or [])}:"
                 " `release rollback` finishes it once they answer"
             )
-    if any(not o.ok for o in outcomes):
-        out["exit_code"] = 1
-        out["failed"] = "; ".join(f"{o.host} ({o.reason})" for o in outcomes if not o.ok)
-    return out
+    failed = _failed_hosts(outcomes)
+    return StageResult(out, text, 1 if failed else 0, failed)
 
 
 def waves(hosts: list[inventory.Host], serial: tuple[int | str, ...]) -> list[list[inventory.Host]]:
@@ -495,11 +487,11 @@ def waves(hosts: list[inventory.Host], serial: tuple[int | str, ...]) -> list[li
     return out
 
 
-def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def promote(cfg: Config, options: Options) -> StageResult:
     from . import promote as promote_stage
 
     promote_stage.require_timestamped(cfg)
-    deploy_id = _pick_fleet_id(cfg, args.deploy_id)
+    deploy_id = _pick_fleet_id(cfg, options.deploy_id)
     _, held = _holders(cfg, deploy_id)
     holders = list(held)
     switched: dict[str, Any] = {}  # host -> previous `current` (None: there was none)
@@ -508,9 +500,9 @@ def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     all_outcomes: list[Outcome] = []
     for n, wave in enumerate(waves(holders, cfg.fleet.serial), 1):
 
-        def one(hcfg: Config) -> dict[str, Any]:
+        def one(hcfg: Config) -> Mapping[str, Any]:
             _smoke_host(hcfg, deploy_id)  # the wave's gate
-            return promote_stage.cli(hcfg, argparse.Namespace(deploy_id=deploy_id, break_lock=False))
+            return promote_stage.cli(hcfg, Options(deploy_id=deploy_id)).data
 
         outcomes = run_all(cfg, one, f"wave {n}", tuple(wave))
         all_outcomes += outcomes
@@ -524,21 +516,15 @@ def promote(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         if failed and too_many(len(failed), len(outcomes), cfg.fleet.max_fail_percentage):
             reverted = _revert(cfg, deploy_id, switched, unknown)
             later = [h.name for w in waves(holders, cfg.fleet.serial)[n:] for h in w]
-            return {
-                "stage": "promote",
-                "deploy_id": deploy_id,
-                "exit_code": 1,
-                "reverted": reverted,
-                "untouched": later,
-                "failed": f"wave {n} failed on "
-                + "; ".join(f"{o.host} ({o.reason})" for o in failed)
-                + "; every switched host points back to its previous release",
-                "_text": "\n".join(lines)
-                + "\nreverted: "
-                + ", ".join(f"{h}: {r}" for h, r in reverted.items())
-                + (f"\nnever touched: {', '.join(later)}" if later else ""),
-            }
-    return {"stage": "promote", "deploy_id": deploy_id, "hosts": {o.host: o.result for o in all_outcomes}, "_text": "\n".join(lines)}
+            return StageResult(
+                {"stage": "promote", "deploy_id": deploy_id, "reverted": reverted, "untouched": later},
+                "\n".join(
+                    [*lines, "reverted: " + ", ".join(f"{h}: {r}" for h, r in reverted.items())] + ([f"never touched: {', '.join(later)}"] if later else [])
+                ),
+                1,
+                f"wave {n} failed on {_failed_hosts(outcomes)}; every switched host points back to its previous release",
+            )
+    return StageResult({"stage": "promote", "deploy_id": deploy_id, "hosts": _per_host(all_outcomes)}, "\n".join(lines))
 
 
 def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
@@ -546,7 +532,7 @@ def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[
     back by its own record (it wrote the pointer it replaced before switching)."""
     chosen = tuple(h for h in cfg.hosts if h.name in switched or h.name in unknown)
 
-    def one(hcfg: Config) -> dict[str, Any]:
+    def one(hcfg: Config) -> Mapping[str, Any]:
         state = State(hcfg.state)
         record = state.load(deploy_id)
         from_host = hcfg.host not in switched
@@ -560,15 +546,15 @@ def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[
     return {o.host: str((o.result or {}).get("current")) if o.ok else f"revert failed: {o.reason}" for o in run_all(cfg, one, "revert", chosen)}
 
 
-def bundle(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def bundle(cfg: Config, options: Options) -> StageResult:
     """One bundle for the fleet (an environment is resolved for the first host's interpreter;
     deploy checks every host's interpreter against it)."""
     from . import bundle as bundle_stage
 
-    return bundle_stage.cli(host_config(cfg, cfg.hosts[0])._replace(state=cfg.state), args)
+    return bundle_stage.cli(host_config(cfg, cfg.hosts[0])._replace(state=cfg.state), options)
 
 
-def plan(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def plan(cfg: Config, options: Options) -> StageResult:
     """The plan of every host (G3 per host); the lock is written only if every host passes."""
     from . import plan as plan_stage
 
@@ -579,16 +565,12 @@ def plan(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
             if verdict["verdict"] != "PASS" and gate != "G2 plan":
                 bad[o.host] = f"{gate}: {verdict['verdict']}: {verdict['reason']}"
     first = host_config(cfg, cfg.hosts[0])._replace(state=cfg.state)
+    gates = {o.host: (o.result or {}).get("gates") for o in outcomes}
     if bad:
-        return {
-            "stage": "plan",
-            "hosts": {o.host: (o.result or {}).get("gates") for o in outcomes},
-            "exit_code": 4 if any("UNSAFE" in v for v in bad.values()) else 3,
-            "failed": "; ".join(f"{h}: {r}" for h, r in sorted(bad.items())),
-        }
-    out = plan_stage.cli(first, args)
-    out["hosts"] = {o.host: (o.result or {}).get("gates") for o in outcomes}
-    return out
+        return StageResult(
+            {"stage": "plan", "hosts": gates}, "", 4 if any("UNSAFE" in v for v in bad.values()) else 3, "; ".join(f"{h}: {r}" for h, r in sorted(bad.items()))
+        )
+    return plan_stage.cli(first, options).with_data(hosts=gates)
 
 
 # the stages that change hosts and write the fleet's records: one at a time per state folder
@@ -615,25 +597,25 @@ def fleet_lock(cfg: Config, stage: str, break_lock: bool) -> Any:
     return Lock(str(folder), "fleet", stage, break_lock)
 
 
-def locked(stage: str, fn: Callable[[Config, argparse.Namespace], dict[str, Any]]) -> Callable[[Config, argparse.Namespace], dict[str, Any]]:
-    def run(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def locked(stage: str, fn: Handler) -> Handler:
+    def run(cfg: Config, options: Options) -> StageResult:
         from .agent import AgentError
         from .errors import from_exit_code
 
         try:
-            lock = fleet_lock(cfg, stage, bool(getattr(args, "break_lock", False)))
+            lock = fleet_lock(cfg, stage, options.break_lock)
             lock.__enter__()
         except AgentError as exc:
             raise from_exit_code(exc.code, f"fleet {stage}: {exc.message}", hint=exc.hint) from None
         try:
-            return fn(cfg, args)
+            return fn(cfg, options)
         finally:
             lock.__exit__(None, None, None)
 
     return run
 
 
-HANDLERS: dict[str, Callable[[Config, argparse.Namespace], dict[str, Any]]] = {
+HANDLERS: dict[str, Handler] = {
     "bundle": bundle,
     "plan": plan,
     "deploy": locked("deploy", deploy),

@@ -12,13 +12,13 @@ Writes ``.release/DEPLOY-PLAN.md`` (for a human reviewer) and ``.release/plan.lo
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from . import dbcheck, gates, gitsource, metadata, planlock
 from .config import Config
 from .errors import BlockedError, ReleaseError
 from .redact import redact
+from .stage import Options, StageResult
 from .state import State, now_iso, private_dir
 
 
@@ -193,26 +193,25 @@ def render(plan: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def cli(cfg: Config, options: Options | None = None) -> StageResult:
     plan = compute(cfg)
     private_dir(cfg.state)
     md = cfg.state / "DEPLOY-PLAN.md"
     text = redact(render(plan))
     md.write_text(text)
     verdicts = {g: v["verdict"] for g, v in plan["gates"].items()}
-    out: dict[str, Any] = {"stage": "plan", "plan": str(md), "gates": plan["gates"], "_text": text}
+    out: dict[str, Any] = {"stage": "plan", "plan": str(md), "gates": plan["gates"]}
     for key in ("bundle_plan", "deploy_plan"):  # the executed objects' own serialisation
         if key in plan:
             out[key] = plan[key]
     if gates.BLOCKED in verdicts.values() or gates.UNSAFE in verdicts.values():
         code = 4 if gates.UNSAFE in verdicts.values() else 3
-        out["exit_code"] = code
-        out["failed"] = "; ".join(f"{g}: {v['verdict']}: {v['reason']}" for g, v in plan["gates"].items() if v["verdict"] != gates.PASS)
+        failed = "; ".join(f"{g}: {v['verdict']}: {v['reason']}" for g, v in plan["gates"].items() if v["verdict"] != gates.PASS)
         planlock.lock_path(cfg).unlink(missing_ok=True)  # a stale lock must not outlive a failed plan
         State(cfg.state).audit("plan", result=f"{'UNSAFE' if code == 4 else 'BLOCKED'}")
-        return out
+        return StageResult(out, text, code, failed)
     lock = planlock.write(cfg, {k: plan[k] for k in ("name", "head", "version", "host", "root", "parent", "dir", "strategy", "smoke")}, plan["computed"])
     out["lock"] = str(planlock.lock_path(cfg))
     out["lock_sha256"] = lock["sha256"]
     State(cfg.state).audit("plan", result=f"locked {lock['sha256']}", head=plan["head"])
-    return out
+    return StageResult(out, text)

@@ -6,12 +6,12 @@ target is recorded so that rollback can restore it.
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .client import for_config
 from .config import Config
 from .errors import BlockedError, ConfigError
+from .stage import Options, StageResult
 from .state import State, Status, now_iso
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
@@ -26,16 +26,16 @@ def require_timestamped(cfg: Config) -> None:
         )
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def cli(cfg: Config, options: Options) -> StageResult:
     require_timestamped(cfg)
     state = State(cfg.state)
-    record = state.pick(args.deploy_id)
+    record = state.pick(options.deploy_id)
     if record.get("status") != Status.DEPLOYED:
         raise BlockedError(
             f"deploy {record['deploy_id']} is {record.get('status')!r}: only a deployed release can be promoted",
             hint="deploy it again, or promote another deploy with --deploy-id",
         )
-    req: PromoteRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": args.break_lock}
+    req: PromoteRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": options.break_lock}
     result = for_config(cfg).promote(req)
     if result.get("unchanged"):  # already the current release: the previous pointer stays the one recorded first
         result["previous"] = result.get("previous") or (record.get("promotion") or {}).get("previous")
@@ -47,9 +47,7 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         target=record["target"],
         result=f"current -> {result['current']} (was {result['previous']})",
     )
-    return {
-        "stage": "promote",
-        "deploy_id": record["deploy_id"],
-        **result,
-        "_text": f"current -> {result['current']} " + ("(already; nothing changed)" if result.get("unchanged") else f"(was {result['previous'] or 'none'})"),
-    }
+    return StageResult(
+        {"stage": "promote", "deploy_id": record["deploy_id"], **result},
+        f"current -> {result['current']} " + ("(already; nothing changed)" if result.get("unchanged") else f"(was {result['previous'] or 'none'})"),
+    )

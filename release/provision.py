@@ -10,7 +10,6 @@ secrets.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from .client import for_config
 from .config import SECRET_WORDS, Config
 from .errors import BlockedError, ConfigError, RefusedError
 from .redact import redact
+from .stage import Options, StageResult
 from .state import State, now_iso, private_dir, write_json
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
@@ -54,21 +54,21 @@ def render_settings(settings: dict[str, Any]) -> str:
     return text
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def cli(cfg: Config, options: Options) -> StageResult:
     state = State(cfg.state)
     record_path = cfg.state / "provision.json"
     if not cfg.provision_root or not (cfg.provision_dirs or cfg.provision_config_file):
         raise ConfigError("nothing to provision", hint="set provision.root and provision.dirs (and optionally config_file, settings)")
     text = render_settings(dict(cfg.provision_settings)) if cfg.provision_config_file else ""
     transport = for_config(cfg)
-    if args.undo:
+    if options.undo:
         if not record_path.is_file():
             raise BlockedError(f"no provision record at {record_path}", hint="nothing was provisioned by this tool")
         record = json.loads(record_path.read_text())
         result = transport.unprovision({"created": record["created"], "lock_root": cfg.root, "id": "provision"})
         record_path.unlink()
         state.audit("provision --undo", result=f"removed {len(result['removed'])}")
-        return {"stage": "provision", "undo": True, **result, "_text": "removed:\n" + "\n".join(f"  {p}" for p in result["removed"])}
+        return StageResult({"stage": "provision", "undo": True, **result}, "removed:\n" + "\n".join(f"  {p}" for p in result["removed"]))
     if record_path.is_file():
         raise RefusedError(f"already provisioned (record {record_path})", hint="run `release provision --undo` first to recreate it")
     req: ProvisionRequest = {
@@ -86,4 +86,4 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     write_json(record_path, {"time": now_iso(), "host": cfg.host or "localhost", **result})
     state.audit("provision", result=f"created {len(result['created'])}, existed {len(result['existed'])}")
     lines = [f"created: {e['path']}" for e in result["created"]] + [f"existed (untouched): {p}" for p in result["existed"]]
-    return {"stage": "provision", **result, "_text": "\n".join(lines) or "nothing to do"}
+    return StageResult({"stage": "provision", **result}, "\n".join(lines) or "nothing to do")

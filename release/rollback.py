@@ -9,13 +9,13 @@ release is restored to its previous target first.
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Any
 
 from . import reconcile
 from .client import Agent
 from .config import Config
 from .errors import AbsentError, BlockedError, ReleaseError
+from .stage import Options, StageResult
 from .state import State, Status, now_iso
 from .transport import Transport, for_config
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the request shapes, for the type checker only
 
 def run(
     cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock: bool = False, discard_added: bool = False, again: bool = False
-) -> dict[str, Any]:
+) -> StageResult:
     """Roll back ``record`` on the target. ``again``: a record already rolled back is sent
     once more, so a rollback killed after it removed the release finishes what the deploy
     made around it (a parent folder it created) and proves the parent restored."""
@@ -88,19 +88,17 @@ def run(
             else "WARNING: the parent listing differs from its pre-deploy state: something else changed there since"
         )
     )
-    out: dict[str, Any] = {"stage": "rollback", "deploy_id": record["deploy_id"], **result, "_text": text}
+    data = {"stage": "rollback", "deploy_id": record["deploy_id"], **result}
     if not ok:
-        out["exit_code"] = 1
-        out["failed"] = "parent listing differs from the pre-deploy state"
-    elif not result.get("pointer_restored", True):
-        out["exit_code"] = 1
-        out["failed"] = f"`current` could not be restored: {result['pointer']}"
-    return out
+        return StageResult(data, text, 1, "parent listing differs from the pre-deploy state")
+    if not result.get("pointer_restored", True):
+        return StageResult(data, text, 1, f"`current` could not be restored: {result['pointer']}")
+    return StageResult(data, text)
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def cli(cfg: Config, options: Options) -> StageResult:
     state = State(cfg.state)
     transport = for_config(cfg)
     reconcile.settle(cfg, state, transport, running_ok=False)  # an unseen outcome is settled before anything is removed
-    record = state.pick(args.deploy_id)
-    return run(cfg, record, transport, break_lock=args.break_lock, discard_added=args.discard_added)
+    record = state.pick(options.deploy_id)
+    return run(cfg, record, transport, break_lock=options.break_lock, discard_added=options.discard_added)

@@ -10,7 +10,6 @@ Each run writes ``.release/reports/<UTC stamp>/`` (mode 0700): report.json, juni
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import time
@@ -24,6 +23,7 @@ from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
 from .names import utc_stamp
 from .redact import redact, redact_obj
+from .stage import Options, StageResult
 from .state import State, private_dir
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
@@ -122,7 +122,7 @@ def refuse_live(mode: str) -> None:
         raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
 
 
-def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool = True, write: bool = True) -> dict[str, Any]:
+def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool = True, write: bool = True) -> StageResult:
     """Smoke one deployed release. ``db=False`` leaves out the G6 checks (a fleet runs them
     once); ``write=False`` returns the report without writing it (a fleet writes one)."""
     refuse_live(mode)
@@ -190,17 +190,21 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
         "finished": utc_stamp(),
         "checks": ordered,
     }
-    statuses = {r["status"] for r in ordered}
+    code, failed = verdict(ordered)
     if not write:
-        return {**report, "exit_code": 4 if REFUSED in statuses else (1 if statuses - {PASSED} else 0)}
+        return StageResult(report, "", code, failed)
     folder = write_report(cfg, report)
-    code = 4 if REFUSED in statuses else (1 if statuses - {PASSED} else 0)
     State(cfg.state).audit("smoke", deploy_id=record["deploy_id"], target=report["target"], result=f"exit {code}", report=str(folder))
-    out: dict[str, Any] = {**report, "report": str(folder), "exit_code": code, "_text": summary_table(ordered, folder)}
-    if code:
-        bad = [f"{r['name']} ({r['status']}): {r['detail'].splitlines()[0] if r['detail'] else ''}" for r in ordered if r["status"] != PASSED]
-        out["failed"] = "; ".join(bad)
-    return out
+    return StageResult({**report, "report": str(folder)}, summary_table(ordered, folder), code, failed)
+
+
+def verdict(checks: list[dict[str, Any]]) -> tuple[int, str]:
+    """The smoke's exit code (4 when a check was refused, 1 when one did not pass) and the
+    line naming every check that did not pass."""
+    statuses = {c["status"] for c in checks}
+    code = 4 if REFUSED in statuses else (1 if statuses - {PASSED} else 0)
+    bad = [f"{c['name']} ({c['status']}): {c['detail'].splitlines()[0] if c['detail'] else ''}" for c in checks if c["status"] != PASSED]
+    return code, "; ".join(bad)
 
 
 def _agent_failed(checks: list[Check], exc: ReleaseError) -> dict[str, Any]:
@@ -259,7 +263,7 @@ def summary_table(results: list[dict[str, Any]], folder: Path) -> str:
     return "\n".join(lines)
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    refuse_live(args.mode)
-    record = State(cfg.state).pick(args.deploy_id)
-    return run(cfg, record, args.mode)
+def cli(cfg: Config, options: Options) -> StageResult:
+    refuse_live(options.mode)
+    record = State(cfg.state).pick(options.deploy_id)
+    return run(cfg, record, options.mode)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Any
 
 from .client import for_config
 from .config import Config
+from .stage import Options, StageResult
 from .state import State, Status
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import VerifyRequest
 
 
-def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+def cli(cfg: Config, options: Options | None = None) -> StageResult:
     result = for_config(cfg).status({"root": cfg.root})
     result.pop("_log", None)
     state = State(cfg.state)
@@ -39,11 +39,11 @@ def cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         mark = "*" if r["promoted"] else " "
         lines.append(f"{mark} {r['version']:<14} {str(r['head'])[:12]}  {r['release_stamp']}  {r['deploy_id']}  {r['path']}")
     lines.append("other entries: " + (", ".join(e for e in result["entries"] if e not in {r["path"].rsplit("/", 1)[-1] for r in result["releases"]}) or "none"))
-    return {"stage": "status", **result, "_text": "\n".join(lines)}
+    return StageResult({"stage": "status", **result}, "\n".join(lines))
 
 
-def verify_cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    record = State(cfg.state).pick(args.deploy_id)
+def verify_cli(cfg: Config, options: Options) -> StageResult:
+    record = State(cfg.state).pick(options.deploy_id)
     req: VerifyRequest = {
         "target": record["target"],
         "tree_sha256": record.get("tree_sha256"),
@@ -62,8 +62,7 @@ def verify_cli(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     if not result["manifest_intact"]:
         lines.append("  manifest: BUNDLE-MANIFEST.json or DEPLOY-MANIFEST.txt does not match the recorded tree_sha256")
     lines.append("clean: the release matches its manifest" if result["clean"] else "DRIFT: the release differs from its manifest")
-    out: dict[str, Any] = {"stage": "verify", "deploy_id": record["deploy_id"], **result, "_text": "\n".join(lines)}
+    data = {"stage": "verify", "deploy_id": record["deploy_id"], **result}
     if not result["clean"]:
-        out["exit_code"] = 1
-        out["failed"] = "drift in the deployed release"
-    return out
+        return StageResult(data, "\n".join(lines), 1, "drift in the deployed release")
+    return StageResult(data, "\n".join(lines))
