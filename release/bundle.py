@@ -24,13 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from . import __version__, environment, gitsource, metadata, names, proc, progress, runfolders
+from . import __version__, names, proc, progress, runfolders
 from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
 from .config import Config, Environment
-from .environment import TargetPython
 from .errors import RefusedError, ReleaseError, disk_error
+from .source import environment, metadata
+from .source import git as gitsource
+from .source.environment import TargetPython
 from .stage import Options, StageResult
 
 MANIFEST_NAME = BUNDLE_MANIFEST
@@ -125,7 +127,7 @@ def target_interpreter(cfg: Config) -> TargetPython | None:
         return None
     if cfg.environment.python:
         return environment.target_python(cfg.environment, None)
-    from .client import for_config
+    from .remote.client import for_config
 
     facts = for_config(cfg).facts({"root": cfg.root})
     return environment.target_python(cfg.environment, facts)

@@ -180,10 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.configure(enabled=not args.json)
         cfg = load(args.config)
         handler = args.handler
-        if cfg.hosts or getattr(args, "limit", None):
-            from . import fleet
+        if cfg.is_fleet or getattr(args, "limit", None):
+            from .fleet import stages as fleet
 
-            cfg = fleet.limited(cfg, getattr(args, "limit", None))
+            cfg = fleet.resolve(cfg, getattr(args, "limit", None))
             if args.stage not in fleet.HANDLERS:
                 raise ConfigError(f"`release {args.stage}` works on one target, not on a fleet", hint="use target.host for it")
             handler = fleet.HANDLERS[args.stage]
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the DSNs live only in this process's memory from here on (not in its environment)
         secretenv.take([str(c.options["dsn_env"]) for c in cfg.checks if c.kind == "db-readonly"] + ["PGPASSWORD"])
         if args.stage in TARGET_STAGES and not cfg.hosts and not cfg.is_local:
-            from .transport import SshTransport, for_config
+            from .remote.transport import SshTransport, for_config
 
             t = for_config(cfg)
             if isinstance(t, SshTransport):

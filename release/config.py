@@ -125,16 +125,23 @@ class Config(NamedTuple):
     provision_config_file: str = ""
     provision_settings: Mapping[str, Any] = MappingProxyType({})
     environment: Environment | None = None
-    hosts: tuple[Any, ...] = ()  # inventory.Host of every fleet host (after --limit); () = one target
+    hosts: tuple[Any, ...] = ()  # fleet.inventory.Host of every fleet host, once the fleet resolved them (after --limit)
+    host_names: tuple[str, ...] = ()  # target.hosts
     submodules: str = "refuse"  # bundle.submodules: a commit's git submodules refuse the bundle, or are left out ("omit")
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
     inventory_path: str = ""
+    group: str = "all"  # target.group: the inventory group of the fleet
     op_timeout: float = 3600.0  # target.op_timeout: the deadline of every agent op (a smoke: at least its checks' own)
 
     @property
     def is_local(self) -> bool:
         return self.host == ""
+
+    @property
+    def is_fleet(self) -> bool:
+        """A fleet: ``target.hosts`` or ``target.inventory`` (its hosts are read by ``fleet``)."""
+        return bool(self.host_names or self.inventory_path or self.hosts)
 
     def repo_location(self) -> str:
         """``source.repo`` as git should see it: a URL, or a path made absolute."""
@@ -261,7 +268,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         provision_config_file=_relative(prov["config_file"], "provision.config_file") if prov["config_file"] else "",
         provision_settings=dict(prov["settings"]),
         environment=_environment(sec["environment"]) if "environment" in data else None,
-        hosts=_hosts(t, base),
+        host_names=_host_names(t),
+        group=t["group"],
         fleet=_fleet(sec["fleet"]),
         inventory_path=str((base / t["inventory"]).resolve()) if t["inventory"] else "",
     )
@@ -270,27 +278,21 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
 _STRICT_TABLES = ("name", "state", "source", "bundle", "target", "provision", "fleet", "environment")
 
 
-def _hosts(t: dict[str, Any], base: Path) -> tuple[Any, ...]:
+def _host_names(t: dict[str, Any]) -> tuple[str, ...]:
+    """``target.hosts``, each name checked; an inventory is read by the fleet (``fleet.stages.resolve``)."""
     names = _str_list(t["hosts"], "target.hosts")
     if (names or t["inventory"]) and t["host"]:
         raise ConfigError("target.host and target.hosts / target.inventory are exclusive", hint="use target.hosts for a fleet, target.host for one host")
     if names and t["inventory"]:
         raise ConfigError("target.hosts and target.inventory are exclusive", hint="list the hosts, or name an inventory and a group")
-    from . import inventory
-
-    for n in names:
-        why = inventory.host_name_problem(n)
-        if why:
-            raise ConfigError(f"target.hosts: {n!r} cannot be a fleet host: {why}", hint="use an ssh alias or user@host (it names a state folder)")
-    if not (names or t["inventory"]):
-        return ()  # one target
-
     if names:
-        return tuple(inventory.Host(n) for n in names)
-    if t["inventory"]:
-        inv = inventory.load(base / t["inventory"])
-        return tuple(inv.host(h) for h in inv.members(t["group"]))
-    return ()
+        from .fleet.inventory import host_name_problem
+
+        for n in names:
+            why = host_name_problem(n)
+            if why:
+                raise ConfigError(f"target.hosts: {n!r} cannot be a fleet host: {why}", hint="use an ssh alias or user@host (it names a state folder)")
+    return names
 
 
 def _op_timeout(value: int) -> int:

@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import bundlefile, gitsource, names, planlock, progress, reconcile
-from .client import Agent
+from . import bundlefile, names, planlock, progress, reconcile
 from .config import Config
 from .errors import BlockedError, OutcomeUnknownError, RefusedError, ReleaseError
+from .remote.client import Agent
+from .remote.transport import Transport, for_config
+from .source import git as gitsource
 from .stage import Options, StageResult
 from .state import State, Status, landed_fields, now_iso
-from .transport import Transport, for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import DeployRequest, TidyRequest

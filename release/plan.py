@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import dbcheck, gates, gitsource, metadata, planlock
+from . import gates, planlock
 from .config import Config
+from .db import check as dbcheck
 from .errors import BlockedError, ReleaseError
 from .redact import redact
+from .source import git as gitsource
+from .source import metadata
 from .stage import Options, StageResult
 from .state import State, now_iso, private_dir
 
@@ -53,7 +56,7 @@ def compute(cfg: Config) -> dict[str, Any]:
     plan["bundle_plan"] = bundle_plan.to_dict()
     plan["deploy_plan"] = deploy_plan.to_dict()
     plan["bundle_pattern"] = f"{bundle_plan.path.name} (artifacts: {', '.join(bundle_plan.artifacts) or 'none'})"
-    from .client import for_config
+    from .remote.client import for_config
 
     target_dir = deploy_plan.dir
     target_path = deploy_plan.target

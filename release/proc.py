@@ -92,7 +92,7 @@ ENV_ALLOW_PREFIXES = ("LC_", "PIP_", "UV_", "RELEASE_TEST_", "HTTP_PROXY", "HTTP
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allowlisted part of this process's environment, plus ``extra``."""
-    from .indexes import without_credentials
+    from .source.indexes import without_credentials
 
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith(ENV_ALLOW_PREFIXES)}
     for k in [k for k in env if k not in ENV_ALLOW]:

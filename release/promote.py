@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .client import for_config
 from .config import Config
 from .errors import BlockedError, ConfigError
+from .remote.client import for_config
 from .stage import Options, StageResult
 from .state import State, Status, now_iso
 

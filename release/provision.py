@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .client import for_config
 from .config import SECRET_WORDS, Config
 from .errors import BlockedError, ConfigError, RefusedError
 from .redact import redact
+from .remote.client import for_config
 from .stage import Options, StageResult
 from .state import State, now_iso, private_dir, write_json
 

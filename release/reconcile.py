@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .client import Agent
 from .config import Config
 from .errors import RefusedError
+from .remote.client import Agent
+from .remote.transport import Transport
 from .state import State, Status, landed_fields, now_iso
-from .transport import Transport
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import InspectRequest

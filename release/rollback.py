@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import reconcile
-from .client import Agent
 from .config import Config
 from .errors import AbsentError, BlockedError, ReleaseError
+from .remote.client import Agent
+from .remote.transport import Transport, for_config
 from .stage import Options, StageResult
 from .state import State, Status, now_iso
-from .transport import Transport, for_config
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
     from .agent.messages import RollbackRequest

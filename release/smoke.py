@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from . import gitsource, progress
-from .client import for_config
+from . import progress
 from .config import Check, Config
 from .errors import ConfigError, RefusedError, ReleaseError
 from .names import utc_stamp
 from .redact import redact, redact_obj
+from .remote.client import for_config
+from .source import git as gitsource
 from .stage import Options, StageResult
 from .state import State, private_dir
 
@@ -52,12 +53,12 @@ def _baseline_finder(cfg: Config) -> Any:
 @contextlib.contextmanager
 def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
     """Yield (dsn, description): the DSN variable's value, or the embedded demo server."""
-    from . import dbcheck
+    from .db import check as dbcheck
 
     dsn = dbcheck.dsn_from_env(check)
     name = check.options["dsn_env"]
     if dsn and check.options.get("via") == "target":
-        from . import forward
+        from .db import forward
 
         with forward.through(cfg, dsn) as through:
             yield through, f"from ${name}, through {cfg.host or 'localhost'} (as the target sees it)"
@@ -70,7 +71,7 @@ def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
             f"environment variable {name} is not set (smoke check {check.name!r})",
             hint=f"export {name} with the read-only role's DSN (or use PGPASSFILE for its password)",
         )
-    from . import pgdemo
+    from .db import pgdemo
 
     src = gitsource.resolve(cfg)
     schema = gitsource.read_file(src, check.options["demo_schema"])
@@ -84,7 +85,7 @@ def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
 
 
 def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
-    from . import dbcheck  # the SQL parser is imported by the stages that check a database
+    from .db import check as dbcheck
 
     t0 = time.monotonic()
     status, detail, data = PASSED, "", {}
@@ -130,7 +131,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
         raise ConfigError("no smoke checks configured", hint="add [[smoke.check]] tables to the config")
     db_checks = [c for c in cfg.checks if c.kind == "db-readonly"] if db else []
     if db_checks:
-        from . import dbcheck
+        from .db import check as dbcheck
     for c in db_checks:  # layer 1 for every query before anything runs anywhere
         dbcheck.validate_queries(c)
         if not dbcheck.dsn_from_env(c) and not c.options.get("demo"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .client import for_config
 from .config import Config
+from .remote.client import for_config
 from .stage import Options, StageResult
 from .state import State, Status
 

@@ -71,7 +71,7 @@ def pg_admin():  # type: ignore[no-untyped-def]
     if dsn:
         yield dsn
         return
-    from release import pgdemo
+    from release.db import pgdemo
 
     need(pgdemo.bindir() is not None, "PostgreSQL server binaries not installed (apt-get install postgresql)")
     with pgdemo.server() as srv:

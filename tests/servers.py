@@ -1,4 +1,4 @@
-"""A real OpenSSH server for the tests, on 127.0.0.1 (PostgreSQL comes from ``release.pgdemo``).
+"""A real OpenSSH server for the tests, on 127.0.0.1 (PostgreSQL comes from ``release.db.pgdemo``).
 
 Each starts in a temp folder with keys/credentials made here. When a server cannot be
 started the test is skipped locally, and fails under CI=true (see conftest.need).

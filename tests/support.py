@@ -197,7 +197,7 @@ Cli = typing.Callable[..., CliResult]
 
 def separate_python(folder: Path) -> str:
     """An interpreter path that is not the tests' own binary (a script that execs it), so the
-    agent runs as its own process, never in a forked child of the CLI (release/inprocess.py)."""
+    agent runs as its own process, never in a forked child of the CLI (release/remote/inprocess.py)."""
     import shlex
 
     shim = folder / "python-shim"

@@ -2,7 +2,7 @@
 
 The controller runs it with the target's interpreter (``target.python``): for a local
 target as a child process, for an SSH target sent over the connection inside the
-command (as Ansible sends its modules): ``release.transport`` packs these modules'
+command (as Ansible sends its modules): ``release.remote.transport`` packs these modules'
 sources into one program with a small ``sys.meta_path`` importer, run under
 ``python -I -S``, leaving nothing on the target. Local and SSH behave the same by
 construction. Protocol: ``<op> <request-json>``; the bundle, when there is one, arrives
@@ -18,7 +18,11 @@ test enforces it):
     lock           the root's lock
     leftovers      staging/trash folders of killed runs: marked, cleaned
     tarsafe        the bundle reader: checksum first, then one pass that checks and writes
-    release_ops    deploy, rollback, promote, status, verify, inspect, tidy, facts
+    release_tree   a release's own files: DEPLOY-MANIFEST, listings, what was added, the parent it made
+    deploy_ops     facts, deploy
+    rollback_ops   rollback (exact, with the parent proof)
+    pointer_ops    promote, repoint: the `current` pointer and what it may point to
+    status_ops     status, verify, inspect, tidy
     smoke_ops      G5 checks, bounded, clean environment
     provision_ops  G4 runtime skeleton and its exact undo
     ops            the op registry and ``main``

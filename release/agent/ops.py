@@ -20,7 +20,7 @@ class Op:
     before anything else acts) and the op ignores a hangup (a lost connection must not cut
     it short: what it started, it finishes or undoes). ``forkable``: on this machine, with
     the controller's own interpreter, it may run in a forked child of the CLI
-    (``release/inprocess.py``): it reads no stdin and starts no process of the release.
+    (``release/remote/inprocess.py``): it reads no stdin and starts no process of the release.
     """
 
     __slots__ = ("changes", "forkable", "function", "module")
@@ -36,15 +36,15 @@ class Op:
 # changing ones, the forkable ones, the client's methods) is derived from it or tested
 # against it. Modules are imported when their op runs, so a call compiles only what it uses.
 OPS: dict[str, Op] = {
-    "facts": Op("release_ops", "op_facts"),
-    "deploy": Op("release_ops", "op_deploy", changes=True, forkable=True),
-    "rollback": Op("release_ops", "op_rollback", changes=True, forkable=True),
-    "promote": Op("release_ops", "op_promote", changes=True, forkable=True),
-    "repoint": Op("release_ops", "op_repoint", changes=True, forkable=True),
-    "status": Op("release_ops", "op_status", forkable=True),
-    "inspect": Op("release_ops", "op_inspect", forkable=True),
-    "tidy": Op("release_ops", "op_tidy", forkable=True),  # removes only what killed runs left: a lost answer changes nothing to know
-    "verify": Op("release_ops", "op_verify", forkable=True),
+    "facts": Op("deploy_ops", "op_facts"),
+    "deploy": Op("deploy_ops", "op_deploy", changes=True, forkable=True),
+    "rollback": Op("rollback_ops", "op_rollback", changes=True, forkable=True),
+    "promote": Op("pointer_ops", "op_promote", changes=True, forkable=True),
+    "repoint": Op("pointer_ops", "op_repoint", changes=True, forkable=True),
+    "status": Op("status_ops", "op_status", forkable=True),
+    "inspect": Op("status_ops", "op_inspect", forkable=True),
+    "tidy": Op("status_ops", "op_tidy", forkable=True),  # removes only what killed runs left: a lost answer changes nothing to know
+    "verify": Op("status_ops", "op_verify", forkable=True),
     "smoke": Op("smoke_ops", "op_smoke"),
     "provision": Op("provision_ops", "op_provision", changes=True),
     "unprovision": Op("provision_ops", "op_unprovision", changes=True),

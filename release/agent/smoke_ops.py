@@ -8,7 +8,7 @@ import time
 
 from .fsutil import path_kind
 from .protocol import DEPLOY_MANIFEST, AgentError, say
-from .release_ops import op_verify
+from .status_ops import op_verify
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from release import dbcheck, sqlguard
 from release.config import Check
+from release.db import check as dbcheck
+from release.db import sqlguard
 from release.errors import ConfigError, RefusedError, ReleaseError
 
 

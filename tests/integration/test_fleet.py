@@ -71,7 +71,7 @@ def test_inventory_equals_ansible_inventory(tmp_path: Path) -> None:
     import shutil
     import subprocess
 
-    from release import inventory
+    from release.fleet import inventory
 
     ansible = shutil.which("ansible-inventory") or str(Path(sys.executable).parent / "ansible-inventory")
     need(Path(ansible).exists(), "ansible-core is not installed (pip install -e .[test])")
@@ -299,7 +299,7 @@ def test_a_failed_wave_stops_the_promotion_and_switched_hosts_point_back(tmp_pat
 def test_g6_through_the_target_reaches_a_database_only_that_host_sees(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
     """PostgreSQL listens only inside h1's network namespace: the controller reaches it only
     through an OpenSSH forward over h1's connection, and runs the same layers and proof."""
-    from release import pgdemo
+    from release.db import pgdemo
 
     from ..support import EXAMPLE
 

@@ -98,7 +98,7 @@ KILL_POINTS = {
 
 
 # "forked": the target's interpreter is the controller's own, so deploy, rollback and
-# promote run in a forked child of the CLI (release/inprocess.py), not a second interpreter
+# promote run in a forked child of the CLI (release/remote/inprocess.py), not a second interpreter
 RUNS = [(p, agent) for points in KILL_POINTS.values() for p in points for agent in ("process", "forked")]
 
 

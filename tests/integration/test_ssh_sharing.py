@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from release import sshmux
-from release.transport import _Shared
+from release.remote import sshmux
+from release.remote.connection import _Shared
 
 from ..servers import SshServer
 from ..support import Repo, bundle, run_release, write_config

@@ -9,6 +9,7 @@ import pytest
 
 from release import config
 from release.errors import ConfigError
+from release.fleet.stages import resolve
 
 from ..support import Cli, write_config
 
@@ -141,7 +142,7 @@ def test_yaml_inventory_anchors_cannot_loop_or_explode(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from release import inventory
+    from release.fleet import inventory
 
     loop = tmp_path / "loop.yml"
     loop.write_text("all:\n  children:\n    edge: &edge\n      hosts:\n        web1: {}\n      children:\n        again: *edge\n")
@@ -154,7 +155,7 @@ def test_yaml_inventory_anchors_cannot_loop_or_explode(tmp_path: Path) -> None:
         lines.append(f"    g{k}: &g{k} {{children: {{{kids}}}}}")
     fan = tmp_path / "fan.yml"
     fan.write_text("\n".join(lines) + "\n")
-    code = f"from pathlib import Path\nfrom release import inventory\ninv = inventory.load(Path({str(fan)!r}))\nprint(inventory.select(list(inv.hosts), inv, 'g9'), inv.host('web1'))\n"
+    code = f"from pathlib import Path\nfrom release.fleet import inventory\ninv = inventory.load(Path({str(fan)!r}))\nprint(inventory.select(list(inv.hosts), inv, 'g9'), inv.host('web1'))\n"
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
     assert "['web1']" in cp.stdout and "port=2222" in cp.stdout
@@ -172,11 +173,25 @@ def test_a_fleet_host_name_is_one_plain_path_component(tmp_path: Path, name: str
     if name and "\t" not in name and " " not in name:  # one INI token
         (tmp_path / "hosts.ini").write_text(f"[web]\nweb1\n{name} ansible_host=10.0.0.9\n")
         with pytest.raises(ConfigError, match="cannot be a fleet host"):
-            parse({**MIN, "target": {"root": "/srv", "inventory": "hosts.ini", "group": "web"}}, tmp_path)
+            resolve(parse({**MIN, "target": {"root": "/srv", "inventory": "hosts.ini", "group": "web"}}, tmp_path), None)
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["hosts.ini"]), "nothing but the test's inventory"
 
 
 def test_an_inventory_line_with_an_unclosed_quote_is_exit_2_naming_it(tmp_path: Path) -> None:
     (tmp_path / "hosts.ini").write_text('[web]\nweb1 ansible_host="10.0.0.1\n')
     with pytest.raises(ConfigError, match=r"hosts.ini:2: No closing quotation"):
-        parse({**MIN, "target": {"root": "/srv", "inventory": "hosts.ini", "group": "web"}}, tmp_path)
+        resolve(parse({**MIN, "target": {"root": "/srv", "inventory": "hosts.ini", "group": "web"}}, tmp_path), None)
+
+
+def test_the_config_names_an_inventory_and_the_fleet_reads_it(tmp_path: Path) -> None:
+    """``config.parse`` does not read inventories (#21): a config naming one parses without
+    touching it; the fleet reads it once, where its hosts are needed, and a missing one is
+    exit 2 naming it there."""
+    cfg = parse({**MIN, "target": {"root": "/srv", "inventory": "missing.ini", "group": "web"}}, tmp_path)
+    assert cfg.is_fleet and cfg.hosts == () and cfg.inventory_path.endswith("missing.ini")
+    with pytest.raises(ConfigError, match=r"missing\.ini") as err:
+        resolve(cfg, None)
+    assert err.value.exit_code == 2
+    (tmp_path / "missing.ini").write_text("[web]\nweb1 ansible_host=10.0.0.1\nweb2\n[db]\ndb1\n")
+    assert [h.name for h in resolve(cfg, None).hosts] == ["web1", "web2"]
+    assert [h.name for h in resolve(cfg, "web2").hosts] == ["web2"]

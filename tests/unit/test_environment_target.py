@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from release.environment import TargetPython, for_target, platforms_for
+from release.source.environment import TargetPython, for_target, platforms_for
 
 LOCKED = [
     "exceptiongroup==1.2.2 ; python_full_version < '3.11' --hash=sha256:aa",

@@ -45,8 +45,9 @@ def test_a_failure_is_classified_where_it_is_raised_not_by_its_text(tmp_path: Pa
     the class."""
     import errno
 
-    from release import fleet, transport
     from release.errors import BlockedError, DiskFullError, UnreachableError, disk_error
+    from release.fleet import stages as fleet
+    from release.remote import transport
 
     def answering(doc: str) -> transport.LocalTransport:
         fake = tmp_path / f"python-{abs(hash(doc))}"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from release import hostpatterns
 from release.errors import ConfigError
+from release.fleet import hostpatterns
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_a_range_too_large_is_refused_before_it_fills_memory() -> None:
 
 
 def test_a_limit_that_matches_nothing_is_exit_2_never_a_run_on_no_host() -> None:
-    from release import inventory
+    from release.fleet import inventory
 
     names = ["web1", "web2", "db1"]
     assert inventory.select(names, None, "web*") == ["web1", "web2"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from release import inventory
 from release.errors import ConfigError
+from release.fleet import inventory
 
 pytestmark = pytest.mark.unit
 

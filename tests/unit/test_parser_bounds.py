@@ -16,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from release import environment, inventory
-from release.agent import release_ops, wheelsafe
+from release.agent import release_tree, wheelsafe
 from release.bundlefile import parse_checksum
 from release.errors import ReleaseError
+from release.fleet import inventory
+from release.source import environment
 
 pytestmark = pytest.mark.unit
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -104,6 +105,7 @@ def test_yaml_inventories_only_parse_or_refuse(tmp_path: Path, doc: object) -> N
     _parses_or_refuses(path)
 
 
+@pytest.mark.slow  # a worst-case timing: the whole suite runs it, the inner loop does not
 def test_inventory_worst_cases(tmp_path: Path) -> None:
     import yaml
 
@@ -216,6 +218,7 @@ def test_mutated_wheels_only_pass_or_refuse(tmp_path: Path, data: st.DataObject)
         pass
 
 
+@pytest.mark.slow  # a worst-case timing: the whole suite runs it, the inner loop does not
 def test_wheel_checking_is_linear_in_members(tmp_path: Path) -> None:
     def make(n: int) -> Path:
         path = tmp_path / f"w{n}.whl"
@@ -246,14 +249,14 @@ def test_checksum_files_only_parse_or_refuse(data: bytes) -> None:
 @FAST
 @given(data=st.binary(max_size=500))
 def test_deploy_manifests_parse_to_text_pairs(data: bytes) -> None:
-    out = release_ops.parse_deploy_manifest(data)
+    out = release_tree.parse_deploy_manifest(data)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in out.items())
 
 
 def test_deploy_manifest_parsing_is_linear_and_bounded() -> None:
-    linear(lambda n: b"key: value\n" * n, release_ops.parse_deploy_manifest, 10_000, 100_000)
+    linear(lambda n: b"key: value\n" * n, release_tree.parse_deploy_manifest, 10_000, 100_000)
     tracemalloc.start()
-    release_ops.parse_deploy_manifest(b"k: " + b"v" * (1 << 20))
+    release_tree.parse_deploy_manifest(b"k: " + b"v" * (1 << 20))
     assert tracemalloc.get_traced_memory()[1] < 16 << 20
     tracemalloc.stop()
 
@@ -271,7 +274,7 @@ def test_deploy_manifest_parsing_is_linear_and_bounded() -> None:
     ).map("".join)
 )
 def test_sql_only_passes_or_refuses(sql: str) -> None:
-    from release import sqlguard
+    from release.db import sqlguard
 
     try:
         sqlguard.check(sql)
@@ -279,8 +282,9 @@ def test_sql_only_passes_or_refuses(sql: str) -> None:
         assert exc.exit_code == 4
 
 
+@pytest.mark.slow  # a worst-case timing: the whole suite runs it, the inner loop does not
 def test_sql_worst_cases_are_refusals_not_crashes() -> None:
-    from release import sqlguard
+    from release.db import sqlguard
 
     for sql in ("select " + "(" * 50_000 + "1" + ")" * 50_000, "select " + "+".join(["1"] * 100_000), "select " + "-" * 100_000 + "1"):
         start = time.process_time()

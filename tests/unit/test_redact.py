@@ -113,7 +113,8 @@ print(out.stdout.strip() or out.stderr.strip())
 def test_index_credentials_reach_only_the_resolver_and_the_downloader(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every UV_*/PIP_* variable that holds a credential is kept from other children
     (proc.clean_env); the resolver and the downloader get the same indexes, with it."""
-    from release import indexes, proc
+    from release import proc
+    from release.source import indexes
 
     monkeypatch.setenv("UV_DEFAULT_INDEX", "priv=https://pkgs.example/simple")
     monkeypatch.setenv("UV_INDEX_PRIV_USERNAME", "deployer")
@@ -136,8 +137,8 @@ def test_index_credentials_reach_only_the_resolver_and_the_downloader(monkeypatc
 
 
 def test_an_index_variable_that_is_no_url_is_exit_2_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from release import indexes
     from release.errors import ConfigError
+    from release.source import indexes
 
     monkeypatch.setenv("UV_DEFAULT_INDEX", "not a url")
     with pytest.raises(ConfigError) as err:

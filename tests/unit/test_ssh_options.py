@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from release import transport
+from release.remote import connection, transport
 
 
 def _argv(tmp_path: Path, config: str, host: str) -> list[str]:
@@ -104,9 +104,9 @@ def test_inventory_values_cannot_smuggle_ssh_options_or_commands(tmp_path: Path)
     """An inventory an attacker wrote: ``ansible_host`` carrying a second option (on the same
     line and after a newline), ``ansible_user`` shaped as an option. The argv the fleet builds
     for it, resolved by ``ssh -G`` and run for real, never runs the planted command."""
-    from release import fleet
     from release.config import Config
-    from release.inventory import Host
+    from release.fleet import stages as fleet
+    from release.fleet.inventory import Host
 
     planted = tmp_path / "pwned"
     cmd = f"ProxyCommand=touch {planted}"
@@ -138,7 +138,7 @@ def test_no_room_for_the_runs_private_ssh_folder_is_blocked_before_any_ssh(tmp_p
     need(mounted.returncode == 0, "mounting a tmpfs needs root")
     try:
         monkeypatch.setattr(tempfile, "tempdir", str(full))
-        shared = transport._Shared()
+        shared = connection._Shared()
         with pytest.raises(BlockedError) as err:
             shared.ssh_file("")
         assert "private ssh folder" in err.value.message and "TMPDIR" in err.value.hint and err.value.exit_code == 3

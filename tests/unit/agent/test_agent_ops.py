@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from release import client, inprocess, payload, transport
 from release.agent import ops
+from release.remote import client, inprocess, payload, transport
 
 pytestmark = pytest.mark.unit
 RELEASE = Path(__file__).resolve().parents[3] / "release"
@@ -84,7 +84,7 @@ def test_a_pointer_is_never_restored_outside_the_root(tmp_path: Path, previous: 
     hostile record naming a release outside the root (by '..', an absolute path, or a link
     inside the root that leaves it) is never followed; `current` is removed and the
     rollback says the pointer could not be restored."""
-    from release.agent import release_ops
+    from release.agent import pointer_ops
 
     root = tmp_path / "root"
     outside = tmp_path / "outside" / "app-0"
@@ -95,7 +95,7 @@ def test_a_pointer_is_never_restored_outside_the_root(tmp_path: Path, previous: 
     (release / "DEPLOY-MANIFEST.txt").write_text("deploy_id: d1\n")
     (root / "releases" / "escape").symlink_to(outside)
     (root / "current").symlink_to("releases/app-1")
-    said = release_ops.restore_pointer(str(root), str(release), previous.replace("/abs", str(tmp_path)))
+    said = pointer_ops.restore_pointer(str(root), str(release), previous.replace("/abs", str(tmp_path)))
     assert said.startswith("removed (the previous release") and not (root / "current").is_symlink(), said
 
 
@@ -105,9 +105,9 @@ def test_a_pointer_is_never_restored_outside_the_root(tmp_path: Path, previous: 
 def test_a_promotion_record_that_is_not_the_tools_is_ignored_not_a_crash(tmp_path: Path, record: str) -> None:
     """A host's .release-promoted-<id> of the wrong shape is read as no record (the
     controller's own record then decides), never a traceback."""
-    from release.agent import release_ops
+    from release.agent import pointer_ops
 
     root = tmp_path / "root"
     root.mkdir()
     (root / ".release-promoted-d1").write_text(record)
-    assert release_ops.read_promoted(str(root), "d1") is None
+    assert pointer_ops.read_promoted(str(root), "d1") is None

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from release import payload, proc, transport
+from release import proc
 from release.errors import ReleaseError
+from release.remote import payload, transport
 from tests import support
 
 AGENT = Path(__file__).resolve().parents[3] / "release" / "agent"
@@ -140,7 +141,7 @@ def test_a_feed_puts_the_prefix_then_the_file_on_stdin_and_ends_when_the_reader_
         cp = proc.run(["head", "-c", "10"], prefix=b"0123456789abcdef", stdin=f)
     assert cp.stdout == b"0123456789"
     with data.open("rb") as f, pytest.raises(ReleaseError, match="no end within"):
-        proc.run(["sleep", "30"], prefix=b"x" * (4 << 20), stdin=f, timeout=1)
+        proc.run(["sleep", "30"], prefix=b"x" * (4 << 20), stdin=f, timeout=0.3)
 
 
 def test_a_target_that_prints_without_end_cannot_fill_the_controllers_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +210,7 @@ def test_a_target_python_too_old_is_blocked_before_anything_and_never_unknown(tm
 
 
 def test_the_boot_program_is_the_boot_module_minified_and_can_dump_what_it_received(tmp_path: Path) -> None:
-    """The program on the command line is release/boot.py with its constants filled in and
+    """The program on the command line is release/remote/boot.py with its constants filled in and
     its docstrings, comments, annotations and type-checking block removed; with
     RELEASE_AGENT_DUMP set on the target it writes the agent's sources as received."""
     import ast

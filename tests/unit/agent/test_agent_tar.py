@@ -671,6 +671,7 @@ def test_a_name_deeper_than_the_bound_is_refused(sandbox: Sandbox) -> None:
     refused(sandbox, good_bundle(extra=long_name(f"{TOP}/{deep}/")), "components deep")
 
 
+@pytest.mark.slow  # a worst-case timing: the whole suite runs it, the inner loop does not
 def test_the_scan_is_linear_in_deep_names(sandbox: Sandbox) -> None:
     """Thousands of members as deep as the bound allows, each in its own chain: the work per
     member is linear in its name (the folders above it are checked once), so a scan of

@@ -155,7 +155,7 @@ def test_the_names_a_deploy_records_are_the_names_a_walk_finds(tmp_path: Path) -
     """names_sha256 from the deploy's own list of what it wrote equals names_sha256 of a
     list_tree of that tree (files, links, empty folders), bytecode caches aside; any other
     entry added changes it."""
-    from release.agent.release_ops import _wanted_dirs, listing_of, names_sha256
+    from release.agent.release_tree import _wanted_dirs, listing_of, names_sha256
 
     tree = tmp_path / "tree"
     files = {"a/x.py", "a/b/y.py", "top.txt", "DEPLOY-MANIFEST.txt", "link"}

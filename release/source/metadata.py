@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gitsource, proc, runfolders
-from .errors import ConfigError, ReleaseError
-from .state import private_dir
+from .. import proc, runfolders
+from ..errors import ConfigError, ReleaseError
+from ..state import private_dir
+from . import git as gitsource
 
 _SCRIPT = """
 import json, sys
@@ -131,7 +132,7 @@ class VersionInfo:
 def project_version(src: gitsource.Source, state: Path) -> VersionInfo:
     """The project's version at the recorded commit, from its build backend (see ``metadata``),
     in PEP 440 normal form."""
-    from .names import normalize_version
+    from ..names import normalize_version
 
     meta = project_metadata(src, state)
     return VersionInfo(normalize_version(meta.version), meta.source)

@@ -14,7 +14,7 @@ import ipaddress
 import re
 import string
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MAX_HOSTS = 100_000  # what ranges may expand to, per inventory entry: a typo must not fill memory
 

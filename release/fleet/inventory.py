@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from . import hostpatterns
-from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
-from .config import Config
-from .errors import BlockedError, ConfigError, ReleaseError
-from .redact import redact
+from .. import proc
+from ..config import Config
+from ..errors import BlockedError, ConfigError, ReleaseError
+from ..redact import redact
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def open_repo(cfg: Config) -> str:
         # the URL is passed each time, never stored: a token in it stays out of the mirror's config
         proc.run(["git", "-C", str(mirror), "fetch", "--quiet", "--prune", "--tags", location, "+refs/*:refs/*"], check=False)
     else:
-        from .state import private_dir
+        from ..state import private_dir
 
         private_dir(mirror.parent)
         proc.run(

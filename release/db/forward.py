@@ -15,10 +15,11 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import proc
-from .config import Config
-from .errors import ConfigError, ReleaseError
-from .transport import SshTransport, for_config, socket_folder
+from .. import proc
+from ..config import Config
+from ..errors import ConfigError, ReleaseError
+from ..remote.connection import socket_folder
+from ..remote.transport import SshTransport, for_config
 
 
 def _ssh(t: SshTransport, *options: str) -> subprocess.CompletedProcess[bytes]:

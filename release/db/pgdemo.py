@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
-from .errors import BlockedError
-from .redact import register_secret
+from .. import proc
+from ..errors import BlockedError
+from ..redact import register_secret
 
 
 def bindir() -> str | None:
@@ -56,7 +56,7 @@ def server(netns: str = "") -> Iterator[Server]:
     bins = bindir()
     if not bins:
         raise BlockedError("PostgreSQL server binaries not found (initdb)", hint="apt-get install postgresql, or set the DSN variable")
-    from .transport import socket_folder
+    from ..remote.connection import socket_folder
 
     folder = socket_folder("release-pg-", len("sock/.s.PGSQL.5432"))  # its socket's path must fit, whatever TMPDIR
     os.chmod(folder, 0o755)

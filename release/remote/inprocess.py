@@ -19,8 +19,8 @@ import sys
 import threading
 from collections.abc import Mapping
 
-from . import proc
-from .agent import ops as agent_ops
+from .. import proc
+from ..agent import ops as agent_ops
 
 # ops that are the agent's own work: not the checks smoke runs with the target's
 # interpreter, nor facts about the interpreter. A local deploy reads the bundle where it
@@ -95,7 +95,7 @@ def _child(op: str, payload: str, env: dict[str, str], parent_ends: tuple[int, i
         sys.stdin = open(0, closefd=False)  # noqa: SIM115
         sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
-        from .agent.ops import main
+        from ..agent.ops import main
 
         code = main(["agent", op, payload])
         sys.stdout.flush()

@@ -1,6 +1,6 @@
 """What travels to a target with every agent call: the boot program and the agent's code.
 
-The boot program is ``release/boot.py``, a real module (linted, typed, never imported):
+The boot program is ``release/remote/boot.py``, a real module (linted, typed, never imported):
 its source is read here, its constants filled in, and it is minified (docstrings,
 comments, annotations, type-checking blocks and asserts removed, one space per indent)
 into the program on the command line. The agent's code rides on stdin ahead of the
@@ -20,7 +20,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from .errors import ReleaseError
+from ..errors import ReleaseError
 
 AGENT_PACKAGE = "release_agent"  # the agent package's name on the target (it never touches its disk)
 BOOT = Path(__file__).parent / "boot.py"
@@ -51,10 +51,10 @@ def package_folders() -> dict[str, Path]:
 
     spec = importlib.util.find_spec("installer")  # located, not imported: the controller never runs it
     if spec is None or not spec.submodule_search_locations:
-        from .errors import BlockedError
+        from ..errors import BlockedError
 
         raise BlockedError("pypa installer is not installed", hint="pip install installer (a dependency of this tool)")
-    return {AGENT_PACKAGE: Path(__file__).parent / "agent", "installer": Path(next(iter(spec.submodule_search_locations)))}
+    return {AGENT_PACKAGE: Path(__file__).parents[1] / "agent", "installer": Path(next(iter(spec.submodule_search_locations)))}
 
 
 def agent_sources() -> dict[str, dict[str, str]]:

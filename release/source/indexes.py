@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .errors import ConfigError
-from .redact import register_secret
+from ..errors import ConfigError
+from ..redact import register_secret
 
 # the variables that configure an index or its credentials, for uv and for pip
 UV_INDEX_VARS = ("UV_DEFAULT_INDEX", "UV_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL")
@@ -145,7 +145,7 @@ def read(environ: Mapping[str, str] | None = None) -> Indexes:
 def holds_secret(name: str, value: str) -> bool:
     """Whether an inherited ``UV_*`` / ``PIP_*`` variable carries a credential (which only the
     resolver and the downloader are given, by ``read``)."""
-    from .redact import redact
+    from ..redact import redact
 
     return bool(_NAMED_CREDENTIAL.fullmatch(name)) or redact(value) != value or any(w in name.lower() for w in ("password", "token", "secret"))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
-    from .agent.messages import (
+    from ..agent.messages import (
         DeployRequest,
         DeployResult,
         FactsRequest,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         VerifyRequest,
         VerifyResult,
     )
-    from .config import Config
+    from ..config import Config
     from .transport import Transport
 
 

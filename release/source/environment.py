@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import indexes, proc
-from .config import Environment
-from .errors import BlockedError, ConfigError, RefusedError, ReleaseError
+from .. import proc
+from ..config import Environment
+from ..errors import BlockedError, ConfigError, RefusedError, ReleaseError
+from . import indexes
 
 LOCK_NAME = "pylock.toml"
 WHEELS = "env/wheels"

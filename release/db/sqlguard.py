@@ -29,7 +29,7 @@ import pglast
 from pglast import ast
 from pglast.visitors import Visitor
 
-from .errors import RefusedError
+from ..errors import RefusedError
 
 # functions that write or have side effects even inside a SELECT
 WRITER_NAMES = {

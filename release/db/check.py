@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .config import Check
-from .errors import ConfigError, RefusedError, ReleaseError
-from .redact import redact, register_secret
+from ..config import Check
+from ..errors import ConfigError, RefusedError, ReleaseError
+from ..redact import redact, register_secret
 from .sqlguard import check as guard
 from .sqlguard import check_catalog, check_plan
 
@@ -95,7 +95,7 @@ select pg_current_xact_id_if_assigned() is null as no_xid,
 def dsn_from_env(check: Check) -> str | None:
     """The DSN from its variable (taken out of the environment at start, see ``secretenv``);
     a ``PGPASSWORD`` taken the same way is added to it as the password."""
-    from . import secretenv
+    from .. import secretenv
 
     name = str(check.options["dsn_env"])
     dsn = secretenv.get(name)

@@ -32,18 +32,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import deploy as deploy_stage
-from . import inventory, names, proc, progress, reconcile, smoke
-from . import rollback as rollback_stage
-from .client import Agent
-from .config import Config
-from .errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
-from .stage import Handler, Options, StageResult
-from .state import State, Status, now_iso, private_dir, write_json
-from .transport import SshTransport, for_config
+from .. import deploy as deploy_stage
+from .. import names, proc, progress, reconcile, smoke
+from .. import rollback as rollback_stage
+from ..config import Config
+from ..errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
+from ..remote.client import Agent
+from ..remote.transport import SshTransport, for_config
+from ..stage import Handler, Options, StageResult
+from ..state import State, Status, now_iso, private_dir, write_json
+from . import inventory
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
-    from .agent.messages import RepointRequest
+    from ..agent.messages import RepointRequest
 
 MAX_NEW_CONNECTIONS = 10  # sshd's default MaxStartups: never more unauthenticated connections at once
 CONNECT_GATE = threading.Semaphore(MAX_NEW_CONNECTIONS)
@@ -91,19 +92,28 @@ def host_config(cfg: Config, host: inventory.Host) -> Config:
         opts += ["-p", str(host.port)]
     if host.user:
         opts += ["-l", host.user]
-    return cfg._replace(host=host.name, python=host.python or cfg.python, state=cfg.state / "hosts" / host.name, ssh_options=tuple(opts), hosts=())
+    return cfg._replace(
+        host=host.name,
+        python=host.python or cfg.python,
+        state=cfg.state / "hosts" / host.name,
+        ssh_options=tuple(opts),
+        hosts=(),
+        host_names=(),
+        inventory_path="",
+    )
 
 
-def limited(cfg: Config, pattern: str | None) -> Config:
-    """Apply ``--limit`` to the fleet's hosts."""
-    if not pattern:
-        return cfg
-    if not cfg.hosts:
+def resolve(cfg: Config, pattern: str | None) -> Config:
+    """The fleet's hosts (``target.hosts``, or the inventory's group, read once here), with
+    ``--limit`` applied."""
+    if not cfg.is_fleet:
         raise ConfigError("--limit needs a fleet (target.hosts or target.inventory)", hint="remove --limit, or configure target.hosts")
     inv = inventory.load(Path(cfg.inventory_path)) if cfg.inventory_path else None
-    names = [h.name for h in cfg.hosts]
-    chosen = set(inventory.select(names, inv, pattern))
-    return cfg._replace(hosts=tuple(h for h in cfg.hosts if h.name in chosen))
+    hosts = tuple(inv.host(h) for h in inv.members(cfg.group)) if inv else tuple(inventory.Host(n) for n in cfg.host_names)
+    if not pattern:
+        return cfg._replace(hosts=hosts)
+    chosen = set(inventory.select([h.name for h in hosts], inv, pattern))
+    return cfg._replace(hosts=tuple(h for h in hosts if h.name in chosen))
 
 
 def connect_soon(cfg: Config, hosts: tuple[inventory.Host, ...]) -> None:
@@ -432,7 +442,7 @@ def smoke_stage(cfg: Config, options: Options) -> StageResult:
 
 
 def verify(cfg: Config, options: Options) -> StageResult:
-    from . import status as status_stage
+    from .. import status as status_stage
 
     deploy_id = _pick_fleet_id(cfg, options.deploy_id)
 
@@ -450,7 +460,7 @@ def verify(cfg: Config, options: Options) -> StageResult:
 
 
 def status(cfg: Config, options: Options) -> StageResult:
-    from . import status as status_stage
+    from .. import status as status_stage
 
     outcomes = run_all(cfg, lambda hcfg: status_stage.cli(hcfg, options).data, "status")
     out: dict[str, Any] = {"stage": "status", "hosts": _per_host(outcomes), "fleet": _fleet_records(cfg)}
@@ -488,7 +498,7 @@ def waves(hosts: list[inventory.Host], serial: tuple[int | str, ...]) -> list[li
 
 
 def promote(cfg: Config, options: Options) -> StageResult:
-    from . import promote as promote_stage
+    from .. import promote as promote_stage
 
     promote_stage.require_timestamped(cfg)
     deploy_id = _pick_fleet_id(cfg, options.deploy_id)
@@ -549,14 +559,14 @@ def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[
 def bundle(cfg: Config, options: Options) -> StageResult:
     """One bundle for the fleet (an environment is resolved for the first host's interpreter;
     deploy checks every host's interpreter against it)."""
-    from . import bundle as bundle_stage
+    from .. import bundle as bundle_stage
 
     return bundle_stage.cli(host_config(cfg, cfg.hosts[0])._replace(state=cfg.state), options)
 
 
 def plan(cfg: Config, options: Options) -> StageResult:
     """The plan of every host (G3 per host); the lock is written only if every host passes."""
-    from . import plan as plan_stage
+    from .. import plan as plan_stage
 
     outcomes = run_all(cfg, lambda hcfg: plan_stage.compute(hcfg), "plan")
     bad = {o.host: o.reason for o in outcomes if not o.ok}
@@ -583,8 +593,8 @@ def fleet_lock(cfg: Config, stage: str, break_lock: bool) -> Any:
     shell is refused (exit 4) while the first runs, so no record is written from a stale
     read. A holder on this machine whose process is gone is broken without asking; one of
     another machine only with --break-lock."""
-    from .agent.lock import Lock, _alive, read_lock
-    from .agent.protocol import _hostname
+    from ..agent.lock import Lock, _alive, read_lock
+    from ..agent.protocol import _hostname
 
     folder = private_dir(cfg.state / "fleet")
     holder = read_lock(str(folder))
@@ -599,8 +609,8 @@ def fleet_lock(cfg: Config, stage: str, break_lock: bool) -> Any:
 
 def locked(stage: str, fn: Handler) -> Handler:
     def run(cfg: Config, options: Options) -> StageResult:
-        from .agent import AgentError
-        from .errors import from_exit_code
+        from ..agent import AgentError
+        from ..errors import from_exit_code
 
         try:
             lock = fleet_lock(cfg, stage, options.break_lock)

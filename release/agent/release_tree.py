@@ -1,0 +1,157 @@
+"""A release's own files on the target: its DEPLOY-MANIFEST, the listing of what it holds,
+what was added after the deploy, and the parent folder a deploy made."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from . import env_build, jsonio
+from .fsutil import (
+    _read_regular,
+    open_dir,
+)
+from .names import manifest_entries
+from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, PREFIX, AgentError
+from .tarsafe import MAX_MANIFEST
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .fsutil import Listing
+
+
+PARENT_MARKER = PREFIX + "parent"
+
+
+def _only_parent_marker(parent: str) -> bool:
+    try:
+        return os.listdir(parent) == [PARENT_MARKER]
+    except OSError:
+        return False
+
+
+def _remove_parent_if_ours(root_fd: int, parent_rel: str) -> bool:
+    """Remove ``releases/`` if it holds nothing but the marker the deploy that made it wrote."""
+    try:
+        names = os.listdir(os.path.join(f"/proc/self/fd/{root_fd}", parent_rel))
+    except OSError:
+        return False
+    if names not in ([], [PARENT_MARKER]):
+        return False
+    fd = open_dir(parent_rel, root_fd)
+    try:
+        if names:
+            os.unlink(PARENT_MARKER, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(parent_rel, dir_fd=root_fd)
+    return True
+
+
+# ----------------------------------------------------------------------------- manifests
+
+
+def parse_deploy_manifest(raw: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        if ": " in line:
+            k, v = line.split(": ", 1)
+            out[k] = v
+    return out
+
+
+def read_deploy_manifest(folder: str) -> dict[str, str]:
+    fd = open_dir(folder)
+    try:
+        return parse_deploy_manifest(_read_regular(fd, DEPLOY_MANIFEST, 1 << 20))
+    finally:
+        os.close(fd)
+
+
+def _manifest_of(folder_fd: int) -> tuple[dict[str, str], str] | None:
+    try:
+        raw = _read_regular(folder_fd, DEPLOY_MANIFEST, 1 << 20)
+    except (OSError, AgentError):
+        return None
+    return parse_deploy_manifest(raw), hashlib.sha256(raw).hexdigest()
+
+
+OWN_FILES = (DEPLOY_MANIFEST, BUNDLE_MANIFEST, ENV_MANIFEST)
+
+
+def _wanted_dirs(paths: set[str] | dict[str, str]) -> set[str]:
+    """Every folder above the given paths (a folder seen once has its parents in already)."""
+    out: set[str] = set()
+    for p in paths:
+        i = p.rfind("/")
+        while i > 0:
+            folder = p[:i]
+            if folder in out:
+                break
+            out.add(folder)
+            i = p.rfind("/", 0, i)
+    return out
+
+
+def _release_entries(folder_fd: int) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """(bundle entries, environment entries, environment folders) of a release."""
+    env = env_build.read_env(folder_fd)
+    return _bundle_entries(folder_fd), (env[0] if env else {}), (env[1] if env else set())
+
+
+def _cache(path: str) -> bool:
+    return "__pycache__" in path and "__pycache__" in path.split("/")
+
+
+def names_sha256(listing: Listing) -> str:
+    """sha256 of a release's entry names, folder by folder (bytecode caches aside): deploy
+    records it from what it wrote, rollback compares it with ``list_tree``; equal means
+    nothing was added (or removed) since, without reading the manifests."""
+    lines = []
+    for prefix in sorted(listing):
+        if not _cache(prefix):
+            names = sorted(("d:" if is_dir else "f:") + name for name, is_dir in listing[prefix] if name != "__pycache__")
+            lines.append(prefix + "\0" + "\0".join(names))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def listing_of(files: Iterable[str], dirs: Iterable[str]) -> Listing:
+    """The ``list_tree`` of a tree holding exactly these files (and links) and folders."""
+    out: Listing = {"": []}
+    for kind, paths in ((False, files), (True, dirs)):
+        for path in paths:
+            parent, _, name = path.rpartition("/")
+            out.setdefault(f"{parent}/" if parent else "", []).append((name, kind))
+            if kind:
+                out.setdefault(f"{path}/", [])
+    return out
+
+
+def _listed_paths(listing: Listing) -> tuple[dict[str, str], set[str]]:
+    found: dict[str, str] = {}
+    dirs: set[str] = set()
+    for prefix, entries in listing.items():
+        for name, is_dir in entries:
+            if is_dir:
+                dirs.add(prefix + name)
+            else:
+                found[prefix + name] = "f"
+    return found, dirs
+
+
+def _added(found: dict[str, str], dirs: set[str], expected: set[str], env_dirs: set[str]) -> list[str]:
+    """Paths of a walked release that its manifests do not list (bytecode caches aside)."""
+    wanted_dirs = _wanted_dirs(expected) | set(env_dirs)
+    added = [p for p in found if p not in expected and p not in OWN_FILES and not _cache(p)]
+    added += [d + "/" for d in dirs if d not in wanted_dirs and not _cache(d)]
+    return sorted(added)
+
+
+def _bundle_entries(folder_fd: int) -> dict[str, str]:
+    try:
+        bm = jsonio.loads(_read_regular(folder_fd, BUNDLE_MANIFEST, MAX_MANIFEST))
+        return manifest_entries(bm["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

@@ -1,0 +1,169 @@
+"""Rollback: remove exactly what one deploy created, and prove the parent folder is back to its prior state."""
+
+from __future__ import annotations
+
+import os
+
+from .fsutil import (
+    _lstat_kind,
+    list_tree,
+    listing_sha256,
+    open_dir,
+    remove_tree_at,
+    unlink_listed,
+)
+from .leftovers import _remove_marked, clean_leftovers, make_marked_dir
+from .lock import Lock
+from .names import checked_id, tree_sha256
+from .pointer_ops import _forget_promoted, pointer_state, read_promoted, restore_pointer
+from .protocol import DEPLOY_MANIFEST, PREFIX, AgentError, _io_error, checkpoint, refuse
+from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256
+
+TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
+if TYPE_CHECKING:
+    from .fsutil import Listing
+    from .messages import (
+        RollbackRequest,
+        RollbackResult,
+    )
+
+
+def op_rollback(req: RollbackRequest) -> RollbackResult:
+    root = req["root"]
+    target = req["target"]
+    parent, name = os.path.split(target)
+    deploy_id = checked_id(req["deploy_id"])
+    if not os.path.isdir(root):
+        raise AgentError(3, f"target root does not exist: {root}", "nothing to roll back", kind="absent")
+    try:
+        with Lock(root, deploy_id, "rollback", bool(req.get("break_lock"))):
+            return _rollback_locked(req, root, parent, name, target, deploy_id)
+    except OSError as exc:
+        raise _io_error(exc, f"rollback of {target} failed") from None
+
+
+def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, target: str, deploy_id: str) -> RollbackResult:
+    cleaned = clean_leftovers(parent) + (clean_leftovers(root) if parent != root else [])
+    finished = [c for c in cleaned if os.path.basename(c).startswith(f"{PREFIX}trash-{deploy_id}")]
+    try:
+        parent_fd = open_dir(parent)
+    except FileNotFoundError:
+        parent_fd = -1
+    try:
+        kind = _lstat_kind(name, parent_fd) if parent_fd >= 0 else "absent"
+        if kind == "absent":
+            # a killed rollback had moved the release to its trash (now gone), or a rollback
+            # killed after it removed it, or a hand: the goal holds; what the deploy made
+            # around it (a parent folder it created) is finished here
+            result = _rolled_back(req, root, parent, target, {}, finished=bool(finished), pointer=pointer_state(root))
+            result["already_removed"] = not finished
+            return result
+        if kind != "directory":
+            raise refuse(f"refusing to remove {target}: it is a {kind}, not the folder this tool created", "inspect it by hand")
+        folder_fd = open_dir(name, parent_fd)
+        try:
+            got = _manifest_of(folder_fd)
+            if got is None:
+                raise refuse(f"refusing to remove {target}: it has no readable {DEPLOY_MANIFEST}, so this tool did not create it", "inspect it by hand")
+            manifest, manifest_sha = got
+            if manifest.get("deploy_id") != deploy_id:
+                raise refuse(
+                    f"refusing to remove {target}: its {DEPLOY_MANIFEST} names deploy {manifest.get('deploy_id')!r}, the record names {deploy_id!r}",
+                    "roll back with the matching --deploy-id",
+                )
+            recorded = req.get("manifest_sha256")
+            drift = bool(recorded) and recorded != manifest_sha
+            # the controller's record proves the deploy created the folder; the on-target
+            # manifest (which a smoke check could edit) is only asked when there is no record
+            if not recorded and manifest.get("pre_existed") != "false":
+                raise refuse(f"refusing to remove {target}: its manifest does not prove it was created by the deploy", "inspect it by hand")
+            listing: Listing = {}
+            list_tree(folder_fd, "", listing)
+            if req.get("names_sha256") and names_sha256(listing) == req.get("names_sha256"):
+                added, added_check = [], "names"  # exactly the names the deploy wrote (the record says which)
+            else:
+                added_check = "manifest"
+                found, dirs = _listed_paths(listing)
+                entries, env_entries, env_dirs = _release_entries(folder_fd)
+                trusted = req.get("tree_sha256") in (None, "") or tree_sha256(entries) == req.get("tree_sha256")
+                trusted = trusted and (not env_entries or tree_sha256(env_entries) == manifest.get("env_sha256"))
+                if trusted:
+                    added = _added(found, dirs, set(entries) | set(env_entries), env_dirs)
+                else:
+                    added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
+        finally:
+            os.close(folder_fd)
+        if added and not req.get("discard_added"):
+            shown = ", ".join(added[:10]) + (f" and {len(added) - 10} more" if len(added) > 10 else "")
+            raise refuse(
+                f"refusing to remove {target}: it holds {len(added)} entries the deploy did not create: {shown}; nothing was removed",
+                "move them out first, or rerun with --discard-added to delete them with the release",
+            )
+        known = read_promoted(root, deploy_id)  # the host's own record wins: the controller may never have seen the promote answer
+        pointer = restore_pointer(root, target, known["previous"] if known else req.get("previous_current"))
+        _forget_promoted(root, deploy_id)
+        checkpoint("rollback:pointer")
+        trash = make_marked_dir(parent_fd, "trash", deploy_id, "rollback")
+        checkpoint("rollback:trash")
+        os.rename(name, f"{trash}/release", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        os.fsync(parent_fd)
+        checkpoint("rollback:renamed")
+        trash_fd = open_dir(trash, parent_fd)
+        try:
+            if listing:  # the files as the check walked them, two threads; then the folders
+                tree_fd = open_dir("release", trash_fd)
+                try:
+                    unlink_listed(tree_fd, listing)
+                finally:
+                    os.close(tree_fd)
+            remove_tree_at(trash_fd, "release", listing=listing or None, files_done=bool(listing))
+        finally:
+            os.close(trash_fd)
+        _remove_marked(parent_fd, trash)
+        checkpoint("rollback:removed")
+        return _rolled_back(req, root, parent, target, manifest, pointer=pointer, drift=drift, discarded=added, added_check=added_check)
+    finally:
+        if parent_fd >= 0:
+            os.close(parent_fd)
+
+
+def _rolled_back(
+    req: RollbackRequest,
+    root: str,
+    parent: str,
+    target: str,
+    manifest: dict[str, str],
+    *,
+    pointer: str,
+    finished: bool = False,
+    drift: bool = False,
+    discarded: list[str] | None = None,
+    added_check: str = "",
+) -> RollbackResult:
+    removed_parent = False
+    if req.get("remove_parent_if_empty") and parent != root and os.path.isdir(parent):
+        root_fd = open_dir(root)
+        try:
+            removed_parent = _remove_parent_if_ours(root_fd, os.path.relpath(parent, root))
+        finally:
+            os.close(root_fd)
+    after = listing_sha256(parent)
+    before = manifest.get("parent_listing_sha256_before") or str(req.get("parent_listing_sha256_before") or "")
+    parent_existed = manifest.get("parent_existed", "true" if req.get("parent_existed", True) else "false")
+    return {
+        "removed": target,
+        "pointer": pointer,
+        "current": pointer_state(root),
+        "removed_parent": removed_parent,
+        "finished_interrupted": finished,
+        "manifest_drift": drift,
+        "discarded": discarded or [],
+        "parent_listing_sha256_before": before,
+        "parent_listing_sha256_after": after,
+        "parent_restored": after == before or (removed_parent and parent_existed == "false"),
+        "added_check": added_check,
+        "already_removed": False,
+        # `current` is where it was before the release was promoted (or untouched): not when
+        # it had to be removed because the release it pointed at before is gone
+        "pointer_restored": not pointer.startswith("removed (the previous"),
+    }
