@@ -10,6 +10,7 @@ temporary folder that pypa ``build`` builds from (sdist first, wheel from the sd
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -460,6 +461,9 @@ def _build_artifacts(plan: BundlePlan, src: gitsource.Source, export: Path, dist
             hint = 'this backend builds its sdist from a git checkout, and the bundle builds from the committed tree: set bundle.artifacts = ["wheel"]'
         raise ReleaseError(f"{what} failed with exit code {built.returncode}", hint=hint, detail=proc.failure_detail(built))
     _check_artifact_versions(plan, dist)
+    from . import normalize
+
+    normalize.artifacts(dist, plan.commit_time)  # the archives' framing decided by their content alone
 
 
 def _check_artifact_versions(plan: BundlePlan, dist: Path) -> None:
@@ -495,35 +499,73 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
     raise RefusedError(f"{bundle} holds no {MANIFEST_NAME}", hint="rebuild the bundle with `release bundle`")
 
 
-def content_digest(bundle: Path) -> dict[str, tuple[Any, ...]]:
-    """Every member's metadata and content hash, with the top folder and stamp removed."""
+_EXPLAINS = ("pyproject.toml",)  # kept whole by content_digest: names the build backend of a difference
+_ARTIFACT_ROOTS = ("dist/", f"{ENV_DIR}/")  # built or downloaded archives whose members a difference is named by
+
+
+def content_digest(bundle: Path, keep: tuple[str, ...] = ()) -> tuple[dict[str, tuple[Any, ...]], dict[str, bytes]]:
+    """Every member's metadata and content hash, with the top folder and stamp removed; and
+    the content of the members named in ``keep`` (by path or folder prefix)."""
     out: dict[str, tuple[Any, ...]] = {}
+    kept: dict[str, bytes] = {}
     with tarfile.open(bundle, "r:gz") as tf:
         for m in tf:
             rel = m.name.split("/", 1)[1] if "/" in m.name else ""
-            data = b""
+            digest = hashlib.sha256()
             if m.isreg():
                 f = tf.extractfile(m)
                 assert f is not None
-                data = f.read()
                 if rel == MANIFEST_NAME:
-                    doc = json.loads(data)
+                    doc = json.loads(f.read())
                     doc.pop("build_stamp", None)
-                    data = json.dumps(doc, sort_keys=True).encode()
-            out[rel] = (m.type, m.mode, m.mtime, m.uid, m.gid, m.uname, m.gname, m.linkname, hashlib.sha256(data).hexdigest())
-    return out
+                    digest.update(json.dumps(doc, sort_keys=True).encode())
+                elif rel in keep or rel.startswith(tuple(k for k in keep if k.endswith("/"))):
+                    kept[rel] = f.read()
+                    digest.update(kept[rel])
+                else:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+            out[rel] = (m.type, m.mode, m.mtime, m.uid, m.gid, m.uname, m.gname, m.linkname, digest.hexdigest())
+    return out, kept
+
+
+def _backend(pyproject: bytes | None) -> str:
+    import tomllib
+
+    try:
+        backend = tomllib.loads((pyproject or b"").decode()).get("build-system", {}).get("build-backend", "")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        backend = ""
+    return str(backend) or ("setuptools.build_meta:__legacy__" if pyproject is None else "setuptools.build_meta:__legacy__ (none named)")
 
 
 def reproducible_check(cfg: Config, first: BundleResult) -> dict[str, Any]:
-    """Build the same commit again in another folder and compare content byte for byte."""
+    """Build the same commit again in another folder and compare content byte for byte; an
+    artifact that differs is named with its build backend and its first differing member."""
     plan, src = prepare(cfg)
+    keep = (*_EXPLAINS, *_ARTIFACT_ROOTS)
     with tempfile.TemporaryDirectory(prefix="release-repro-") as tmp:
-        second_plan = BundlePlan(**{**asdict(plan), "out": Path(tmp), "stamp": names.utc_stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))})
+        second_plan = dataclasses.replace(plan, out=Path(tmp), stamp=names.utc_stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)))
         second = execute(second_plan, src)
-        a, b = content_digest(first.path), content_digest(second.path)
+        (a, kept_a), (b, kept_b) = content_digest(first.path, keep), content_digest(second.path, keep)
+    from . import normalize
+
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    backend = _backend(kept_a.get("pyproject.toml"))
+    explained = []
+    for rel in differ:
+        if rel.startswith(_ARTIFACT_ROOTS) and rel in kept_a and rel in kept_b:
+            member = normalize.first_difference(kept_a[rel], kept_b[rel], rel)
+            explained.append({"artifact": rel, "backend": backend, "first_differing_member": member or "(the archive's framing only)"})
     gz = _gzip_header(first.path)
-    return {"identical": not differ, "differing": differ, "members": len(a), "gzip_header_mtime": gz[0], "gzip_header_has_name": gz[1]}
+    return {
+        "identical": not differ,
+        "differing": differ,
+        "artifacts": explained,
+        "members": len(a),
+        "gzip_header_mtime": gz[0],
+        "gzip_header_has_name": gz[1],
+    }
 
 
 def _gzip_header(path: Path) -> tuple[int, bool]:
@@ -542,7 +584,9 @@ def cli(cfg: Config, options: Options) -> StageResult:
         check = reproducible_check(cfg, result)
         out["reproducible"] = check
         if not check["identical"]:
-            failed = "reproducible-check: second build differs: " + ", ".join(check["differing"][:20])
+            why = [f"{e['artifact']} (backend {e['backend']}; first differing member: {e['first_differing_member']})" for e in check["artifacts"]]
+            others = [d for d in check["differing"] if d not in {e["artifact"] for e in check["artifacts"]}]
+            failed = "reproducible-check: second build differs: " + ", ".join([*why, *others][:20])
     if options.sign:
         from . import signing
 
