@@ -87,6 +87,11 @@ def run(
             if ok
             else "WARNING: the parent listing differs from its pre-deploy state: something else changed there since"
         )
+        + (
+            f"\nremoved the root target.create_root made, and the folders above it it made: {', '.join(result['removed_root'])}"
+            if result.get("removed_root")
+            else ""
+        )
     )
     data = {"stage": "rollback", "deploy_id": record["deploy_id"], **result}
     if not ok:

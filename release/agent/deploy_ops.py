@@ -22,7 +22,17 @@ from .leftovers import _remove_marked, clean_leftovers, make_marked_dir
 from .lock import Lock, read_lock
 from .names import checked_folder_name, checked_id, manifest_text, rollback_command
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
-from .release_tree import PARENT_MARKER, _only_parent_marker, _remove_parent_if_ours, _wanted_dirs, listing_of, names_sha256, read_deploy_manifest
+from .release_tree import (
+    PARENT_MARKER,
+    _only_parent_marker,
+    _remove_parent_if_ours,
+    _wanted_dirs,
+    listing_of,
+    make_root,
+    names_sha256,
+    read_deploy_manifest,
+    remove_root_if_ours,
+)
 from .tarsafe import MAX_MANIFEST, Verified, finish, scan
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
@@ -112,21 +122,31 @@ def op_deploy(req: DeployRequest) -> DeployResult:
     deploy_id = checked_id(req["deploy_id"])
     dirname = checked_folder_name(req["dir"], "target.dir")
     parent_rel = checked_folder_name(req["parent"], "the releases folder") if req.get("parent") else ""
+    created: list[str] = []
     if not os.path.isdir(root):
         if req.get("create_root"):
             try:
-                os.makedirs(root, 0o755, exist_ok=True)
+                created = make_root(root, deploy_id)
             except OSError as exc:
                 raise _io_error(exc, f"cannot create target root {root}") from None
         else:
             raise AgentError(3, f"target root does not exist: {root}", "create it, or set target.create_root = true")
     try:
-        with Lock(root, deploy_id, "deploy", bool(req.get("break_lock"))):
+        with Lock(root, deploy_id, "deploy", bool(req.get("break_lock"))) as lock:
             root_fd = open_dir(root)
             try:
-                return _deploy_locked(req, root, root_fd, parent_rel, dirname, deploy_id)
+                result = _deploy_locked(req, root, root_fd, parent_rel, dirname, deploy_id)
+            except BaseException:
+                if created:  # a failed deploy takes back the root it made
+                    os.close(root_fd)
+                    root_fd = -1
+                    remove_root_if_ours(root, lock.release)
+                raise
             finally:
-                os.close(root_fd)
+                if root_fd >= 0:
+                    os.close(root_fd)
+            result["root_created"] = created
+            return result
     except OSError as exc:
         raise _io_error(exc, f"deploy to {os.path.join(root, parent_rel, dirname)} failed") from None
 

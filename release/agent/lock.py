@@ -167,7 +167,12 @@ class Lock:
             os.unlink(breaker, dir_fd=root_fd)
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Drop the lock now (once; leaving the ``with`` block then does nothing)."""
         if self.held:
+            self.held = False
             try:
                 os.unlink(self.path)
             except FileNotFoundError:

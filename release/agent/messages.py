@@ -156,9 +156,10 @@ class DeployResult(TypedDict, total=False):
     env_sha256: str
     env_packages: int
     names_sha256: str
+    root_created: list[str]  # the root and the folders above it that create_root made, top down
 
 
-class RollbackResult(TypedDict):
+class RollbackResult(TypedDict, total=False):
     removed: str
     pointer: str
     current: str
@@ -172,6 +173,7 @@ class RollbackResult(TypedDict):
     added_check: str  # "names": the walk matched the deployed names; "manifest": checked against the manifests
     pointer_restored: bool  # `current` is back where it was before the promotion (or was never moved)
     already_removed: bool  # the release was gone already (a killed rollback's rerun, or a hand)
+    removed_root: list[str]  # the root create_root made, and the folders above it it made, deepest first
 
 
 class VerifyResult(TypedDict):

@@ -1,5 +1,6 @@
 """A release's own files on the target: its DEPLOY-MANIFEST, the listing of what it holds,
-what was added after the deploy, and the parent folder a deploy made."""
+what was added after the deploy, and the folders a deploy made around it (the releases
+folder, and the root with the folders above it that ``create_root`` made)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,97 @@ import hashlib
 import os
 
 from . import env_build, jsonio
-from .fsutil import (
-    _read_regular,
-    open_dir,
-)
+from .fsutil import _read_regular, _write_new, open_dir
 from .names import manifest_entries
-from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, PREFIX, AgentError
+from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, LOCK, PREFIX, AgentError
 from .tarsafe import MAX_MANIFEST
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from .fsutil import Listing
 
 
 PARENT_MARKER = PREFIX + "parent"
+ROOT_MARKER = PREFIX + "root"  # <root>/.release-root: the folders create_root made (the root last)
+MAX_ROOT_MARKER = 64 << 10
+
+
+def make_root(root: str, deploy_id: str) -> list[str]:
+    """Create ``root`` and the folders above it that are missing (``target.create_root``),
+    recording them in the root's marker; the folders made, top down."""
+    missing: list[str] = []
+    path = os.path.abspath(root)
+    while not os.path.isdir(path):
+        missing.append(path)
+        up = os.path.dirname(path)
+        if up == path:
+            break
+        path = up
+    created: list[str] = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o755)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue  # made meanwhile by someone else: not ours
+        created.append(folder)
+    if created and created[-1] == os.path.abspath(root):
+        fd = open_dir(root)
+        try:
+            _write_new(fd, ROOT_MARKER, jsonio.dumps({"deploy_id": deploy_id, "created": created}).encode(), 0o644)
+        finally:
+            os.close(fd)
+    return created
+
+
+def root_created(root: str) -> list[str]:
+    """The folders create_root made for ``root`` (its marker), or [] when the root was not
+    made by this tool; a marker of any other shape, or naming a folder that is not the root
+    or above it, is no marker."""
+    try:
+        fd = open_dir(root)
+    except OSError:
+        return []
+    try:
+        doc = jsonio.loads_bounded(_read_regular(fd, ROOT_MARKER, MAX_ROOT_MARKER), MAX_ROOT_MARKER)
+    except (OSError, ValueError, AgentError):
+        return []
+    finally:
+        os.close(fd)
+    created = doc.get("created") if isinstance(doc, dict) else None
+    me = os.path.abspath(root)
+    if not isinstance(created, list) or not created or created[-1] != me:
+        return []
+    if not all(isinstance(p, str) and (p == me or me.startswith(p.rstrip("/") + "/")) for p in created):
+        return []
+    return [str(p) for p in created]
+
+
+def remove_root_if_ours(root: str, release_lock: Callable[[], None]) -> list[str]:
+    """Remove the root and the folders above it that create_root made, when the root holds
+    nothing but its marker and the lock (``release_lock`` drops the lock just before the root
+    goes); each folder only while it is empty. The folders removed, deepest first."""
+    created = root_created(root)
+    if not created:
+        return []
+    try:
+        if set(os.listdir(root)) - {ROOT_MARKER, LOCK}:
+            return []
+    except OSError:
+        return []
+    os.unlink(os.path.join(root, ROOT_MARKER))
+    release_lock()
+    removed: list[str] = []
+    for folder in reversed(created):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break  # something else is in it now: it stays, with everything above it
+        removed.append(folder)
+    return removed
 
 
 def _only_parent_marker(parent: str) -> bool:

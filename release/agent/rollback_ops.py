@@ -17,7 +17,7 @@ from .lock import Lock
 from .names import checked_id, tree_sha256
 from .pointer_ops import _forget_promoted, pointer_state, read_promoted, restore_pointer
 from .protocol import DEPLOY_MANIFEST, PREFIX, AgentError, _io_error, checkpoint, refuse
-from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256
+from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256, remove_root_if_ours
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -36,8 +36,14 @@ def op_rollback(req: RollbackRequest) -> RollbackResult:
     if not os.path.isdir(root):
         raise AgentError(3, f"target root does not exist: {root}", "nothing to roll back", kind="absent")
     try:
-        with Lock(root, deploy_id, "rollback", bool(req.get("break_lock"))):
-            return _rollback_locked(req, root, parent, name, target, deploy_id)
+        with Lock(root, deploy_id, "rollback", bool(req.get("break_lock"))) as lock:
+            result = _rollback_locked(req, root, parent, name, target, deploy_id)
+            # the last release gone: the root create_root made goes too (the host's own marker
+            # says so), with the folders above it that it made, each only while it is empty
+            result["removed_root"] = remove_root_if_ours(root, lock.release)
+            if result["removed_root"] and not result["parent_restored"] and parent == root:
+                result["parent_restored"] = True  # the root did not exist before the deploy, and does not now
+            return result
     except OSError as exc:
         raise _io_error(exc, f"rollback of {target} failed") from None
 

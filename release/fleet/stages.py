@@ -376,6 +376,8 @@ def _rollback_text(result: Mapping[str, Any]) -> str:
         return "already rolled back" + ("" if result.get("parent_restored") else "; parent listing differs")
     if result.get("nothing_here"):
         return "the interrupted deploy never reached it"
+    if result.get("removed_root"):
+        return "root removed: create_root made it, and it held no other release"
     return "root back to its pre-deploy state" if result.get("parent_restored") else "parent listing differs"
 
 
