@@ -130,6 +130,7 @@ class Config(NamedTuple):
     submodules: str = "refuse"  # bundle.submodules: a commit's git submodules refuse the bundle, or are left out ("omit")
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
+    connect_to: str = ""  # the ssh destination when it is not ``host``: an inventory's ansible_host
     inventory_path: str = ""
     group: str = "all"  # target.group: the inventory group of the fleet
     op_timeout: float = 3600.0  # target.op_timeout: the deadline of every agent op (a smoke: at least its checks' own)

@@ -84,16 +84,19 @@ def reason(exc: ReleaseError) -> str:
 
 
 def host_config(cfg: Config, host: inventory.Host) -> Config:
-    """The single-target config of one fleet host (its own state folder and connection options)."""
+    """The single-target config of one fleet host (its own state folder and connection
+    options): ssh is given what Ansible gives it, the host's ``ansible_host`` (else its name)
+    as the destination, ``ansible_port`` and ``ansible_user`` as options, so an ssh_config
+    written for Ansible applies as it does there; records and messages use the inventory
+    name."""
     opts: list[str] = []
-    if host.address:
-        opts += ["-o", f"HostName={host.address}"]
     if host.port:
         opts += ["-p", str(host.port)]
     if host.user:
         opts += ["-l", host.user]
     return cfg._replace(
         host=host.name,
+        connect_to=host.address,  # Ansible's rule: ansible_host is what ssh is given (an ssh_config is keyed by it)
         python=host.python or cfg.python,
         state=cfg.state / "hosts" / host.name,
         ssh_options=tuple(opts),
@@ -566,23 +569,43 @@ def bundle(cfg: Config, options: Options) -> StageResult:
     return bundle_stage.cli(host_config(cfg, cfg.hosts[0])._replace(state=cfg.state), options)
 
 
+class GateNotPassed(ReleaseError):
+    """A host whose plan a gate blocked (exit 3) or refused as unsafe (exit 4)."""
+
+    kind = "blocked"
+
+    def __init__(self, message: str, gates: Mapping[str, Any], unsafe: bool) -> None:
+        super().__init__(message)
+        self.gates = gates
+        self.exit_code = 4 if unsafe else 3
+        self.kind = "unsafe" if unsafe else "blocked"
+
+
 def plan(cfg: Config, options: Options) -> StageResult:
-    """The plan of every host (G3 per host); the lock is written only if every host passes."""
+    """The plan of every host (G3 per host): each host's row says PASS or the gate that
+    stopped it (never "ok" for a host that will be blocked); the lock is written only if
+    every host passes, else the exit code is the gates' (3 blocked, 4 unsafe)."""
+    from .. import gates as gate_rules
     from .. import plan as plan_stage
 
-    outcomes = run_all(cfg, lambda hcfg: plan_stage.compute(hcfg), "plan")
-    bad = {o.host: o.reason for o in outcomes if not o.ok}
-    for o in outcomes:
-        for gate, verdict in ((o.result or {}).get("gates") or {}).items():
-            if verdict["verdict"] != "PASS" and gate != "G2 plan":
-                bad[o.host] = f"{gate}: {verdict['verdict']}: {verdict['reason']}"
+    def one(hcfg: Config) -> Mapping[str, Any]:
+        computed = plan_stage.compute(hcfg)
+        stopped = {g: v for g, v in (computed.get("gates") or {}).items() if v["verdict"] != gate_rules.PASS and g != "G2 plan"}
+        if stopped:
+            why = "; ".join(f"{g}: {v['verdict']}: {v['reason']}" for g, v in stopped.items())
+            raise GateNotPassed(why, computed.get("gates") or {}, any(v["verdict"] == gate_rules.UNSAFE for v in stopped.values()))
+        return computed
+
+    outcomes = run_all(cfg, one, "plan")
+    gates = {o.host: (o.result or {}).get("gates") if o.ok else getattr(o.error, "gates", None) for o in outcomes}
+    text = _table(f"plan for {len(outcomes)} hosts", outcomes, lambda r: "PASS: every gate")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        code = 4 if any(o.error is not None and o.error.exit_code == 4 for o in failed) else 3
+        return StageResult({"stage": "plan", "hosts": gates}, text + "\nno plan locked: a host did not pass", code, _failed_hosts(outcomes))
     first = host_config(cfg, cfg.hosts[0])._replace(state=cfg.state)
-    gates = {o.host: (o.result or {}).get("gates") for o in outcomes}
-    if bad:
-        return StageResult(
-            {"stage": "plan", "hosts": gates}, "", 4 if any("UNSAFE" in v for v in bad.values()) else 3, "; ".join(f"{h}: {r}" for h, r in sorted(bad.items()))
-        )
-    return plan_stage.cli(first, options).with_data(hosts=gates)
+    single = plan_stage.cli(first, options)
+    return dataclasses.replace(single, text=single.text + "\n" + text).with_data(hosts=gates)
 
 
 # the stages that change hosts and write the fleet's records: one at a time per state folder

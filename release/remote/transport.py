@@ -145,6 +145,32 @@ NEVER_CONNECTED = (
     "Too many authentication failures",
 )
 
+# OpenSSH's words for why a connection failed, and the reason they name, most specific first
+_SSH_REASONS = (
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "host key changed"),
+    ("Host key verification failed", "host key not known or not matching"),
+    ("Permission denied", "authentication failed"),
+    ("Too many authentication failures", "authentication failed"),
+    ("Connection refused", "connection refused"),
+    ("timed out", "timeout"),
+    ("No route to host", "no route to host"),
+    ("Could not resolve hostname", "name not resolved"),
+    ("banner exchange", "no SSH server answered"),
+    ("Bad configuration option", "ssh configuration error"),
+    ("Bad owner or permissions", "ssh configuration error"),
+)
+
+
+def ssh_reason(err: str) -> str:
+    """Why OpenSSH could not connect, in one line: the reason, then ssh's own line that says so."""
+    lines = [line.strip() for line in err.splitlines() if line.strip() and not line.lstrip().startswith(("@", "Warning: Permanently added"))]
+    for needle, reason in _SSH_REASONS:
+        for line in lines:
+            if needle in line:
+                return f"{reason} ({line[:200]})"
+    return lines[-1][:200] if lines else "ssh gave no reason"
+
+
 # ops that change the target: when their answer is lost, the outcome is unknown, not failed
 # (the agent's op table says which)
 CHANGING_OPS = agent_ops.CHANGING
@@ -176,10 +202,12 @@ class LocalTransport(_Base):
 
 
 class SshTransport(_Base):
-    def __init__(self, host: str, python: str, ssh_config: str = "", options: tuple[str, ...] = (), share: bool = True, deadline: float = 3600.0) -> None:
+    def __init__(
+        self, host: str, python: str, ssh_config: str = "", options: tuple[str, ...] = (), share: bool = True, deadline: float = 3600.0, label: str = ""
+    ) -> None:
         super().__init__(python, deadline)
-        self.host = host
-        self.label = host
+        self.host = host  # the ssh destination (an inventory's ansible_host, as Ansible hands it to ssh)
+        self.label = label or host  # the host's name in messages (its inventory name)
         self.ssh_config = ssh_config
         self.options = options
         self.share = share
@@ -215,8 +243,9 @@ class SshTransport(_Base):
         return super().agent(op, request, stdin=stdin, timeout=timeout)
 
     def _cannot_connect(self, err: str) -> ReleaseError:
+        where = self.host if self.label == self.host else f"{self.label} ({self.host})"
         return UnreachableError(
-            f"cannot connect to SSH host {self.host}",
+            f"cannot connect to SSH host {where}: {ssh_reason(err)}",
             detail=err,
             hint="check target.host, your ssh_config/target.ssh_config, keys/agent and known_hosts (batch mode: no prompts)",
         )
@@ -240,7 +269,7 @@ def for_config(cfg: Config) -> Transport:
         return LocalTransport(cfg.python, cfg.op_timeout)
     if cfg.ssh_config:
         _check_ssh_config(cfg.ssh_config)
-    return SshTransport(cfg.host, cfg.python, cfg.ssh_config, cfg.ssh_options, deadline=cfg.op_timeout)
+    return SshTransport(cfg.connect_to or cfg.host, cfg.python, cfg.ssh_config, cfg.ssh_options, deadline=cfg.op_timeout, label=cfg.host)
 
 
 def _check_ssh_config(path: str) -> None:

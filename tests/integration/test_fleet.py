@@ -618,3 +618,74 @@ def test_an_interrupt_bounds_the_wait_for_a_hung_host(tmp_path: Path, fleet: NsF
         assert state_of(fleet, hosts, tmp_path) == before
     finally:
         subprocess.run(["pkill", "-f", marker], check=False)
+
+
+def test_the_ssh_destination_is_ansible_host_as_ansible_makes_it(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """An operator's ssh_config written for Ansible is keyed by the inventory's
+    ``ansible_host`` addresses (Ansible hands ssh that address, with ``ansible_port`` and
+    ``ansible_user`` as options). The fleet connects the same way: a real ``ansible -m ping``
+    and ``release status`` both reach the hosts through that file; an unreachable host's row
+    shows OpenSSH's own reason."""
+    import shutil
+    import subprocess
+
+    keys = fleet.base / "keys"
+    h0, h1, down = fleet.hosts[0], fleet.hosts[1], fleet.hosts[6]  # h6 runs no sshd
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        f"Host {h0.address} {h1.address} {down.address}\n  IdentityFile {keys / 'client'}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {keys / 'known_hosts'}\n  StrictHostKeyChecking yes\n  ConnectTimeout 5\n"
+    )
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(
+        f"[web]\nweb0 ansible_host={h0.address} ansible_user=root\nweb1 ansible_host={h1.address} ansible_user=root ansible_port=22\n[down]\nweb6 ansible_host={down.address} ansible_user=root\n"
+    )
+    ansible = shutil.which("ansible") or str(Path(sys.executable).parent / "ansible")
+    need(Path(ansible).exists(), "ansible-core is not installed (pip install -e .[test])")
+    env = {**os.environ, "ANSIBLE_SSH_ARGS": f"-F {ssh_config}", "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+    python = os.path.realpath(sys.executable)  # the hosts share this machine's files
+    ping = subprocess.run(
+        [ansible, "-i", str(inv), "web", "-m", "ping", "-e", f"ansible_python_interpreter={python}"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert ping.returncode == 0 and ping.stdout.count("SUCCESS") == 2, ping.stdout + ping.stderr
+
+    cfg = write_config(
+        tmp_path / "release.toml",
+        app.path,
+        target={"root": str(fleet.root / tmp_path.name), "create_root": True, "inventory": str(inv), "group": "web", "ssh_config": str(ssh_config)},
+    )
+    st = run_release("--config", cfg, "--json", "status")
+    assert st.returncode == 0, st.stderr
+    assert sorted(json.loads(st.stdout)["hosts"]) == ["web0", "web1"]
+
+    cfg = write_config(
+        tmp_path / "release.toml",
+        app.path,
+        target={"root": str(fleet.root / tmp_path.name), "create_root": True, "inventory": str(inv), "group": "down", "ssh_config": str(ssh_config)},
+    )
+    st = run_release("--config", cfg, "--json", "status")
+    assert st.returncode == 1
+    row = json.loads(st.stdout)["hosts"]["web6"]["error"]
+    assert "unreachable" in row and ("Connection refused" in row or "timed out" in row or "No route to host" in row), row
+
+
+def test_a_fleet_plan_shows_each_hosts_verdict_and_locks_only_when_all_pass(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """`plan` on a fleet: a host it would block is shown blocked (never "ok"), with OpenSSH's
+    own reason for an unreachable one, and the exit code is a blocked gate's; the lock is
+    written only when every host passes."""
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, ["h0", "h1"])
+    ok = run_release("--config", cfg, "plan")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / ".release" / "plan.lock").is_file()
+    assert "h0" in ok.stdout and "h1" in ok.stdout and "PASS: every gate" in ok.stdout
+    (tmp_path / ".release" / "plan.lock").unlink()
+
+    cfg, _ = fleet_cfg(tmp_path, fleet, app, ["h0", "h6"])  # h6 runs no sshd
+    cp = run_release("--config", cfg, "plan")
+    assert cp.returncode == 3, cp.stdout + cp.stderr
+    assert "h6: plan: ok" not in cp.stderr
+    row = next(line for line in cp.stdout.splitlines() if line.startswith("h6 "))
+    assert "FAILED" in row and ("Connection refused" in row or "timed out" in row or "No route" in row), row
+    assert not (tmp_path / ".release" / "plan.lock").exists()
+    js = run_release("--config", cfg, "--json", "plan")
+    assert js.returncode == 3 and json.loads(js.stdout)["exit_code"] == 3

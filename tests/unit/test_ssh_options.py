@@ -115,11 +115,11 @@ def test_inventory_values_cannot_smuggle_ssh_options_or_commands(tmp_path: Path)
     base = Config(tmp_path, tmp_path, "app", tmp_path, "", "", "", tmp_path, (), "h", "/srv", "d", "side-by-side", "python3", str(cfg), False, "", ())
     for host in (Host("h1", address=f"127.0.0.1 {cmd}"), Host("h2", address=f"127.0.0.1\n{cmd}"), Host("h3", address="127.0.0.1", user=f"-o{cmd}")):
         hcfg = fleet.host_config(base, host)
-        t = transport.SshTransport(hcfg.host, "python3", hcfg.ssh_config, hcfg.ssh_options, share=False)
+        t = transport.SshTransport(hcfg.connect_to or hcfg.host, "python3", hcfg.ssh_config, hcfg.ssh_options, share=False, label=hcfg.host)
         argv = t.ssh_argv()
-        resolved = subprocess.run([*argv, "-G", "--", host.name], capture_output=True, text=True)
+        resolved = subprocess.run([*argv, "-G", "--", t.host], capture_output=True, text=True)
         assert "proxycommand touch" not in resolved.stdout.lower()
-        run = subprocess.run([*argv, "--", host.name, "true"], capture_output=True, text=True, timeout=30)
+        run = subprocess.run([*argv, "--", t.host, "true"], capture_output=True, text=True, timeout=30)
         assert run.returncode == 255, run
         assert not planted.exists(), f"{host}: the planted command ran"
 
