@@ -30,8 +30,8 @@ from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
 from .config import Config, Environment
-from .errors import RefusedError, ReleaseError, disk_error
-from .source import environment, metadata
+from .errors import ConfigError, RefusedError, ReleaseError, disk_error
+from .source import environment, metadata, select
 from .source import git as gitsource
 from .source.environment import TargetPython
 from .stage import Options, StageResult
@@ -53,6 +53,9 @@ class BundlePlan:
     omitted: tuple[str, ...] = ()  # git submodules left out (bundle.submodules = "omit")
     env: Environment | None = None  # [environment]: the release carries its locked environment
     target: TargetPython | None = None  # the interpreter it is resolved for
+    plain: bool = False  # a plain application: no build backend, the tree is the release
+    include: tuple[str, ...] = ()  # bundle.include: only these ship (the build sees the whole commit)
+    exclude: tuple[str, ...] = ()  # bundle.exclude: these do not ship
 
     @property
     def basename(self) -> str:
@@ -104,7 +107,14 @@ def make_plan(
     cfg: Config, src: gitsource.Source, version: metadata.VersionInfo, stamp: str, target: TargetPython | None = None, omitted: tuple[str, ...] = ()
 ) -> BundlePlan:
     artifacts = cfg.artifacts
-    if cfg.environment is not None and "wheel" not in artifacts:
+    plain = not metadata.is_package(src)
+    if plain and artifacts:
+        raise ConfigError(
+            f"bundle.artifacts = {list(artifacts)}, but the project at '{src.subdir or '.'}' has no build backend to make them"
+            " (no pyproject.toml [build-system] or [project], no setup.py)",
+            hint="a plain application ships its tree: set bundle.artifacts = []; a package in a subfolder: set source.subdir",
+        )
+    if cfg.environment is not None and not plain and "wheel" not in artifacts:
         artifacts = (*artifacts, "wheel")  # the environment installs the application's own wheel
     return BundlePlan(
         name=cfg.name,
@@ -119,6 +129,9 @@ def make_plan(
         omitted=omitted,
         env=cfg.environment,
         target=target,
+        plain=plain,
+        include=cfg.include,
+        exclude=cfg.exclude,
     )
 
 
@@ -151,7 +164,7 @@ def submodules(cfg: Config, src: gitsource.Source) -> tuple[str, ...]:
 def prepare(cfg: Config, stamp: str | None = None) -> tuple[BundlePlan, gitsource.Source]:
     src = gitsource.resolve(cfg)
     omitted = submodules(cfg, src)
-    version = metadata.project_version(src, cfg.state)
+    version = metadata.project_version(src, cfg.state, cfg.version, cfg.version_from)
     return make_plan(cfg, src, version, stamp or names.utc_stamp(), target_interpreter(cfg), omitted), src
 
 
@@ -213,6 +226,38 @@ def _git_members(src: gitsource.Source) -> Iterator[tuple[tarfile.TarInfo, tarfi
             raise ReleaseError(f"git archive of {src.sha[:12]} failed (exit {rc})", detail=err.strip() or unreadable)
 
 
+def left_out(plan: BundlePlan, src: gitsource.Source) -> select.LeftOut:
+    """What the bundle of ``plan`` will leave out of the commit (``plan`` shows it): git's
+    ``export-ignore``, then ``bundle.include`` / ``exclude``; the same rules the build applies."""
+    left = select.LeftOut()
+    archived: set[str] = set()
+    for m, _ in _git_members(src):
+        rel = m.name.rstrip("/")
+        if m.type == tarfile.XGLTYPE or rel in ("", ".") or rel in plan.omitted:
+            continue
+        archived.add(rel)
+        why = select.why_left_out(rel, m.isdir(), plan.include, plan.exclude) if plan.include or plan.exclude else ""
+        if why and not m.isdir():
+            left.add(rel, why, m.size if m.isreg() else 0)
+    for member, size in gitsource.tree_files(src).items():
+        if member not in archived and member not in plan.omitted:
+            left.add(member, "export-ignore", size)
+    return left
+
+
+def _export_only(tf: tarfile.TarFile, m: tarfile.TarInfo, export: Path) -> None:
+    """A member that does not ship, written to the build's export only."""
+    if m.issym():
+        os.symlink(m.linkname, export / m.name)
+    elif m.isreg():
+        f = tf.extractfile(m)
+        assert f is not None
+        with (export / m.name).open("wb") as out:
+            shutil.copyfileobj(f, out)
+        if m.mode & 0o111:
+            (export / m.name).chmod(0o755)
+
+
 def _copy(tf: tarfile.TarFile, m: tarfile.TarInfo, w: TarGzWriter, name: str, export: Path | None) -> str:
     f = tf.extractfile(m)
     assert f is not None
@@ -249,7 +294,7 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
     files: list[dict[str, Any]] = []
     links: dict[str, str] = {}
     # build outside any repository: backends (hatchling) read the enclosing VCS's ignore files
-    workdir = runfolders.make(BUILD_PREFIX) if plan.artifacts else None
+    workdir = runfolders.make(BUILD_PREFIX) if plan.artifacts or plan.env is not None else None
     export = workdir / "src" if workdir else None
     w = TarGzWriter(tmp, plan.commit_time)
     published: list[Path] = []
@@ -257,16 +302,27 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
         w.add_dir(top)
         if export:
             export.mkdir()
+        left = select.LeftOut()
+        archived: set[str] = set()
+        choosing = bool(plan.include or plan.exclude)
         with progress.task("export + compress source") as bar:
             for m, tf in _git_members(src):
                 if m.type == tarfile.XGLTYPE or m.name in ("", ".") or m.name.rstrip("/") in plan.omitted:
                     continue  # (a left-out submodule: git archive's empty folder for it)
                 _check_name(m.name)
-                name = f"{top}/{m.name.rstrip('/')}"
+                rel = m.name.rstrip("/")
+                archived.add(rel)
+                why = select.why_left_out(rel, m.isdir(), plan.include, plan.exclude) if choosing else ""
+                name = f"{top}/{rel}"
                 if m.isdir():
-                    w.add_dir(name)
+                    if not why:
+                        w.add_dir(name)
                     if export:
                         (export / m.name).mkdir(exist_ok=True)
+                elif why:  # not shipped; the build still sees it
+                    left.add(rel, why, m.size if m.isreg() else 0)
+                    if export:
+                        _export_only(tf, m, export)
                 elif m.isreg():
                     digest = _copy(tf, m, w, name, export)
                     files.append({"path": m.name, "size": m.size, "sha256": digest, "mode": "755" if m.mode & 0o111 else "644"})
@@ -279,6 +335,9 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
                 else:
                     raise RefusedError(f"unsupported entry type in commit tree: {m.name}")
                 bar.advance()
+        for member, size in gitsource.tree_files(src).items():  # what git's export-ignore left out
+            if member not in archived and member not in plan.omitted:
+                left.add(member, "export-ignore", size)
         _check_links(links)
         built: list[str] = []
         env_doc: dict[str, Any] | None = None
@@ -286,8 +345,8 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
             clash = sorted({f["path"] for f in files if f["path"].split("/")[0] in (ENV_DIR, ".venv")})
             if clash:
                 raise RefusedError(f"the commit holds {clash[0]}, a name the release's environment uses", hint=f"rename {ENV_DIR}/ or .venv/ in the repository")
-        if plan.artifacts and export is not None and workdir is not None:
-            dist = workdir / "dist"
+        dist = workdir / "dist" if workdir is not None else None
+        if plan.artifacts and export is not None and dist is not None:
             _build_artifacts(plan, src, export, dist)
             w.add_dir(f"{top}/dist")
             for p in sorted(dist.iterdir()):
@@ -295,9 +354,9 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
                     digest = w.add_stream(f"{top}/dist/{p.name}", f, p.stat().st_size)
                 files.append({"path": f"dist/{p.name}", "size": p.stat().st_size, "sha256": digest, "mode": "644"})
                 built.append(p.name)
-            if plan.env is not None and plan.target is not None:
-                env_doc = _add_environment(plan, w, top, export, dist, workdir, files)
-        manifest = _manifest(plan, files, built, env_doc)
+        if plan.env is not None and plan.target is not None and export is not None and workdir is not None:
+            env_doc = _add_environment(plan, w, top, export, dist, workdir, files)
+        manifest = _manifest(plan, files, built, env_doc, left)
         w.add_bytes(f"{top}/{MANIFEST_NAME}", manifest)
         digest, size = w.close()
         if sha256_file(tmp) != digest:
@@ -323,14 +382,16 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
 ENV_DIR = "release-env"
 
 
-def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, dist: Path, workdir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """Resolve, download and lock the environment; add its wheels and pylock.toml to the bundle."""
+def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, dist: Path | None, workdir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Resolve, download and lock the environment; add its wheels and pylock.toml to the bundle.
+    A plain application has no wheel of its own: its environment is its requirements."""
     assert plan.env is not None and plan.target is not None
-    wheels = sorted(dist.glob("*.whl"))
-    if not wheels:
+    wheels = sorted(dist.glob("*.whl")) if dist is not None and dist.is_dir() else []
+    if not wheels and not plan.plain:
         raise ReleaseError("the application's wheel was not built", hint="check the build backend's output")
+    app = wheels[0] if wheels else None
     with progress.task(f"environment for Python {plan.target.version} on {plan.target.platforms[0]}"):
-        env_built = environment.build(plan.env, plan.target, export, wheels[0], f"dist/{wheels[0].name}", workdir / "env")
+        env_built = environment.build(plan.env, plan.target, export, app, f"dist/{app.name}" if app else "", workdir / "env")
     w.add_dir(f"{top}/{ENV_DIR}")
     if env_built.files:  # the dependencies' wheels (none for an application without any: no empty folder)
         w.add_dir(f"{top}/{ENV_DIR}/wheels")
@@ -386,7 +447,7 @@ def _write_new(path: Path, data: bytes) -> None:
     _publish(tmp, path)
 
 
-def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str], env: dict[str, Any] | None = None) -> bytes:
+def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str], env: dict[str, Any] | None = None, left: select.LeftOut | None = None) -> bytes:
     doc: dict[str, Any] = {
         "format": 1,
         "name": plan.name,
@@ -405,6 +466,10 @@ def _manifest(plan: BundlePlan, files: list[dict[str, Any]], built: list[str], e
         doc["environment"] = env
     if plan.omitted:
         doc["omitted_submodules"] = list(plan.omitted)
+    if left:
+        doc["left_out"] = left.to_dict()
+    if plan.plain:
+        doc["plain"] = True  # no build backend: the tree is the release
     return manifest_text(doc).encode()
 
 

@@ -29,7 +29,15 @@ _Spec = dict[str, tuple[Any, Any]]
 TOP: _Spec = {"name": (str, ...), "state": (str, ".release")}
 SECTIONS: dict[str, _Spec] = {
     "source": {"repo": (str, ...), "head": (str, ...), "subdir": (str, "")},
-    "bundle": {"out": (str, ".release/bundles"), "artifacts": (list, ["sdist", "wheel"]), "submodules": (str, "refuse")},
+    "bundle": {
+        "out": (str, ".release/bundles"),
+        "artifacts": (list, ["sdist", "wheel"]),
+        "submodules": (str, "refuse"),
+        "version": (str, ""),
+        "version_from": (str, ""),
+        "exclude": (list, []),
+        "include": (list, []),
+    },
     "target": {
         "host": (str, ""),
         "root": (str, ...),
@@ -47,7 +55,14 @@ SECTIONS: dict[str, _Spec] = {
     "fleet": {"forks": (int, 10), "serial": (object, None), "max_fail_percentage": (object, 0)},
     "smoke": {"check": (list, []), "timeout": (int, 600)},
     "provision": {"root": (str, ""), "dirs": (list, []), "config_file": (str, ""), "settings": (dict, {})},
-    "environment": {"extras": (list, []), "groups": (list, []), "python": (str, ""), "platforms": (list, [])},
+    "environment": {
+        "extras": (list, []),
+        "groups": (list, []),
+        "python": (str, ""),
+        "platforms": (list, []),
+        "requirements": (list, []),
+        "dependencies": (list, []),
+    },
 }
 CHECK_KEYS: dict[str, _Spec] = {
     "compileall": {"paths": (list, ["."]), "exclude": (str, None)},
@@ -91,6 +106,8 @@ class Environment(NamedTuple):
     groups: tuple[str, ...] = ()
     python: str = ""  # "3.11": resolve without asking the target
     platforms: tuple[str, ...] = ()  # e.g. ("manylinux_2_28_x86_64",)
+    requirements: tuple[str, ...] = ()  # requirements files of the commit, relative to the project
+    dependencies: tuple[str, ...] = ()  # PEP 508 requirements, a plain list
 
 
 class Fleet(NamedTuple):
@@ -128,6 +145,10 @@ class Config(NamedTuple):
     hosts: tuple[Any, ...] = ()  # fleet.inventory.Host of every fleet host, once the fleet resolved them (after --limit)
     host_names: tuple[str, ...] = ()  # target.hosts
     submodules: str = "refuse"  # bundle.submodules: a commit's git submodules refuse the bundle, or are left out ("omit")
+    version: str = ""  # bundle.version: a plain application's version, PEP 440 normal form
+    version_from: str = ""  # bundle.version_from: "git-tag" (the nearest tag) or "" (the build backend)
+    exclude: tuple[str, ...] = ()  # bundle.exclude: paths or patterns that do not ship
+    include: tuple[str, ...] = ()  # bundle.include: when set, only these ship (then exclude applies)
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
     connect_to: str = ""  # the ssh destination when it is not ``host``: an inventory's ansible_host
@@ -254,6 +275,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         out=(base / sec["bundle"]["out"]).resolve(),
         artifacts=artifacts,
         submodules=submodules,
+        **_bundle_selection(sec["bundle"]),
         host=t["host"],
         root=root,
         dir=t["dir"],
@@ -320,6 +342,33 @@ def _fleet(f: dict[str, Any]) -> Fleet:
     return Fleet(forks, tuple(waves), float(mfp))
 
 
+VERSION_FROM = ("", "git-tag")
+
+
+def _bundle_selection(b: dict[str, Any]) -> dict[str, Any]:
+    """``bundle.version`` / ``version_from`` (a plain application's version) and
+    ``bundle.include`` / ``exclude`` (what ships)."""
+    if b["version_from"] not in VERSION_FROM:
+        raise ConfigError(f'bundle.version_from must be "git-tag" or absent, got {b["version_from"]!r}', hint='version_from = "git-tag"')
+    if b["version"] and b["version_from"]:
+        raise ConfigError("bundle.version and bundle.version_from are exclusive", hint="keep one")
+    version = ""
+    if b["version"]:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            version = names.check_version(str(Version(b["version"])))
+        except InvalidVersion:
+            raise ConfigError(f"bundle.version {b['version']!r} is not a PEP 440 version", hint='e.g. version = "2.4.0"') from None
+    patterns: dict[str, tuple[str, ...]] = {}
+    for key in ("include", "exclude"):
+        patterns[key] = _str_list(b[key], f"bundle.{key}")
+        for p in patterns[key]:
+            if not p.strip("/") or p.startswith("/") or ".." in p.split("/"):
+                raise ConfigError(f"bundle.{key}: {p!r} is not a path inside the project", hint='e.g. "docs/" or "*.md", relative to the project')
+    return {"version": version, "version_from": b["version_from"], **patterns}
+
+
 def _environment(env: dict[str, Any]) -> Environment:
     python = env["python"]
     if python and not re.fullmatch(r"3\.\d{1,2}", python):
@@ -330,7 +379,13 @@ def _environment(env: dict[str, Any]) -> Environment:
             raise ConfigError(f"environment.platforms: {p!r} is not a platform tag", hint='e.g. "manylinux_2_28_x86_64"')
     if bool(python) != bool(platforms):
         raise ConfigError("environment.python and environment.platforms go together", hint="set both, or neither to ask the target")
-    return Environment(_str_list(env["extras"], "environment.extras"), _str_list(env["groups"], "environment.groups"), python, platforms)
+    requirements = tuple(_relative(r, "environment.requirements", "the project") for r in _str_list(env["requirements"], "environment.requirements"))
+    from .source.requirements import requirement  # one rule for a requirement, wherever it is written
+
+    dependencies = tuple(requirement(d, "environment.dependencies") for d in _str_list(env["dependencies"], "environment.dependencies"))
+    return Environment(
+        _str_list(env["extras"], "environment.extras"), _str_list(env["groups"], "environment.groups"), python, platforms, requirements, dependencies
+    )
 
 
 def _no_control(value: object, key: str) -> None:
@@ -348,13 +403,13 @@ def _no_control(value: object, key: str) -> None:
             _no_control(v, f"{key}[{i}]")
 
 
-def _relative(rel: str, key: str) -> str:
+def _relative(rel: str, key: str, inside: str = "provision.root") -> str:
     """A path that must stay inside its root: relative, no '..' or empty component."""
     from .agent import name_problem
 
     why = name_problem(rel.strip("/")) if not rel.startswith("/") else "absolute path"
     if why:
-        raise ConfigError(f"{key}: {rel!r} must be a relative path inside provision.root ({why})", hint=f"fix {key}")
+        raise ConfigError(f"{key}: {rel!r} must be a relative path inside {inside} ({why})", hint=f"fix {key}")
     return rel.strip("/")
 
 

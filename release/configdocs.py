@@ -19,6 +19,13 @@ SECTIONS: dict[str, dict[str, str]] = {
         "out": "Where bundles and their `.sha256` files are written.",
         "artifacts": 'What pypa build makes into `dist/` of the bundle: `["sdist", "wheel"]`, or `[]` for the source tree only.',
         "submodules": "A commit with git submodules: `refuse` (their files are not in the commit) or `omit` them from the bundle.",
+        "version": 'A plain application\'s version (no build backend to ask), e.g. `"2.4.0"`; PEP 440.',
+        "version_from": '`"git-tag"`: a plain application\'s version is its nearest git tag (as setuptools-scm computes it); absent: the build backend says.',
+        "exclude": (
+            'Paths that do not ship (`"docs/"` a folder, `"*.md"` a pattern, relative to the project); '
+            "`.gitattributes` `export-ignore` is honoured too. The manifest and `plan` list what was left out."
+        ),
+        "include": "When set, only these paths ship (then `exclude` applies). The build still sees the whole commit.",
     },
     "target": {
         "host": 'The ssh destination of one target (an alias or `user@host`); `""` is this machine.',
@@ -51,9 +58,13 @@ SECTIONS: dict[str, dict[str, str]] = {
     },
     "environment": {
         "extras": "Project extras added to the runtime dependencies.",
-        "groups": "PEP 735 dependency groups added (for example pytest, for the smoke).",
+        "groups": "Dependency groups added (for example pytest, for the smoke): PEP 735 `[dependency-groups]`, or Poetry's `[tool.poetry.group.<name>]`.",
         "python": "Resolve for this Python version without asking the target (with `platforms`).",
         "platforms": "Platform tags to resolve for (most specific first), with `python`.",
+        "requirements": (
+            'Requirements files of the commit resolved with the rest (`["requirements.txt"]`; `-r`/`-c` followed inside the project; index options refused).'
+        ),
+        "dependencies": 'A plain list of requirements resolved with the rest (`["pytest>=8"]`).',
     },
 }
 

@@ -44,7 +44,7 @@ def compute(cfg: Config) -> dict[str, Any]:
             ],
         }
         return plan
-    version = metadata.project_version(src, cfg.state)
+    version = metadata.project_version(src, cfg.state, cfg.version, cfg.version_from)
     fields = planlock.locked_fields(cfg, src.sha, version.version)
     plan.update(fields)
     plan["commit_time"] = src.commit_time
@@ -54,6 +54,9 @@ def compute(cfg: Config) -> dict[str, Any]:
     # with a placeholder for what only the run knows (its stamp, its deploy id, the bundle's sha256)
     bundle_plan, deploy_plan = executed_plans(cfg, src, version)
     plan["bundle_plan"] = bundle_plan.to_dict()
+    from . import bundle as bundle_stage
+
+    plan["left_out"] = bundle_stage.left_out(bundle_plan, src).to_dict()
     plan["deploy_plan"] = deploy_plan.to_dict()
     plan["bundle_pattern"] = f"{bundle_plan.path.name} (artifacts: {', '.join(bundle_plan.artifacts) or 'none'})"
     from .remote.client import for_config
@@ -168,6 +171,7 @@ def render(plan: dict[str, Any]) -> str:
         f"head:      {plan['head']} (version {plan['version']})",
         f"bundle:    {plan['bundle_pattern']}",
         *([f"submodules: {', '.join(plan['git_submodules'])} ({_SUBMODULES[plan['bundle_submodules']]})"] if plan.get("git_submodules") else []),
+        *([_left_out_line(plan["left_out"])] if (plan.get("left_out") or {}).get("counts") else []),
         f"target:    {plan['host']}:{plan['target']}",
         f"strategy:  {plan['strategy']}",
         f"pre-state: target {facts.get('target_kind', '?')}; parent listing sha256 {facts.get('parent_listing_sha256', '?')}",
@@ -196,6 +200,12 @@ def render(plan: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _left_out_line(left: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} by {why}" for why, n in left["counts"].items())
+    shown = ", ".join(left["paths"][:8]) + (" ..." if len(left["paths"]) > 8 else "")
+    return f"left out: {counts} ({left['bytes']} bytes): {shown}"
+
+
 def cli(cfg: Config, options: Options | None = None) -> StageResult:
     plan = compute(cfg)
     private_dir(cfg.state)
@@ -204,7 +214,7 @@ def cli(cfg: Config, options: Options | None = None) -> StageResult:
     md.write_text(text)
     verdicts = {g: v["verdict"] for g, v in plan["gates"].items()}
     out: dict[str, Any] = {"stage": "plan", "plan": str(md), "gates": plan["gates"]}
-    for key in ("bundle_plan", "deploy_plan"):  # the executed objects' own serialisation
+    for key in ("bundle_plan", "deploy_plan", "left_out"):  # the executed objects' own serialisation, and what the bundle leaves out
         if key in plan:
             out[key] = plan[key]
     if gates.BLOCKED in verdicts.values() or gates.UNSAFE in verdicts.values():

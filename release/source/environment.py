@@ -134,7 +134,10 @@ def target_python(env: Environment, facts: dict[str, Any] | None) -> TargetPytho
 
 
 def _groups(pyproject: dict[str, Any], names: tuple[str, ...]) -> list[str]:
-    """PEP 735 dependency groups, with include-group, as requirement strings."""
+    """Dependency groups as requirement strings: PEP 735 ``[dependency-groups]`` (with
+    include-group), else Poetry's ``[tool.poetry.group.<name>.dependencies]``."""
+    from . import requirements
+
     table = pyproject.get("dependency-groups", {})
     out: list[str] = []
 
@@ -142,8 +145,13 @@ def _groups(pyproject: dict[str, Any], names: tuple[str, ...]) -> list[str]:
         if name in seen:
             raise ConfigError(f"dependency group {name!r} includes itself", hint="fix [dependency-groups]")
         if name not in table:
+            poetry = requirements.poetry_group(pyproject, name) if not seen else None
+            if poetry is not None:
+                out.extend(poetry)
+                return
             raise ConfigError(
-                f"environment.groups: the project has no dependency group {name!r}", hint="add it to [dependency-groups] or fix environment.groups"
+                f"environment.groups: the project has no dependency group {name!r} (PEP 735 [dependency-groups] or [tool.poetry.group.{name}])",
+                hint="add it to the project, or fix environment.groups",
             )
         for item in table[name]:
             if isinstance(item, dict) and "include-group" in item:
@@ -236,18 +244,31 @@ def for_target(lines: list[str], target: TargetPython) -> list[str]:
     return out
 
 
-def resolve(target: TargetPython, app_wheel: Path, extras: tuple[str, ...], groups: list[str], workdir: Path) -> list[str]:
+def resolve(
+    target: TargetPython, app_wheel: Path | None, extras: tuple[str, ...], groups: list[str], workdir: Path, constraints: list[str] | None = None
+) -> list[str]:
     """The environment's requirements, resolved for the target by ``uv pip compile`` (its
     Python version and platform decide every marker), pinned ``name==version``; the
-    application itself is its own wheel."""
+    application itself is its own wheel (a plain application has none: its requirements
+    are the whole environment)."""
     from packaging.utils import parse_wheel_filename
 
-    name = str(parse_wheel_filename(app_wheel.name)[0])
-    _refuse_direct(_metadata_fields(app_wheel, "Requires-Dist"))  # before uv would fetch (and build) it
-    root = f"{name}[{','.join(extras)}] @ {app_wheel.resolve().as_uri()}" if extras else f"{name} @ {app_wheel.resolve().as_uri()}"
+    lines = list(groups)
+    argv = [_uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--generate-hashes"]
+    if app_wheel is not None:
+        name = str(parse_wheel_filename(app_wheel.name)[0])
+        _refuse_direct(_metadata_fields(app_wheel, "Requires-Dist"))  # before uv would fetch (and build) it
+        root = f"{name}[{','.join(extras)}] @ {app_wheel.resolve().as_uri()}" if extras else f"{name} @ {app_wheel.resolve().as_uri()}"
+        lines.insert(0, root)
+        argv += ["--no-emit-package", name]
+    if not lines:
+        return []  # nothing to resolve: an environment of no packages
     infile = workdir / "environment.in"
-    infile.write_text("\n".join([root, *groups]) + "\n")
-    argv = [_uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--generate-hashes", "--no-emit-package", name]
+    infile.write_text("\n".join(lines) + "\n")
+    if constraints:
+        cfile = workdir / "constraints.txt"
+        cfile.write_text("\n".join(constraints) + "\n")
+        argv += ["--constraint", str(cfile)]
     argv += ["--python-version", target.full_version or target.version, "--python-platform", target.uv_platform(), str(infile)]
     cp = proc.run(argv, cwd=workdir, env=indexes.read().uv_env, check=False, what="uv pip compile of the environment")
     if cp.returncode != 0:
@@ -349,7 +370,15 @@ def _build_pure(requirement: str, dest: Path, pinned: list[str], pip_env: dict[s
     return built
 
 
-def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[str, ...], groups: list[str], locked: list[str] | None) -> None:
+def download(
+    target: TargetPython,
+    dest: Path,
+    app_wheel: Path | None,
+    extras: tuple[str, ...],
+    groups: list[str],
+    locked: list[str] | None,
+    constraints: list[str] | None = None,
+) -> None:
     """Every wheel of the environment into ``dest``, for the target only."""
     dest.mkdir(parents=True, exist_ok=True)
     links = dest.parent / "built-wheels"
@@ -359,11 +388,11 @@ def download(target: TargetPython, dest: Path, app_wheel: Path, extras: tuple[st
         pinned = for_target(locked, target)
     else:
         _refuse_direct(groups)
-        pinned = resolve(target, app_wheel, extras, groups, dest.parent)
+        pinned = resolve(target, app_wheel, extras, groups, dest.parent, constraints)
     req.write_text("\n".join(pinned) + "\n")
     # every file is one the lock (or the resolver) recorded by sha256: an impostor of the same
     # name and version on another index is refused
-    jobs = ([["--no-deps", "--require-hashes", "-r", str(req)]] if pinned else []) + [["--no-deps", str(app_wheel)]]
+    jobs = ([["--no-deps", "--require-hashes", "-r", str(req)]] if pinned else []) + ([["--no-deps", str(app_wheel)]] if app_wheel is not None else [])
     pip_env = indexes.read().pip_env()  # read once: every download and build of this run uses the same indexes
     for job in jobs:
         for _ in range(20):
@@ -461,19 +490,35 @@ class Built:
     lock: str
 
 
-def build(env: Environment, target: TargetPython, tree: Path, app_wheel: Path, app_rel: str, workdir: Path) -> Built:
-    """Resolve, download and lock the environment of the project exported at ``tree``."""
+def build(env: Environment, target: TargetPython, tree: Path, app_wheel: Path | None, app_rel: str, workdir: Path) -> Built:
+    """Resolve, download and lock the environment of the project exported at ``tree``: the
+    application's wheel (none for a plain application) with its extras, the dependency
+    groups, the requirements files and the plain list, resolved together for the target."""
+    from . import requirements
+
     pyproject = tomllib.loads((tree / "pyproject.toml").read_text()) if (tree / "pyproject.toml").is_file() else {}
-    requires = requires_python_of(app_wheel)
+    requires = requires_python_of(app_wheel) if app_wheel is not None else str(pyproject.get("project", {}).get("requires-python", ""))
     check_requires_python(requires, target.version)
     locked = locked_requirements(tree, env)
-    groups = _groups(pyproject, env.groups) if locked is None else []
+    constraints: list[str] = []
+    if locked is None:
+        read = requirements.read_files(tree, env.requirements)
+        extra = _groups(pyproject, env.groups) + read.requirements + [requirements.requirement(d, "environment.dependencies") for d in env.dependencies]
+        constraints = read.constraints
+    else:
+        if env.requirements or env.dependencies:
+            raise ConfigError(
+                f"the commit's {locked[1]} decides the environment: environment.requirements and environment.dependencies cannot add to it",
+                hint=f"add them to the project and lock again ({locked[1]}), or remove them from [environment]",
+            )
+        extra = []
     dest = workdir / "wheels"
-    download(target, dest, app_wheel, env.extras, groups, locked[0] if locked else None)
-    wheels = sorted(p for p in dest.glob("*.whl") if p.name != app_wheel.name)
+    download(target, dest, app_wheel, env.extras, extra, locked[0] if locked else None, constraints)
+    wheels = sorted(p for p in dest.glob("*.whl") if app_wheel is None or p.name != app_wheel.name)
     rel = {w: f"{WHEELS}/{w.name}" for w in wheels}
-    rel[app_wheel] = app_rel
-    entries = lock_entries([*wheels, app_wheel], rel)
+    if app_wheel is not None:
+        rel[app_wheel] = app_rel
+    entries = lock_entries([*wheels, *([app_wheel] if app_wheel is not None else [])], rel)
     lock = pylock_text(entries, target, requires)
     manifest = {
         **target.to_dict(),

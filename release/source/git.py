@@ -148,6 +148,34 @@ def scm_version(src: Source) -> str:
     return f"{'.'.join(parts)}.dev{distance}+g{src.sha7}"
 
 
+def tree_files(src: Source) -> dict[str, int]:
+    """Every file and link of the recorded tree (``source.subdir`` of it) with its size: what
+    ``git archive`` would write if no ``export-ignore`` applied (submodules left out)."""
+    listed = git(src.git_dir, "ls-tree", "-r", "-z", "--long", "--end-of-options", src.treeish)
+    out: dict[str, int] = {}
+    for entry in listed.out.split("\0"):
+        if not entry or "\t" not in entry:
+            continue
+        meta, path = entry.split("\t", 1)
+        _, kind, _, size = meta.split(None, 3)
+        if kind == "blob":
+            out[path] = int(size) if size.strip().isdigit() else 0
+    return out
+
+
+def tag_version(src: Source) -> str:
+    """``version_from = "git-tag"``: the version of the nearest tag (a tagged commit gives the
+    tag's; N commits past it, the next version's ``.devN+g<sha7>``, as setuptools-scm
+    computes it); no tag reachable is exit 3."""
+    cp = git(src.git_dir, "describe", "--tags", "--abbrev=0", "--match", "*[0-9]*", src.sha, check=False)
+    if cp.returncode != 0:
+        raise BlockedError(
+            f'bundle.version_from = "git-tag", but no tag with a version is reachable from commit {src.sha[:12]}',
+            hint='tag a commit (git tag v1.0.0), or set bundle.version = "..." instead',
+        )
+    return scm_version(src)
+
+
 # the environment variable that ``archive_argv`` points git's --config-env at: empty
 _EMPTY = "RELEASE_GIT_EMPTY"
 

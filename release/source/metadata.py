@@ -46,17 +46,36 @@ class Meta:
     requires_python: str = ""
 
 
-def _pyproject(src: gitsource.Source) -> dict[str, Any]:
+def _read_pyproject(src: gitsource.Source) -> dict[str, Any] | None:
     raw = gitsource.read_file(src, "pyproject.toml")
     if raw is None:
-        if gitsource.read_file(src, "setup.py") is not None:
-            return {}
-        raise ConfigError(f"no pyproject.toml at '{src.subdir or '.'}' in commit {src.sha[:12]}", hint="set source.subdir to the project's folder")
+        return None
     try:
         data: dict[str, Any] = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"the project's pyproject.toml is not valid TOML: {exc}") from exc
     return data
+
+
+def is_package(src: gitsource.Source) -> bool:
+    """The commit's project has a build backend to ask: a ``[build-system]`` or ``[project]``
+    table in pyproject.toml, or a setup.py. Anything else (a Django or Flask application
+    with a requirements file, a pyproject.toml holding only tool settings) is a plain
+    application: released as its tree, its version from the config or its git tags."""
+    data = _read_pyproject(src)
+    if data is not None and ("build-system" in data or "project" in data):
+        return True
+    return gitsource.read_file(src, "setup.py") is not None
+
+
+def _pyproject(src: gitsource.Source) -> dict[str, Any]:
+    if not is_package(src):
+        raise ConfigError(
+            f"the project at '{src.subdir or '.'}' in commit {src.sha[:12]} has no build backend (no pyproject.toml [build-system] or [project], no setup.py)",
+            hint='a plain application: set [bundle] version = "1.0.0" (or version_from = "git-tag") and artifacts = []; '
+            "a package in a subfolder: set source.subdir to its folder",
+        )
+    return _read_pyproject(src) or {}
 
 
 def uses_vcs_version(data: dict[str, Any]) -> bool:
@@ -129,10 +148,15 @@ class VersionInfo:
         return self.source == "vcs"
 
 
-def project_version(src: gitsource.Source, state: Path) -> VersionInfo:
-    """The project's version at the recorded commit, from its build backend (see ``metadata``),
-    in PEP 440 normal form."""
+def project_version(src: gitsource.Source, state: Path, version: str = "", version_from: str = "") -> VersionInfo:
+    """The release's version at the recorded commit, in PEP 440 normal form: ``bundle.version``
+    when the config sets it, the nearest git tag with ``version_from = "git-tag"``, else what
+    the build backend says (see ``metadata``)."""
     from ..names import normalize_version
 
+    if version:
+        return VersionInfo(version, "config")
+    if version_from == "git-tag":
+        return VersionInfo(normalize_version(gitsource.tag_version(src)), "git-tag")
     meta = project_metadata(src, state)
     return VersionInfo(normalize_version(meta.version), meta.source)
