@@ -117,6 +117,7 @@ AGENT_UNIT_TESTS = [
     "tests/unit/agent/test_agent_jsonio.py",
     "tests/unit/agent/test_agent_names.py",
     "tests/unit/agent/test_wheelsafe.py",
+    "tests/unit/agent/test_smoke_args.py",
 ]
 
 

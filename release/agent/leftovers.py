@@ -31,7 +31,7 @@ def leftovers(parent: str) -> list[str]:
         names = os.listdir(parent)
     except OSError:
         return []
-    return sorted(n for n in names if n.startswith((PREFIX + "tmp-", PREFIX + "trash-", PREFIX + "lock-new-", PREFIX + "current-")))
+    return sorted(n for n in names if n.startswith((PREFIX + "tmp-", PREFIX + "trash-", PREFIX + "smoke-", PREFIX + "lock-new-", PREFIX + "current-")))
 
 
 def clean_leftovers(parent: str) -> list[str]:
@@ -64,6 +64,13 @@ def clean_leftovers(parent: str) -> list[str]:
                         _remove_marked(parent_fd, name)
                     else:
                         continue
+                elif name.startswith(PREFIX + "smoke-"):
+                    # a smoke's scratch folder: a smoke takes no lock, so it is removed only
+                    # once the agent that made it is gone (a smoke running now keeps its own)
+                    smoke_marker = _read_marker(parent_fd, name) if stat.S_ISDIR(st.st_mode) else None
+                    if smoke_marker is None or not _marker_matches(name, smoke_marker) or _alive(int(smoke_marker.get("pid", -1) or -1)):
+                        continue
+                    _remove_marked(parent_fd, name)
                 elif name.startswith(PREFIX + "lock-new-"):
                     if not stat.S_ISREG(st.st_mode) or _writer_alive(parent_fd, name):
                         continue
@@ -95,7 +102,7 @@ def _read_marker(parent_fd: int, name: str) -> dict[str, Any] | None:
 
 def _marker_matches(name: str, marker: dict[str, Any]) -> bool:
     did = str(marker.get("deploy_id", "\0"))
-    return name.startswith((f"{PREFIX}tmp-{did}-", f"{PREFIX}trash-{did}-")) or name in (f"{PREFIX}tmp-{did}", f"{PREFIX}trash-{did}")
+    return name.startswith((f"{PREFIX}tmp-{did}-", f"{PREFIX}trash-{did}-", f"{PREFIX}smoke-{did}-")) or name in (f"{PREFIX}tmp-{did}", f"{PREFIX}trash-{did}")
 
 
 def _writer_alive(dir_fd: int, name: str) -> bool:

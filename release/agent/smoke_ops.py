@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
-from .fsutil import path_kind
+from .fsutil import open_dir, path_kind
+from .leftovers import _remove_marked, make_marked_dir
+from .names import checked_id
 from .protocol import DEPLOY_MANIFEST, AgentError, say
+from .release_tree import read_deploy_manifest
 from .status_ops import op_verify
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
@@ -151,7 +153,60 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text.replace("\r\n", "\n"))
 
 
-def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], budget: float | None = None) -> CheckResult:
+# pytest options whose value is a path (resolved against the release) or not a path (left alone)
+_PYTEST_PATH_OPTIONS = ("--ignore", "--ignore-glob", "--deselect", "-c", "--config-file", "--confcutdir", "--rootdir")
+_PYTEST_VALUE_OPTIONS = ("-k", "-m", "-p", "-o", "-W", "-n", "-r", "--tb", "--maxfail", "--junitxml", "--basetemp", "--durations", "--log-level")
+
+
+def in_release(arg: str, target: str, *, any_name: bool = False) -> str:
+    """``arg`` as the release sees it: a relative path that names something in the release
+    becomes that absolute path (a check runs in a scratch folder, its arguments keep
+    resolving against the release, as when checks ran in it). ``any_name``: a bare name
+    (``tests``) counts; otherwise only what reads as a path (a ``/`` in it, or a ``.py``
+    file), so a subcommand word is never taken for a file. A pytest node id keeps its ``::``."""
+    if not arg or arg.startswith("-") or os.path.isabs(arg):
+        return arg
+    path, sep, node = arg.partition("::")
+    if not (any_name or "/" in path or path.endswith(".py")):
+        return arg
+    full = os.path.normpath(os.path.join(target, path))
+    if full != target and not full.startswith(target.rstrip("/") + "/"):
+        return arg
+    if not os.path.lexists(full):
+        return arg
+    return full + sep + node
+
+
+def pytest_argv(args: list[str], target: str) -> list[str]:
+    """The project's pytest arguments run from a scratch folder: its paths (and the values of
+    path options) resolved against the release, ``--rootdir`` the release (so its pytest
+    configuration is still the project's), and the release itself when no path was given."""
+    out: list[str] = []
+    named = False
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            path_value = args[i - 1] in _PYTEST_PATH_OPTIONS
+            out.append(in_release(arg, target, any_name=True) if path_value else arg)
+            continue
+        if arg in _PYTEST_PATH_OPTIONS or arg in _PYTEST_VALUE_OPTIONS:
+            skip = True
+            out.append(arg)
+            continue
+        opt, eq, value = arg.partition("=")
+        if eq and opt in _PYTEST_PATH_OPTIONS:
+            out.append(f"{opt}={in_release(value, target, any_name=True)}")
+            continue
+        mapped = in_release(arg, target, any_name=True)
+        named = named or mapped != arg
+        out.append(mapped)
+    if not any(a == "--rootdir" or a.startswith("--rootdir=") for a in args):
+        out = [f"--rootdir={target}", *out]
+    return out if named else [*out, target]
+
+
+def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], budget: float | None = None, cwd: str = "") -> CheckResult:
     kind = check["kind"]
     opts = check["options"]
     timeout = float(check["timeout"]) if budget is None else max(0.1, min(float(check["timeout"]), budget))
@@ -170,13 +225,13 @@ def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], b
     elif kind == "attr":
         argv = [python, "-c", _ATTR_SCRIPT, opts["object"]]
     elif kind == "pytest":
-        argv = [python, "-m", "pytest", "-p", "no:cacheprovider", *opts.get("args", [])]
+        argv = [python, "-m", "pytest", "-p", "no:cacheprovider", *pytest_argv(list(opts.get("args", [])), target)]
     elif kind == "command":
-        argv = [a.replace("{python}", python).replace("{target}", target) for a in opts["argv"]]
+        argv = [in_release(a.replace("{python}", python).replace("{target}", target), target) for a in opts["argv"]]
     else:
         return {"name": check["name"], "kind": kind, "status": "error", "duration": 0.0, "detail": f"unknown check kind {kind!r}", "data": {}}
     try:
-        code, out, ran = _run_limited(argv, target, env, timeout)
+        code, out, ran = _run_limited(argv, cwd or target, env, timeout)
     except OSError as exc:
         code, out, ran = -1, f"cannot run {argv[0]}: {exc}", 0.0
     out = strip_ansi(out)
@@ -249,21 +304,38 @@ CACHES = {
 
 def check_env(scratch: str, target: str, own_env: bool) -> dict[str, str]:
     """The clean environment of a check: an allowlist of the agent's variables (never a DSN,
-    password or token) plus what keeps the release unwritten. Without an environment of
-    its own the release's tree, and its src/ folder for a src layout, are on the path.
-    With one (``own_env``: its .venv runs every check) nothing is added: a check runs in
-    the release folder (a flat layout imports from there, as in any project folder), and
-    a src layout's application is imported as its wheel installed it (compiled
-    extensions and generated files included), never shadowed by src/."""
+    password or token) plus what keeps the release unwritten: ``HOME``, ``TMPDIR`` and the
+    caches test tools write are in the run's scratch folder. The release's tree is on the
+    path (a check runs in the scratch folder, so a flat layout imports from the release as
+    it did when checks ran in it); without an environment of its own, so is its src/
+    folder for a src layout. With one (``own_env``: its .venv runs every check) a src
+    layout's application is imported as its wheel installed it (compiled extensions and
+    generated files included), never shadowed by src/."""
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"), "HOME": env.get("HOME", scratch), "TMPDIR": scratch})
-    # the caches test tools write into the folder they run in (a check runs in the release):
-    # into the scratch folder instead, so the app's own suite leaves the release as deployed
+    env.update(
+        {
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPYCACHEPREFIX": os.path.join(scratch, "pycache"),
+            "HOME": os.path.join(scratch, "home"),
+            "TMPDIR": os.path.join(scratch, "tmp"),
+        }
+    )
     env.update({k: os.path.join(scratch, d) for k, d in CACHES.items()})
-    if not own_env:
-        env["PYTHONPATH"] = os.pathsep.join([target] + ([os.path.join(target, "src")] if os.path.isdir(os.path.join(target, "src")) else []))
+    # pytest writes its cache into its rootdir (the release) however it is started: a
+    # command check's `coverage run -m pytest` included
+    env["PYTEST_ADDOPTS"] = "-o " + _sh_quote("cache_dir=" + os.path.join(scratch, "pytest-cache"))
+    paths = [target] + ([os.path.join(target, "src")] if not own_env and os.path.isdir(os.path.join(target, "src")) else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
+
+
+def _sh_quote(text: str) -> str:
+    """``text`` as one shell word (what pytest's shlex split of PYTEST_ADDOPTS gives back)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+SCRATCH_DIRS = ("work", "home", "tmp")  # the checks' working folder, HOME and TMPDIR
 
 
 def op_smoke(req: SmokeRequest) -> SmokeResult:
@@ -271,14 +343,25 @@ def op_smoke(req: SmokeRequest) -> SmokeResult:
     target = req["target"]
     if path_kind(target) != "directory" or not os.path.isfile(os.path.join(target, DEPLOY_MANIFEST)):
         raise AgentError(3, f"no deployed release at {target}", "deploy first")
-    import tempfile
 
     python = req["python"]
     venv_python = os.path.join(target, ".venv", "bin", "python")
     own_env = os.path.exists(venv_python)
     if own_env:
         python = venv_python  # the release's own environment runs every check and {python}
-    scratch = tempfile.mkdtemp(prefix="release-smoke-")
+    # the run's scratch folder: beside the release (never in it), private, marked with this
+    # run so that one left by a killed agent is removed by the next deploy or rollback
+    parent = os.path.dirname(target.rstrip("/"))
+    deploy_id = checked_id(read_deploy_manifest(target).get("deploy_id", ""))
+    parent_fd = open_dir(parent)
+    try:
+        name = make_marked_dir(parent_fd, "smoke", deploy_id, "smoke")
+    except BaseException:
+        os.close(parent_fd)
+        raise
+    scratch = os.path.join(parent, name)
+    for sub in SCRATCH_DIRS:
+        os.mkdir(os.path.join(scratch, sub), 0o700)
     env = check_env(scratch, target, own_env)
     _become_subreaper()
     deadline = time.monotonic() + float(req.get("total_timeout") or sum(float(c["timeout"]) for c in req["checks"]) + 5)
@@ -299,10 +382,13 @@ def op_smoke(req: SmokeRequest) -> SmokeResult:
                     }
                 )
                 continue
-            results.append(run_check(check, target, python, env, left))
+            results.append(run_check(check, target, python, env, left, cwd=os.path.join(scratch, "work")))
     finally:
         _kill_descendants()
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            _remove_marked(parent_fd, name)
+        finally:
+            os.close(parent_fd)
     # in the same connection: prove the smoke left the deployed tree unchanged
     verify = op_verify({"target": target, "tree_sha256": req.get("tree_sha256"), "manifest_sha256": req.get("manifest_sha256", "")})
     return {"target": target, "results": results, "verify": verify}

@@ -247,7 +247,7 @@ def test_a_check_cannot_read_the_dsn_from_its_ancestors_environment(tmp_path: Pa
 
 def test_fifo_left_by_a_check_does_not_block_verify_and_is_drift(tmp_path: Path) -> None:
     """Finding 13: a FIFO in the release made the final verify block forever."""
-    checks = [{"kind": "command", "name": "fifo", "argv": ["{python}", "-c", "import os; os.mkfifo('cutter_agent/trap')"]}]
+    checks = [{"kind": "command", "name": "fifo", "argv": ["{python}", "-c", "import os; os.mkfifo('{target}/cutter_agent/trap')"]}]
     cfg, target = deployed(tmp_path, {}, checks)
     cp = run_release("--config", cfg, "--json", "smoke", env=None)
     assert cp.returncode == 1
@@ -304,7 +304,7 @@ def test_ansi_colour_in_a_passing_check_keeps_junit_valid(tmp_path: Path) -> Non
 
 def test_a_check_editing_the_deploy_manifest_is_drift_and_does_not_disable_rollback(tmp_path: Path) -> None:
     """Finding 16: a smoke check flipped pre_existed in DEPLOY-MANIFEST.txt to disable rollback."""
-    flip = "p = 'DEPLOY-MANIFEST.txt'; s = open(p).read().replace('pre_existed: false', 'pre_existed: true'); open(p, 'w').write(s)"
+    flip = "p = '{target}/DEPLOY-MANIFEST.txt'; s = open(p).read().replace('pre_existed: false', 'pre_existed: true'); open(p, 'w').write(s)"
     checks = [{"kind": "command", "name": "flip", "argv": ["{python}", "-c", flip]}]
     cfg, target = deployed(tmp_path, {}, checks)
     cp = smoke(cfg)
