@@ -97,6 +97,10 @@ def _plan_options(s: argparse.ArgumentParser) -> None:
     s.set_defaults(handler=_lazy("plan"))
 
 
+def _init_options(s: argparse.ArgumentParser) -> None:
+    s.set_defaults(handler=_lazy("init"))
+
+
 def _provision_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--undo", action="store_true", help="remove exactly what provision created")
     s.set_defaults(handler=_lazy("provision"))
@@ -113,6 +117,7 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "promote": ("switch the `current` pointer to a release (timestamped strategy)", _promote_options),
     "plan": ("compute and lock the deploy plan (changes nothing)", _plan_options),
     "provision": ("create the runtime skeleton on the target (G4)", _provision_options),
+    "init": ("write a first release.toml for the project in this folder (never overwrites)", _init_options),
 }
 _VALUED = ("--config", "--limit")  # the global options that take a value
 
@@ -178,6 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             log_commands()
         progress.configure(enabled=not args.json)
+        if args.stage == "init":  # before there is a configuration to load
+            from . import init
+
+            done = init.cli(None, Options.from_args(args))
+            print(json.dumps(done.to_json(), sort_keys=True) if args.json else shown(done.text))
+            return done.exit_code
         cfg = load(args.config)
         handler = args.handler
         if cfg.is_fleet or getattr(args, "limit", None):

@@ -322,17 +322,16 @@ def check_env(scratch: str, target: str, own_env: bool) -> dict[str, str]:
         }
     )
     env.update({k: os.path.join(scratch, d) for k, d in CACHES.items()})
-    # pytest writes its cache into its rootdir (the release) however it is started: a
-    # command check's `coverage run -m pytest` included
-    env["PYTEST_ADDOPTS"] = "-o " + _sh_quote("cache_dir=" + os.path.join(scratch, "pytest-cache"))
+    # pytest writes its cache into its rootdir (the release) however it is started (a
+    # command check's `coverage run -m pytest` included): no cache ("-o cache_dir" is an
+    # unknown option, refused under --strict-config, once the plugin is off)
+    env["PYTEST_ADDOPTS"] = "-p no:cacheprovider"
+    if own_env:  # as an activated environment: its scripts first on PATH (a test plugin that runs `mypy` finds the release's)
+        env["PATH"] = os.path.join(target, ".venv", "bin") + os.pathsep + env["PATH"]
+        env["VIRTUAL_ENV"] = os.path.join(target, ".venv")
     paths = [target] + ([os.path.join(target, "src")] if not own_env and os.path.isdir(os.path.join(target, "src")) else [])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
-
-
-def _sh_quote(text: str) -> str:
-    """``text`` as one shell word (what pytest's shlex split of PYTEST_ADDOPTS gives back)."""
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 SCRATCH_DIRS = ("work", "home", "tmp")  # the checks' working folder, HOME and TMPDIR

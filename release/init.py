@@ -1,0 +1,174 @@
+"""Stage ``init``: write a first configuration for the project in the current folder.
+
+It looks at the project as it is (``pyproject.toml``: its name, build backend and test
+dependencies; its top-level packages; a ``tests/`` folder; a Django ``manage.py``;
+``requirements*.txt``) and writes ``release.toml`` beside it: the target a placeholder
+under ``.release/sandbox`` (a first ``bundle deploy smoke`` runs on this machine, into a
+sandbox), the smoke checks its layout suggests. ``.release/`` is added to
+``.gitignore``. Nothing is overwritten: an existing ``release.toml`` or
+``[tool.release]`` is exit 4 naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, RefusedError
+from .stage import Options, StageResult
+
+MAX_PYPROJECT = 1 << 20
+_SKIP = {"tests", "test", "docs", "doc", "examples", "example", "scripts", "build", "dist", "venv", ".venv", "env", "node_modules", "migrations"}
+
+
+def _q(value: str) -> str:
+    """A TOML basic string."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _read_pyproject(folder: Path) -> dict[str, Any]:
+    path = folder / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    raw = path.read_bytes()[: MAX_PYPROJECT + 1]
+    if len(raw) > MAX_PYPROJECT:
+        raise ConfigError(f"{path} is larger than 1 MiB", hint="write release.toml by hand")
+    try:
+        return tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix it first") from None
+
+
+def _packages(folder: Path) -> list[str]:
+    """Top-level import packages: ``src/<pkg>/__init__.py`` or ``<pkg>/__init__.py``."""
+    found: list[str] = []
+    for base in (folder / "src", folder):
+        if not base.is_dir():
+            continue
+        for entry in sorted(base.iterdir(), key=lambda p: p.name):
+            if entry.name in _SKIP or entry.name.startswith((".", "_")) or not entry.name.isidentifier():
+                continue
+            if entry.is_dir() and not entry.is_symlink() and (entry / "__init__.py").is_file():
+                found.append(entry.name)
+        if found:
+            return found[:5]
+    return found
+
+
+def _test_groups(pyproject: dict[str, Any]) -> list[str]:
+    groups = pyproject.get("dependency-groups", {})
+    poetry = pyproject.get("tool", {}).get("poetry", {}).get("group", {})
+    return [g for g in ("test", "tests", "testing", "dev") if g in groups or g in poetry][:1]
+
+
+def _test_extras(pyproject: dict[str, Any]) -> list[str]:
+    extras = pyproject.get("project", {}).get("optional-dependencies", {})
+    return [e for e in ("test", "tests", "testing") if e in extras][:1]
+
+
+def _requirements(folder: Path) -> list[str]:
+    names = ["requirements.txt", "requirements/base.txt", "requirements-test.txt", "requirements-dev.txt", "requirements/test.txt", "test-requirements.txt"]
+    return [n for n in names if (folder / n).is_file() and not (folder / n).is_symlink()]
+
+
+def render(folder: Path) -> tuple[str, dict[str, Any]]:
+    """The configuration for the project in ``folder`` and what was detected."""
+    pyproject = _read_pyproject(folder)
+    project = pyproject.get("project", {})
+    poetry = pyproject.get("tool", {}).get("poetry", {})
+    backend = str(pyproject.get("build-system", {}).get("build-backend", "")) or ("setuptools (setup.py)" if (folder / "setup.py").is_file() else "")
+    name = str(project.get("name") or poetry.get("name") or re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-.") or "app")
+    packaged = bool(backend)
+    packages = _packages(folder)
+    django = (folder / "manage.py").is_file()
+    tests = next((t for t in ("tests", "test") if (folder / t).is_dir()), "")
+    reqs = _requirements(folder)
+    groups = _test_groups(pyproject)
+    extras = _test_extras(pyproject)
+    found = {"name": name, "backend": backend or "none (a plain application)", "packages": packages, "django": django, "tests": tests, "requirements": reqs}
+    lines = [
+        "# written by `release init`: review it, then `release plan`",
+        f"name = {_q(name)}",
+        "",
+        "[source]",
+        'repo = "."',
+        'head = "HEAD"  # the commit a release is made of (a branch, tag or sha)',
+        "",
+        "[bundle]",
+    ]
+    if not packaged:
+        lines += ['version_from = "git-tag"  # a plain application: the nearest tag (or version = "1.0.0")', "artifacts = []"]
+    else:
+        lines.append('artifacts = ["sdist", "wheel"]')
+    env: list[str] = []
+    if extras:
+        env.append(f"extras = [{_q(extras[0])}]")
+    if groups:
+        env.append(f"groups = [{_q(groups[0])}]")
+    if reqs:
+        env.append("requirements = [" + ", ".join(_q(r) for r in reqs) + "]")
+    if env or packaged:
+        lines += ["", "# the release carries its own locked environment, built offline into <release>/.venv", "[environment]", *env]
+    lines += [
+        "",
+        "[target]",
+        'host = ""  # "" is this machine; an ssh destination (user@host) for a server',
+        'root = ".release/sandbox/srv/' + re.sub(r"[^A-Za-z0-9._-]", "-", name) + '"  # placeholder: where releases go on the target',
+        'dir = "{name}-v{version}"',
+        'strategy = "timestamped"',
+        "create_root = true",
+        "",
+        "[[smoke.check]]",
+        'kind = "compileall"',
+    ]
+    if packages:
+        lines += ["", "[[smoke.check]]", 'kind = "import"', "modules = [" + ", ".join(_q(p) for p in packages) + "]"]
+    if django:
+        lines += ["", "[[smoke.check]]", 'kind = "command"', 'name = "django-check"', 'argv = ["{python}", "manage.py", "check"]']
+    if tests and (groups or extras or reqs):
+        lines += ["", "[[smoke.check]]", 'kind = "pytest"', f"args = [{_q(tests + '/')}, " + '"-q"]']
+    return "\n".join(lines) + "\n", found
+
+
+def _gitignore(folder: Path) -> bool:
+    """Add ``.release/`` to ``.gitignore`` (created if missing); False when it was there."""
+    path = folder / ".gitignore"
+    if path.is_symlink():
+        raise RefusedError(f"{path} is a link: not written through", hint="add .release/ to it by hand")
+    text = path.read_text() if path.is_file() else ""
+    if any(line.strip() in (".release", ".release/", "/.release", "/.release/") for line in text.splitlines()):
+        return False
+    with open(path, "a") as f:
+        f.write(("" if not text or text.endswith("\n") else "\n") + ".release/\n")
+    return True
+
+
+def cli(cfg: None, options: Options) -> StageResult:
+    folder = Path.cwd()
+    target = folder / "release.toml"
+    if target.exists() or target.is_symlink():
+        raise RefusedError(f"{target} exists: never overwritten", hint="edit it, or move it away and run `release init` again")
+    if "release" in _read_pyproject(folder).get("tool", {}):
+        raise RefusedError(f"{folder / 'pyproject.toml'} already has [tool.release]", hint="edit it; `release init` writes a new configuration only")
+    text, found = render(folder)
+    from . import config
+
+    config.parse(tomllib.loads(text), target)  # what is written is a valid configuration, or nothing is written
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    ignored = _gitignore(folder)
+    summary = [
+        f"wrote {target}",
+        f"  project: {found['name']} (build backend: {found['backend']})",
+        f"  import check: {', '.join(found['packages']) or 'none found'}",
+        f"  tests: {found['tests'] or 'none found'}" + (" (pytest check added)" if found["tests"] else ""),
+        ("added .release/ to .gitignore" if ignored else ".gitignore already ignores .release/"),
+        "next: review release.toml (target.root is a placeholder), commit, then `release plan`",
+    ]
+    return StageResult({"stage": "init", "config": str(target), "detected": found, "gitignore_updated": ignored}, "\n".join(summary))

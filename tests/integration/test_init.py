@@ -1,0 +1,79 @@
+"""`release init` (#22 item 9): a first configuration for the project it runs in, detected
+from the project as it is, valid, never overwriting; `.release/` ignored by git. Tried on a
+real PyPI sdist and on a Django app without packaging."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ..support import Repo, git, need, run_release
+from .test_plain_apps import django_app
+
+pytestmark = pytest.mark.slow
+
+
+def sdist_project(tmp_path: Path, spec: str) -> Path:
+    """A real project from its PyPI sdist, committed to a new git repository."""
+    import sys
+
+    dl = tmp_path / "dl"
+    cp = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps", "-d", str(dl), spec], capture_output=True, text=True, timeout=300
+    )
+    need(cp.returncode == 0, f"cannot download the sdist of {spec}: {cp.stderr[-300:]}")
+    archive = next(dl.glob("*.tar.gz"))
+    with tarfile.open(archive) as tf:
+        tf.extractall(tmp_path, filter="data")
+    path = tmp_path / archive.name.removesuffix(".tar.gz")
+    git(path, "init", "-q", "-b", "main")
+    Repo(path).commit("the sdist as a repository")
+    return path
+
+
+def test_init_on_a_real_sdist_writes_a_valid_config_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = sdist_project(tmp_path, "packaging==24.1")
+    cp = run_release("--json", "init", cwd=path)
+    assert cp.returncode == 0, cp.stderr
+    said = json.loads(cp.stdout)
+    assert said["detected"]["name"] == "packaging" and said["detected"]["backend"] == "flit_core.buildapi"
+    doc = tomllib.loads((path / "release.toml").read_text())
+    assert doc["name"] == "packaging" and doc["bundle"]["artifacts"] == ["sdist", "wheel"]
+    assert {"kind": "import", "modules": ["packaging"]} in doc["smoke"]["check"]
+    assert (path / ".gitignore").read_text().splitlines()[-1] == ".release/"
+    plan = run_release("--config", path / "release.toml", "--json", "plan", cwd=path)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+
+    before = (path / "release.toml").read_bytes()
+    again = run_release("init", cwd=path)
+    assert again.returncode == 4 and "release.toml" in again.stderr and "never overwritten" in again.stderr
+    assert (path / "release.toml").read_bytes() == before
+    assert (path / ".gitignore").read_text().count(".release/") == 1
+
+
+def test_init_on_a_plain_django_app_releases_it(tmp_path: Path) -> None:
+    repo = django_app(tmp_path / "site")
+    cp = run_release("init", cwd=repo.path)
+    assert cp.returncode == 0, cp.stderr
+    doc = tomllib.loads((repo.path / "release.toml").read_text())
+    assert doc["bundle"] == {"version_from": "git-tag", "artifacts": []}
+    assert doc["environment"]["requirements"] == ["requirements.txt", "requirements-test.txt"]
+    assert {"kind": "command", "name": "django-check", "argv": ["{python}", "manage.py", "check"]} in doc["smoke"]["check"]
+    cfg = repo.path / "release.toml"
+    for stage in (["bundle"], ["deploy", "--no-plan"], ["smoke"], ["rollback"]):
+        r = run_release("--config", cfg, *stage, cwd=repo.path)
+        assert r.returncode == 0, (stage, r.stdout, r.stderr)
+
+
+def test_init_refuses_a_pyproject_that_already_has_a_release_table(tmp_path: Path) -> None:
+    path = tmp_path / "p"
+    path.mkdir()
+    (path / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "1"\n[tool.release]\nname = "p"\n')
+    cp = run_release("init", cwd=path)
+    assert cp.returncode == 4 and "[tool.release]" in cp.stderr
+    assert sorted(p.name for p in path.iterdir()) == ["pyproject.toml"]
