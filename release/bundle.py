@@ -30,7 +30,7 @@ from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
 from .config import Config, Environment
-from .errors import ConfigError, RefusedError, ReleaseError, disk_error
+from .errors import BlockedError, ConfigError, RefusedError, ReleaseError, disk_error
 from .source import environment, metadata, select
 from .source import git as gitsource
 from .source.environment import TargetPython
@@ -526,9 +526,47 @@ def _build_artifacts(plan: BundlePlan, src: gitsource.Source, export: Path, dist
             hint = 'this backend builds its sdist from a git checkout, and the bundle builds from the committed tree: set bundle.artifacts = ["wheel"]'
         raise ReleaseError(f"{what} failed with exit code {built.returncode}", hint=hint, detail=proc.failure_detail(built))
     _check_artifact_versions(plan, dist)
+    if plan.target is not None and plan.env is not None:
+        _wheels_for_target(plan, export, dist, env)
     from . import normalize
 
     normalize.artifacts(dist, plan.commit_time)  # the archives' framing decided by their content alone
+
+
+def _wheels_for_target(plan: BundlePlan, export: Path, dist: Path, env: dict[str, str]) -> None:
+    """A wheel of the project compiled for this controller's Python, while the target runs
+    another: built again (from the sdist when there is one) with a Python of the target's
+    version found here, or exit 3 naming both versions."""
+    from .source import interpreters
+
+    assert plan.target is not None
+    for wheel in sorted(dist.glob("*.whl")):
+        if interpreters.fits(wheel, plan.target):
+            continue
+        version = plan.target.version
+        exe = interpreters.find(version)
+        if not exe or exe == sys.executable:
+            raise interpreters.missing(f"the project's wheel {wheel.name}", interpreters.controller_version(), plan.target)
+        sdists = sorted(dist.glob("*.tar.gz"))
+        out = dist.parent / "dist-target"
+        out.mkdir(exist_ok=True)
+        argv = [environment.uv_bin(), "build", "--wheel", "--python", exe, "--out-dir", str(out), str(sdists[0] if sdists else export)]
+        with progress.task(f"build the wheel for Python {version} with {exe}"):
+            built = proc.run(argv, env=env, check=False)
+        made = sorted(out.glob("*.whl"))
+        if built.returncode != 0 or not made:
+            raise ReleaseError(
+                f"building {plan.name}'s wheel for Python {version} with {exe} failed (exit {built.returncode})",
+                hint="the backend's error is shown above",
+                detail=proc.failure_detail(built),
+            )
+        if not interpreters.fits(made[0], plan.target):
+            raise BlockedError(
+                f"{made[0].name}, built with {exe}, does not fit the target (Python {version}, {', '.join(plan.target.platforms)})",
+                hint="set environment.platforms to the target's platform tags, or bundle on a machine like the target",
+            )
+        wheel.unlink()
+        shutil.move(str(made[0]), dist / made[0].name)
 
 
 def _check_artifact_versions(plan: BundlePlan, dist: Path) -> None:

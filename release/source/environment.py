@@ -254,7 +254,7 @@ def resolve(
     from packaging.utils import parse_wheel_filename
 
     lines = list(groups)
-    argv = [_uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--generate-hashes"]
+    argv = [uv_bin(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--generate-hashes"]
     if app_wheel is not None:
         name = str(parse_wheel_filename(app_wheel.name)[0])
         _refuse_direct(_metadata_fields(app_wheel, "Requires-Dist"))  # before uv would fetch (and build) it
@@ -295,7 +295,8 @@ def _requirement_lines(text: str) -> list[str]:
     return lines
 
 
-def _uv() -> str:
+def uv_bin() -> str:
+    """uv's executable (the one this tool depends on, else the one on PATH)."""
     try:
         from uv import find_uv_bin
 
@@ -310,7 +311,7 @@ def _uv() -> str:
 def locked_requirements(tree: Path, env: Environment) -> tuple[list[str], str] | None:
     """The commit's own lock as pinned, hashed requirement lines, and where they came from."""
     if (tree / "uv.lock").is_file():
-        argv = [_uv(), "export", "--locked", "--no-emit-project", "--no-header", "--no-default-groups", "--format", "requirements-txt"]
+        argv = [uv_bin(), "export", "--locked", "--no-emit-project", "--no-header", "--no-default-groups", "--format", "requirements-txt"]
         argv += [a for e in env.extras for a in ("--extra", e)] + [a for g in env.groups for a in ("--group", g)]
         cp = proc.run(argv, cwd=tree, check=False, what="uv export of the commit's uv.lock")
         if cp.returncode != 0:
@@ -336,11 +337,35 @@ def _pip_download(target: TargetPython, dest: Path, args: list[str], find_links:
     return proc.run(argv, env=pip_env, check=False, what="pip download of the environment's wheels")
 
 
-def _build_pure(requirement: str, dest: Path, pinned: list[str], pip_env: dict[str, str]) -> Path:
+def _build_from_sdist(requirement: str, dest: Path, pinned: list[str], pip_env: dict[str, str], target: TargetPython) -> Path:
     """Build ``requirement`` into a wheel here, only from an sdist whose sha256 the resolver
     recorded (``--require-hashes``), with a private HOME and no ssh agent: its build backend
-    runs, but on verified code and without the operator's credentials. Only a pure-Python
-    wheel is accepted."""
+    runs, but on verified code and without the operator's credentials. A pure-Python wheel
+    is taken; compiled code only when the target can install it, built with a Python of the
+    target's version found here (``interpreters``), else exit 3 naming both versions."""
+    from . import interpreters
+
+    built = _pip_wheel(requirement, dest, pinned, pip_env, "")
+    if built.name.endswith("-none-any.whl") or interpreters.fits(built, target):
+        return built
+    exe = interpreters.find(target.version)
+    if not exe or exe == sys.executable:
+        raise interpreters.missing(
+            f"{requirement} (no wheel for the target on the index; its sdist builds {built.name})", interpreters.controller_version(), target
+        )
+    built.unlink()
+    again = _pip_wheel(requirement, dest, pinned, pip_env, exe)
+    if not interpreters.fits(again, target):
+        raise BlockedError(
+            f"{requirement} has no wheel for the target, and the one built with {exe} ({again.name}) does not fit it",
+            hint="publish a wheel for the target's platform",
+        )
+    return again
+
+
+def _pip_wheel(requirement: str, dest: Path, pinned: list[str], pip_env: dict[str, str], python: str) -> Path:
+    """``pip wheel`` of the hash-checked sdist of ``requirement`` (with ``python``'s build
+    environment when given: ``pip --python``)."""
     import tempfile
 
     from packaging.utils import canonicalize_name
@@ -356,7 +381,8 @@ def _build_pure(requirement: str, dest: Path, pinned: list[str], pip_env: dict[s
     with tempfile.TemporaryDirectory(prefix="release-build-home-") as home:
         req = Path(home) / "requirement.txt"
         req.write_text(line + "\n")
-        argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--require-hashes", "--wheel-dir", str(out), "-r", str(req)]
+        argv = [sys.executable, "-m", "pip", *(["--python", python] if python else []), "wheel", "--disable-pip-version-check", "--no-deps", "--require-hashes"]
+        argv += ["--wheel-dir", str(out), "-r", str(req)]
         env = {**pip_env, "HOME": home, "SSH_AUTH_SOCK": "", "PIP_CONFIG_FILE": os.devnull}
         cp = proc.run(argv, env=env, check=False, what=f"pip wheel {requirement}")
     wheels = sorted(out.glob("*.whl"))
@@ -364,10 +390,7 @@ def _build_pure(requirement: str, dest: Path, pinned: list[str], pip_env: dict[s
         raise BlockedError(
             f"no wheel of {requirement} for the target, and it cannot be built here", hint="publish a wheel for the target's platform", detail=cp.err
         )
-    built = wheels[-1]
-    if not built.name.endswith("-none-any.whl"):
-        raise BlockedError(f"{requirement} has no wheel for the target and is not pure Python ({built.name})", hint="publish a wheel for the target's platform")
-    return built
+    return wheels[-1]
 
 
 def download(
@@ -416,7 +439,7 @@ def download(
                     hint="lock a wheel for the target's platform (or remove the pin); an sdist is never built on the locked path",
                     detail=err[-2000:],
                 )
-            built = _build_pure(requirement, links, pinned, pip_env)
+            built = _build_from_sdist(requirement, links, pinned, pip_env, target)
             shutil.copy2(built, links / built.name)
         else:
             raise ReleaseError("pip download did not settle after building 20 pure-Python wheels")
