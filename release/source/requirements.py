@@ -175,11 +175,14 @@ def poetry_group(pyproject: dict[str, Any], name: str) -> list[str] | None:
         where = f"[tool.poetry.group.{name}.dependencies] {dep_name}"
         if dep_name.lower() == "python":
             continue
-        try:
-            dep = Factory.create_dependency(dep_name, spec)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise ConfigError(f"{where}: {str(exc)[:200]}", hint="fix the project's pyproject.toml") from None
-        if dep.is_vcs() or dep.is_url() or dep.is_file() or dep.is_directory():
-            raise RefusedError(f"{where}: a path, URL or VCS dependency is refused", hint="publish it as a wheel on your index")
-        out.append(requirement(dep.to_pep_508(), where))
+        # several constraints for one name (a list of tables, each with its own python or
+        # markers) are several dependencies, as Poetry reads them
+        for one in spec if isinstance(spec, list) else [spec]:
+            try:
+                dep = Factory.create_dependency(dep_name, one)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise ConfigError(f"{where}: {str(exc)[:200]}", hint="fix the project's pyproject.toml") from None
+            if dep.is_vcs() or dep.is_url() or dep.is_file() or dep.is_directory():
+                raise RefusedError(f"{where}: a path, URL or VCS dependency is refused", hint="publish it as a wheel on your index")
+            out.append(requirement(dep.to_pep_508(), where))
     return out

@@ -77,3 +77,22 @@ def test_init_refuses_a_pyproject_that_already_has_a_release_table(tmp_path: Pat
     cp = run_release("init", cwd=path)
     assert cp.returncode == 4 and "[tool.release]" in cp.stderr
     assert sorted(p.name for p in path.iterdir()) == ["pyproject.toml"]
+
+
+def test_a_real_poetry_project_runs_its_own_suite_from_its_dev_group(tmp_path: Path) -> None:
+    """cleo 2.1.0 (poetry-core): its tests' dependencies are a Poetry group (`dev`, one name
+    with two constraints by Python version); `-q` in its own addopts plus the smoke's leaves
+    pytest no summary line, and the counts are read from its JUnit report instead."""
+    path = sdist_project(tmp_path, "cleo==2.1.0")
+    assert run_release("init", cwd=path).returncode == 0
+    doc = tomllib.loads((path / "release.toml").read_text())
+    assert doc["environment"]["groups"] == ["dev"]
+    cfg = path / "release.toml"
+    for stage in (["bundle"], ["deploy", "--no-plan"]):
+        r = run_release("--config", cfg, *stage, cwd=path)
+        assert r.returncode == 0, (stage, r.stdout, r.stderr)
+    s = run_release("--config", cfg, "--json", "smoke", cwd=path)
+    assert s.returncode == 0, s.stdout + s.stderr
+    pytest_check = next(c for c in json.loads(s.stdout)["checks"] if c["kind"] == "pytest")
+    assert pytest_check["data"]["counts"]["passed"] > 200, pytest_check
+    assert run_release("--config", cfg, "rollback", cwd=path).returncode == 0

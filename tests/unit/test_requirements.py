@@ -122,3 +122,10 @@ def test_poetry_groups_are_converted_as_poetry_converts_them() -> None:
     for spec in ({"git": "https://evil.example/x.git"}, {"path": "../x"}, {"url": "https://evil.example/x.whl"}):
         with pytest.raises(RefusedError, match="path, URL or VCS"):
             requirements.poetry_group({"tool": {"poetry": {"group": {"t": {"dependencies": {"x": spec}}}}}}, "t")
+
+
+def test_a_poetry_dependency_with_several_constraints_is_several_requirements() -> None:
+    pyproject = {
+        "tool": {"poetry": {"group": {"dev": {"dependencies": {"mypy": [{"version": "^1.0", "python": "<3.8"}, {"version": "^1.5", "python": ">=3.8"}]}}}}}
+    }
+    assert requirements.poetry_group(pyproject, "dev") == ['mypy<2.0,>=1.0; python_version < "3.8"', 'mypy<2.0,>=1.5; python_version >= "3.8"']

@@ -34,3 +34,16 @@ def test_pytest_gets_the_releases_tests_by_path_and_its_rootdir(tmp_path: Path) 
     assert pytest_argv(["--ignore=tests"], t) == [f"--rootdir={t}", f"--ignore={t}/tests", t]
     assert pytest_argv(["-q"], t) == [f"--rootdir={t}", "-q", t], "no path given: the release's own tests"
     assert pytest_argv(["--rootdir", "x", "tests"], t)[:2] == ["--rootdir", "x"]
+
+
+def test_pytest_counts_come_from_its_junit_report_when_it_printed_no_summary(tmp_path: Path) -> None:
+    from release.agent.smoke_ops import _junit_counts
+
+    report = tmp_path / "junit.xml"
+    report.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="2" skipped="3" tests="10" time="1"></testsuite></testsuites>'
+    )
+    assert _junit_counts(str(report)) == {"passed": 4, "failed": 2, "errors": 1, "skipped": 3}
+    report.write_text('<!DOCTYPE x [<!ENTITY a "aaaa">]><testsuite tests="&a;">')  # never expanded, never counted
+    assert _junit_counts(str(report)) == {}
+    assert _junit_counts(str(tmp_path / "missing.xml")) == {}
