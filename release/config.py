@@ -51,6 +51,8 @@ SECTIONS: dict[str, _Spec] = {
         "inventory": (str, ""),
         "group": (str, "all"),
         "op_timeout": (int, 3600),
+        "shared": (list, []),
+        "shared_files": (list, []),
     },
     "fleet": {"forks": (int, 10), "serial": (object, None), "max_fail_percentage": (object, 0)},
     "smoke": {"check": (list, []), "timeout": (int, 600)},
@@ -152,6 +154,8 @@ class Config(NamedTuple):
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
     connect_to: str = ""  # the ssh destination when it is not ``host``: an inventory's ansible_host
+    shared: tuple[str, ...] = ()  # target.shared: folders kept under <root>/shared/, linked into each release
+    shared_files: tuple[str, ...] = ()  # target.shared_files: files likewise (never created)
     inventory_path: str = ""
     group: str = "all"  # target.group: the inventory group of the fleet
     op_timeout: float = 3600.0  # target.op_timeout: the deadline of every agent op (a smoke: at least its checks' own)
@@ -276,6 +280,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         artifacts=artifacts,
         submodules=submodules,
         **_bundle_selection(sec["bundle"]),
+        shared=_shared(t)["shared"],
+        shared_files=_shared(t)["shared_files"],
         host=t["host"],
         root=root,
         dir=t["dir"],
@@ -340,6 +346,30 @@ def _fleet(f: dict[str, Any]) -> Fleet:
     if isinstance(mfp, bool) or not isinstance(mfp, (int, float)) or not 0 <= mfp <= 100:
         raise ConfigError(f"fleet.max_fail_percentage must be a number from 0 to 100, got {mfp!r}", hint="fleet.max_fail_percentage = 0")
     return Fleet(forks, tuple(waves), float(mfp))
+
+
+def _shared(t: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``target.shared`` / ``shared_files``: paths relative to the release, inside it, each
+    named once, none inside another, none a name the deploy writes itself."""
+    from .agent import DEPLOY_WRITES
+
+    out: dict[str, tuple[str, ...]] = {}
+    seen: list[str] = []
+    for key in ("shared", "shared_files"):
+        paths = []
+        for rel in _str_list(t[key], f"target.{key}"):
+            if rel.startswith("/") or ".." in rel.split("/"):
+                raise ConfigError(f"target.{key}: {rel!r} leaves the release", hint='write a path relative to the release, e.g. "var/uploads"')
+            clean = _relative(rel, f"target.{key}", "the release")
+            if clean.split("/")[0] in (*DEPLOY_WRITES, ".venv"):
+                raise ConfigError(f"target.{key}: {rel!r} is a name the deploy writes itself", hint="share another path")
+            clash = next((s for s in seen if s == clean or clean.startswith(s + "/") or s.startswith(clean + "/")), None)
+            if clash is not None:
+                raise ConfigError(f"target.{key}: {rel!r} overlaps the shared path {clash!r}", hint="name each shared path once, none inside another")
+            seen.append(clean)
+            paths.append(clean)
+        out[key] = tuple(paths)
+    return out
 
 
 VERSION_FROM = ("", "git-tag")

@@ -40,6 +40,10 @@ SECTIONS: dict[str, dict[str, str]] = {
         "inventory": "A fleet from an Ansible inventory (INI or YAML), with `target.group`.",
         "group": "The inventory group released to.",
         "op_timeout": "Seconds any agent op may take on a target before its outcome is unknown (a smoke: at least its checks' own timeouts).",
+        "shared": (
+            'Folders kept across releases under `<root>/shared/` and linked into each (`["var/uploads", "logs"]`); made empty when missing, never deleted.'
+        ),
+        "shared_files": 'Files kept under `<root>/shared/` and linked into each release (`[".env"]`); never created: a missing one is exit 3.',
     },
     "fleet": {
         "forks": "Hosts worked on at once.",

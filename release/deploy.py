@@ -150,6 +150,8 @@ def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, sh
         "bundle": Path(plan.bundle).name,
         "bundle_sha256": plan.bundle_sha256,
         "create_root": cfg.create_root,
+        "shared": list(cfg.shared),
+        "shared_files": list(cfg.shared_files),
         "break_lock": break_lock,
         "ship_only": ship_only,
         "expect": {"name": plan.name, "version": plan.version, "commit": plan.head},

@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 
-from . import env_build, jsonio
+from . import env_build, jsonio, shared_paths
 from .fsutil import (
     _lstat_kind,
     _read_regular,
@@ -153,6 +153,7 @@ def op_deploy(req: DeployRequest) -> DeployResult:
 
 def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str, dirname: str, deploy_id: str) -> DeployResult:
     parent = os.path.join(root, parent_rel) if parent_rel else root
+    shared = shared_paths.prepare(dict(req), root, root_fd)  # a missing shared file stops the deploy before anything is written
     cleaned = clean_leftovers(root)
     parent_existed = True
     if parent_rel:
@@ -186,7 +187,7 @@ def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str,
         try:
             stage = make_marked_dir(parent_fd, "tmp", deploy_id, "deploy")
             checkpoint("deploy:staged")
-            result = _unpack(req, parent, parent_fd, stage, dirname, target, deploy_id)
+            result = _unpack(req, parent, parent_fd, stage, dirname, target, deploy_id, shared)
             if result.get("shipped"):
                 return result
             result["parent"] = parent
@@ -223,7 +224,9 @@ def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str,
             os.close(parent_fd)
 
 
-def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname: str, target: str, deploy_id: str) -> DeployResult:
+def _unpack(
+    req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname: str, target: str, deploy_id: str, shared: dict[str, str] | None = None
+) -> DeployResult:
     """Read the bundle once (checksum first), scan it, write the accepted members into ``stage/tree``."""
     sha = str(req["bundle_sha256"])
     copy = os.path.join(parent, stage, "bundle.tar.gz")
@@ -274,7 +277,17 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
         say("building the release's environment (offline, from its own wheels)")
         env_facts, env_files, env_dirs = env_build.build(os.path.join(parent, stage, "tree"), target, env_doc, accepted.entries())
         checkpoint("deploy:environment")
-    files = {m.rel for m in accepted.members if m.kind != "d" and m.rel} | {DEPLOY_MANIFEST} | env_files
+    if shared:  # the shared paths, linked in while the release is staged: it appears whole
+        stage_fd = open_dir(stage, parent_fd)
+        try:
+            tree_fd = open_dir("tree", stage_fd)
+            try:
+                shared_paths.link(tree_fd, shared, target)
+            finally:
+                os.close(tree_fd)
+        finally:
+            os.close(stage_fd)
+    files = {m.rel for m in accepted.members if m.kind != "d" and m.rel} | {DEPLOY_MANIFEST} | env_files | set(shared or {})
     dirs = {m.rel for m in accepted.members if m.kind == "d" and m.rel} | env_dirs
     names = names_sha256(listing_of(files, dirs | _wanted_dirs(files)))  # of names only: the manifest may hold it
     lines = {str(k): str(v) for k, v in dict(req["manifest"]).items()}
@@ -288,6 +301,7 @@ def _unpack(req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname
             "target_host": _hostname(),
             "rollback": rollback_command(target),
             **{k: str(v) for k, v in env_facts.items()},
+            **({shared_paths.MANIFEST_KEY: shared_paths.manifest_value(shared)} if shared else {}),
         }
     )
     result: DeployResult = {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}

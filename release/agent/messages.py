@@ -39,6 +39,8 @@ class _DeployBase(TypedDict):
 
 class DeployRequest(_DeployBase, total=False):
     bundle_path: str  # same machine: the agent reads the bundle where it lies
+    shared: list[str]  # target.shared: folders under <root>/shared/ linked into the release
+    shared_files: list[str]  # target.shared_files: files likewise (never created)
 
 
 class RollbackRequest(TypedDict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from . import shared_paths
 from .fsutil import (
     _lstat_kind,
     list_tree,
@@ -94,7 +95,7 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                 trusted = req.get("tree_sha256") in (None, "") or tree_sha256(entries) == req.get("tree_sha256")
                 trusted = trusted and (not env_entries or tree_sha256(env_entries) == manifest.get("env_sha256"))
                 if trusted:
-                    added = _added(found, dirs, set(entries) | set(env_entries), env_dirs)
+                    added = _added(found, dirs, set(entries) | set(env_entries) | set(shared_paths.from_manifest(manifest)), env_dirs)
                 else:
                     added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from . import shared_paths
 from .fsutil import (
     hash_at,
     open_dir,
@@ -108,7 +109,9 @@ def op_verify(req: VerifyRequest) -> VerifyResult:
     try:
         got_manifest = _manifest_of(fd)
         bundle_want, env_want, env_dirs = _release_entries(fd)
-        want = {**bundle_want, **env_want}
+        # the shared links the deploy made (compared as links, never followed)
+        shared = {rel: "link:" + where for rel, where in shared_paths.from_manifest(got_manifest[0] if got_manifest else {}).items()}
+        want = {**bundle_want, **env_want, **shared}
         found: dict[str, str] = {}
         dirs: set[str] = set()
         walk(fd, "", found, dirs)
