@@ -57,11 +57,28 @@ def _bundle_options(s: argparse.ArgumentParser) -> None:
     s.set_defaults(handler=_lazy("bundle"))
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError("between 0 and 86400 seconds")
+    return value
+
+
+def _lock_wait(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--lock-wait", metavar="SECONDS", type=_seconds, default=0.0, help="wait up to SECONDS for a live holder of the target's lock (default: refuse at once)"
+    )
+
+
 def _deploy_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--bundle", metavar="PATH", help="deploy this bundle instead of the newest of the recorded HEAD")
     s.add_argument("--no-plan", action="store_true", help="deploy without a locked plan (.release/plan.lock)")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
     s.add_argument("--ship-only", action="store_true", help=argparse.SUPPRESS)  # benchmark: ship + verify, then discard
+    _lock_wait(s)
     s.set_defaults(handler=_lazy("deploy"))
 
 
@@ -69,6 +86,7 @@ def _rollback_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="roll back this deploy instead of the last one")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
     s.add_argument("--discard-added", action="store_true", help="also delete files added to the release after the deploy (refused by default)")
+    _lock_wait(s)
     s.set_defaults(handler=_lazy("rollback"))
 
 
@@ -90,6 +108,7 @@ def _verify_options(s: argparse.ArgumentParser) -> None:
 def _promote_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="promote this deploy instead of the last one")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
+    _lock_wait(s)
     s.set_defaults(handler=_lazy("promote"))
 
 
@@ -103,6 +122,7 @@ def _init_options(s: argparse.ArgumentParser) -> None:
 
 def _provision_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--undo", action="store_true", help="remove exactly what provision created")
+    _lock_wait(s)
     s.set_defaults(handler=_lazy("provision"))
 
 
@@ -190,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(done.to_json(), sort_keys=True) if args.json else shown(done.text))
             return done.exit_code
         cfg = load(args.config)
+        if getattr(args, "lock_wait", 0.0):
+            cfg = cfg._replace(lock_wait=float(args.lock_wait))
         handler = args.handler
         if cfg.is_fleet or getattr(args, "limit", None):
             from .fleet import stages as fleet

@@ -154,6 +154,7 @@ class Config(NamedTuple):
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
     connect_to: str = ""  # the ssh destination when it is not ``host``: an inventory's ansible_host
+    lock_wait: float = 0.0  # --lock-wait: seconds an op waits for a live holder of the target's lock
     shared: tuple[str, ...] = ()  # target.shared: folders kept under <root>/shared/, linked into each release
     shared_files: tuple[str, ...] = ()  # target.shared_files: files likewise (never created)
     inventory_path: str = ""

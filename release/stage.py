@@ -34,6 +34,7 @@ class Options:
     reproducible_check: bool = False  # bundle
     sign: str | None = None  # bundle
     undo: bool = False  # provision
+    lock_wait: float = 0.0  # deploy, rollback, promote, provision: wait for a live lock holder
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:

@@ -19,7 +19,7 @@ from .fsutil import (
     sync_filesystem,
 )
 from .leftovers import _remove_marked, clean_leftovers, make_marked_dir
-from .lock import Lock, read_lock
+from .lock import Lock, lock_wait, read_lock
 from .names import checked_folder_name, checked_id, manifest_text, rollback_command
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, PREFIX, AgentError, _hostname, _io_error, checkpoint, refuse, say
 from .release_tree import (
@@ -132,7 +132,7 @@ def op_deploy(req: DeployRequest) -> DeployResult:
         else:
             raise AgentError(3, f"target root does not exist: {root}", "create it, or set target.create_root = true")
     try:
-        with Lock(root, deploy_id, "deploy", bool(req.get("break_lock"))) as lock:
+        with Lock(root, deploy_id, "deploy", bool(req.get("break_lock")), lock_wait(req)) as lock:
             root_fd = open_dir(root)
             try:
                 result = _deploy_locked(req, root, root_fd, parent_rel, dirname, deploy_id)

@@ -11,6 +11,7 @@ from .protocol import LOCK, PREFIX, AgentError, _hostname, refuse, say
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 
@@ -87,6 +88,12 @@ def _read_json(dir_fd: int, name: str) -> dict[str, Any]:
         os.close(fd)
 
 
+def lock_wait(req: Mapping[str, object]) -> float:
+    """A request's ``lock_wait`` (``--lock-wait``): seconds to wait for a live holder, 0 = none."""
+    value = req.get("lock_wait")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 86400 else 0.0
+
+
 class Lock:
     """The root's lock: ``.release-lock``, complete before it is visible, never outliving its op.
 
@@ -96,9 +103,10 @@ class Lock:
     two breakers cannot both win.
     """
 
-    def __init__(self, root: str, deploy_id: str, op: str, break_lock: bool) -> None:
+    def __init__(self, root: str, deploy_id: str, op: str, break_lock: bool, wait: float = 0.0) -> None:
         self.path = os.path.join(root, LOCK)
         self.root = root
+        self.wait = max(0.0, float(wait))  # --lock-wait: seconds to wait for a holder to finish
         pid = os.getpid()
         self.info = {"host": _hostname(), "pid": pid, "started": _start_time(pid), "time": time.time(), "deploy_id": deploy_id, "op": op}
         self.break_lock = break_lock
@@ -113,14 +121,20 @@ class Lock:
 
     def __enter__(self) -> Lock:
         root_fd = open_dir(self.root)
+        deadline = time.monotonic() + self.wait
+        tries = 0
+        told = False
         try:
-            for _ in range(3):
+            while True:
+                tries += 1
                 if self._try(root_fd):
                     self.held = True
                     return self
                 holder = read_lock(self.root)
                 if holder is None:
-                    continue  # released meanwhile: try again
+                    if tries < 3 or time.monotonic() < deadline:
+                        continue  # released meanwhile: try again
+                    break
                 desc = self._describe(holder)
                 same_host = holder.get("host") == _hostname()
                 try:
@@ -128,8 +142,18 @@ class Lock:
                 except (TypeError, ValueError):
                     pid = -1
                 dead = bool(holder.get("unreadable")) or (same_host and not _alive(pid, str(holder.get("started", ""))))
+                if not dead and time.monotonic() < deadline:  # --lock-wait: a holder that may finish is waited for
+                    if not told:
+                        say(f"waiting up to {self.wait:g} s for the lock at {self.path} ({desc})")
+                        told = True
+                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                    continue
                 if same_host and not dead:
-                    raise AgentError(4, f"target root is locked: {self.path} held by {desc}", "wait for it to finish; a lock of a live process is never broken")
+                    raise AgentError(
+                        4,
+                        f"target root is locked: {self.path} held by {desc}",
+                        "wait for it to finish, or rerun with --lock-wait SECONDS; a lock of a live process is never broken",
+                    )
                 if not self.break_lock:
                     if dead:
                         raise refuse(f"stale lock at {self.path}: {desc} (that process is gone)", "rerun with --break-lock to break it")
@@ -138,6 +162,8 @@ class Lock:
                         "if you are sure that run is gone, rerun with --break-lock",
                     )
                 self._break(root_fd, holder, desc)
+                if tries >= 3 and time.monotonic() >= deadline:
+                    break
             raise refuse(f"could not take the lock at {self.path}", "rerun")
         finally:
             os.close(root_fd)

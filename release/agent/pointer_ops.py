@@ -14,7 +14,7 @@ from .fsutil import (
     path_kind,
 )
 from .leftovers import clean_leftovers
-from .lock import Lock
+from .lock import Lock, lock_wait
 from .names import checked_id, name_problem
 from .protocol import DEPLOY_MANIFEST, PREFIX, AgentError, _io_error, checkpoint, refuse
 from .release_tree import read_deploy_manifest
@@ -129,7 +129,7 @@ def op_promote(req: PromoteRequest) -> PromoteResult:
     target = req["target"]
     deploy_id = checked_id(req["deploy_id"])
     try:
-        with Lock(root, deploy_id, "promote", bool(req.get("break_lock"))):
+        with Lock(root, deploy_id, "promote", bool(req.get("break_lock")), lock_wait(req)):
             clean_leftovers(root)
             if not _is_release(target):
                 raise AgentError(3, f"no release at {target} to promote", "deploy it first; a rolled-back release cannot be promoted")
@@ -165,7 +165,7 @@ def op_repoint(req: RepointRequest) -> RepointResult:
     nothing changes."""
     root = req["root"]
     deploy_id = checked_id(req["deploy_id"])
-    with Lock(root, deploy_id, "repoint", bool(req.get("break_lock"))):
+    with Lock(root, deploy_id, "repoint", bool(req.get("break_lock")), lock_wait(req)):
         to = req.get("to")
         if req.get("from_host"):
             known = read_promoted(root, deploy_id)

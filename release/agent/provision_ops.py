@@ -6,7 +6,7 @@ import hashlib
 import os
 
 from .fsutil import _write_new, open_dir, path_kind
-from .lock import Lock
+from .lock import Lock, lock_wait
 from .names import name_problem
 from .protocol import AgentError, refuse
 
@@ -60,7 +60,7 @@ def op_provision(req: ProvisionRequest) -> dict[str, Any]:
         os.makedirs(lock_root, exist_ok=True)
     if not os.path.isdir(lock_root):
         raise AgentError(3, f"target root does not exist: {lock_root} (provision locks it)", "create it, or set target.create_root = true")
-    with Lock(lock_root, req["id"], "provision", bool(req.get("break_lock"))):
+    with Lock(lock_root, req["id"], "provision", bool(req.get("break_lock")), lock_wait(req)):
         try:
             for d in req["dirs"]:
                 path = _inside(root, d, "provision.dirs entry")
@@ -122,5 +122,5 @@ def op_unprovision(req: UnprovisionRequest) -> dict[str, Any]:
             inner = {os.path.join(path, n) for n in os.listdir(path)}
             if inner - {e["path"] for e in created}:
                 raise refuse(f"{path} holds entries provision did not create; nothing was removed", "empty it by hand first")
-    with Lock(req["lock_root"], req["id"], "unprovision", bool(req.get("break_lock"))):
+    with Lock(req["lock_root"], req["id"], "unprovision", bool(req.get("break_lock")), lock_wait(req)):
         return {"removed": _undo(created)}

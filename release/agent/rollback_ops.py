@@ -14,7 +14,7 @@ from .fsutil import (
     unlink_listed,
 )
 from .leftovers import _remove_marked, clean_leftovers, make_marked_dir
-from .lock import Lock
+from .lock import Lock, lock_wait
 from .names import checked_id, tree_sha256
 from .pointer_ops import _forget_promoted, pointer_state, read_promoted, restore_pointer
 from .protocol import DEPLOY_MANIFEST, PREFIX, AgentError, _io_error, checkpoint, refuse
@@ -37,7 +37,7 @@ def op_rollback(req: RollbackRequest) -> RollbackResult:
     if not os.path.isdir(root):
         raise AgentError(3, f"target root does not exist: {root}", "nothing to roll back", kind="absent")
     try:
-        with Lock(root, deploy_id, "rollback", bool(req.get("break_lock"))) as lock:
+        with Lock(root, deploy_id, "rollback", bool(req.get("break_lock")), lock_wait(req)) as lock:
             result = _rollback_locked(req, root, parent, name, target, deploy_id)
             # the last release gone: the root create_root made goes too (the host's own marker
             # says so), with the folders above it that it made, each only while it is empty

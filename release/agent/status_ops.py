@@ -12,7 +12,7 @@ from .fsutil import (
     walk,
 )
 from .leftovers import clean_leftovers, leftovers
-from .lock import Lock, _alive, read_lock
+from .lock import Lock, _alive, lock_wait, read_lock
 from .names import checked_folder_name, checked_id, tree_sha256
 from .pointer_ops import _is_release, pointer_state
 from .protocol import PREFIX, AgentError, _hostname
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 def op_tidy(req: TidyRequest) -> TidyResult:
     """Under the lock, remove what killed runs left in the root and in the releases folder."""
     root = req["root"]
-    with Lock(root, checked_id(req["deploy_id"]), "tidy", bool(req.get("break_lock"))):
+    with Lock(root, checked_id(req["deploy_id"]), "tidy", bool(req.get("break_lock")), lock_wait(req)):
         cleaned = clean_leftovers(root)
         if req.get("parent"):
             cleaned += clean_leftovers(os.path.join(root, checked_folder_name(req["parent"], "the releases folder")))

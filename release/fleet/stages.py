@@ -629,7 +629,7 @@ def fleet_lock(cfg: Config, stage: str, break_lock: bool) -> Any:
         except (TypeError, ValueError):
             dead = True
         break_lock = break_lock or dead
-    return Lock(str(folder), "fleet", stage, break_lock)
+    return Lock(str(folder), "fleet", stage, break_lock, cfg.lock_wait)
 
 
 def locked(stage: str, fn: Handler) -> Handler:

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 
+# the ops that take the target's lock (``--lock-wait`` applies to them)
+LOCKING = frozenset({"deploy", "rollback", "promote", "repoint", "tidy", "provision", "unprovision"})
+
+
 class Agent:
     """The agent on one target, reached through ``transport``."""
 
@@ -49,7 +53,14 @@ class Agent:
         return self.transport.label
 
     def _call(self, op: str, request: Any, *, stdin: BinaryIO | None = None, timeout: float | None = None) -> Any:
+        wait = getattr(self.transport, "lock_wait", 0.0)
+        if wait and op in LOCKING:  # --lock-wait: the op waits for a live holder of the target's lock
+            request = {**request, "lock_wait": wait}
+            timeout = (self.transport_deadline() if timeout is None else timeout) + wait
         return self.transport.agent(op, request, stdin=stdin, timeout=timeout)
+
+    def transport_deadline(self) -> float:
+        return float(getattr(self.transport, "deadline", 3600.0))
 
     def facts(self, req: FactsRequest) -> dict[str, Any]:
         """What a plan or a bundle needs to know of the target (root, parent, target folder, lock, interpreter)."""

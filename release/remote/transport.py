@@ -36,6 +36,7 @@ AGENT_FLAGS = ("-I", "-S")
 class Transport(Protocol):
     label: str
     same_machine: bool  # the target can read the controller's files in place
+    lock_wait: float  # --lock-wait: seconds a locking op waits for a live holder
 
     def agent(self, op: str, request: Mapping[str, object], *, stdin: BinaryIO | None = None, timeout: float | None = None) -> dict[str, Any]: ...
 
@@ -45,6 +46,8 @@ class Transport(Protocol):
 class _Base:
     label = ""
     same_machine = False
+
+    lock_wait = 0.0  # --lock-wait: seconds an op that takes the target's lock waits for a live holder
 
     def __init__(self, python: str, deadline: float = 3600.0) -> None:
         self.python = python
@@ -265,11 +268,15 @@ class SshTransport(_Base):
 
 
 def for_config(cfg: Config) -> Transport:
+    t: _Base
     if cfg.is_local:
-        return LocalTransport(cfg.python, cfg.op_timeout)
-    if cfg.ssh_config:
-        _check_ssh_config(cfg.ssh_config)
-    return SshTransport(cfg.connect_to or cfg.host, cfg.python, cfg.ssh_config, cfg.ssh_options, deadline=cfg.op_timeout, label=cfg.host)
+        t = LocalTransport(cfg.python, cfg.op_timeout)
+    else:
+        if cfg.ssh_config:
+            _check_ssh_config(cfg.ssh_config)
+        t = SshTransport(cfg.connect_to or cfg.host, cfg.python, cfg.ssh_config, cfg.ssh_options, deadline=cfg.op_timeout, label=cfg.host)
+    t.lock_wait = cfg.lock_wait
+    return t
 
 
 def _check_ssh_config(path: str) -> None:

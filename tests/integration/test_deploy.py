@@ -446,3 +446,34 @@ def test_the_agent_starts_light_for_deploy_status_and_rollback(project: Repo, tm
         assert imported & heavy == set(), stage
         if stage != "rollback":  # rollback deletes with threads: threading brings functools and collections
             assert imported & {"threading", "functools", "collections"} == set(), stage
+
+
+def test_lock_wait_waits_for_a_live_holder_and_no_longer(setup) -> None:  # type: ignore[no-untyped-def]
+    """`--lock-wait SECONDS` (#23 item 7): a live holder is waited for instead of refused at
+    once; when it lets go the deploy proceeds; past the wait it is refused as before."""
+    import socket
+    import threading
+
+    cfg, root, _ = setup
+    bundle(cfg)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock_file = root / ".release-lock"
+    try:
+        lock = {"host": socket.gethostname(), "pid": sleeper.pid, "time": time.time(), "deploy_id": "other-deploy", "op": "deploy"}
+        lock_file.write_text(json.dumps(lock))
+        cp = deploy(cfg)
+        assert cp.returncode == 4 and "--lock-wait" in cp.stderr, cp.stderr
+        t0 = time.monotonic()
+        cp = deploy(cfg, "--lock-wait", "1")
+        assert cp.returncode == 4 and "locked" in cp.stderr and time.monotonic() - t0 >= 1.0, cp.stderr
+        release = threading.Timer(1.5, lock_file.unlink)
+        release.start()
+        t0 = time.monotonic()
+        cp = deploy(cfg, "--lock-wait", "30")
+        release.join()
+        assert cp.returncode == 0, cp.stderr
+        assert 1.4 <= time.monotonic() - t0 < 30, "it waited for the holder, and no longer"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run_release("--config", cfg, "rollback", "--lock-wait", "abc").returncode == 2
