@@ -56,11 +56,8 @@ class Agent:
         wait = getattr(self.transport, "lock_wait", 0.0)
         if wait and op in LOCKING:  # --lock-wait: the op waits for a live holder of the target's lock
             request = {**request, "lock_wait": wait}
-            timeout = (self.transport_deadline() if timeout is None else timeout) + wait
+            timeout = (float(getattr(self.transport, "deadline", 3600.0)) if timeout is None else timeout) + wait
         return self.transport.agent(op, request, stdin=stdin, timeout=timeout)
-
-    def transport_deadline(self) -> float:
-        return float(getattr(self.transport, "deadline", 3600.0))
 
     def facts(self, req: FactsRequest) -> dict[str, Any]:
         """What a plan or a bundle needs to know of the target (root, parent, target folder, lock, interpreter)."""
