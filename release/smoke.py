@@ -145,6 +145,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
     if target_checks:
         with progress.task(f"G5 smoke: {len(target_checks)} checks on {record['host']}"):
             req: SmokeRequest = {
+                "root": record["root"],
                 "target": record["target"],
                 "python": cfg.python,
                 "tree_sha256": record.get("tree_sha256"),

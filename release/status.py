@@ -32,12 +32,15 @@ def cli(cfg: Config, options: Options | None = None) -> StageResult:
         lines.append("unreadable deploy records (skipped): " + ", ".join(state.corrupt))
         result["corrupt_records"] = state.corrupt
     lines.append(f"current: {result.get('current', 'none')}")
+    lines.append(f"previous (as the journal says): {result.get('previous') or 'none'}")
+    if result.get("journal_skipped_lines"):
+        lines.append(f"journal: {result['journal_skipped_lines']} torn or corrupt lines skipped")
     if not result["releases"]:
         lines.append("no releases deployed by this tool")
     for r in result["releases"]:
         r["controller_record"] = known.get(r["deploy_id"], "none")
         mark = "*" if r["promoted"] else " "
-        lines.append(f"{mark} {r['version']:<14} {str(r['head'])[:12]}  {r['release_stamp']}  {r['deploy_id']}  {r['path']}")
+        lines.append(f"{mark} {r['version']:<14} {str(r['head'])[:12]}  {r['release_stamp']}  {r['deploy_id']}  {r.get('journal') or '-':<13} {r['path']}")
     lines.append("other entries: " + (", ".join(e for e in result["entries"] if e not in {r["path"].rsplit("/", 1)[-1] for r in result["releases"]}) or "none"))
     return StageResult({"stage": "status", **result}, "\n".join(lines))
 

@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 
-from . import env_build, jsonio, shared_paths
+from . import env_build, journal, jsonio, shared_paths
 from .fsutil import (
     _lstat_kind,
     _read_regular,
@@ -146,6 +146,8 @@ def op_deploy(req: DeployRequest) -> DeployResult:
                 if root_fd >= 0:
                     os.close(root_fd)
             result["root_created"] = created
+            if not result.get("shipped"):
+                journal.append(root, "deployed", deploy_id, req, target=result["target"], version=str(req["expect"].get("version", "")))
             return result
     except OSError as exc:
         raise _io_error(exc, f"deploy to {os.path.join(root, parent_rel, dirname)} failed") from None

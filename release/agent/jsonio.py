@@ -59,6 +59,8 @@ def loads(data: str | bytes) -> Any:
         raise ValueError(f"Expecting value: char {exc.value}") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except SystemError:  # the C scanner, driven without the json package, on an unterminated string
+        raise ValueError("Unterminated string") from None
     if text[end:].strip(_WHITESPACE):
         raise ValueError(f"Extra data: char {end}")
     return obj

@@ -116,6 +116,7 @@ class SmokeRequest(_SmokeBase, total=False):
     tree_sha256: str | None
     manifest_sha256: str
     total_timeout: float
+    root: str  # the target root: its journal records the smoke's verdict
 
 
 class ProvisionRequest(TypedDict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from . import jsonio
+from . import journal, jsonio
 from .fsutil import (
     _read_regular,
     _write_new,
@@ -152,6 +152,7 @@ def op_promote(req: PromoteRequest) -> PromoteResult:
                 os.close(root_fd)
             checkpoint("promote:previous-recorded")
             previous = switch_link(root, rel)
+            journal.append(root, "promoted", deploy_id, req, current=rel, previous=previous)
             return {"current": rel, "previous": previous, "unchanged": False}
     except OSError as exc:
         raise _io_error(exc, f"promote of {target} failed") from None
@@ -176,9 +177,13 @@ def op_repoint(req: RepointRequest) -> RepointResult:
             to = known["previous"] if known else None
         _forget_promoted(root, deploy_id)
         checkpoint("repoint:switching")
+        current = os.path.join(root, "current")
+        replaced = os.readlink(current) if path_kind(current) == "symlink" else None
         if to and _release_under(root, to):
             switch_link(root, to)
-        elif path_kind(os.path.join(root, "current")) == "symlink":
-            os.unlink(os.path.join(root, "current"))
+        elif path_kind(current) == "symlink":
+            os.unlink(current)
             fsync_dir(root)
-        return {"current": pointer_state(root)}
+        now = pointer_state(root)
+        journal.append(root, "reverted", deploy_id, req, current=to if to and _release_under(root, to) else None, previous=replaced)
+        return {"current": now}

@@ -9,6 +9,7 @@ import os
 
 from . import env_build, jsonio
 from .fsutil import _read_regular, _write_new, open_dir
+from .journal import JOURNAL
 from .names import manifest_entries
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, LOCK, PREFIX, AgentError
 from .tarsafe import MAX_MANIFEST
@@ -85,11 +86,15 @@ def remove_root_if_ours(root: str, release_lock: Callable[[], None]) -> list[str
     if not created:
         return []
     try:
-        if set(os.listdir(root)) - {ROOT_MARKER, LOCK}:
+        if set(os.listdir(root)) - {ROOT_MARKER, LOCK, JOURNAL}:
             return []
     except OSError:
         return []
     os.unlink(os.path.join(root, ROOT_MARKER))
+    try:
+        os.unlink(os.path.join(root, JOURNAL))  # the journal of a root this tool made and now removes
+    except FileNotFoundError:
+        pass
     release_lock()
     removed: list[str] = []
     for folder in reversed(created):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from . import journal, jsonio
 from .fsutil import open_dir, path_kind
 from .leftovers import _remove_marked, make_marked_dir
 from .names import checked_id
@@ -412,4 +413,11 @@ def op_smoke(req: SmokeRequest) -> SmokeResult:
             os.close(parent_fd)
     # in the same connection: prove the smoke left the deployed tree unchanged
     verify = op_verify({"target": target, "tree_sha256": req.get("tree_sha256"), "manifest_sha256": req.get("manifest_sha256", "")})
+    root = req.get("root")
+    if root and os.path.isdir(root):
+        import hashlib
+
+        passed = verify["clean"] and all(r["status"] == "passed" for r in results)
+        digest = hashlib.sha256(jsonio.dumps({"results": results, "verify": verify}).encode()).hexdigest()
+        journal.append(root, "smoke passed" if passed else "smoke failed", deploy_id, dict(req), results_sha256=digest)
     return {"target": target, "results": results, "verify": verify}

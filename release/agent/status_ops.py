@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from . import shared_paths
+from . import journal, shared_paths
 from .fsutil import (
     hash_at,
     open_dir,
@@ -96,7 +96,14 @@ def op_status(req: StatusRequest) -> dict[str, Any]:
                 }
             )
     others = sorted(n for n in os.listdir(root) if not n.startswith(PREFIX)) if os.path.isdir(root) else []
-    return {"root": root, "releases": releases, "lock": read_lock(root), "entries": others, "leftovers": left, "current": pointer_state(root)}
+    entries, skipped = journal.read(root)
+    state = journal.states(entries)
+    for r in releases:
+        r["journal"] = state.get(str(r["deploy_id"]), {}).get("event", "")
+    out: dict[str, Any] = {"root": root, "releases": releases, "lock": read_lock(root), "entries": others, "leftovers": left, "current": pointer_state(root)}
+    out["previous"] = journal.previous_current(entries)
+    out["journal_skipped_lines"] = skipped
+    return out
 
 
 def op_verify(req: VerifyRequest) -> VerifyResult:

@@ -9,6 +9,7 @@ Which ops exist, and what each does to a target, is the agent's op table
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
@@ -42,6 +43,22 @@ if TYPE_CHECKING:
 LOCKING = frozenset({"deploy", "rollback", "promote", "repoint", "tidy", "provision", "unprovision"})
 
 
+# the ops whose outcome the target's journal records
+JOURNALED = frozenset({"deploy", "rollback", "promote", "repoint", "smoke"})
+
+
+def who() -> dict[str, str]:
+    """The operator (this user) and the controller (this machine) a journal entry names."""
+    import getpass
+    import socket
+
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):
+        operator = str(os.getuid())
+    return {"operator": operator, "controller": socket.gethostname()}
+
+
 class Agent:
     """The agent on one target, reached through ``transport``."""
 
@@ -53,6 +70,8 @@ class Agent:
         return self.transport.label
 
     def _call(self, op: str, request: Any, *, stdin: BinaryIO | None = None, timeout: float | None = None) -> Any:
+        if op in JOURNALED:  # who asked, for the host's journal
+            request = {**request, "journal": who()}
         wait = getattr(self.transport, "lock_wait", 0.0)
         if wait and op in LOCKING:  # --lock-wait: the op waits for a live holder of the target's lock
             request = {**request, "lock_wait": wait}

@@ -119,3 +119,16 @@ def test_bounded_reads_agree_with_json_within_the_bounds(doc: object) -> None:
     else:
         with pytest.raises(ValueError):
             jsonio.loads_bounded(text, 1 << 20, 5)
+
+
+def test_an_unterminated_string_is_a_value_error_not_a_system_error() -> None:
+    """A torn journal line, or a lying host's answer cut inside a string: the C scanner, run
+    without the json package, failed with SystemError (not ValueError), which the readers
+    of untrusted JSON did not catch."""
+    import pytest
+
+    for text in ('{"a": "ti', '"abc', '[1, "x', '{"ok": true, "result": "'):
+        with pytest.raises(ValueError):
+            jsonio.loads(text)
+        with pytest.raises(ValueError):
+            jsonio.loads_bounded(text.encode(), 1 << 20)

@@ -1,0 +1,90 @@
+"""The journal on each target (#23 item 4): deploy, smoke, promote and rollback append one
+fsync'd line each to `<root>/.release-journal`, naming the operator and the controller;
+`status` shows each release's journal state and the previous release as the journal says;
+a torn or corrupt line is skipped, never fatal; a journal replaced by a link is refused."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from pathlib import Path
+
+from ..support import Repo, bundle, deploy, run_release, write_config
+
+
+def journal(root: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (root / ".release-journal").read_text().splitlines() if line.strip()]
+
+
+def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, transport: dict[str, object]) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(
+        tmp_path / "release.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped", **transport},
+        checks=[{"kind": "import", "modules": ["demo_app"]}],
+    )
+    bundle(cfg)
+    first = json.loads(deploy(cfg).stdout)["deploy_id"]
+    assert run_release("--config", cfg, "smoke").returncode == 0
+    assert run_release("--config", cfg, "promote").returncode == 0
+    second = json.loads(deploy(cfg).stdout)["deploy_id"]
+    assert run_release("--config", cfg, "promote").returncode == 0
+    st = run_release("--config", cfg, "--json", "status")
+    assert st.returncode == 0, st.stderr
+    status = json.loads(st.stdout)
+    assert {r["deploy_id"]: r["journal"] for r in status["releases"]} == {first: "promoted", second: "promoted"}
+    first_path = next(r["path"] for r in status["releases"] if r["deploy_id"] == first)
+    assert status["previous"] == os.path.relpath(first_path, root), "the release current before, as the journal says"
+    assert run_release("--config", cfg, "rollback").returncode == 0  # the newest
+    events = [(e["event"], e["deploy_id"]) for e in journal(root)]
+    assert events == [
+        ("deployed", first),
+        ("smoke passed", first),
+        ("promoted", first),
+        ("deployed", second),
+        ("promoted", second),
+        ("rolled back", second),
+    ]
+    for e in journal(root):
+        assert e["operator"] == getpass.getuser() and e["controller"] == socket.gethostname() and str(e["time"]).endswith("Z")
+    assert next(e for e in journal(root) if e["event"] == "smoke passed")["results_sha256"]
+
+
+def test_a_torn_line_is_skipped_and_a_linked_journal_is_refused(project: Repo, tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root)})
+    bundle(cfg)
+    deployed = json.loads(deploy(cfg).stdout)["deploy_id"]
+    with (root / ".release-journal").open("a") as f:
+        f.write('{"event": "deployed", "deploy_id": "x", "ti')  # a write cut short by a crash
+    st = run_release("--config", cfg, "--json", "status")
+    assert st.returncode == 0, st.stderr
+    status = json.loads(st.stdout)
+    assert status["journal_skipped_lines"] == 1 and status["releases"][0]["journal"] == "deployed"
+    rb = run_release("--config", cfg, "rollback")
+    assert rb.returncode == 0, rb.stderr
+    assert journal_events(root)[-1] == ("rolled back", deployed), "the next append starts on a line of its own"
+
+    elsewhere = tmp_path / "elsewhere.log"
+    elsewhere.write_text("")
+    (root / ".release-journal").unlink()
+    os.symlink(elsewhere, root / ".release-journal")
+    d = deploy(cfg)
+    assert d.returncode == 4 and "is a link" in d.stderr, d.stderr
+    assert elsewhere.read_text() == "", "nothing is written through the link"
+
+
+def journal_events(root: Path) -> list[tuple[str, str]]:
+    out = []
+    for line in (root / ".release-journal").read_text().splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        out.append((e["event"], e["deploy_id"]))
+    return out
