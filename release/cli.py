@@ -108,6 +108,7 @@ def _verify_options(s: argparse.ArgumentParser) -> None:
 def _promote_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="promote this deploy instead of the last one")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
+    s.add_argument("--force", action="store_true", help="promote a release whose last smoke on the host did not pass (journalled)")
     _lock_wait(s)
     s.set_defaults(handler=_lazy("promote"))
 

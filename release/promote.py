@@ -35,7 +35,13 @@ def cli(cfg: Config, options: Options) -> StageResult:
             f"deploy {record['deploy_id']} is {record.get('status')!r}: only a deployed release can be promoted",
             hint="deploy it again, or promote another deploy with --deploy-id",
         )
-    req: PromoteRequest = {"root": record["root"], "target": record["target"], "deploy_id": record["deploy_id"], "break_lock": options.break_lock}
+    req: PromoteRequest = {
+        "root": record["root"],
+        "target": record["target"],
+        "deploy_id": record["deploy_id"],
+        "break_lock": options.break_lock,
+        "force": options.force,
+    }
     result = for_config(cfg).promote(req)
     if result.get("unchanged"):  # already the current release: the previous pointer stays the one recorded first
         result["previous"] = result.get("previous") or (record.get("promotion") or {}).get("previous")

@@ -34,6 +34,7 @@ class Options:
     reproducible_check: bool = False  # bundle
     sign: str | None = None  # bundle
     undo: bool = False  # provision
+    force: bool = False  # promote: without a passing smoke on the host (journalled)
     lock_wait: float = 0.0  # deploy, rollback, promote, provision: wait for a live lock holder
 
     @classmethod

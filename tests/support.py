@@ -156,10 +156,16 @@ def need(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
+JOURNAL = ".release-journal"  # a root's own history, kept on purpose: the tool's parent listing leaves it out too
+
+
 def tree_state(path: Path) -> dict[str, tuple[object, ...]]:
-    """Every entry under ``path`` with its type, mode, mtime and content hash."""
+    """Every entry under ``path`` with its type, mode, mtime and content hash (a target
+    root's journal aside: it is the host's own history, kept on purpose)."""
     out: dict[str, tuple[object, ...]] = {}
     for p in sorted([path, *path.rglob("*")]):
+        if p.name == JOURNAL:
+            continue
         st = p.lstat()
         rel = str(p.relative_to(path))
         if p.is_symlink():
@@ -172,7 +178,7 @@ def tree_state(path: Path) -> dict[str, tuple[object, ...]]:
 
 
 def listing(path: Path) -> list[str]:
-    return sorted(os.listdir(path))
+    return sorted(n for n in os.listdir(path) if n != JOURNAL)
 
 
 def deploy(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -121,6 +121,14 @@ def states(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def last_smoke(entries: list[dict[str, Any]], deploy_id: str) -> str:
+    """The last smoke verdict of ``deploy_id`` ("smoke passed" / "smoke failed"), '' when none."""
+    for e in reversed(entries):
+        if e.get("deploy_id") == deploy_id and e["event"] in ("smoke passed", "smoke failed"):
+            return str(e["event"])
+    return ""
+
+
 def previous_current(entries: list[dict[str, Any]]) -> str | None:
     """The release that was current before the newest promotion still in effect, as the
     journal says (never by folder time or name)."""

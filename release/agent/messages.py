@@ -58,11 +58,15 @@ class RollbackRequest(TypedDict):
     break_lock: bool
 
 
-class PromoteRequest(TypedDict):
+class _PromoteBase(TypedDict):
     root: str
     target: str
     deploy_id: str
     break_lock: bool
+
+
+class PromoteRequest(_PromoteBase, total=False):
+    force: bool  # --force: promote without a passing smoke on the host (journalled)
 
 
 class RepointRequest(TypedDict):

@@ -136,6 +136,13 @@ def op_promote(req: PromoteRequest) -> PromoteResult:
             manifest = read_deploy_manifest(target)
             if manifest.get("deploy_id") != req["deploy_id"]:
                 raise refuse(f"{target} belongs to deploy {manifest.get('deploy_id')!r}, not {req['deploy_id']!r}")
+            smoked = journal.last_smoke(journal.read(root)[0], deploy_id)
+            if smoked != "smoke passed" and not req.get("force"):
+                said = "its last smoke on this host failed" if smoked else "it was never smoked on this host"
+                raise refuse(
+                    f"promotion of {deploy_id} refused: {said} (the host's journal decides)",
+                    "run `release smoke` and promote once it passes, or `release promote --force` (journalled)",
+                )
             rel = os.path.relpath(target, root)
             current = os.path.join(root, "current")
             if path_kind(current) == "symlink" and os.path.realpath(current) == os.path.realpath(target):
@@ -152,7 +159,8 @@ def op_promote(req: PromoteRequest) -> PromoteResult:
                 os.close(root_fd)
             checkpoint("promote:previous-recorded")
             previous = switch_link(root, rel)
-            journal.append(root, "promoted", deploy_id, req, current=rel, previous=previous)
+            forced = {"forced": True, "smoke": smoked or "none"} if smoked != "smoke passed" else {}
+            journal.append(root, "promoted", deploy_id, req, current=rel, previous=previous, **forced)
             return {"current": rel, "previous": previous, "unchanged": False}
     except OSError as exc:
         raise _io_error(exc, f"promote of {target} failed") from None

@@ -337,11 +337,11 @@ def test_timestamped_strategy_promote_and_rollback_restore_pointer(setup, projec
     bundle(cfg)
     first = json.loads(deploy(cfg).stdout)
     assert Path(first["target"]).parent == root / "releases"
-    assert run_release("--config", cfg, "promote").returncode == 0
+    assert run_release("--config", cfg, "promote", "--force").returncode == 0
     assert os.readlink(root / "current") == f"releases/{Path(first['target']).name}"
     time.sleep(1.1)  # a new stamp
     second = json.loads(deploy(cfg).stdout)
-    assert run_release("--config", cfg, "promote").returncode == 0
+    assert run_release("--config", cfg, "promote", "--force").returncode == 0
     assert os.readlink(root / "current") == f"releases/{Path(second['target']).name}"
     st = json.loads(run_release("--config", cfg, "--json", "status").stdout)
     assert [r["promoted"] for r in st["releases"]] == [False, True]
@@ -353,7 +353,7 @@ def test_timestamped_strategy_promote_and_rollback_restore_pointer(setup, projec
     assert rb.returncode == 0, rb.stderr
     assert not os.path.lexists(root / "current")
     assert not (root / "releases").exists(), "the releases folder the first deploy created is gone"
-    assert sorted(os.listdir(root)) == ["demo-app", "notes.txt"]
+    assert listing(root) == ["demo-app", "notes.txt"]
 
 
 def test_promoting_the_current_release_again_keeps_its_previous_and_rollback_restores_it(setup, project: Repo) -> None:  # type: ignore[no-untyped-def]
@@ -365,11 +365,11 @@ def test_promoting_the_current_release_again_keeps_its_previous_and_rollback_res
     cfg.write_text(cfg.read_text().replace("[target]", '[target]\nstrategy = "timestamped"'))
     bundle(cfg)
     first = json.loads(deploy(cfg).stdout)
-    assert run_release("--config", cfg, "promote").returncode == 0
+    assert run_release("--config", cfg, "promote", "--force").returncode == 0
     time.sleep(1.1)
     second = json.loads(deploy(cfg).stdout)
-    assert run_release("--config", cfg, "promote").returncode == 0
-    again = run_release("--config", cfg, "--json", "promote")
+    assert run_release("--config", cfg, "promote", "--force").returncode == 0
+    again = run_release("--config", cfg, "--json", "promote", "--force")
     assert again.returncode == 0 and json.loads(again.stdout)["unchanged"] is True, again.stdout
     # the controller's record of B's promotion is lost (a kill before it was saved)
     record_path = next(p for p in (cfg.parent / ".release").rglob("*.json") if second["deploy_id"] in p.name and "fleet" not in str(p))
@@ -387,7 +387,7 @@ def test_promote_refused_for_side_by_side(setup) -> None:  # type: ignore[no-unt
     cfg, _, _ = setup
     bundle(cfg)
     deploy(cfg)
-    cp = run_release("--config", cfg, "promote")
+    cp = run_release("--config", cfg, "promote", "--force")
     assert cp.returncode == 2 and "timestamped" in cp.stderr
 
 

@@ -29,10 +29,12 @@ def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, t
     )
     bundle(cfg)
     first = json.loads(deploy(cfg).stdout)["deploy_id"]
+    refused = run_release("--config", cfg, "promote")
+    assert refused.returncode == 4 and "never smoked on this host" in refused.stderr and "--force" in refused.stderr
     assert run_release("--config", cfg, "smoke").returncode == 0
-    assert run_release("--config", cfg, "promote").returncode == 0
+    assert run_release("--config", cfg, "promote").returncode == 0  # by evidence: its smoke passed here
     second = json.loads(deploy(cfg).stdout)["deploy_id"]
-    assert run_release("--config", cfg, "promote").returncode == 0
+    assert run_release("--config", cfg, "promote", "--force").returncode == 0  # journalled as forced
     st = run_release("--config", cfg, "--json", "status")
     assert st.returncode == 0, st.stderr
     status = json.loads(st.stdout)
@@ -52,6 +54,8 @@ def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, t
     for e in journal(root):
         assert e["operator"] == getpass.getuser() and e["controller"] == socket.gethostname() and str(e["time"]).endswith("Z")
     assert next(e for e in journal(root) if e["event"] == "smoke passed")["results_sha256"]
+    promoted = [e for e in journal(root) if e["event"] == "promoted"]
+    assert "forced" not in promoted[0] and promoted[1]["forced"] is True and promoted[1]["smoke"] == "none"
 
 
 def test_a_torn_line_is_skipped_and_a_linked_journal_is_refused(project: Repo, tmp_path: Path) -> None:
@@ -88,3 +92,20 @@ def journal_events(root: Path) -> list[tuple[str, str]]:
             continue
         out.append((e["event"], e["deploy_id"]))
     return out
+
+
+def test_a_release_whose_last_smoke_failed_is_not_promoted(project: Repo, tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(
+        tmp_path / "release.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped"},
+        checks=[{"kind": "import", "modules": ["no_such_module"]}],
+    )
+    bundle(cfg)
+    assert deploy(cfg).returncode == 0
+    assert run_release("--config", cfg, "smoke").returncode == 1
+    cp = run_release("--config", cfg, "promote")
+    assert cp.returncode == 4 and "last smoke on this host failed" in cp.stderr
+    assert not (root / "current").exists()

@@ -113,12 +113,14 @@ def test_a_kill_at_any_point_is_recovered_by_rerunning_the_command(tmp_path: Pat
     if stage != "deploy":
         assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
         if stage == "rollback":  # (promoting the release current points at changes nothing: promote is killed on its first run)
-            assert run_release("--config", cfg, "promote").returncode == 0
+            assert run_release("--config", cfg, "promote", "--force").returncode == 0
         deployed = _releases(root)
-    killed = run_release("--config", cfg, "--json", "-v", stage, *(["--no-plan"] if stage == "deploy" else []), env=kill_env)
+    killed = run_release(
+        "--config", cfg, "--json", "-v", stage, *(["--no-plan"] if stage == "deploy" else ["--force"] if stage == "promote" else []), env=kill_env
+    )
     assert killed.returncode == 1 and "outcome unknown" in killed.stderr, killed.stderr
     assert ("in a forked child" in killed.stderr) == (agent == "forked"), killed.stderr
-    again = _rerun(cfg, stage, *(["--no-plan"] if stage == "deploy" else []))
+    again = _rerun(cfg, stage, *(["--no-plan"] if stage == "deploy" else ["--force"] if stage == "promote" else []))
     if stage == "deploy":
         assert again.returncode == 0, again.stderr
         assert len(_releases(root)) == 1, "one release, whether the killed run had landed it or not"

@@ -170,10 +170,10 @@ def test_rollback_never_leaves_current_dangling(local: tuple[Path, Path]) -> Non
     cfg.write_text(cfg.read_text().replace("[target]", '[target]\nstrategy = "timestamped"'))
     bundle(cfg)
     a = json.loads(deploy(cfg).stdout)
-    assert run_release("--config", cfg, "promote").returncode == 0
+    assert run_release("--config", cfg, "promote", "--force").returncode == 0
     time.sleep(1.1)
     b = json.loads(deploy(cfg).stdout)
-    assert run_release("--config", cfg, "promote").returncode == 0
+    assert run_release("--config", cfg, "promote", "--force").returncode == 0
     rb = run_release("--config", cfg, "rollback", "--deploy-id", a["deploy_id"])
     # out of order: B was added to releases/ since A's deploy, so the listing proof differs (exit 1)
     assert rb.returncode in (0, 1) and "removed" in rb.stdout, rb.stderr
@@ -191,7 +191,7 @@ def test_promoting_a_rolled_back_deploy_is_blocked(local: tuple[Path, Path]) -> 
     bundle(cfg)
     a = json.loads(deploy(cfg).stdout)
     assert run_release("--config", cfg, "rollback").returncode == 0
-    cp = run_release("--config", cfg, "promote", "--deploy-id", a["deploy_id"])
+    cp = run_release("--config", cfg, "promote", "--force", "--deploy-id", a["deploy_id"])
     assert cp.returncode == 3 and "rolled-back" in cp.stderr and "Traceback" not in cp.stderr
 
 
