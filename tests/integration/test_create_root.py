@@ -63,7 +63,7 @@ def test_a_root_that_existed_or_holds_anything_else_stays(project: Repo, tmp_pat
     rb = run_release("--config", cfg, "--json", "rollback")
     assert rb.returncode == 1 and "parent listing differs" in rb.stderr, "the pre-state claim is not made: the root is not as it was"
     assert json.loads(rb.stdout)["removed_root"] == []
-    assert sorted(os.listdir(made)) == [".release-root", "operator-notes.txt"], "the root stays while anything else is in it"
+    assert sorted(os.listdir(made)) == [".release-journal", ".release-root", "operator-notes.txt"], "the root stays while anything else is in it"
 
 
 def test_a_planted_root_marker_removes_nothing_but_empty_folders_of_its_own_root(project: Repo, tmp_path: Path) -> None:
