@@ -20,7 +20,7 @@ from .redact import redact_obj, shown
 from .stage import Handler, Options, StageResult
 
 # the stages that talk to the target
-TARGET_STAGES = frozenset({"deploy", "rollback", "smoke", "status", "verify", "promote", "plan", "provision"})
+TARGET_STAGES = frozenset({"deploy", "rollback", "smoke", "status", "verify", "promote", "plan", "provision", "prune"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +117,13 @@ def _plan_options(s: argparse.ArgumentParser) -> None:
     s.set_defaults(handler=_lazy("plan"))
 
 
+def _prune_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--keep", metavar="N", type=int, default=None, help="keep the N newest releases that passed smoke (default: target.keep)")
+    s.add_argument("--dry-run", action="store_true", help="list what would be removed and why the rest stays; change nothing")
+    _lock_wait(s)
+    s.set_defaults(handler=_lazy("prune"))
+
+
 def _init_options(s: argparse.ArgumentParser) -> None:
     s.set_defaults(handler=_lazy("init"))
 
@@ -138,6 +145,7 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "promote": ("switch the `current` pointer to a release (timestamped strategy)", _promote_options),
     "plan": ("compute and lock the deploy plan (changes nothing)", _plan_options),
     "provision": ("create the runtime skeleton on the target (G4)", _provision_options),
+    "prune": ("remove old releases beyond the N newest that passed smoke (never current or previous)", _prune_options),
     "init": ("write a first release.toml for the project in this folder (never overwrites)", _init_options),
 }
 _VALUED = ("--config", "--limit")  # the global options that take a value

@@ -53,6 +53,7 @@ SECTIONS: dict[str, _Spec] = {
         "op_timeout": (int, 3600),
         "shared": (list, []),
         "shared_files": (list, []),
+        "keep": (int, 0),
     },
     "fleet": {"forks": (int, 10), "serial": (object, None), "max_fail_percentage": (object, 0)},
     "smoke": {"check": (list, []), "timeout": (int, 600)},
@@ -154,6 +155,7 @@ class Config(NamedTuple):
     fleet: Fleet = Fleet()
     ssh_options: tuple[str, ...] = ()  # per-host connection options (from an inventory)
     connect_to: str = ""  # the ssh destination when it is not ``host``: an inventory's ansible_host
+    keep: int = 0  # target.keep: after a successful promote, prune to this many releases that passed smoke (0: never)
     lock_wait: float = 0.0  # --lock-wait: seconds an op waits for a live holder of the target's lock
     shared: tuple[str, ...] = ()  # target.shared: folders kept under <root>/shared/, linked into each release
     shared_files: tuple[str, ...] = ()  # target.shared_files: files likewise (never created)
@@ -281,6 +283,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         artifacts=artifacts,
         submodules=submodules,
         **_bundle_selection(sec["bundle"]),
+        keep=_keep(t["keep"]),
         shared=_shared(t)["shared"],
         shared_files=_shared(t)["shared_files"],
         host=t["host"],
@@ -347,6 +350,12 @@ def _fleet(f: dict[str, Any]) -> Fleet:
     if isinstance(mfp, bool) or not isinstance(mfp, (int, float)) or not 0 <= mfp <= 100:
         raise ConfigError(f"fleet.max_fail_percentage must be a number from 0 to 100, got {mfp!r}", hint="fleet.max_fail_percentage = 0")
     return Fleet(forks, tuple(waves), float(mfp))
+
+
+def _keep(value: int) -> int:
+    if value < 0 or value > 10_000:
+        raise ConfigError(f"target.keep must be between 1 and 10000 (0 or absent: never prune), got {value}", hint="target.keep = 5")
+    return value
 
 
 def _shared(t: dict[str, Any]) -> dict[str, tuple[str, ...]]:

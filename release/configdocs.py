@@ -43,6 +43,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "shared": (
             'Folders kept across releases under `<root>/shared/` and linked into each (`["var/uploads", "logs"]`); made empty when missing, never deleted.'
         ),
+        "keep": "After a successful promote, prune to this many releases that passed smoke (never the current, the previous or the newest failed); 0: never.",
         "shared_files": 'Files kept under `<root>/shared/` and linked into each release (`[".env"]`); never created: a missing one is exit 3.',
     },
     "fleet": {

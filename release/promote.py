@@ -53,7 +53,13 @@ def cli(cfg: Config, options: Options) -> StageResult:
         target=record["target"],
         result=f"current -> {result['current']} (was {result['previous']})",
     )
-    return StageResult(
+    done = StageResult(
         {"stage": "promote", "deploy_id": record["deploy_id"], **result},
         f"current -> {result['current']} " + ("(already; nothing changed)" if result.get("unchanged") else f"(was {result['previous'] or 'none'})"),
     )
+    if not cfg.keep:
+        return done
+    from . import prune  # target.keep: retention after a successful promote
+
+    pruned = prune.run(cfg, cfg.keep, dry_run=False)
+    return StageResult({**done.data, "pruned": pruned.data}, done.text + "\n" + pruned.text, pruned.exit_code, pruned.failed)

@@ -24,7 +24,14 @@ if TYPE_CHECKING:  # the request shapes, for the type checker only
 
 
 def run(
-    cfg: Config, record: dict[str, Any], transport: Transport, *, break_lock: bool = False, discard_added: bool = False, again: bool = False
+    cfg: Config,
+    record: dict[str, Any],
+    transport: Transport,
+    *,
+    break_lock: bool = False,
+    discard_added: bool = False,
+    again: bool = False,
+    journal_event: str = "",
 ) -> StageResult:
     """Roll back ``record`` on the target. ``again``: a record already rolled back is sent
     once more, so a rollback killed after it removed the release finishes what the deploy
@@ -53,6 +60,8 @@ def run(
         "discard_added": discard_added,
         "break_lock": break_lock,
     }
+    if journal_event:
+        req["journal_event"] = journal_event  # prune: the host's journal says "pruned"
     try:
         result = Agent(transport).rollback(req)
     except ReleaseError as exc:

@@ -34,6 +34,8 @@ class Options:
     reproducible_check: bool = False  # bundle
     sign: str | None = None  # bundle
     undo: bool = False  # provision
+    keep: int | None = None  # prune: the newest releases that passed smoke to keep (None: target.keep)
+    dry_run: bool = False  # prune: say what would go, change nothing
     force: bool = False  # promote: without a passing smoke on the host (journalled)
     lock_wait: float = 0.0  # deploy, rollback, promote, provision: wait for a live lock holder
 

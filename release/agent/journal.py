@@ -121,6 +121,17 @@ def states(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def deploy_order(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """Per deploy id, the position of its ``deployed`` entry: the order releases came in,
+    as the host saw it (never folder time or name)."""
+    out: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        did = e.get("deploy_id")
+        if e["event"] == "deployed" and isinstance(did, str) and did not in out:
+            out[did] = i
+    return out
+
+
 def last_smoke(entries: list[dict[str, Any]], deploy_id: str) -> str:
     """The last smoke verdict of ``deploy_id`` ("smoke passed" / "smoke failed"), '' when none."""
     for e in reversed(entries):

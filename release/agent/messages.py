@@ -43,7 +43,7 @@ class DeployRequest(_DeployBase, total=False):
     shared_files: list[str]  # target.shared_files: files likewise (never created)
 
 
-class RollbackRequest(TypedDict):
+class _RollbackBase(TypedDict):
     root: str
     target: str
     deploy_id: str
@@ -56,6 +56,10 @@ class RollbackRequest(TypedDict):
     names_sha256: str  # the release's entry names as deployed ("" when not recorded): see names_sha256
     discard_added: bool
     break_lock: bool
+
+
+class RollbackRequest(_RollbackBase, total=False):
+    journal_event: str  # "pruned": a removal by prune, journalled as such on the host
 
 
 class _PromoteBase(TypedDict):

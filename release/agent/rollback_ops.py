@@ -39,7 +39,7 @@ def op_rollback(req: RollbackRequest) -> RollbackResult:
     try:
         with Lock(root, deploy_id, "rollback", bool(req.get("break_lock")), lock_wait(req)) as lock:
             result = _rollback_locked(req, root, parent, name, target, deploy_id)
-            journal.append(root, "rolled back", deploy_id, req, target=target)
+            journal.append(root, "pruned" if req.get("journal_event") == "pruned" else "rolled back", deploy_id, req, target=target)
             # the last release gone: the root create_root made goes too (the host's own marker
             # says so), with the folders above it that it made, each only while it is empty
             result["removed_root"] = remove_root_if_ours(root, lock.release)

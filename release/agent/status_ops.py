@@ -68,7 +68,7 @@ def op_inspect(req: InspectRequest) -> InspectResult:
 
 def op_status(req: StatusRequest) -> dict[str, Any]:
     root = req["root"]
-    releases = []
+    releases: list[dict[str, Any]] = []
     current = os.path.join(root, "current")
     cur_real = os.path.realpath(current) if path_kind(current) == "symlink" else None
     left: list[str] = []
@@ -98,8 +98,12 @@ def op_status(req: StatusRequest) -> dict[str, Any]:
     others = sorted(n for n in os.listdir(root) if not n.startswith(PREFIX)) if os.path.isdir(root) else []
     entries, skipped = journal.read(root)
     state = journal.states(entries)
+    order = journal.deploy_order(entries)
     for r in releases:
-        r["journal"] = state.get(str(r["deploy_id"]), {}).get("event", "")
+        did = str(r["deploy_id"])
+        r["journal"] = state.get(did, {}).get("event", "")
+        r["order"] = order.get(did)
+        r["smoke"] = journal.last_smoke(entries, did)
     out: dict[str, Any] = {"root": root, "releases": releases, "lock": read_lock(root), "entries": others, "leftovers": left, "current": pointer_state(root)}
     out["previous"] = journal.previous_current(entries)
     out["journal_skipped_lines"] = skipped
