@@ -86,6 +86,7 @@ def _rollback_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="roll back this deploy instead of the last one")
     s.add_argument("--break-lock", action="store_true", help="break a stale target lock left by a dead process")
     s.add_argument("--discard-added", action="store_true", help="also delete files added to the release after the deploy (refused by default)")
+    s.add_argument("--to-previous", action="store_true", help="point `current` back at the previous release, as the target's journal says (removes nothing)")
     _lock_wait(s)
     s.set_defaults(handler=_lazy("rollback"))
 

@@ -110,9 +110,41 @@ def run(
     return StageResult(data, text)
 
 
+def to_previous(cfg: Config, transport: Transport, state: State) -> StageResult:
+    """``rollback --to-previous``: ``current`` back at the release that was current before,
+    as the host's journal says (never by folder time or name order); nothing is removed."""
+    from .errors import ConfigError
+
+    if cfg.strategy != "timestamped":
+        raise ConfigError("rollback --to-previous moves the `current` pointer of the timestamped strategy", hint='set target.strategy = "timestamped"')
+    agent = Agent(transport)
+    st = agent.status({"root": cfg.root})
+    previous = st.get("previous")
+    live = next((r for r in st["releases"] if r.get("promoted")), None)
+    if not previous or live is None:
+        raise BlockedError(
+            f"the journal of {cfg.host or 'localhost'}:{cfg.root} names no previous release to go back to",
+            hint="`release status` shows the releases; promote one with `release promote --deploy-id ID`",
+        )
+    if not any(str(r["path"]).endswith("/" + str(previous)) or str(r["path"]) == str(previous) for r in st["releases"]):
+        raise BlockedError(f"the previous release {previous} is no longer on the target", hint="promote another release with `release promote --deploy-id ID`")
+    answer = agent.repoint({"root": cfg.root, "deploy_id": str(live["deploy_id"]), "to": str(previous), "from_host": False})
+    if state.has(str(live["deploy_id"])):
+        record = state.load(str(live["deploy_id"]))
+        record.pop("promotion", None)
+        state.save(record)
+    state.audit("rollback --to-previous", deploy_id=str(live["deploy_id"]), target=cfg.root, result=str(answer.get("current")))
+    return StageResult(
+        {"stage": "rollback", "to_previous": True, "from": live["path"], "current": answer.get("current")},
+        f"{answer.get('current')} (was {live['path']}); nothing was removed",
+    )
+
+
 def cli(cfg: Config, options: Options) -> StageResult:
     state = State(cfg.state)
     transport = for_config(cfg)
+    if options.to_previous:
+        return to_previous(cfg, transport, state)
     reconcile.settle(cfg, state, transport, running_ok=False)  # an unseen outcome is settled before anything is removed
     record = state.pick(options.deploy_id)
     return run(cfg, record, transport, break_lock=options.break_lock, discard_added=options.discard_added)

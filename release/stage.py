@@ -30,6 +30,7 @@ class Options:
     break_lock: bool = False  # deploy, rollback, promote
     ship_only: bool = False  # deploy (benchmark)
     discard_added: bool = False  # rollback
+    to_previous: bool = False  # rollback: `current` back to the previous release, as the host's journal says
     mode: SmokeMode = "dryrun"  # smoke
     reproducible_check: bool = False  # bundle
     sign: str | None = None  # bundle

@@ -329,6 +329,11 @@ def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str
 
 
 def rollback(cfg: Config, options: Options) -> StageResult:
+    if options.to_previous:  # every host's `current` back at its previous release, as its own journal says
+        outcomes = run_all(cfg, lambda hcfg: rollback_stage.to_previous(hcfg, for_config(hcfg), State(hcfg.state)).data, "rollback --to-previous")
+        text = _table(f"rollback --to-previous on {len(outcomes)} hosts", outcomes, lambda r: str(r.get("current")))
+        why = _failed_hosts(outcomes)
+        return StageResult({"stage": "rollback", "to_previous": True, "hosts": _per_host(outcomes)}, text, 1 if why else 0, why)
     deploy_id = _pick_fleet_id(cfg, options.deploy_id, unfinished_ok=True)
     doc, holders = _holders(cfg, deploy_id)
 

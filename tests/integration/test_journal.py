@@ -9,6 +9,7 @@ import getpass
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from ..support import Repo, bundle, deploy, run_release, write_config
@@ -18,7 +19,8 @@ def journal(root: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (root / ".release-journal").read_text().splitlines() if line.strip()]
 
 
-def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, transport: dict[str, object]) -> None:
+def timestamped(project: Repo, tmp_path: Path, transport: dict[str, object]) -> tuple[Path, Path]:
+    """A timestamped target with an import check, its bundle built."""
     root = tmp_path / "srv"
     root.mkdir()
     cfg = write_config(
@@ -28,6 +30,11 @@ def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, t
         checks=[{"kind": "import", "modules": ["demo_app"]}],
     )
     bundle(cfg)
+    return cfg, root
+
+
+def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, transport: dict[str, object]) -> None:
+    cfg, root = timestamped(project, tmp_path, transport)
     first = json.loads(deploy(cfg).stdout)["deploy_id"]
     refused = run_release("--config", cfg, "promote")
     assert refused.returncode == 4 and "never smoked on this host" in refused.stderr and "--force" in refused.stderr
@@ -109,3 +116,32 @@ def test_a_release_whose_last_smoke_failed_is_not_promoted(project: Repo, tmp_pa
     cp = run_release("--config", cfg, "promote")
     assert cp.returncode == 4 and "last smoke on this host failed" in cp.stderr
     assert not (root / "current").exists()
+
+
+def test_rollback_to_previous_follows_the_journal_not_folder_names(project: Repo, tmp_path: Path, transport: dict[str, object]) -> None:
+    """`rollback --to-previous`: `current` goes back to the release that was current before, as
+    the host's journal says; a release whose folder sorts or was made later is not chosen
+    by that; nothing is removed."""
+    cfg, root = timestamped(project, tmp_path, transport)
+    ids = []
+    for _ in range(3):
+        time.sleep(1.05)  # a release folder is named to the second: one deploy per second
+        d = deploy(cfg)
+        assert d.returncode == 0, d.stderr
+        ids.append(json.loads(d.stdout)["deploy_id"])
+        assert run_release("--config", cfg, "smoke").returncode == 0
+    # promote the third, then the first: the previous (by the journal) is the third, though
+    # the second sorts between them and the first is older by folder name
+    assert run_release("--config", cfg, "promote", "--deploy-id", ids[2]).returncode == 0
+    assert run_release("--config", cfg, "promote", "--deploy-id", ids[0]).returncode == 0
+    paths = {r["deploy_id"]: r["path"] for r in json.loads(run_release("--config", cfg, "--json", "status").stdout)["releases"]}
+    back = run_release("--config", cfg, "--json", "rollback", "--to-previous")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert os.path.realpath(root / "current") == os.path.realpath(paths[ids[2]])
+    assert sorted(paths.values()) == sorted(str(p) for p in (root / "releases").iterdir() if not p.name.startswith(".release-")), "nothing removed"
+    assert json_events_tail(root) == ("reverted", ids[0])
+
+
+def json_events_tail(root: Path) -> tuple[str, str]:
+    last = json.loads((root / ".release-journal").read_text().splitlines()[-1])
+    return last["event"], last["deploy_id"]

@@ -6,6 +6,7 @@ did not deploy; each removal exact and journalled; `--dry-run` changes nothing."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ..support import Repo, bundle, deploy, run_release, tree_state, write_config
@@ -23,6 +24,7 @@ def test_prune_keeps_every_good_release_it_must(project: Repo, tmp_path: Path, t
     bundle(cfg)
     ids = []
     for _ in range(5):  # five releases, each smoked and promoted
+        time.sleep(1.05)  # a release folder is named to the second: one deploy per second
         ids.append(json.loads(deploy(cfg).stdout)["deploy_id"])
         assert run_release("--config", cfg, "smoke").returncode == 0
         assert run_release("--config", cfg, "promote").returncode == 0
@@ -32,6 +34,7 @@ def test_prune_keeps_every_good_release_it_must(project: Repo, tmp_path: Path, t
         target={"root": str(root), "strategy": "timestamped", **transport},
         checks=[{"kind": "import", "modules": ["nope"]}],
     )
+    time.sleep(1.05)
     failed = json.loads(deploy(bad_cfg).stdout)["deploy_id"]  # a sixth, whose smoke fails: kept for diagnosis
     assert run_release("--config", bad_cfg, "smoke").returncode == 1
     stranger = root / "releases" / "hand-made"
@@ -68,6 +71,7 @@ def test_keep_after_promote_and_bad_keeps(project: Repo, tmp_path: Path) -> None
     )
     bundle(cfg)
     for _ in range(3):
+        time.sleep(1.05)
         assert deploy(cfg).returncode == 0
         assert run_release("--config", cfg, "smoke").returncode == 0
         p = run_release("--config", cfg, "--json", "promote")
