@@ -271,6 +271,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     ssh_config = t["ssh_config"]
     if ssh_config:
         ssh_config = str((base / ssh_config).resolve())
+    shared = _shared(t)
     return Config(
         path=path,
         base=base,
@@ -284,8 +285,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         submodules=submodules,
         **_bundle_selection(sec["bundle"]),
         keep=_keep(t["keep"]),
-        shared=_shared(t)["shared"],
-        shared_files=_shared(t)["shared_files"],
+        shared=shared["shared"],
+        shared_files=shared["shared_files"],
         host=t["host"],
         root=root,
         dir=t["dir"],
