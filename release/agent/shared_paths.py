@@ -72,11 +72,11 @@ def prepare(req: dict[str, Any], root: str, root_fd: int) -> dict[str, str]:
     base = os.path.join(root, SHARED)
     checked = {rel: _checked(rel, "target.shared") for rel in folders}
     checked_files = {rel: _checked(rel, "target.shared_files") for rel in files}
-    shared_fd = _walk(root_fd, [SHARED], True, base)
+    found_fd = _walk(root_fd, [SHARED], False, base)  # read only: nothing is made before every file is found
     try:
-        for rel, parts in checked_files.items():  # checked before any folder is made
+        for rel, parts in checked_files.items():
             shown = os.path.join(base, rel)
-            pfd = _walk(shared_fd, parts[:-1], False, shown)
+            pfd = _walk(found_fd, parts[:-1], False, shown) if found_fd >= 0 else -1
             kind = "absent" if pfd < 0 else _lstat_kind(parts[-1], pfd)
             if pfd >= 0:
                 os.close(pfd)
@@ -86,6 +86,11 @@ def prepare(req: dict[str, Any], root: str, root_fd: int) -> dict[str, str]:
                     f"shared file {shown} is {'missing' if kind == 'absent' else 'a ' + kind + ', not a file'}: a release never starts without it",
                     f"create {shown} on the target (this tool never creates a shared file)",
                 )
+    finally:
+        if found_fd >= 0:
+            os.close(found_fd)
+    shared_fd = _walk(root_fd, [SHARED], True, base)
+    try:
         for rel, parts in checked.items():
             os.close(_walk(shared_fd, parts, True, os.path.join(base, rel)))
     finally:

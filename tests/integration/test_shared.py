@@ -80,7 +80,7 @@ def test_a_missing_shared_file_is_exit_3_and_nothing_is_written(project: Repo, t
     d = deploy(cfg)
     assert d.returncode == 3, d.stderr
     assert str(root / "shared" / ".env") in d.stderr and "never starts without it" in d.stderr
-    assert [n for n in listing(root) if n not in before] in ([], ["shared"])
+    assert listing(root) == before, "nothing is written, not even the shared folder, before every shared file is found"
     assert not any(n.startswith("demo-app") for n in listing(root))
     assert not (root / "shared" / "var").exists(), "no shared folder is made before the files are found"
 
