@@ -14,8 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from . import names
+from . import names, service
 from .errors import ConfigError
+from .schema import Spec as _Spec
+from .schema import check_table, kinded_table, typo_hint
+from .service import Service
 
 ARTIFACT_KINDS = ("sdist", "wheel")
 STRATEGIES = ("side-by-side", "timestamped")
@@ -24,8 +27,6 @@ CHECK_KINDS = ("compileall", "import", "attr", "pytest", "command", "db-readonly
 DIR_PLACEHOLDERS = ("name", "version", "sha", "stamp")
 SECRET_WORDS = ("password", "passwd", "token", "secret", "dsn", "credential", "apikey", "api_key", "private")
 
-# schema: key -> (type, default); a default of ... means required.
-_Spec = dict[str, tuple[Any, Any]]
 TOP: _Spec = {"name": (str, ...), "state": (str, ".release")}
 SECTIONS: dict[str, _Spec] = {
     "source": {"repo": (str, ...), "head": (str, ...), "subdir": (str, "")},
@@ -57,6 +58,8 @@ SECTIONS: dict[str, _Spec] = {
     },
     "fleet": {"forks": (int, 10), "serial": (object, None), "max_fail_percentage": (object, 0)},
     "smoke": {"check": (list, []), "timeout": (int, 600)},
+    "service": {"restart": (list, []), "timeout": (object, 60)},
+    "health": {"check": (list, [])},
     "provision": {"root": (str, ""), "dirs": (list, []), "config_file": (str, ""), "settings": (dict, {})},
     "environment": {
         "extras": (list, []),
@@ -158,6 +161,7 @@ class Config(NamedTuple):
     keep: int = 0  # target.keep: after a successful promote, prune to this many releases that passed smoke (0: never)
     lock_wait: float = 0.0  # --lock-wait: seconds an op waits for a live holder of the target's lock
     shared: tuple[str, ...] = ()  # target.shared: folders kept under <root>/shared/, linked into each release
+    service: Service = Service()  # [service] restart and [[health.check]]: run after `current` switches
     shared_files: tuple[str, ...] = ()  # target.shared_files: files likewise (never created)
     inventory_path: str = ""
     group: str = "all"  # target.group: the inventory group of the fleet
@@ -183,39 +187,6 @@ def _looks_like_url(s: str) -> bool:
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", s)) or bool(re.match(r"^[^/\s]+@[^/\s]+:", s))
 
 
-def _typo_hint(key: str, known: list[str]) -> str:
-    import difflib  # only to name the key that was meant
-
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    return "known keys: " + ", ".join(sorted(known))
-
-
-def _check_table(table: Mapping[str, Any], spec: _Spec, where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in table:
-        if key not in spec:
-            raise ConfigError(
-                f"unknown config key '{where}{key}'",
-                hint=_typo_hint(key, list(spec)),
-            )
-    for key, (typ, default) in spec.items():
-        if key in table:
-            value = table[key]
-            if typ is not object and not (isinstance(value, typ) and not (typ is int and isinstance(value, bool))):
-                raise ConfigError(
-                    f"config key '{where}{key}' must be a {typ.__name__}, got {type(value).__name__}",
-                    hint=f"fix '{where}{key}' in the config file",
-                )
-            out[key] = value
-        elif default is ...:
-            raise ConfigError(f"missing required config key '{where}{key}'", hint=f"add '{key} = ...' to the config")
-        else:
-            out[key] = default
-    return out
-
-
 def _str_list(value: list[Any], key: str) -> tuple[str, ...]:
     if not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config key '{key}' must be a list of strings", hint=f"fix '{key}'")
@@ -227,14 +198,14 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     known = list(TOP) + list(SECTIONS)
     for key in data:
         if key not in known:
-            raise ConfigError(f"unknown config key '{key}'", hint=_typo_hint(key, known))
-    top = _check_table({k: v for k, v in data.items() if k in TOP}, TOP, "")
+            raise ConfigError(f"unknown config key '{key}'", hint=typo_hint(key, known))
+    top = check_table({k: v for k, v in data.items() if k in TOP}, TOP, "")
     sec: dict[str, dict[str, Any]] = {}
     for name, spec in SECTIONS.items():
         table = data.get(name, {})
         if not isinstance(table, Mapping):
             raise ConfigError(f"config key '{name}' must be a table", hint=f"write it as [{name}]")
-        sec[name] = _check_table(table, spec, f"{name}.")
+        sec[name] = check_table(table, spec, f"{name}.")
 
     base = path.parent
     name = names.check_name(top["name"])
@@ -242,16 +213,16 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     artifacts = _str_list(sec["bundle"]["artifacts"], "bundle.artifacts")
     for a in artifacts:
         if a not in ARTIFACT_KINDS:
-            raise ConfigError(f"bundle.artifacts: unknown artifact '{a}'", hint=_typo_hint(a, list(ARTIFACT_KINDS)))
+            raise ConfigError(f"bundle.artifacts: unknown artifact '{a}'", hint=typo_hint(a, list(ARTIFACT_KINDS)))
     submodules = sec["bundle"]["submodules"]
     if submodules not in SUBMODULE_CHOICES:
-        raise ConfigError(f"bundle.submodules: unknown choice '{submodules}'", hint=_typo_hint(submodules, list(SUBMODULE_CHOICES)))
+        raise ConfigError(f"bundle.submodules: unknown choice '{submodules}'", hint=typo_hint(submodules, list(SUBMODULE_CHOICES)))
     t = sec["target"]
     if t["strategy"] not in STRATEGIES:
-        raise ConfigError(f"target.strategy: unknown strategy '{t['strategy']}'", hint=_typo_hint(t["strategy"], list(STRATEGIES)))
+        raise ConfigError(f"target.strategy: unknown strategy '{t['strategy']}'", hint=typo_hint(t["strategy"], list(STRATEGIES)))
     for ph in re.findall(r"\{([^}]*)\}", t["dir"]):
         if ph not in DIR_PLACEHOLDERS:
-            raise ConfigError(f"target.dir: unknown placeholder '{{{ph}}}'", hint=_typo_hint(ph, list(DIR_PLACEHOLDERS)))
+            raise ConfigError(f"target.dir: unknown placeholder '{{{ph}}}'", hint=typo_hint(ph, list(DIR_PLACEHOLDERS)))
     if "/" in t["dir"] or t["dir"] in ("", ".", ".."):
         raise ConfigError(f"target.dir must be a single folder name, got {t['dir']!r}", hint="put the parent folder in target.root")
     names.check_folder(t["dir"].format(name=name, version="0", sha="0000000", stamp="20000101T000000Z"))
@@ -272,6 +243,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     if ssh_config:
         ssh_config = str((base / ssh_config).resolve())
     shared = _shared(t)
+    op_timeout = float(_op_timeout(t["op_timeout"]))
     return Config(
         path=path,
         base=base,
@@ -294,7 +266,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         python=t["python"],
         ssh_config=ssh_config,
         create_root=t["create_root"],
-        op_timeout=float(_op_timeout(t["op_timeout"])),
+        op_timeout=op_timeout,
+        service=service.parse(sec["service"], sec["health"], t["strategy"], op_timeout),
         allowed_signers=str((base / t["allowed_signers"]).resolve()) if t["allowed_signers"] else "",
         checks=checks,
         provision_root=_provision_root(prov["root"], t["host"], base),
@@ -309,7 +282,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     )
 
 
-_STRICT_TABLES = ("name", "state", "source", "bundle", "target", "provision", "fleet", "environment")
+_STRICT_TABLES = ("name", "state", "source", "bundle", "target", "provision", "fleet", "environment", "service", "health")
 
 
 def _host_names(t: dict[str, Any]) -> tuple[str, ...]:
@@ -464,16 +437,7 @@ def _provision_root(root: str, host: str, base: Path) -> str:
 
 def _parse_check(index: int, raw: Any, default_timeout: int) -> Check:
     where = f"smoke.check[{index}]."
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where[:-1]} must be a table", hint="write it as [[smoke.check]]")
-    kind = raw.get("kind")
-    if kind not in CHECK_KEYS:
-        raise ConfigError(
-            f"{where}kind: unknown check kind {kind!r}",
-            hint=_typo_hint(str(kind), list(CHECK_KINDS)) if kind else "add kind = one of " + ", ".join(CHECK_KINDS),
-        )
-    spec = {**COMMON_CHECK_KEYS, **CHECK_KEYS[kind]}
-    values = _check_table(raw, spec, where)
+    kind, values = kinded_table(raw, where, "smoke.check", "check", COMMON_CHECK_KEYS, CHECK_KEYS)
     for key in ("modules", "args", "argv", "queries", "count_tables", "forbid_functions", "allow_functions", "paths"):
         if key in values and isinstance(values[key], list):
             values[key] = list(_str_list(values[key], where + key))

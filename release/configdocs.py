@@ -55,6 +55,16 @@ SECTIONS: dict[str, dict[str, str]] = {
         "check": "The ordered smoke checks (`[[smoke.check]]` tables, below).",
         "timeout": "The default timeout of a check, in seconds.",
     },
+    "service": {
+        "restart": (
+            'The restart, an argv without a shell (`["systemctl", "reload", "myapp"]`), run on the target in the new release folder after `current` '
+            "switches (`{python}` and `{target}` filled in; `RELEASE_ROOT`, `RELEASE_DIR`, `RELEASE_CURRENT` set); its failure reverts the promote."
+        ),
+        "timeout": "Seconds the restart may take; past them it is killed with its process group, and the promote reverts.",
+    },
+    "health": {
+        "check": "The health checks run on the target after the restart (`[[health.check]]` tables, below); one failing reverts the promote.",
+    },
     "provision": {
         "root": "The runtime skeleton's root folder (G4).",
         "dirs": "Folders created under it (existing ones are never touched).",
@@ -110,5 +120,30 @@ CHECKS: dict[str, dict[str, str]] = {
         "expected_grant_matrix_sha": "The sha256 of the role's grant matrix (the check fails when it differs).",
         "demo": "With the DSN variable unset, start an embedded throwaway PostgreSQL (the built-in example).",
         "demo_schema": "The schema file the demo database is seeded from, in the recorded commit.",
+    },
+}
+
+HEALTH: dict[str, dict[str, str]] = {
+    "": {
+        "kind": "`http` (a URL fetched from the target itself), `tcp` (an address that accepts a connection) or `command` (an argv).",
+        "name": "The check's name in reports and the journal (default: `<kind>-<index>`).",
+        "retries": "Attempts after the first before the check fails (0 to 1000).",
+        "interval": "Seconds between attempts.",
+        "timeout": "Seconds one attempt may take (the whole attempt, however slowly the answer comes).",
+    },
+    "http": {
+        "url": "An `http://` or `https://` URL, fetched from the target without a proxy and without following redirects; `{version}` is the release's version.",
+        "status": "The HTTP status the answer must have.",
+        "contains": (
+            "Text the answer's body (its first MiB) must contain; `{version}` is the version of the release checked "
+            '(`"{version}"`: the new one after a promote, the old one after a revert).'
+        ),
+    },
+    "tcp": {"address": '`host:port` (`"[::1]:8000"` for IPv6) that must accept a connection.'},
+    "command": {
+        "argv": (
+            "The command, without a shell, run in the release folder with its environment first on PATH "
+            "(`{python}`, `{target}`, `{version}` filled in); exit 0 passes."
+        )
     },
 }

@@ -8,6 +8,7 @@
     ├── RefusedError             exit 4  refused for safety; nothing was changed
     │   └── LockHeldError        exit 4  another deploy/rollback holds the target lock
     ├── UnreachableError         exit 1  the host was never reached: nothing was started there
+    ├── UnhealthyError           exit 1  the promoted release did not come up healthy: the host went back
     └── OutcomeUnknownError      exit 1  the answer was lost: reconciled with the target later
 
 Each class carries its ``kind`` (a fleet's table shows it per host): a failure is
@@ -96,6 +97,13 @@ class UnreachableError(ReleaseError):
     """The host was never reached (ssh could not connect): nothing was started there (exit 1)."""
 
     kind = "unreachable"
+
+
+class UnhealthyError(ReleaseError):
+    """The promoted release's restart or a health check failed: that host's `current` went
+    back to the release it replaced (exit 1)."""
+
+    kind = "unhealthy"
 
 
 EXIT_CODES = {1: ReleaseError, 2: ConfigError, 3: BlockedError, 4: RefusedError}

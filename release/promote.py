@@ -6,8 +6,9 @@ target is recorded so that rollback can restore it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import service
 from .config import Config
 from .errors import BlockedError, ConfigError
 from .remote.client import for_config
@@ -15,7 +16,7 @@ from .stage import Options, StageResult
 from .state import State, Status, now_iso
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
-    from .agent.messages import PromoteRequest
+    from .agent.messages import PromoteRequest, PromoteResult
 
 
 def require_timestamped(cfg: Config) -> None:
@@ -24,6 +25,25 @@ def require_timestamped(cfg: Config) -> None:
             "promote switches the `current` pointer of the timestamped strategy; this config uses side-by-side",
             hint='set target.strategy = "timestamped"; side-by-side promotion in place is a separate reviewed step (seed §2)',
         )
+
+
+def _reverted(cfg: Config, state: State, record: dict[str, Any], result: PromoteResult) -> StageResult:
+    """The new release did not come up healthy: the host went back by itself. Exit 1, with
+    what failed, where ``current`` is now, and whether the release gone back to is healthy."""
+    why = service.why_failed(result["service"])
+    back = result.get("revert_service")
+    now = result["current"] or "none (there was no release before)"
+    state.audit("promote", deploy_id=record["deploy_id"], target=record["target"], result=f"reverted to {now}: {why}")
+    lines = [
+        f"promote of {record['deploy_id']} on {cfg.host or 'localhost'} REVERTED: {why}",
+        *service.render(result["service"], "restarted"),
+        f"current -> {now} (back where it was)",
+        *service.render(back, "restarted again"),
+    ]
+    if back is not None and not back["ok"]:
+        lines.append(f"WARNING: the release gone back to is not healthy either: {service.why_failed(back)}")
+    data = {"stage": "promote", "deploy_id": record["deploy_id"], **result}
+    return StageResult(data, "\n".join(lines), 1, f"{why}; current went back to {now}")
 
 
 def cli(cfg: Config, options: Options) -> StageResult:
@@ -42,7 +62,11 @@ def cli(cfg: Config, options: Options) -> StageResult:
         "break_lock": options.break_lock,
         "force": options.force,
     }
+    if cfg.service:
+        req["service"] = cfg.service.spec()
     result = for_config(cfg).promote(req)
+    if result.get("reverted"):
+        return _reverted(cfg, state, record, result)
     if result.get("unchanged"):  # already the current release: the previous pointer stays the one recorded first
         result["previous"] = result.get("previous") or (record.get("promotion") or {}).get("previous")
     record["promotion"] = {"time": now_iso(), "current": result["current"], "previous": result["previous"]}
@@ -55,7 +79,12 @@ def cli(cfg: Config, options: Options) -> StageResult:
     )
     done = StageResult(
         {"stage": "promote", "deploy_id": record["deploy_id"], **result},
-        f"current -> {result['current']} " + ("(already; nothing changed)" if result.get("unchanged") else f"(was {result['previous'] or 'none'})"),
+        "\n".join(
+            [
+                f"current -> {result['current']} " + ("(already; nothing changed)" if result.get("unchanged") else f"(was {result['previous'] or 'none'})"),
+                *service.render(result.get("service"), "restarted"),
+            ]
+        ),
     )
     if not cfg.keep:
         return done

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import reconcile
+from . import reconcile, service
 from .config import Config
 from .errors import AbsentError, BlockedError, ReleaseError
 from .remote.client import Agent
@@ -20,7 +20,7 @@ from .stage import Options, StageResult
 from .state import State, Status, now_iso
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
-    from .agent.messages import RollbackRequest
+    from .agent.messages import RepointRequest, RollbackRequest
 
 
 def run(
@@ -128,16 +128,26 @@ def to_previous(cfg: Config, transport: Transport, state: State) -> StageResult:
         )
     if not any(str(r["path"]).endswith("/" + str(previous)) or str(r["path"]) == str(previous) for r in st["releases"]):
         raise BlockedError(f"the previous release {previous} is no longer on the target", hint="promote another release with `release promote --deploy-id ID`")
-    answer = agent.repoint({"root": cfg.root, "deploy_id": str(live["deploy_id"]), "to": str(previous), "from_host": False})
+    req: RepointRequest = {"root": cfg.root, "deploy_id": str(live["deploy_id"]), "to": str(previous), "from_host": False}
+    if cfg.service:
+        req["service"] = cfg.service.spec()
+    answer = agent.repoint(req)
     if state.has(str(live["deploy_id"])):
         record = state.load(str(live["deploy_id"]))
         record.pop("promotion", None)
         state.save(record)
-    state.audit("rollback --to-previous", deploy_id=str(live["deploy_id"]), target=cfg.root, result=str(answer.get("current")))
-    return StageResult(
-        {"stage": "rollback", "to_previous": True, "from": live["path"], "current": answer.get("current")},
-        f"{answer.get('current')} (was {live['path']}); nothing was removed",
+    up = answer.get("service")
+    state.audit(
+        "rollback --to-previous",
+        deploy_id=str(live["deploy_id"]),
+        target=cfg.root,
+        result=str(answer.get("current")) + ("" if up is None else " (healthy)" if up["ok"] else " (NOT healthy)"),
     )
+    data = {"stage": "rollback", "to_previous": True, "from": live["path"], "current": answer.get("current"), "service": up}
+    text = "\n".join([f"{answer.get('current')} (was {live['path']}); nothing was removed", *service.render(up, "restarted")])
+    if up is not None and not up["ok"]:
+        return StageResult(data, text, 1, f"the release gone back to is not healthy: {service.why_failed(up)}")
+    return StageResult(data, text)
 
 
 def cli(cfg: Config, options: Options) -> StageResult:

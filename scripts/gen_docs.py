@@ -21,7 +21,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
-from release import config, configdocs  # noqa: E402
+from release import config, configdocs, service  # noqa: E402
 
 BLOCKED = {"BlockedError", "DiskFullError", "AbsentError"}
 REFUSED = {"RefusedError", "LockHeldError"}
@@ -71,6 +71,16 @@ def configuration() -> str:
     ]
     for kind, spec in config.CHECK_KEYS.items():
         lines += ["", f'### `kind = "{kind}"`', "", *_table([(k, t, d, configdocs.CHECKS[kind][k]) for k, (t, d) in spec.items()])]
+    lines += [
+        "",
+        "## `[[health.check]]`",
+        "",
+        "Every health check has these keys:",
+        "",
+        *_table([(k, t, d, configdocs.HEALTH[""][k]) for k, (t, d) in service.HEALTH_COMMON.items()]),
+    ]
+    for kind, spec in service.HEALTH_KEYS.items():
+        lines += ["", f'### Health `kind = "{kind}"`', "", *_table([(k, t, d, configdocs.HEALTH[kind][k]) for k, (t, d) in spec.items()])]
     return "\n".join(lines) + "\n"
 
 

@@ -96,6 +96,7 @@ def write_config(path: Path, repo: Path | str, **sections: Any) -> Path:
         "target": {"root": str(path.parent / "target"), "create_root": True},
     }
     checks = sections.pop("checks", None)
+    health = sections.pop("health", None)
     for k, v in sections.items():
         base.setdefault("" if k == "top" else k, {}).update(v)
     lines = [f"{k} = {toml_value(v)}" for k, v in base.pop("").items()]
@@ -104,6 +105,9 @@ def write_config(path: Path, repo: Path | str, **sections: Any) -> Path:
         lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
     for check in checks or []:
         lines.append("[[smoke.check]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in check.items()]
+    for check in health or []:
+        lines.append("[[health.check]]")
         lines += [f"{k} = {toml_value(v)}" for k, v in check.items()]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -69,15 +69,44 @@ class _PromoteBase(TypedDict):
     break_lock: bool
 
 
+class HealthSpec(TypedDict, total=False):
+    """One ``[[health.check]]``: http (url, status, contains), tcp (address) or command (argv)."""
+
+    name: str
+    kind: str  # http | tcp | command
+    url: str
+    status: int
+    contains: str
+    address: str  # host:port
+    argv: list[str]
+    retries: int
+    interval: float
+    timeout: float
+
+
+class ServiceSpec(TypedDict):
+    """``[service]`` and ``[[health.check]]``: what runs on the target after `current` switches."""
+
+    restart: list[str]  # an argv, run in the release folder ([]: no restart)
+    timeout: float
+    checks: list[HealthSpec]
+
+
 class PromoteRequest(_PromoteBase, total=False):
     force: bool  # --force: promote without a passing smoke on the host (journalled)
+    service: ServiceSpec  # restart and health checks after the switch; a failure reverts it
 
 
-class RepointRequest(TypedDict):
+class _RepointBase(TypedDict):
     root: str
     deploy_id: str
     to: str | None  # a release relative to the root, or None: remove `current`
     from_host: bool  # the controller never saw the promote answer: the host's own record decides
+
+
+class RepointRequest(_RepointBase, total=False):
+    service: ServiceSpec  # restart and health-check the release `current` points at afterwards
+    undo: bool  # the undo of this deploy's promotion (a failed wave): the journal's previous is the one before it
 
 
 class StatusRequest(TypedDict):
@@ -214,15 +243,46 @@ class SmokeResult(TypedDict):
     verify: VerifyResult
 
 
-class PromoteResult(TypedDict):
-    current: str  # the release `current` points at, relative to the root
+class RestartResult(TypedDict):
+    argv: list[str]
+    status: str  # ok | failed | timeout | error
+    exit: int | None
+    seconds: float
+    output: str  # the tail of what it printed
+
+
+class HealthResult(TypedDict):
+    name: str
+    kind: str
+    status: str  # passed | failed
+    attempts: int
+    seconds: float
+    detail: str  # the last attempt's answer
+
+
+class ServiceResult(TypedDict):
+    release: str  # relative to the root
+    restart: RestartResult | None  # None: no restart configured
+    health: list[HealthResult]  # the checks that ran (none after a failed restart)
+    ok: bool
+
+
+class _PromoteResultBase(TypedDict):
+    current: str | None  # the release `current` points at, relative to the root (None: no pointer, after a revert to nothing)
     previous: str | None  # what it pointed at before this deploy's promotion (None: nothing)
     unchanged: bool  # it already pointed there: nothing was changed
+
+
+class PromoteResult(_PromoteResultBase, total=False):
+    service: ServiceResult  # the restart and health checks of the new release
+    reverted: bool  # they failed: `current` went back to ``previous``
+    revert_service: ServiceResult | None  # the restart and health checks of the release gone back to
 
 
 class RepointResult(TypedDict, total=False):
     current: str  # the pointer as it is now (pointer_state)
     unchanged: bool
+    service: ServiceResult  # the restart and health checks of the release pointed back at
 
 
 class TidyResult(TypedDict):

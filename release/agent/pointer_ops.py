@@ -108,7 +108,12 @@ def read_promoted(root: str, deploy_id: str) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
-    if not isinstance(data, dict) or not isinstance(data.get("release"), str) or not isinstance(data.get("previous"), (str, type(None))):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("release"), str)
+        or not isinstance(data.get("previous"), (str, type(None)))
+        or not isinstance(data.get("prior_previous"), (str, type(None)))
+    ):
         return None  # not a record this tool wrote: the controller's own record decides
     return data
 
@@ -136,7 +141,8 @@ def op_promote(req: PromoteRequest) -> PromoteResult:
             manifest = read_deploy_manifest(target)
             if manifest.get("deploy_id") != req["deploy_id"]:
                 raise refuse(f"{target} belongs to deploy {manifest.get('deploy_id')!r}, not {req['deploy_id']!r}")
-            smoked = journal.last_smoke(journal.read(root)[0], deploy_id)
+            entries = journal.read(root)[0]
+            smoked = journal.last_smoke(entries, deploy_id)
             if smoked != "smoke passed" and not req.get("force"):
                 said = "its last smoke on this host failed" if smoked else "it was never smoked on this host"
                 raise refuse(
@@ -153,7 +159,9 @@ def op_promote(req: PromoteRequest) -> PromoteResult:
             _forget_promoted(root, deploy_id)  # an earlier promotion of it, since switched away from
             root_fd = open_dir(root)
             try:
-                _write_new(root_fd, PROMOTED + deploy_id, jsonio.dumps({"deploy_id": deploy_id, "release": rel, "previous": previous}).encode(), 0o644)
+                prior = journal.previous_current(entries)  # the journal's previous before this promotion: an undo restores it
+                record = {"deploy_id": deploy_id, "release": rel, "previous": previous, "prior_previous": prior}
+                _write_new(root_fd, PROMOTED + deploy_id, jsonio.dumps(record).encode(), 0o644)
                 os.fsync(root_fd)
             finally:
                 os.close(root_fd)
@@ -161,9 +169,41 @@ def op_promote(req: PromoteRequest) -> PromoteResult:
             previous = switch_link(root, rel)
             forced = {"forced": True, "smoke": smoked or "none"} if smoked != "smoke passed" else {}
             journal.append(root, "promoted", deploy_id, req, current=rel, previous=previous, **forced)
-            return {"current": rel, "previous": previous, "unchanged": False}
+            result: PromoteResult = {"current": rel, "previous": previous, "unchanged": False}
+            spec = req.get("service")
+            if spec and (spec.get("restart") or spec.get("checks")):
+                from . import service_ops
+
+                up = service_ops.bring_up(root, rel, spec, req, deploy_id)
+                result["service"] = up
+                if not up["ok"]:
+                    why = "restart failed" if up["restart"] and up["restart"]["status"] != "ok" else "health failed"
+                    back = _undo(root, deploy_id, previous, prior, req, why)
+                    again = service_ops.bring_up(root, back, spec, req, deploy_id, "revert") if back else None
+                    result["current"] = back
+                    result["reverted"] = True
+                    result["revert_service"] = again
+            return result
     except OSError as exc:
         raise _io_error(exc, f"promote of {target} failed") from None
+
+
+def _undo(root: str, deploy_id: str, to: str | None, prior: str | None, req: Any, why: str) -> str | None:
+    """``current`` back at ``to`` (if that release is still there; else no pointer), the
+    promotion's record forgotten, journalled as reverted with the journal's previous as it
+    was before the promotion. Returns where ``current`` points now."""
+    _forget_promoted(root, deploy_id)
+    checkpoint("repoint:switching")
+    back = to if to and _release_under(root, to) else None
+    current = os.path.join(root, "current")
+    replaced = os.readlink(current) if path_kind(current) == "symlink" else None
+    if back:
+        switch_link(root, back)
+    elif replaced is not None:
+        os.unlink(current)
+        fsync_dir(root)
+    journal.append(root, "reverted", deploy_id, req, current=back, previous=prior, replaced=replaced, reason=why)
+    return back
 
 
 def op_repoint(req: RepointRequest) -> RepointResult:
@@ -176,22 +216,23 @@ def op_repoint(req: RepointRequest) -> RepointResult:
     deploy_id = checked_id(req["deploy_id"])
     with Lock(root, deploy_id, "repoint", bool(req.get("break_lock")), lock_wait(req)):
         to = req.get("to")
+        known = read_promoted(root, deploy_id)
+        current = os.path.join(root, "current")
         if req.get("from_host"):
-            known = read_promoted(root, deploy_id)
-            current = os.path.join(root, "current")
             ours = known is not None and path_kind(current) == "symlink" and os.readlink(current) == known.get("release")
             if not ours:
                 return {"current": pointer_state(root), "unchanged": True}
             to = known["previous"] if known else None
-        _forget_promoted(root, deploy_id)
-        checkpoint("repoint:switching")
-        current = os.path.join(root, "current")
+        undo = bool(req.get("undo") or req.get("from_host"))
         replaced = os.readlink(current) if path_kind(current) == "symlink" else None
-        if to and _release_under(root, to):
-            switch_link(root, to)
-        elif path_kind(current) == "symlink":
-            os.unlink(current)
-            fsync_dir(root)
-        now = pointer_state(root)
-        journal.append(root, "reverted", deploy_id, req, current=to if to and _release_under(root, to) else None, previous=replaced)
-        return {"current": now}
+        # an undo restores the journal's previous of before the promotion; a step back
+        # (--to-previous) makes the release it leaves the previous one
+        prior = known.get("prior_previous") if undo and known else (None if undo else replaced)
+        back = _undo(root, deploy_id, to, prior, req, "undo of the promotion" if undo else "rollback --to-previous")
+        out: RepointResult = {"current": pointer_state(root)}
+        spec = req.get("service")
+        if back and spec and (spec.get("restart") or spec.get("checks")):
+            from . import service_ops
+
+            out["service"] = service_ops.bring_up(root, back, spec, req, deploy_id, "revert")
+        return out

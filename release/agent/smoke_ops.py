@@ -6,6 +6,7 @@ import os
 import time
 
 from . import journal, jsonio
+from .children import become_subreaper, clean_env, expand, kill_descendants, run_bounded
 from .fsutil import open_dir, path_kind
 from .leftovers import _remove_marked, make_marked_dir
 from .names import checked_id
@@ -33,99 +34,6 @@ except TypeError:
 """
 
 _IMPORT_SCRIPT = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n    print('imported', m)\n"
-
-
-def _become_subreaper() -> bool:
-    """Make orphaned descendants of check commands (even new sessions) our children (Linux)."""
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        return False
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (from /proc), children before their parent's siblings."""
-    parents: dict[int, list[int]] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    for n in names:
-        if not n.isdigit():
-            continue
-        try:
-            with open(f"/proc/{n}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(n))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _kill_descendants() -> int:
-    """SIGKILL every process below this agent and reap them; return how many there were."""
-    import signal
-
-    me = os.getpid()
-    killed = 0
-    for _ in range(5):
-        found = _descendants(me)
-        if not found:
-            break
-        for pid in found:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-        _reap()
-        time.sleep(0.01)
-    return killed
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _run_limited(argv: list[str], cwd: str, env: dict[str, str], timeout: float) -> tuple[int | None, str, float]:
-    """Run a check command with a hard bound: when it ends or times out, every process it
-    started (its own session or not) is killed. Output goes to a private file, so a
-    descendant that keeps it open cannot hold the check. Returns (exit code or None on
-    timeout, output tail, seconds it ran)."""
-    import subprocess
-    import tempfile
-
-    t0 = time.monotonic()
-    with tempfile.TemporaryFile(dir=env.get("TMPDIR")) as out:
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code: int | None = p.wait(timeout=max(timeout, 0.1))
-        except subprocess.TimeoutExpired:
-            code = None
-        try:
-            os.killpg(p.pid, 9)
-        except (ProcessLookupError, PermissionError):
-            pass
-        _kill_descendants()
-        p.wait()
-        size = out.seek(0, os.SEEK_END)
-        out.seek(max(0, size - 64 * 1024))
-        text = out.read().decode("utf-8", "replace")
-    return code, text, time.monotonic() - t0
 
 
 def _pytest_counts(output: str) -> dict[str, int]:
@@ -250,11 +158,11 @@ def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], b
         junit = os.path.join(env.get("TMPDIR", cwd or target), f"junit-{os.getpid()}-{time.monotonic_ns()}.xml")
         argv = [python, "-m", "pytest", "-p", "no:cacheprovider", *pytest_argv(list(opts.get("args", [])), target), f"--junitxml={junit}"]
     elif kind == "command":
-        argv = [in_release(a.replace("{python}", python).replace("{target}", target), target) for a in opts["argv"]]
+        argv = [in_release(expand(a, python, target), target) for a in opts["argv"]]
     else:
         return {"name": check["name"], "kind": kind, "status": "error", "duration": 0.0, "detail": f"unknown check kind {kind!r}", "data": {}}
     try:
-        code, out, ran = _run_limited(argv, cwd or target, env, timeout)
+        code, out, ran = run_bounded(argv, cwd or target, env, timeout)
     except OSError as exc:
         code, out, ran = -1, f"cannot run {argv[0]}: {exc}", 0.0
     out = strip_ansi(out)
@@ -313,9 +221,6 @@ def run_check(check: CheckSpec, target: str, python: str, env: dict[str, str], b
     }
 
 
-ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "HOME")
-
-
 CACHES = {
     "HYPOTHESIS_STORAGE_DIRECTORY": "hypothesis",  # else .hypothesis/ in the release
     "COVERAGE_FILE": ".coverage",  # else .coverage in the release
@@ -334,8 +239,7 @@ def check_env(scratch: str, target: str, own_env: bool) -> dict[str, str]:
     folder for a src layout. With one (``own_env``: its .venv runs every check) a src
     layout's application is imported as its wheel installed it (compiled extensions and
     generated files included), never shadowed by src/."""
-    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env = clean_env()
     env.update(
         {
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -385,7 +289,7 @@ def op_smoke(req: SmokeRequest) -> SmokeResult:
     for sub in SCRATCH_DIRS:
         os.mkdir(os.path.join(scratch, sub), 0o700)
     env = check_env(scratch, target, own_env)
-    _become_subreaper()
+    become_subreaper()
     deadline = time.monotonic() + float(req.get("total_timeout") or sum(float(c["timeout"]) for c in req["checks"]) + 5)
     results: list[CheckResult] = []
     try:
@@ -406,7 +310,7 @@ def op_smoke(req: SmokeRequest) -> SmokeResult:
                 continue
             results.append(run_check(check, target, python, env, left, cwd=os.path.join(scratch, "work")))
     finally:
-        _kill_descendants()
+        kill_descendants()
         try:
             _remove_marked(parent_fd, name)
         finally:

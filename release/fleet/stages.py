@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import deploy as deploy_stage
-from .. import names, proc, progress, reconcile, smoke
+from .. import names, proc, progress, reconcile, service, smoke
 from .. import rollback as rollback_stage
 from ..config import Config
-from ..errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError
+from ..errors import BlockedError, ConfigError, OutcomeUnknownError, ReleaseError, UnhealthyError
 from ..remote.client import Agent
 from ..remote.transport import SshTransport, for_config
 from ..stage import Handler, Options, StageResult
@@ -522,7 +522,10 @@ def promote(cfg: Config, options: Options) -> StageResult:
 
         def one(hcfg: Config) -> Mapping[str, Any]:
             _smoke_host(hcfg, deploy_id)  # the wave's gate
-            return promote_stage.cli(hcfg, Options(deploy_id=deploy_id)).data
+            done = promote_stage.cli(hcfg, Options(deploy_id=deploy_id))
+            if done.exit_code:  # not healthy: the host went back by itself (its pointer is not ours to revert)
+                raise UnhealthyError(done.failed, detail=done.text)
+            return done.data
 
         outcomes = run_all(cfg, one, f"wave {n}", tuple(wave))
         all_outcomes += outcomes
@@ -556,12 +559,16 @@ def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[
         state = State(hcfg.state)
         record = state.load(deploy_id)
         from_host = hcfg.host not in switched
-        req: RepointRequest = {"root": record["root"], "deploy_id": deploy_id, "to": switched.get(hcfg.host), "from_host": from_host}
+        req: RepointRequest = {"root": record["root"], "deploy_id": deploy_id, "to": switched.get(hcfg.host), "from_host": from_host, "undo": True}
+        if hcfg.service:
+            req["service"] = hcfg.service.spec()
         answer = Agent(for_config(hcfg)).repoint(req)
         record.pop("promotion", None)
         state.save(record)
-        state.audit("promote --revert", deploy_id=deploy_id, target=record["target"], result=str(answer.get("current")))
-        return {"current": answer.get("current")}
+        up = answer.get("service")
+        said = str(answer.get("current")) + ("" if up is None else " (healthy)" if up["ok"] else f" (NOT healthy: {service.why_failed(up)})")
+        state.audit("promote --revert", deploy_id=deploy_id, target=record["target"], result=said)
+        return {"current": said}
 
     return {o.host: str((o.result or {}).get("current")) if o.ok else f"revert failed: {o.reason}" for o in run_all(cfg, one, "revert", chosen)}
 

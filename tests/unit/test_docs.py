@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from release import config, configdocs
+from release import config, configdocs, service
 
 pytestmark = pytest.mark.unit
 HERE = Path(__file__).resolve().parents[2]
@@ -29,6 +29,8 @@ def test_every_configuration_key_has_its_text_and_every_text_a_key() -> None:
     assert {s: set(k) for s, k in configdocs.SECTIONS.items()} == {s: set(k) for s, k in config.SECTIONS.items()}
     assert set(configdocs.CHECKS[""]) == set(config.COMMON_CHECK_KEYS)
     assert {s: set(k) for s, k in configdocs.CHECKS.items() if s} == {s: set(k) for s, k in config.CHECK_KEYS.items()}
+    assert set(configdocs.HEALTH[""]) == set(service.HEALTH_COMMON)
+    assert {s: set(k) for s, k in configdocs.HEALTH.items() if s} == {s: set(k) for s, k in service.HEALTH_KEYS.items()}
     reference = (HERE / "docs" / "configuration.md").read_text()
     for section, spec in config.SECTIONS.items():
         for key in spec:
