@@ -6,7 +6,8 @@
     │   ├── DiskFullError        exit 3  no space (or quota) left where it writes
     │   └── AbsentError          exit 3  what an op acts on is not there at all
     ├── RefusedError             exit 4  refused for safety; nothing was changed
-    │   └── LockHeldError        exit 4  another deploy/rollback holds the target lock
+    │   ├── LockHeldError        exit 4  another deploy/rollback holds the target lock
+    │   └── InUseError           exit 4  prune: the release became current or previous meanwhile
     ├── UnreachableError         exit 1  the host was never reached: nothing was started there
     ├── UnhealthyError           exit 1  the promoted release did not come up healthy: the host went back
     └── OutcomeUnknownError      exit 1  the answer was lost: reconciled with the target later
@@ -84,6 +85,13 @@ class LockHeldError(RefusedError):
     """The target root is locked by another deploy or rollback (exit 4)."""
 
 
+class InUseError(RefusedError):
+    """Prune would remove a release that became current or previous since it looked (exit 4):
+    nothing was removed; the release stays."""
+
+    kind = "in use"
+
+
 class OutcomeUnknownError(ReleaseError):
     """The target may or may not have done it: the answer was lost (exit 1).
 
@@ -109,7 +117,7 @@ class UnhealthyError(ReleaseError):
 EXIT_CODES = {1: ReleaseError, 2: ConfigError, 3: BlockedError, 4: RefusedError}
 
 
-KINDS: dict[str, type[ReleaseError]] = {"disk-full": DiskFullError, "absent": AbsentError}  # the agent's error kinds (AgentError.kind)
+KINDS: dict[str, type[ReleaseError]] = {"disk-full": DiskFullError, "absent": AbsentError, "in-use": InUseError}  # the agent's error kinds (AgentError.kind)
 
 
 def from_exit_code(code: int, message: str, *, hint: str = "", detail: str = "", kind: str = "") -> ReleaseError:

@@ -85,7 +85,30 @@ def compute(cfg: Config) -> dict[str, Any]:
     plan["gates"] = {k: g.to_dict() for k, g in gates.evaluate(cfg, facts, planlock.STAMP).items()}
     if cfg.environment is not None:
         plan["environment"] = environment_plan(cfg, src.sha, target or {})
+    if cfg.strategy == "timestamped" and (cfg.service or cfg.keep):
+        plan["after_promote"] = after_promote(cfg, target is not None)
     return plan
+
+
+def after_promote(cfg: Config, reachable: bool) -> dict[str, Any]:
+    """What a promote of this deploy will run on the target (restart, health checks) and
+    what ``target.keep`` would prune after it, as the target is now."""
+    out: dict[str, Any] = {}
+    if cfg.service.restart:
+        out["restart"] = list(cfg.service.restart)
+        out["restart_timeout"] = cfg.service.timeout
+    out["health"] = [f"{c['name']} ({c['kind']}: {c.get('url') or c.get('address') or ' '.join(c.get('argv') or [])})" for c in cfg.service.checks]
+    if cfg.keep:
+        from . import prune
+
+        out["keep"] = cfg.keep
+        from .remote.client import for_config
+
+        try:
+            out["prune"] = prune.after_promote(cfg, for_config(cfg).status({"root": cfg.root})) if reachable else []
+        except ReleaseError as exc:
+            out["prune_error"] = exc.message
+    return out
 
 
 DEPLOY_ID = "<deploy_id>"  # known when the deploy runs
@@ -190,6 +213,20 @@ def render(plan: dict[str, Any]) -> str:
                 f"changes against {env['compared_with']}:",
             ]
             lines += [f"  {c}" for c in env["changes"]] or ["  none"]
+        lines.append("```")
+    after = plan.get("after_promote")
+    if after:
+        lines += ["", "## After promote", "", "```"]
+        if "restart" in after:
+            lines.append(f"restart:   {' '.join(after['restart'])} (at most {after['restart_timeout']:g}s)")
+        lines += [f"health:    {h}" for h in after["health"]]
+        if after["health"] or "restart" in after:
+            lines.append("on failure: current goes back to the release it replaced, restarted and health-checked there (exit 1)")
+        if "prune" in after:
+            gone = after["prune"]
+            lines.append(f"prune:     target.keep = {after['keep']}: " + (", ".join(gone) + " would be removed" if gone else "nothing would be removed"))
+        if "prune_error" in after:
+            lines.append(f"prune:     unknown ({after['prune_error']})")
         lines.append("```")
     lines += [
         "",

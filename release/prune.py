@@ -11,16 +11,37 @@ alone and named. ``--dry-run`` lists what would go and why each other release st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import reconcile, retention
 from . import rollback as rollback_stage
 from .config import Config
-from .errors import ConfigError, ReleaseError
+from .errors import ConfigError, InUseError, ReleaseError
 from .remote.client import Agent
 from .remote.transport import for_config
 from .stage import Options, StageResult
 from .state import State
+
+
+def current_of(status: Mapping[str, Any]) -> str | None:
+    """The release ``current`` points at, from a status answer (None: no pointer)."""
+    said = str(status.get("current") or "")
+    return said.split(" -> ", 1)[1].split(" (", 1)[0] if said.startswith("current -> ") else None
+
+
+NEW = "<the new release>"
+
+
+def after_promote(cfg: Config, status: Mapping[str, Any]) -> list[str]:
+    """What ``target.keep`` would remove after the next deploy is smoked and promoted, as the
+    host is now: the new release counted as the newest that passed smoke, the release current
+    now as the previous. The paths, oldest first."""
+    orders = [r["order"] for r in status["releases"] if r.get("order") is not None]
+    new = {"deploy_id": NEW, "path": NEW, "order": max(orders, default=-1) + 1, "smoke": retention.PASSED}
+    decision = retention.decide([*status["releases"], new], cfg.keep, NEW, current_of(status))
+    paths = {r["deploy_id"]: r["path"] for r in status["releases"]}
+    return [paths[d] for d in decision.remove]
 
 
 def run(cfg: Config, keep: int, dry_run: bool) -> StageResult:
@@ -31,9 +52,7 @@ def run(cfg: Config, keep: int, dry_run: bool) -> StageResult:
     if not dry_run:
         reconcile.settle(cfg, state, transport, running_ok=False)
     st = Agent(transport).status({"root": cfg.root})
-    said = str(st.get("current") or "")
-    current = said.split(" -> ", 1)[1].split(" (", 1)[0] if said.startswith("current -> ") else None
-    decision = retention.decide(st["releases"], keep, current, st.get("previous"))
+    decision = retention.decide(st["releases"], keep, current_of(st), st.get("previous"))
     paths = {r["deploy_id"]: r["path"] for r in st["releases"]}
     lines = [f"prune {cfg.host or 'localhost'}:{cfg.root}, keep {keep}" + (" (dry run: nothing is removed)" if dry_run else "")]
     removed: list[str] = []
@@ -47,6 +66,9 @@ def run(cfg: Config, keep: int, dry_run: bool) -> StageResult:
             continue
         try:
             res = rollback_stage.run(cfg, state.load(did), transport, journal_event="pruned")
+        except InUseError as exc:  # it became current or previous since the status was read: it stays
+            decision.keep[did] = exc.message
+            continue
         except ReleaseError as exc:
             failed[did] = exc.message
             continue

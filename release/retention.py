@@ -1,10 +1,11 @@
 """Retention: which releases ``prune --keep N`` removes, decided from the host's own facts.
 
 A pure function of what the target's ``status`` says (its releases, the order its journal
-deployed them in, each one's last smoke, ``current`` and the previous release as the
-journal says) and of ``keep``. It keeps the ``keep`` newest releases whose last smoke
-passed, and removes only releases older than the oldest of those, never the current,
-never the previous, never the newest one whose smoke failed (kept for diagnosis), never
+deployed them in, each one's last smoke and health verdicts, ``current`` and the previous
+release as the journal says) and of ``keep``. It keeps the ``keep`` newest good releases
+(last smoke passed, health not failed since), and removes only releases older than the
+oldest of those, never the current, never the previous, never the newest one whose smoke
+or health checks failed (kept for diagnosis), never
 a release this tool did not deploy (no manifest of ours: ``status`` does not list it),
 never one deployed after the kept ones (a release still being smoked is newer). Without
 ``keep`` passing releases nothing is removed: a host that never passed a smoke keeps all.
@@ -18,6 +19,16 @@ from typing import Any
 
 PASSED = "smoke passed"
 FAILED = "smoke failed"
+UNHEALTHY = "health failed"
+
+
+def good(release: Mapping[str, Any]) -> bool:
+    """Its last smoke passed, and it did not fail its health checks after a restart since."""
+    return release.get("smoke") == PASSED and release.get("health") != UNHEALTHY
+
+
+def bad(release: Mapping[str, Any]) -> bool:
+    return release.get("smoke") == FAILED or release.get("health") == UNHEALTHY
 
 
 @dataclass(frozen=True)
@@ -37,13 +48,13 @@ def decide(releases: Sequence[Mapping[str, Any]], keep: int, current: str | None
     for r in ordered:
         if r.get("order") is None:
             why[r["deploy_id"]] = "not in this host's journal: its age is unknown"
-    passing = [r for r in ordered if r.get("smoke") == PASSED and r["deploy_id"] not in why]
+    passing = [r for r in ordered if good(r) and r["deploy_id"] not in why]
     kept_good = passing[-keep:]
     for r in kept_good:
         why[r["deploy_id"]] = f"one of the {keep} newest that passed smoke"
-    failed = [r for r in ordered if r.get("smoke") == FAILED]
+    failed = [r for r in ordered if bad(r)]
     if failed:
-        why.setdefault(failed[-1]["deploy_id"], "the newest whose smoke failed (kept for diagnosis)")
+        why.setdefault(failed[-1]["deploy_id"], "the newest that failed its smoke or health checks (kept for diagnosis)")
     for r in ordered:
         if _is(r, current):
             why[r["deploy_id"]] = "current"

@@ -2,7 +2,8 @@
 
 ``<root>/.release-journal``: one JSON object per line, appended with one ``write`` on a
 descriptor opened ``O_APPEND | O_NOFOLLOW`` and fsync'd before the op answers: deployed,
-smoke passed / failed (with the hash of its results), promoted, reverted, rolled back;
+smoke passed / failed (with the hash of its results), promoted, restart ok / failed, health
+passed / failed, reverted, rolled back, pruned;
 each with the time, the deploy id, the operator and the controller that asked. It lives
 beside the releases, outside every release tree, under the tool's own prefix (no parent
 listing counts it). Reading is bounded (the last ``MAX_READ`` bytes, lines of at most
@@ -132,12 +133,23 @@ def deploy_order(entries: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def last_smoke(entries: list[dict[str, Any]], deploy_id: str) -> str:
-    """The last smoke verdict of ``deploy_id`` ("smoke passed" / "smoke failed"), '' when none."""
+def _last_of(entries: list[dict[str, Any]], deploy_id: str, events: tuple[str, ...]) -> str:
     for e in reversed(entries):
-        if e.get("deploy_id") == deploy_id and e["event"] in ("smoke passed", "smoke failed"):
+        if e.get("deploy_id") == deploy_id and e["event"] in events:
             return str(e["event"])
     return ""
+
+
+def last_smoke(entries: list[dict[str, Any]], deploy_id: str) -> str:
+    """The last smoke verdict of ``deploy_id`` ("smoke passed" / "smoke failed"), '' when none."""
+    return _last_of(entries, deploy_id, ("smoke passed", "smoke failed"))
+
+
+def last_health(entries: list[dict[str, Any]], deploy_id: str) -> str:
+    """The last health verdict of ``deploy_id`` after a restart ("health passed" / "health
+    failed"; a failed restart counts as failed health), '' when none."""
+    last = _last_of(entries, deploy_id, ("health passed", "health failed", "restart failed"))
+    return "health failed" if last == "restart failed" else last
 
 
 def previous_current(entries: list[dict[str, Any]]) -> str | None:

@@ -10,6 +10,7 @@ from .fsutil import (
     list_tree,
     listing_sha256,
     open_dir,
+    path_kind,
     remove_tree_at,
     unlink_listed,
 )
@@ -50,6 +51,23 @@ def op_rollback(req: RollbackRequest) -> RollbackResult:
         raise _io_error(exc, f"rollback of {target} failed") from None
 
 
+def _not_in_use(root: str, target: str) -> None:
+    """Prune decided from a status read before this lock was taken: what it removes is checked
+    again as the host is now. The release ``current`` points at, or the journal's previous
+    one, is never pruned (a promote or a rollback --to-previous may have run in between)."""
+    current = os.path.join(root, "current")
+    real = os.path.realpath(target)
+    why = ""
+    if path_kind(current) == "symlink" and os.path.realpath(current) == real:
+        why = "current"
+    else:
+        previous = journal.previous_current(journal.read(root)[0])
+        if previous and os.path.realpath(os.path.join(root, previous)) == real:
+            why = "the previous release"
+    if why:
+        raise AgentError(4, f"prune will not remove {target}: it is {why} now (it changed since prune looked); nothing was removed", "", kind="in-use")
+
+
 def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, target: str, deploy_id: str) -> RollbackResult:
     cleaned = clean_leftovers(parent) + (clean_leftovers(root) if parent != root else [])
     finished = [c for c in cleaned if os.path.basename(c).startswith(f"{PREFIX}trash-{deploy_id}")]
@@ -68,6 +86,8 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             return result
         if kind != "directory":
             raise refuse(f"refusing to remove {target}: it is a {kind}, not the folder this tool created", "inspect it by hand")
+        if req.get("journal_event") == "pruned":
+            _not_in_use(root, target)
         folder_fd = open_dir(name, parent_fd)
         try:
             got = _manifest_of(folder_fd)

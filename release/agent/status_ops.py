@@ -104,6 +104,7 @@ def op_status(req: StatusRequest) -> dict[str, Any]:
         r["journal"] = state.get(did, {}).get("event", "")
         r["order"] = order.get(did)
         r["smoke"] = journal.last_smoke(entries, did)
+        r["health"] = journal.last_health(entries, did)
     out: dict[str, Any] = {"root": root, "releases": releases, "lock": read_lock(root), "entries": others, "leftovers": left, "current": pointer_state(root)}
     out["previous"] = journal.previous_current(entries)
     out["journal_skipped_lines"] = skipped

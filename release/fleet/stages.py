@@ -330,7 +330,14 @@ def _undo_deploy(cfg: Config, deploy_id: str, hosts: list[str]) -> dict[str, str
 
 def rollback(cfg: Config, options: Options) -> StageResult:
     if options.to_previous:  # every host's `current` back at its previous release, as its own journal says
-        outcomes = run_all(cfg, lambda hcfg: rollback_stage.to_previous(hcfg, for_config(hcfg), State(hcfg.state)).data, "rollback --to-previous")
+
+        def back(hcfg: Config) -> Mapping[str, Any]:
+            done = rollback_stage.to_previous(hcfg, for_config(hcfg), State(hcfg.state))
+            if done.exit_code:
+                raise UnhealthyError(done.failed, detail=done.text)
+            return done.data
+
+        outcomes = run_all(cfg, back, "rollback --to-previous")
         text = _table(f"rollback --to-previous on {len(outcomes)} hosts", outcomes, lambda r: str(r.get("current")))
         why = _failed_hosts(outcomes)
         return StageResult({"stage": "rollback", "to_previous": True, "hosts": _per_host(outcomes)}, text, 1 if why else 0, why)
@@ -522,7 +529,7 @@ def promote(cfg: Config, options: Options) -> StageResult:
 
         def one(hcfg: Config) -> Mapping[str, Any]:
             _smoke_host(hcfg, deploy_id)  # the wave's gate
-            done = promote_stage.cli(hcfg, Options(deploy_id=deploy_id))
+            done = promote_stage.cli(hcfg._replace(keep=0), Options(deploy_id=deploy_id))  # target.keep: once every wave passed
             if done.exit_code:  # not healthy: the host went back by itself (its pointer is not ours to revert)
                 raise UnhealthyError(done.failed, detail=done.text)
             return done.data
@@ -547,7 +554,36 @@ def promote(cfg: Config, options: Options) -> StageResult:
                 1,
                 f"wave {n} failed on {_failed_hosts(outcomes)}; every switched host points back to its previous release",
             )
-    return StageResult({"stage": "promote", "deploy_id": deploy_id, "hosts": _per_host(all_outcomes)}, "\n".join(lines))
+    done = StageResult({"stage": "promote", "deploy_id": deploy_id, "hosts": _per_host(all_outcomes)}, "\n".join(lines))
+    if not cfg.keep:
+        return done
+    pruned = prune(cfg, Options(keep=cfg.keep))
+    return StageResult({**done.data, "pruned": pruned.data}, done.text + "\n" + pruned.text, pruned.exit_code, pruned.failed)
+
+
+def prune(cfg: Config, options: Options) -> StageResult:
+    """``release prune`` on every host: each host's own facts decide what goes (``retention``)."""
+    from .. import prune as prune_stage
+
+    keep = options.keep if options.keep is not None else cfg.keep
+    if not keep:
+        raise ConfigError("prune needs --keep N (or target.keep)", hint="release prune --keep 5 --dry-run")
+
+    def one(hcfg: Config) -> Mapping[str, Any]:
+        done = prune_stage.run(hcfg, keep, options.dry_run)
+        if done.exit_code:
+            raise ReleaseError(done.failed, detail=done.text)
+        return done.data
+
+    outcomes = run_all(cfg, one, "prune")
+
+    def said(r: Mapping[str, Any]) -> str:
+        gone = r.get("would_remove" if options.dry_run else "removed") or []
+        return f"{'would remove' if options.dry_run else 'removed'} {len(gone)}, kept {len(r.get('kept') or {})}"
+
+    text = _table(f"prune (keep {keep}){' dry run' if options.dry_run else ''} on {len(outcomes)} hosts", outcomes, said)
+    why = _failed_hosts(outcomes)
+    return StageResult({"stage": "prune", "keep": keep, "dry_run": options.dry_run, "hosts": _per_host(outcomes)}, text, 1 if why else 0, why)
 
 
 def _revert(cfg: Config, deploy_id: str, switched: dict[str, Any], unknown: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
@@ -621,7 +657,7 @@ def plan(cfg: Config, options: Options) -> StageResult:
 
 
 # the stages that change hosts and write the fleet's records: one at a time per state folder
-CHANGING_STAGES = frozenset({"deploy", "rollback", "promote"})
+CHANGING_STAGES = frozenset({"deploy", "rollback", "promote", "prune"})
 
 
 def fleet_lock(cfg: Config, stage: str, break_lock: bool) -> Any:
@@ -671,4 +707,5 @@ HANDLERS: dict[str, Handler] = {
     "verify": verify,
     "status": status,
     "promote": locked("promote", promote),
+    "prune": locked("prune", prune),
 }

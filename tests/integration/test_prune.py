@@ -82,3 +82,73 @@ def test_keep_after_promote_and_bad_keeps(project: Repo, tmp_path: Path) -> None
     bad = write_config(tmp_path / "bad.toml", project.path, target={"root": str(root), "keep": -1})
     assert run_release("--config", bad, "prune").returncode == 2
     assert tree_state(root) == before
+
+
+def test_plan_shows_what_keep_would_prune_and_what_a_promote_runs(project: Repo, tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(
+        tmp_path / "release.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped", "keep": 1},
+        service={"restart": ["systemctl", "reload", "demo"], "timeout": 20},
+        health=[{"kind": "tcp", "name": "port", "address": "127.0.0.1:8000"}],
+        checks=[{"kind": "import", "modules": ["demo_app"]}],
+    )
+    plain = write_config(
+        tmp_path / "plain.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped", "keep": 1},
+        checks=[{"kind": "import", "modules": ["demo_app"]}],
+    )
+    bundle(plain)
+    ids = []
+    for _ in range(2):
+        time.sleep(1.05)
+        ids.append(json.loads(deploy(plain).stdout)["deploy_id"])
+        assert run_release("--config", plain, "smoke").returncode == 0
+        assert run_release("--config", plain, "promote").returncode == 0
+    st = json.loads(run_release("--config", cfg, "--json", "status").stdout)
+    p = run_release("--config", cfg, "plan")
+    assert p.returncode == 0, p.stdout + p.stderr
+    text = (tmp_path / ".release" / "DEPLOY-PLAN.md").read_text()
+    assert "## After promote" in text and "restart:   systemctl reload demo (at most 20s)" in text and "health:    port (tcp: 127.0.0.1:8000)" in text
+    oldest = next(r["path"] for r in st["releases"] if r["deploy_id"] == ids[0])
+    assert f"prune:     target.keep = 1: {oldest} would be removed" in text, text
+    assert len(releases(root)) == 2, "plan changed nothing"
+
+
+def test_prune_never_removes_what_became_current_or_previous_since_it_looked(project: Repo, tmp_path: Path, transport: dict[str, object]) -> None:
+    """Prune decides from a status read before it takes the lock: the agent checks again, as
+    the host is now (a promote or a rollback --to-previous may run in between)."""
+    from release import config, rollback
+    from release.errors import InUseError
+    from release.remote.transport import for_config
+    from release.state import State
+
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg_path = write_config(
+        tmp_path / "release.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped", **transport},
+        checks=[{"kind": "import", "modules": ["demo_app"]}],
+    )
+    bundle(cfg_path)
+    ids = []
+    for _ in range(2):
+        time.sleep(1.05)
+        ids.append(json.loads(deploy(cfg_path).stdout)["deploy_id"])
+        assert run_release("--config", cfg_path, "smoke").returncode == 0
+        assert run_release("--config", cfg_path, "promote").returncode == 0
+    cfg = config.load(str(cfg_path))
+    state = State(cfg.state)
+    before = tree_state(root)
+    for did, what in ((ids[1], "it is current now"), (ids[0], "it is the previous release now")):
+        try:
+            rollback.run(cfg, state.load(did), for_config(cfg), journal_event="pruned")
+        except InUseError as exc:
+            assert what in exc.message and exc.exit_code == 4
+        else:
+            raise AssertionError(f"prune removed {did}: {what}")
+    assert tree_state(root) == before, "nothing was removed"

@@ -29,3 +29,13 @@ def test_nothing_goes_without_enough_good_releases_or_an_order() -> None:
     assert decide([rel("a", None), rel("b", 1), rel("c", 2)], 1, None, None).remove == ("b",)
     with pytest.raises(ValueError):
         decide([], 0, None, None)
+
+
+def test_a_release_that_failed_its_health_checks_is_not_a_good_one() -> None:
+    """Its smoke passed, then its health checks failed after the restart (the promote went
+    back): it never counts among the good releases kept, and the older good one stays."""
+    unhealthy = {**rel("b", 1), "health": "health failed"}
+    d = decide([rel("a", 0), unhealthy], 1, current="releases/a", previous=None)
+    assert d.remove == () and d.keep["a"] == "current" and "failed its smoke or health" in d.keep["b"]
+    d = decide([rel("x", 0), rel("a", 1), unhealthy, {**rel("c", 2), "health": "health passed"}], 1, current="releases/c", previous="releases/a")
+    assert d.remove == ("x",) and "failed" in d.keep["b"]
