@@ -16,18 +16,24 @@ def releases(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "releases").iterdir() if not p.name.startswith(".release-"))
 
 
+def promoted(cfg: Path, count: int) -> list[str]:
+    """``count`` releases deployed, smoked and promoted in turn: their deploy ids."""
+    ids = []
+    for _ in range(count):
+        time.sleep(1.05)  # a release folder is named to the second: one deploy per second
+        ids.append(json.loads(deploy(cfg).stdout)["deploy_id"])
+        assert run_release("--config", cfg, "smoke").returncode == 0
+        assert run_release("--config", cfg, "promote").returncode == 0
+    return ids
+
+
 def test_prune_keeps_every_good_release_it_must(project: Repo, tmp_path: Path, transport: dict[str, object]) -> None:
     root = tmp_path / "srv"
     root.mkdir()
     good = [{"kind": "import", "modules": ["demo_app"]}]
     cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root), "strategy": "timestamped", **transport}, checks=good)
     bundle(cfg)
-    ids = []
-    for _ in range(5):  # five releases, each smoked and promoted
-        time.sleep(1.05)  # a release folder is named to the second: one deploy per second
-        ids.append(json.loads(deploy(cfg).stdout)["deploy_id"])
-        assert run_release("--config", cfg, "smoke").returncode == 0
-        assert run_release("--config", cfg, "promote").returncode == 0
+    ids = promoted(cfg, 5)  # five releases, each smoked and promoted
     bad_cfg = write_config(
         tmp_path / "bad.toml",
         project.path,
@@ -102,12 +108,7 @@ def test_plan_shows_what_keep_would_prune_and_what_a_promote_runs(project: Repo,
         checks=[{"kind": "import", "modules": ["demo_app"]}],
     )
     bundle(plain)
-    ids = []
-    for _ in range(2):
-        time.sleep(1.05)
-        ids.append(json.loads(deploy(plain).stdout)["deploy_id"])
-        assert run_release("--config", plain, "smoke").returncode == 0
-        assert run_release("--config", plain, "promote").returncode == 0
+    ids = promoted(plain, 2)
     st = json.loads(run_release("--config", cfg, "--json", "status").stdout)
     p = run_release("--config", cfg, "plan")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -135,12 +136,7 @@ def test_prune_never_removes_what_became_current_or_previous_since_it_looked(pro
         checks=[{"kind": "import", "modules": ["demo_app"]}],
     )
     bundle(cfg_path)
-    ids = []
-    for _ in range(2):
-        time.sleep(1.05)
-        ids.append(json.loads(deploy(cfg_path).stdout)["deploy_id"])
-        assert run_release("--config", cfg_path, "smoke").returncode == 0
-        assert run_release("--config", cfg_path, "promote").returncode == 0
+    ids = promoted(cfg_path, 2)
     cfg = config.load(str(cfg_path))
     state = State(cfg.state)
     before = tree_state(root)
