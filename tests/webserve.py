@@ -70,31 +70,44 @@ try:
     old = int(open(pidfile).read())
 except (OSError, ValueError):
     old = 0
+def gone(pid):
+    """Ended: no such process, or a zombie its new parent has not reaped yet."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 if old:
     try:
         os.kill(old, signal.SIGTERM)
-        for _ in range(100):
-            os.kill(old, 0)
-            time.sleep(0.05)
     except ProcessLookupError:
         pass
+    end = time.time() + 10
+    while time.time() < end and not gone(old):
+        time.sleep(0.01)
     try:
         os.unlink(pidfile)
     except FileNotFoundError:
         pass
 if server == "gunicorn":
+    # from <root>/current (the agent says where): a HUP to the master loads whatever release
+    # `current` points at then, in new workers
+    chdir = os.environ.get("RELEASE_CURRENT", here)
     argv = [sys.executable, "-m", "gunicorn", "--daemon", "--pid", pidfile, "--workers", "1",
-            "--bind", host + ":" + str(port), "--chdir", here, "demo_app.web:application"]
+            "--bind", host + ":" + str(port), "--chdir", chdir, "demo_app.web:application"]
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
 else:
     subprocess.Popen([sys.executable, os.path.join(here, "serve.py"), host, str(port), pidfile],
                      start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=here)
-for _ in range(200):
+end = time.time() + 20
+while time.time() < end:
     try:
         socket.create_connection((host, port), timeout=0.5).close()
         break
     except OSError:
-        time.sleep(0.05)
+        time.sleep(0.01)
 print("restarted", server, "on", port)
 '''
 
@@ -123,7 +136,7 @@ def stop(pidfile: Path) -> None:
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):
             os.kill(pid, 0)
-            time.sleep(0.05)
+            time.sleep(0.01)
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass

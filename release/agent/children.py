@@ -89,6 +89,30 @@ def _reap() -> None:
             return
 
 
+# A changing op ignores SIGHUP (a lost connection must not cut it short), and an ignored
+# signal stays ignored across exec: what a restart starts (the application) would never
+# hear a HUP. This runs the command with the default disposition back (``-S``: no site, a
+# few milliseconds).
+_DEFAULT_SIGNALS = (
+    "import os, signal, sys\n"
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
+    "try:\n"
+    "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+    "except OSError as exc:\n"
+    "    sys.stderr.write('cannot run %s: %s\\n' % (sys.argv[1], exc.strerror))\n"
+    "    os._exit(127)\n"
+)
+
+
+def with_default_signals(argv: list[str]) -> list[str]:
+    import signal
+    import sys
+
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        return argv
+    return [sys.executable, "-S", "-c", _DEFAULT_SIGNALS, *argv]
+
+
 def run_bounded(argv: list[str], cwd: str, env: dict[str, str], timeout: float, *, sweep: bool = True, tail: int = 64 * 1024) -> tuple[int | None, str, float]:
     """Run a command with a hard bound. ``sweep`` (a check): when it ends or times out, every
     process it started (its own session or not) is killed. Without (a restart, whose job is
@@ -98,14 +122,17 @@ def run_bounded(argv: list[str], cwd: str, env: dict[str, str], timeout: float, 
     output, seconds it ran)."""
     import subprocess
     import tempfile
+    import threading
 
     t0 = time.monotonic()
     with tempfile.TemporaryFile(dir=env.get("TMPDIR")) as out:
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code: int | None = p.wait(timeout=max(timeout, 0.1))
-        except subprocess.TimeoutExpired:
-            code = None
+        # waited for in a thread blocked in waitpid: the end is seen at once (a timed
+        # ``Popen.wait`` polls, up to 50 ms late)
+        waiter = threading.Thread(target=p.wait, daemon=True)
+        waiter.start()
+        waiter.join(max(timeout, 0.1))
+        code: int | None = None if waiter.is_alive() else p.returncode
         if sweep or code is None:
             try:
                 os.killpg(p.pid, 9)

@@ -12,7 +12,7 @@ import threading
 import time
 
 from . import journal
-from .children import clean_env, expand, run_bounded
+from .children import clean_env, expand, run_bounded, with_default_signals
 from .names import checked_id
 from .protocol import say
 from .release_tree import read_deploy_manifest
@@ -59,7 +59,7 @@ def restart(argv: list[str], release: str, env: dict[str, str], timeout: float) 
     python = release_python(release)
     full = [expand(a, python, release) for a in argv]
     try:
-        code, out, ran = run_bounded(full, release, env, timeout, sweep=False, tail=OUTPUT_TAIL)
+        code, out, ran = run_bounded(with_default_signals(full), release, env, timeout, sweep=False, tail=OUTPUT_TAIL)
     except OSError as exc:
         return {"argv": full, "status": "error", "exit": None, "seconds": 0.0, "output": f"cannot run {full[0]}: {exc.strerror or exc}"}
     status = "timeout" if code is None else ("ok" if code == 0 else "failed")
@@ -84,29 +84,26 @@ def _within(fn: Callable[[], tuple[bool, str]], timeout: float) -> tuple[bool, s
 
 
 def _http(check: HealthSpec, timeout: float) -> tuple[bool, str]:
-    import urllib.error
-    import urllib.request
+    """One GET with the standard library's HTTP client: no proxy, no redirect followed (the
+    answer itself is checked), the body read to its first MiB."""
+    import http.client
+    from urllib.parse import urlsplit
 
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # the answer itself is checked, never where it points
-            return None
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())  # from the target itself: no proxy
-    want = int(check.get("status", 200))
     url = check["url"]
+    want = int(check.get("status", 200))
+    parts = urlsplit(url)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
     try:
-        # the scheme is http or https: the config refuses any other (service.py)
-        with opener.open(urllib.request.Request(url, headers={"User-Agent": "release-health-check"}), timeout=timeout) as resp:  # noqa: S310
-            code, body = resp.status, resp.read(MAX_BODY)
-    except urllib.error.HTTPError as exc:
-        code, body = exc.code, b""
+        conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout)
         try:
-            body = exc.read(MAX_BODY)
-        except OSError:
-            pass
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        why = getattr(exc, "reason", exc)
-        return False, f"{url}: no answer ({why})"
+            conn.request("GET", path, headers={"User-Agent": "release-health-check", "Connection": "close"})
+            resp = conn.getresponse()
+            code, body = resp.status, resp.read(MAX_BODY)
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return False, f"{url}: no answer ({type(exc).__name__}: {exc})"
     text = body.decode("utf-8", "replace")
     if code != want:
         return False, f"{url}: status {code}, expected {want}: {text[:200]!r}"

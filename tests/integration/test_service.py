@@ -93,6 +93,9 @@ def test_a_broken_release_goes_back_by_itself_and_the_old_one_serves_again(web: 
     assert "restarted releases/" in cp.stdout and "healthy" in cp.stdout and "health version (http): passed" in cp.stdout
     served = fetch(port)
     assert served.startswith("demo-app 0.6.0 pid ")
+    server = int(served.rsplit(" ", 1)[1])
+    ignored = next(line for line in Path(f"/proc/{server}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    assert not int(ignored.split()[1], 16) & 1, "the application the restart started hears SIGHUP (the agent's own ignore is not inherited)"
     first_link = os.readlink(root / "current")
 
     time.sleep(1.05)  # a release folder is named to the second
@@ -175,3 +178,12 @@ def test_a_url_that_never_answers_fails_in_bounded_time(web: tuple[Repo, Path, i
     assert not (root / "current").is_symlink()
     assert took < 60
     assert [e["event"] for e in journal(root)][-3:] == ["promoted", "health failed", "reverted"]
+
+
+def test_a_restart_command_that_does_not_exist_is_a_failed_restart(web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]) -> None:
+    repo, root, port = web
+    cfg = web_config(tmp_path, repo, root, port, transport, service={"restart": ["no-such-restart-command", "now"], "timeout": 5})
+    _, cp = release(cfg)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "cannot run no-such-restart-command" in cp.stdout and "the restart failed" in cp.stderr, cp.stdout + cp.stderr
+    assert not (root / "current").is_symlink()
