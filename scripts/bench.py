@@ -236,6 +236,8 @@ def main() -> int:
                 ),
             )
         )
+    if "prune" in only:
+        rows.append(bench_prune(work, repo, bundle, args.repeat, py))
     if "ship" in only:
         sys.path.insert(0, str(HERE))
         from tests.servers import start_sshd  # a throwaway sshd on 127.0.0.1, as in the tests
@@ -454,6 +456,42 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
         fleet.close()
         shutil.rmtree(base, ignore_errors=True)
     return rows
+
+
+def bench_prune(work: Path, repo: Path, bundle: Path, repeat: int, py: str, count: int = 20) -> Row:
+    """``release prune --keep 1`` of ``count`` releases of the synthetic repository (each
+    deployed and smoked, one per second: a release folder is named to the second) against
+    ``rm -rf`` of as many copies of one, in the same synced state; alternated pairs."""
+    root = work / "prune-target"
+    cfg = work / "release-prune.toml"
+    cfg.write_text(
+        f'name = "bench"\nstate = "state-prune"\n[source]\nrepo = "{repo}"\nhead = "HEAD"\n[bundle]\nout = "bundles"\nartifacts = []\n'
+        f'[target]\nroot = "{root}"\nstrategy = "timestamped"\ncreate_root = true\npython = "{py}"\n'
+        '[[smoke.check]]\nkind = "command"\nargv = ["true"]\n'
+    )
+    release = [*RELEASE, "--config", str(cfg)]
+    copies = work / "prune-copies"
+
+    def releases() -> None:
+        while subprocess.run([*release, "rollback"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            pass
+        for _ in range(count):
+            started = time.monotonic()
+            sh(*release, "deploy", "--no-plan", "--bundle", str(bundle))
+            sh(*release, "smoke")
+            time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
+
+    def trees() -> None:
+        shutil.rmtree(copies, ignore_errors=True)
+        copies.mkdir()
+        sh(*release, "deploy", "--no-plan", "--bundle", str(bundle))
+        one = next(p for p in (root / "releases").iterdir() if not p.name.startswith("."))
+        for i in range(count - 1):  # prune --keep 1 removes all but one
+            sh("cp", "-a", str(one), str(copies / f"r{i}"))
+        sh(*release, "rollback")
+
+    ours, floor, note = paired(lambda: sh(*release, "prune", "--keep", "1"), lambda: sh("rm", "-rf", str(copies)), repeat, releases, trees)
+    return (f"prune --keep 1 of {count} releases vs rm -rf of {count - 1}", ours, floor, note)
 
 
 def bench_promote(work: Path, repeat: int) -> list[Row]:
