@@ -118,6 +118,7 @@ AGENT_UNIT_TESTS = [
     "tests/unit/agent/test_agent_names.py",
     "tests/unit/agent/test_wheelsafe.py",
     "tests/unit/agent/test_smoke_args.py",
+    "tests/unit/agent/test_health_probe.py",
 ]
 
 
