@@ -22,6 +22,21 @@ def test_release_workflow_passes_actionlint() -> None:
     assert cp.returncode == 0, cp.stdout + cp.stderr
 
 
+def test_release_workflow_passes_zizmor() -> None:
+    """zizmor's audits (pinned actions, credentials not persisted, least privilege, no
+    template expansion in a shell): it must report nothing, offline (no GitHub API)."""
+    beside = Path(sys.executable).parent / "zizmor"
+    exe = shutil.which("zizmor") or (str(beside) if beside.exists() else None)
+    need(exe is not None, "zizmor not installed (pip install zizmor)")
+    workflow = ROOT / ".github" / "workflows" / "release.yml"
+    cp = subprocess.run([str(exe), "--offline", "--no-progress", "--persona", "auditor", str(workflow)], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "No findings to report" in cp.stdout + cp.stderr, cp.stdout + cp.stderr
+    text = workflow.read_text()
+    assert "persist-credentials: false" in text and "permissions: {}" in text
+    assert all(re.search(r"@[0-9a-f]{40}  # v\d", line) for line in text.splitlines() if "uses:" in line), "every action pinned by commit"
+
+
 def test_workflow_runs_the_pipeline_and_rolls_back_on_smoke_failure() -> None:
     text = (ROOT / ".github" / "workflows" / "release.yml").read_text()
     assert "fetch-depth: 0" in text and 'tags: ["v*"]' in text and "workflow_dispatch" in text
