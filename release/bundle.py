@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from . import __version__, names, proc, progress, runfolders
+from . import __version__, names, proc, progress, provenance, runfolders, sbom
 from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
@@ -56,6 +56,8 @@ class BundlePlan:
     plain: bool = False  # a plain application: no build backend, the tree is the release
     include: tuple[str, ...] = ()  # bundle.include: only these ship (the build sees the whole commit)
     exclude: tuple[str, ...] = ()  # bundle.exclude: these do not ship
+    repository: str = ""  # source.repo, as the provenance names it (credentials redacted there)
+    config_sha256: str = ""  # the config file's digest, in the provenance
 
     @property
     def basename(self) -> str:
@@ -87,12 +89,22 @@ class BundleResult:
     def sha256_path(self) -> Path:
         return self.path.with_name(self.path.name + ".sha256")
 
+    @property
+    def sbom_path(self) -> Path:
+        return self.path.with_name(self.path.name + sbom.SUFFIX)
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.path.with_name(self.path.name + provenance.SUFFIX)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stage": "bundle",
             "bundle": str(self.path),
             "sha256": self.sha256,
             "sha256_file": str(self.sha256_path),
+            "sbom": str(self.sbom_path),
+            "provenance": str(self.provenance_path),
             "size": self.size,
             "files": self.files,
             "artifacts": list(self.artifacts),
@@ -132,6 +144,8 @@ def make_plan(
         plain=plain,
         include=cfg.include,
         exclude=cfg.exclude,
+        repository=cfg.repo_location(),
+        config_sha256=hashlib.sha256(cfg.path.read_bytes()).hexdigest() if cfg.path.is_file() else "",
     )
 
 
@@ -284,6 +298,7 @@ class _Tee(io.RawIOBase):
 
 
 def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
+    started = dt.datetime.now(dt.UTC)
     plan.out.mkdir(parents=True, exist_ok=True, mode=0o700)
     final = plan.path
     if final.exists():
@@ -345,6 +360,11 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
             clash = sorted({f["path"] for f in files if f["path"].split("/")[0] in (ENV_DIR, ".venv")})
             if clash:
                 raise RefusedError(f"the commit holds {clash[0]}, a name the release's environment uses", hint=f"rename {ENV_DIR}/ or .venv/ in the repository")
+        if any(f["path"] == sbom.NAME for f in files):
+            raise RefusedError(
+                f"the commit holds {sbom.NAME} at its top, the name of the bundle's SBOM", hint=f'rename it, or leave it out (bundle.exclude = ["{sbom.NAME}"])'
+            )
+        wheel_files: dict[str, Path] = {}  # each wheel's path in the bundle -> its file here (the SBOM reads their metadata)
         dist = workdir / "dist" if workdir is not None else None
         if plan.artifacts and export is not None and dist is not None:
             _build_artifacts(plan, src, export, dist)
@@ -354,8 +374,13 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
                     digest = w.add_stream(f"{top}/dist/{p.name}", f, p.stat().st_size)
                 files.append({"path": f"dist/{p.name}", "size": p.stat().st_size, "sha256": digest, "mode": "644"})
                 built.append(p.name)
+                wheel_files[f"dist/{p.name}"] = p
         if plan.env is not None and plan.target is not None and export is not None and workdir is not None:
-            env_doc = _add_environment(plan, w, top, export, dist, workdir, files)
+            env_doc = _add_environment(plan, w, top, export, dist, workdir, files, wheel_files)
+        own = next(((f["path"], f["sha256"]) for f in files if str(f["path"]).startswith("dist/") and str(f["path"]).endswith(".whl")), None)
+        bom = sbom.build(plan.name, plan.version, plan.sha, plan.commit_time, env_doc, wheel_files, plan.env.extras if plan.env else (), own)
+        w.add_bytes(f"{top}/{sbom.NAME}", bom)
+        files.append({"path": sbom.NAME, "size": len(bom), "sha256": hashlib.sha256(bom).hexdigest(), "mode": "644"})
         manifest = _manifest(plan, files, built, env_doc, left)
         w.add_bytes(f"{top}/{MANIFEST_NAME}", manifest)
         digest, size = w.close()
@@ -363,8 +388,31 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
             raise ReleaseError(f"checksum of {tmp} changed after writing", hint="check the disk; nothing was published")
         _publish(tmp, final)
         published.append(final)
+        # beside it: the SBOM (the bytes inside), the provenance (it names the bundle's
+        # digest), and the checksum file over all three (what --sign signs)
+        beside = final.with_name(final.name + sbom.SUFFIX)
+        _write_new(beside, bom)
+        published.append(beside)
+        wheels = {f["path"]: f["sha256"] for f in files if str(f["path"]).endswith(".whl")}
+        statement = provenance.build(
+            final.name,
+            digest,
+            repository=plan.repository,
+            commit=plan.sha,
+            config_sha256=plan.config_sha256,
+            name=plan.name,
+            version=plan.version,
+            wheels=wheels,
+            started=started,
+            finished=dt.datetime.now(dt.UTC),
+        )
+        attested = final.with_name(final.name + provenance.SUFFIX)
+        _write_new(attested, statement)
+        published.append(attested)
         sums = final.with_name(final.name + ".sha256")
-        _write_new(sums, checksum_line(digest, final.name).encode())
+        lines = [checksum_line(digest, final.name), checksum_line(hashlib.sha256(bom).hexdigest(), beside.name)]
+        lines.append(checksum_line(hashlib.sha256(statement).hexdigest(), attested.name))
+        _write_new(sums, "".join(lines).encode())
     except BaseException as exc:
         w.abort()
         for path in published:  # a bundle without its checksum file is not published
@@ -382,7 +430,9 @@ def execute(plan: BundlePlan, src: gitsource.Source) -> BundleResult:
 ENV_DIR = "release-env"
 
 
-def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, dist: Path | None, workdir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
+def _add_environment(
+    plan: BundlePlan, w: TarGzWriter, top: str, export: Path, dist: Path | None, workdir: Path, files: list[dict[str, Any]], wheel_files: dict[str, Path]
+) -> dict[str, Any]:
     """Resolve, download and lock the environment; add its wheels and pylock.toml to the bundle.
     A plain application has no wheel of its own: its environment is its requirements."""
     assert plan.env is not None and plan.target is not None
@@ -400,6 +450,7 @@ def _add_environment(plan: BundlePlan, w: TarGzWriter, top: str, export: Path, d
         with path.open("rb") as f:
             digest = w.add_stream(f"{top}/{rel}", f, path.stat().st_size)
         files.append({"path": rel, "size": path.stat().st_size, "sha256": digest, "mode": "644"})
+        wheel_files[rel] = path
     lock = env_built.lock.replace(environment.WHEELS, f"{ENV_DIR}/wheels").encode()
     w.add_bytes(f"{top}/{ENV_DIR}/{environment.LOCK_NAME}", lock)
     files.append({"path": f"{ENV_DIR}/{environment.LOCK_NAME}", "size": len(lock), "sha256": hashlib.sha256(lock).hexdigest(), "mode": "644"})

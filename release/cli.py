@@ -103,6 +103,10 @@ def _status_options(s: argparse.ArgumentParser) -> None:
 
 def _verify_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--deploy-id", metavar="ID", help="verify this deploy instead of the last one")
+    s.add_argument("--bundle", metavar="PATH", help="check this bundle offline instead: checksums, signature, provenance, SBOM")
+    s.add_argument(
+        "--allowed-signers", metavar="FILE", help="with --bundle: the checksum file must be signed by one of these keys (default: target.allowed_signers)"
+    )
     s.set_defaults(handler=_lazy("status", "verify_cli"))
 
 
@@ -218,6 +222,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             done = init.cli(None, Options.from_args(args))
             print(json.dumps(done.to_json(), sort_keys=True) if args.json else shown(done.text))
+            return done.exit_code
+        if args.stage == "verify" and getattr(args, "bundle", None):  # offline, on any machine: a config only adds its recorded head
+            from . import bundleverify
+
+            try:
+                found: Config | None = load(args.config)
+            except ConfigError:
+                if args.config:
+                    raise
+                found = None
+            done = bundleverify.cli(found, Options.from_args(args))
+            print(json.dumps(redact_obj(done.to_json()), sort_keys=True)) if args.json else _print_human(done)
+            if done.failed:
+                print(f"FAILED: {shown(done.failed)}", file=sys.stderr)
             return done.exit_code
         cfg = load(args.config)
         if getattr(args, "lock_wait", 0.0):

@@ -59,6 +59,7 @@ def compute(cfg: Config) -> dict[str, Any]:
     plan["left_out"] = bundle_stage.left_out(bundle_plan, src).to_dict()
     plan["deploy_plan"] = deploy_plan.to_dict()
     plan["bundle_pattern"] = f"{bundle_plan.path.name} (artifacts: {', '.join(bundle_plan.artifacts) or 'none'})"
+    plan["provenance"] = provenance_facts(bundle_plan)
     from .remote.client import for_config
 
     target_dir = deploy_plan.dir
@@ -88,6 +89,23 @@ def compute(cfg: Config) -> dict[str, Any]:
     if cfg.strategy == "timestamped" and (cfg.service or cfg.keep):
         plan["after_promote"] = after_promote(cfg, target is not None)
     return plan
+
+
+def provenance_facts(bundle_plan: Any) -> dict[str, str]:
+    """What the bundle's provenance statement will say (its subject's digest is known once built)."""
+    from . import __version__
+    from . import provenance as prov
+    from .redact import redact
+
+    return {
+        "subject": f"{bundle_plan.path.name} (sha256 known when built)",
+        "repository": redact(bundle_plan.repository),
+        "commit": bundle_plan.sha,
+        "config_sha256": bundle_plan.config_sha256,
+        "builder": f"{prov.BUILDER_ID} release-pipeline {__version__}",
+        "ci_run": prov.ci_run() or "(none: not in GitHub Actions)",
+        "files": f"{bundle_plan.path.name}.cdx.json (SBOM, also inside), {bundle_plan.path.name}.intoto.json, both listed in its .sha256",
+    }
 
 
 def after_promote(cfg: Config, reachable: bool) -> dict[str, Any]:
@@ -201,6 +219,11 @@ def render(plan: dict[str, Any]) -> str:
         f"rollback:  {plan['rollback']}",
         "```",
     ]
+    prov = plan.get("provenance")
+    if prov:
+        lines += ["", "## Provenance it will ship", "", "```"]
+        lines += [f"{k + ':':15}{v}" for k, v in prov.items()]
+        lines.append("```")
     env = plan.get("environment")
     if env:
         lines += ["", "## Environment", "", "```"]

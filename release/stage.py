@@ -39,6 +39,7 @@ class Options:
     dry_run: bool = False  # prune: say what would go, change nothing
     force: bool = False  # promote: without a passing smoke on the host (journalled)
     lock_wait: float = 0.0  # deploy, rollback, promote, provision: wait for a live lock holder
+    allowed_signers: str | None = None  # verify --bundle: the keys the checksum file must be signed by
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:

@@ -54,7 +54,10 @@ def test_bundle_writes_verified_checksummed_bundle(project: Repo, tmp_path: Path
     assert manifest["commit_time"] == int(project.git("show", "-s", "--format=%ct", sha))
     assert {"release", "python", "git"} <= set(manifest["builder"])
     files = {f["path"]: f for f in manifest["files"]}
-    assert set(files) == {"pyproject.toml", "demo_app/__init__.py", "demo_app/core.py", "bin/run.sh", "tests/test_core.py"}
+    assert set(files) == {"pyproject.toml", "demo_app/__init__.py", "demo_app/core.py", "bin/run.sh", "tests/test_core.py", "SBOM.cdx.json"}
+    # the SBOM inside is the one beside; the provenance names this bundle; the checksum file lists all three
+    assert _read(path, "SBOM.cdx.json") == Path(str(res["sbom"])).read_bytes()
+    assert cp.stdout.count(": OK") == 3, cp.stdout
     for rel, entry in files.items():
         data = _read(path, rel)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
