@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import provenance, sbom
+from .agent.trust import compare_wheels, parse_sums, sbom_wheels
 from .archive import sha256_file
 from .bundlefile import read_checksum_bytes
 from .config import Config
@@ -38,22 +39,6 @@ def _read_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueError(f"{path.name} is larger than {limit} bytes")
     return data
-
-
-def parse_sums(data: bytes) -> dict[str, str]:
-    """``sha256sum`` lines: file name -> sha256 (at most 16 lines; any other line is refused)."""
-    import re
-
-    out: dict[str, str] = {}
-    lines = data.decode("utf-8", "replace").splitlines()
-    if len(lines) > 16:
-        raise ValueError(f"{len(lines)} lines, at most 16")
-    for line in lines:
-        m = re.fullmatch(r"([0-9a-f]{64}) [ *]([^/\s][^/]*)", line)
-        if not m or m.group(2) in out:
-            raise ValueError(f"malformed or repeated line {line[:100]!r}")
-        out[m.group(2)] = m.group(1)
-    return out
 
 
 def _members(bundle: Path) -> tuple[dict[str, str], bytes, bytes]:
@@ -84,13 +69,6 @@ def _members(bundle: Path) -> tuple[dict[str, str], bytes, bytes]:
             elif rel == "BUNDLE-MANIFEST.json":
                 manifest = bytes(kept)
     return digests, inside, manifest
-
-
-def _compare(what: str, listed: dict[str, str], carried: dict[str, str]) -> list[str]:
-    problems = [f"{what} lists {p}, which the bundle does not carry" for p in sorted(set(listed) - set(carried))]
-    problems += [f"the bundle carries {p}, which {what} does not list" for p in sorted(set(carried) - set(listed))]
-    problems += [f"{what} gives {p} another sha256 than the bundle's" for p in sorted(set(listed) & set(carried)) if listed[p] != carried[p]]
-    return problems
 
 
 def check(bundle: Path, allowed_signers: str = "", head: str = "") -> dict[str, Any]:
@@ -149,7 +127,7 @@ def check(bundle: Path, allowed_signers: str = "", head: str = "") -> dict[str, 
     else:
         doc = jsonio.loads_bounded(beside, MAX_SBOM)
         report["sbom_components"] = len(doc.get("components") or [])
-        problems += _compare(sbom_path.name, sbom.wheels_of(doc), carried)
+        problems += compare_wheels(sbom_path.name, sbom_wheels(doc), carried)
     try:
         facts = provenance.read(statement)
     except ValueError as exc:
@@ -160,7 +138,7 @@ def check(bundle: Path, allowed_signers: str = "", head: str = "") -> dict[str, 
             problems.append(f"{prov_path.name} names another bundle ({facts['subject']}, sha256 {facts['subject_sha256'][:12]}...)")
         if facts["commit"] != commit:
             problems.append(f"{prov_path.name} names commit {facts['commit'][:12] or '(none)'}, the bundle's manifest {commit[:12]}")
-        problems += _compare(prov_path.name, facts["wheels"], carried)
+        problems += compare_wheels(prov_path.name, facts["wheels"], carried)
     if head and commit != head:
         problems.append(f"the bundle is of commit {commit[:12]}, the config's recorded head is {head[:12]}")
     report["head_checked"] = bool(head)

@@ -55,6 +55,7 @@ SECTIONS: dict[str, _Spec] = {
         "shared": (list, []),
         "shared_files": (list, []),
         "keep": (int, 0),
+        "trust": (str, ""),
     },
     "fleet": {"forks": (int, 10), "serial": (object, None), "max_fail_percentage": (object, 0)},
     "smoke": {"check": (list, []), "timeout": (int, 600)},
@@ -162,6 +163,7 @@ class Config(NamedTuple):
     lock_wait: float = 0.0  # --lock-wait: seconds an op waits for a live holder of the target's lock
     shared: tuple[str, ...] = ()  # target.shared: folders kept under <root>/shared/, linked into each release
     service: Service = Service()  # [service] restart and [[health.check]]: run after `current` switches
+    trust: str = ""  # target.trust: the allowed_signers file on the target that decides what it deploys
     shared_files: tuple[str, ...] = ()  # target.shared_files: files likewise (never created)
     inventory_path: str = ""
     group: str = "all"  # target.group: the inventory group of the fleet
@@ -268,6 +270,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         create_root=t["create_root"],
         op_timeout=op_timeout,
         service=service.parse(sec["service"], sec["health"], t["strategy"], op_timeout),
+        trust=_trust(t["trust"]),
         allowed_signers=str((base / t["allowed_signers"]).resolve()) if t["allowed_signers"] else "",
         checks=checks,
         provision_root=_provision_root(prov["root"], t["host"], base),
@@ -324,6 +327,13 @@ def _fleet(f: dict[str, Any]) -> Fleet:
     if isinstance(mfp, bool) or not isinstance(mfp, (int, float)) or not 0 <= mfp <= 100:
         raise ConfigError(f"fleet.max_fail_percentage must be a number from 0 to 100, got {mfp!r}", hint="fleet.max_fail_percentage = 0")
     return Fleet(forks, tuple(waves), float(mfp))
+
+
+def _trust(path: str) -> str:
+    """``target.trust``: an absolute path on the target (its own allowed_signers file)."""
+    if path and (not path.startswith("/") or "/../" in path + "/" or len(path) > 4096):
+        raise ConfigError(f"target.trust must be an absolute path on the target, got {path!r}", hint='target.trust = "/etc/release/allowed_signers"')
+    return path
 
 
 def _keep(value: int) -> int:

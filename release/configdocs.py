@@ -44,6 +44,10 @@ SECTIONS: dict[str, dict[str, str]] = {
             'Folders kept across releases under `<root>/shared/` and linked into each (`["var/uploads", "logs"]`); made empty when missing, never deleted.'
         ),
         "keep": "After a successful promote, prune to this many releases that passed smoke (never the current, the previous or the newest failed); 0: never.",
+        "trust": (
+            "An allowed_signers file on the target (owned by root, writable by nobody else): the agent there refuses any bundle not signed by "
+            "one of its keys, or whose provenance or SBOM does not match it, before it writes anything."
+        ),
         "shared_files": 'Files kept under `<root>/shared/` and linked into each release (`[".env"]`); never created: a missing one is exit 3.',
     },
     "fleet": {

@@ -25,7 +25,7 @@ from .stage import Options, StageResult
 from .state import State, Status, landed_fields, now_iso
 
 if TYPE_CHECKING:  # the request shapes, for the type checker only
-    from .agent.messages import DeployRequest, TidyRequest
+    from .agent.messages import DeployRequest, TidyRequest, TrustRequest
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,30 @@ def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, sh
         "expect": {"name": plan.name, "version": plan.version, "commit": plan.head},
         "manifest": manifest,
     }
+    if cfg.trust:
+        req["trust"] = trust_material(Path(plan.bundle), cfg.trust)
     return req
+
+
+def trust_material(bundle: Path, signers: str) -> TrustRequest:
+    """What the target checks against its own signers (``target.trust``): the checksum
+    file, its signature and the provenance beside the bundle, each read once, bounded ('' for
+    a file that is not there: the target refuses it, naming it)."""
+    from .agent import trust
+
+    def text(path: Path, limit: int) -> str:
+        try:
+            with path.open("rb") as f:
+                return f.read(limit + 1).decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    return {
+        "signers": signers,
+        "sums": bundlefile.read_checksum_bytes(bundle).decode("utf-8", "replace"),
+        "sig": text(bundle.with_name(bundle.name + ".sha256.sig"), trust.MAX_SIG),
+        "provenance": text(bundle.with_name(bundle.name + trust.PROVENANCE_SUFFIX), trust.MAX_PROVENANCE),
+    }
 
 
 def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool = False, ship_only: bool = False) -> StageResult:

@@ -19,9 +19,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-SUFFIX = ".intoto.json"
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+from .agent import trust
+
+SUFFIX = trust.PROVENANCE_SUFFIX
+STATEMENT_TYPE = trust.STATEMENT_TYPE
+PREDICATE_TYPE = trust.PREDICATE_TYPE
+
 BUILD_TYPE = "urn:release-pipeline:buildtype:bundle:v1"
 BUILDER_ID = "urn:release-pipeline:builder"
 MAX_BYTES = 16 << 20  # a provenance file read by verify or the agent
@@ -109,25 +112,6 @@ def read(data: bytes) -> dict[str, Any]:
     except json_format.ParseError as exc:
         raise ValueError(f"not an in-toto statement: {exc}") from None
     Statement.copy_from_pb(pb).validate()
-    if doc.get("predicateType") != PREDICATE_TYPE:
-        raise ValueError(f"predicate type {doc.get('predicateType')!r}, expected {PREDICATE_TYPE}")
-    subjects = doc.get("subject") or []
-    if len(subjects) != 1:
-        raise ValueError(f"{len(subjects)} subjects, expected the bundle alone")
-    pred = doc.get("predicate") or {}
-    bd = pred.get("buildDefinition") or {}
-    ext = bd.get("externalParameters") or {}
-    rd = pred.get("runDetails") or {}
-    wheels = {str(d.get("name")): str((d.get("digest") or {}).get("sha256")) for d in bd.get("resolvedDependencies") or [] if d.get("name")}
-    return dict(
-        subject=str(subjects[0].get("name", "")),
-        subject_sha256=str((subjects[0].get("digest") or {}).get("sha256", "")),
-        build_type=str(bd.get("buildType", "")),
-        commit=str(ext.get("commit", "")),
-        config_sha256=str(ext.get("config_sha256", "")),
-        repository=str(ext.get("repository", "")),
-        builder=str((rd.get("builder") or {}).get("id", "")),
-        builder_version=dict((rd.get("builder") or {}).get("version") or {}),
-        run=str((rd.get("metadata") or {}).get("invocationId", "")),
-        wheels=wheels,
-    )
+    from .agent.trust import provenance_facts
+
+    return provenance_facts(doc)

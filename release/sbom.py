@@ -21,8 +21,11 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-NAME = "SBOM.cdx.json"  # inside the bundle
-SUFFIX = ".cdx.json"  # beside it: <bundle>.cdx.json
+from .agent import trust
+
+NAME = trust.SBOM_NAME  # inside the bundle
+SUFFIX = trust.SBOM_SUFFIX  # beside it: <bundle>.cdx.json
+
 MAX_METADATA = 16 << 20  # bytes of a wheel's METADATA read
 
 
@@ -175,13 +178,8 @@ def validate(text: str) -> str:
     return "" if error is None else str(error)[:500]
 
 
-def wheels_of(sbom: Mapping[str, Any]) -> dict[str, str]:
-    """The wheels an SBOM lists: their path in the bundle -> sha256."""
-    out: dict[str, str] = {}
-    subject = (sbom.get("metadata") or {}).get("component")
-    for c in [*(sbom.get("components") or []), *([subject] if isinstance(subject, dict) else [])]:
-        path = next((p.get("value") for p in c.get("properties") or [] if p.get("name") == "release:path"), None)
-        digest = next((h.get("content") for h in c.get("hashes") or [] if h.get("alg") == "SHA-256"), None)
-        if isinstance(path, str) and isinstance(digest, str):
-            out[path] = digest
-    return out
+def wheels_of(doc: Mapping[str, Any]) -> dict[str, str]:
+    """The wheels an SBOM lists: their path in the bundle -> sha256 (the agent's rule)."""
+    from .agent.trust import sbom_wheels
+
+    return sbom_wheels(doc)

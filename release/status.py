@@ -40,7 +40,9 @@ def cli(cfg: Config, options: Options | None = None) -> StageResult:
     for r in result["releases"]:
         r["controller_record"] = known.get(r["deploy_id"], "none")
         mark = "*" if r["promoted"] else " "
-        lines.append(f"{mark} {r['version']:<14} {str(r['head'])[:12]}  {r['release_stamp']}  {r['deploy_id']}  {r.get('journal') or '-':<13} {r['path']}")
+        signed = f"  signed by {r['signed_by']}" if r.get("signed_by") else ""
+        state_word = r.get("journal") or "-"
+        lines.append(f"{mark} {r['version']:<14} {str(r['head'])[:12]}  {r['release_stamp']}  {r['deploy_id']}  {state_word:<13} {r['path']}{signed}")
     lines.append("other entries: " + (", ".join(e for e in result["entries"] if e not in {r["path"].rsplit("/", 1)[-1] for r in result["releases"]}) or "none"))
     return StageResult({"stage": "status", **result}, "\n".join(lines))
 

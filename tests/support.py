@@ -195,6 +195,19 @@ def bundle(cfg: Path) -> Path:
     return Path(json.loads(cp.stdout)["bundle"])
 
 
+def copy_bundle(result: dict[str, Any], dest: Path) -> Path:
+    """A built bundle (``bundle --json``'s answer) and everything beside it (checksums,
+    signature, SBOM, provenance), copied into a folder of the test's own."""
+    import shutil
+
+    bundle = Path(str(result["bundle"]))
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in bundle.parent.iterdir():
+        if p.name.startswith(bundle.name):
+            shutil.copy2(p, dest / p.name)
+    return dest / bundle.name
+
+
 def keypair(folder: Path, name: str) -> Path:
     key = folder / name
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)

@@ -123,6 +123,12 @@ def op_deploy(req: DeployRequest) -> DeployResult:
     dirname = checked_folder_name(req["dir"], "target.dir")
     parent_rel = checked_folder_name(req["parent"], "the releases folder") if req.get("parent") else ""
     created: list[str] = []
+    # the host's own signers decide, before anything is written (the root included)
+    trusted = None
+    if req.get("trust") and not req.get("ship_only"):
+        from . import trust
+
+        trusted = trust.check_before(dict(req))
     if not os.path.isdir(root):
         if req.get("create_root"):
             try:
@@ -135,7 +141,7 @@ def op_deploy(req: DeployRequest) -> DeployResult:
         with Lock(root, deploy_id, "deploy", bool(req.get("break_lock")), lock_wait(req)) as lock:
             root_fd = open_dir(root)
             try:
-                result = _deploy_locked(req, root, root_fd, parent_rel, dirname, deploy_id)
+                result = _deploy_locked(req, root, root_fd, parent_rel, dirname, deploy_id, trusted)
             except BaseException:
                 if created:  # a failed deploy takes back the root it made
                     os.close(root_fd)
@@ -153,7 +159,9 @@ def op_deploy(req: DeployRequest) -> DeployResult:
         raise _io_error(exc, f"deploy to {os.path.join(root, parent_rel, dirname)} failed") from None
 
 
-def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str, dirname: str, deploy_id: str) -> DeployResult:
+def _deploy_locked(
+    req: DeployRequest, root: str, root_fd: int, parent_rel: str, dirname: str, deploy_id: str, trusted: dict[str, Any] | None = None
+) -> DeployResult:
     parent = os.path.join(root, parent_rel) if parent_rel else root
     shared = shared_paths.prepare(dict(req), root, root_fd)  # a missing shared file stops the deploy before anything is written
     cleaned = clean_leftovers(root)
@@ -189,7 +197,7 @@ def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str,
         try:
             stage = make_marked_dir(parent_fd, "tmp", deploy_id, "deploy")
             checkpoint("deploy:staged")
-            result = _unpack(req, parent, parent_fd, stage, dirname, target, deploy_id, shared)
+            result = _unpack(req, parent, parent_fd, stage, dirname, target, deploy_id, shared, trusted)
             if result.get("shipped"):
                 return result
             result["parent"] = parent
@@ -227,7 +235,15 @@ def _deploy_locked(req: DeployRequest, root: str, root_fd: int, parent_rel: str,
 
 
 def _unpack(
-    req: DeployRequest, parent: str, parent_fd: int, stage: str, dirname: str, target: str, deploy_id: str, shared: dict[str, str] | None = None
+    req: DeployRequest,
+    parent: str,
+    parent_fd: int,
+    stage: str,
+    dirname: str,
+    target: str,
+    deploy_id: str,
+    shared: dict[str, str] | None = None,
+    trusted: dict[str, Any] | None = None,
 ) -> DeployResult:
     """Read the bundle once (checksum first), scan it, write the accepted members into ``stage/tree``."""
     sha = str(req["bundle_sha256"])
@@ -264,6 +280,10 @@ def _unpack(
                 want = req["expect"].get(key)
                 if want and accepted.manifest.get(key) != want:
                     raise refuse(f"bundle manifest {key} is {accepted.manifest.get(key)!r}, expected {want!r}", "deploy the bundle of the recorded HEAD")
+            if trusted is not None:  # still in the private staging folder: a refusal leaves the root as it was
+                from . import trust
+
+                trust.check_contents(trusted, {m.rel: m.sha256 for m in accepted.members if m.kind == "f"}, tree_fd)
             facts = finish(accepted, tree_fd)
         finally:
             os.close(tree_fd)
@@ -304,6 +324,7 @@ def _unpack(
             "rollback": rollback_command(target),
             **{k: str(v) for k, v in env_facts.items()},
             **({shared_paths.MANIFEST_KEY: shared_paths.manifest_value(shared)} if shared else {}),
+            **({"signed_by": str(trusted["signed_by"]), "trusted_by": str(dict(req["trust"])["signers"])} if trusted is not None else {}),
         }
     )
     result: DeployResult = {"target": target, "files": int(facts["files"]), "tree_sha256": str(facts["tree_sha256"]), "manifest": lines}

@@ -37,7 +37,17 @@ class _DeployBase(TypedDict):
     manifest: dict[str, str]
 
 
+class TrustRequest(TypedDict):
+    """``target.trust``: what the host checks against its own signers before it writes anything."""
+
+    signers: str  # the allowed_signers file on the target
+    sums: str  # the checksum file's text (bundle, SBOM, provenance)
+    sig: str  # its signature ('' when there is none: refused)
+    provenance: str  # the provenance statement's text ('' when there is none: refused)
+
+
 class DeployRequest(_DeployBase, total=False):
+    trust: TrustRequest
     bundle_path: str  # same machine: the agent reads the bundle where it lies
     shared: list[str]  # target.shared: folders under <root>/shared/ linked into the release
     shared_files: list[str]  # target.shared_files: files likewise (never created)

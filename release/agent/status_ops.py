@@ -93,6 +93,7 @@ def op_status(req: StatusRequest) -> dict[str, Any]:
                     "deploy_id": m.get("deploy_id"),
                     "strategy": m.get("strategy"),
                     "promoted": cur_real == os.path.realpath(path),
+                    "signed_by": m.get("signed_by", ""),
                 }
             )
     others = sorted(n for n in os.listdir(root) if not n.startswith(PREFIX)) if os.path.isdir(root) else []

@@ -18,7 +18,7 @@ import pytest
 
 from release import provenance, sbom
 
-from ..support import Repo, keypair, make_project, run_release, write_config
+from ..support import Repo, copy_bundle, keypair, make_project, run_release, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +55,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     cp = run_release("--config", cfg, "--json", "bundle", "--sign", str(key))
     assert cp.returncode == 0, cp.stderr[-2000:]
     yield {"cfg": cfg, "key": key, "first": first, "again": json.loads(again.stdout), "other": json.loads(cp.stdout), "other_sha": other_sha, "base": base}
-
-
-def copy(result: dict[str, Any], dest: Path) -> Path:
-    """The bundle and everything beside it, in a folder of the test's own."""
-    bundle = Path(result["bundle"])
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in bundle.parent.iterdir():
-        if p.name.startswith(bundle.name):
-            shutil.copy2(p, dest / p.name)
-    return dest / bundle.name
 
 
 def verify(bundle: Path, allowed: Path | None) -> subprocess.CompletedProcess[str]:
@@ -108,7 +98,7 @@ def _member(bundle: Path, rel: str) -> bytes:
 
 
 def test_verify_bundle_passes_a_signed_bundle(built: dict[str, Any], tmp_path: Path) -> None:
-    bundle = copy(built["first"], tmp_path)
+    bundle = copy_bundle(built["first"], tmp_path)
     cp = verify(bundle, signers(tmp_path, built["key"]))
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert "signed by:  release@example" in cp.stdout and "every check passed" in cp.stdout
@@ -160,8 +150,8 @@ def _resign(bundle: Path, key: Path, changed: dict[str, bytes]) -> None:
     ],
 )
 def test_verify_bundle_refuses_every_tampering(built: dict[str, Any], tmp_path: Path, attack: str) -> None:
-    bundle = copy(built["first"], tmp_path / "b")
-    other = copy(built["other"], tmp_path / "o")
+    bundle = copy_bundle(built["first"], tmp_path / "b")
+    other = copy_bundle(built["other"], tmp_path / "o")
     allowed = signers(tmp_path, built["key"])
     key = built["key"]
     sbom_file = bundle.with_name(bundle.name + ".cdx.json")
