@@ -71,6 +71,36 @@ def _members(bundle: Path) -> tuple[dict[str, str], bytes, bytes]:
     return digests, inside, manifest
 
 
+def beside(bundle: Path, sums: dict[str, str], bundle_sha: str, commit: str) -> tuple[list[str], bytes, dict[str, Any] | None]:
+    """The SBOM and the provenance beside a bundle, as its checksum file lists them: each
+    listed and matching, the provenance (read by the in-toto bindings) naming this bundle
+    (name and sha256) and ``commit``. Returns the problems, the SBOM's bytes and the
+    provenance's facts (None when unreadable). The deploy runs this before it ships."""
+    problems: list[str] = []
+    sbom_path = bundle.with_name(bundle.name + sbom.SUFFIX)
+    prov_path = bundle.with_name(bundle.name + provenance.SUFFIX)
+    for p in (bundle, sbom_path, prov_path):
+        if p.name not in sums:
+            problems.append(f"{bundle.name}.sha256 does not list {p.name}")
+    try:
+        bom = _read_bounded(sbom_path, MAX_SBOM)
+        statement = _read_bounded(prov_path, provenance.MAX_BYTES)
+    except (BlockedError, ValueError) as exc:
+        return [*problems, exc.message if isinstance(exc, BlockedError) else str(exc)], b"", None
+    for path, data in ((sbom_path, bom), (prov_path, statement)):
+        if sums.get(path.name) not in (None, hashlib.sha256(data).hexdigest()):
+            problems.append(f"{path.name}: its sha256 is not the one {bundle.name}.sha256 lists (altered or swapped)")
+    try:
+        facts = provenance.read(statement)
+    except ValueError as exc:
+        return [*problems, f"{prov_path.name}: {exc}"], bom, None
+    if facts["subject"] != bundle.name or facts["subject_sha256"] != bundle_sha:
+        problems.append(f"{prov_path.name} names another bundle ({facts['subject']}, sha256 {facts['subject_sha256'][:12]}...)")
+    if facts["commit"] != commit:
+        problems.append(f"{prov_path.name} names commit {facts['commit'][:12] or '(none)'}, the bundle's manifest {commit[:12]}")
+    return problems, bom, facts
+
+
 def check(bundle: Path, allowed_signers: str = "", head: str = "") -> dict[str, Any]:
     """Every check, as a report (``problems`` empty when the bundle holds)."""
     from .agent import jsonio
@@ -82,11 +112,6 @@ def check(bundle: Path, allowed_signers: str = "", head: str = "") -> dict[str, 
         sums = parse_sums(sums_bytes)
     except ValueError as exc:
         return {**report, "problems": [f"{bundle.name}.sha256: {exc}"]}
-    sbom_path = bundle.with_name(bundle.name + sbom.SUFFIX)
-    prov_path = bundle.with_name(bundle.name + provenance.SUFFIX)
-    for p in (bundle, sbom_path, prov_path):
-        if p.name not in sums:
-            problems.append(f"{bundle.name}.sha256 does not list {p.name}")
     report["signed_by"] = ""
     if allowed_signers:
         from . import signing
@@ -103,42 +128,30 @@ def check(bundle: Path, allowed_signers: str = "", head: str = "") -> dict[str, 
         problems.append(f"{bundle.name}: its sha256 is not the one {bundle.name}.sha256 lists")
         return {**report, "problems": problems}  # nothing inside a bundle that is not the checksummed one is read
     try:
-        beside = _read_bounded(sbom_path, MAX_SBOM)
-        statement = _read_bounded(prov_path, provenance.MAX_BYTES)
-    except (BlockedError, ValueError) as exc:
-        return {**report, "problems": [*problems, exc.message if isinstance(exc, BlockedError) else str(exc)]}
-    for path, data in ((sbom_path, beside), (prov_path, statement)):
-        if sums.get(path.name) not in (None, hashlib.sha256(data).hexdigest()):
-            problems.append(f"{path.name}: its sha256 is not the one {bundle.name}.sha256 lists (altered or swapped)")
-    try:
         digests, inside, manifest_bytes = _members(bundle)
         manifest = jsonio.loads_bounded(manifest_bytes, MAX_MANIFEST) if manifest_bytes else {}
     except (ValueError, tarfile.TarError, OSError) as exc:
         return {**report, "problems": [*problems, f"{bundle.name}: not a readable bundle: {exc}"]}
     commit = str(manifest.get("commit", "")) if isinstance(manifest, dict) else ""
     report["commit"] = commit
+    found, bom, facts = beside(bundle, sums, bundle_sha, commit)
+    problems += found
     carried = {p: d for p, d in digests.items() if p.endswith(".whl")}
     report["wheels"] = len(carried)
-    if inside != beside:
-        problems.append(f"{sbom_path.name} is not the SBOM inside the bundle ({sbom.NAME})")
-    invalid = sbom.validate(beside.decode("utf-8", "replace"))
-    if invalid:
-        problems.append(f"{sbom_path.name} is not a valid CycloneDX 1.6 document: {invalid}")
-    else:
-        doc = jsonio.loads_bounded(beside, MAX_SBOM)
-        report["sbom_components"] = len(doc.get("components") or [])
-        problems += compare_wheels(sbom_path.name, sbom_wheels(doc), carried)
-    try:
-        facts = provenance.read(statement)
-    except ValueError as exc:
-        problems.append(f"{prov_path.name}: {exc}")
-    else:
+    sbom_name = bundle.name + sbom.SUFFIX
+    if bom:
+        if inside != bom:
+            problems.append(f"{sbom_name} is not the SBOM inside the bundle ({sbom.NAME})")
+        invalid = sbom.validate(bom.decode("utf-8", "replace"))
+        if invalid:
+            problems.append(f"{sbom_name} is not a valid CycloneDX 1.6 document: {invalid}")
+        else:
+            doc = jsonio.loads_bounded(bom, MAX_SBOM)
+            report["sbom_components"] = len(doc.get("components") or [])
+            problems += compare_wheels(sbom_name, sbom_wheels(doc), carried)
+    if facts is not None:
         report["provenance"] = {k: v for k, v in facts.items() if k != "wheels"}
-        if facts["subject"] != bundle.name or facts["subject_sha256"] != bundle_sha:
-            problems.append(f"{prov_path.name} names another bundle ({facts['subject']}, sha256 {facts['subject_sha256'][:12]}...)")
-        if facts["commit"] != commit:
-            problems.append(f"{prov_path.name} names commit {facts['commit'][:12] or '(none)'}, the bundle's manifest {commit[:12]}")
-        problems += compare_wheels(prov_path.name, facts["wheels"], carried)
+        problems += compare_wheels(bundle.name + provenance.SUFFIX, facts["wheels"], carried)
     if head and commit != head:
         problems.append(f"the bundle is of commit {commit[:12]}, the config's recorded head is {head[:12]}")
     report["head_checked"] = bool(head)

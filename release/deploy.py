@@ -128,6 +128,19 @@ def check_before(cfg: Config, plan: DeployPlan, chosen: Chosen, *, no_plan: bool
 
         # the signature is checked over the very bytes whose checksum the target will verify
         signing.verify(chosen.path, cfg.allowed_signers, chosen.sums)
+    if cfg.allowed_signers:  # a signed release ships with its SBOM and provenance, as its checksum file lists them
+        from . import bundleverify
+        from .agent.trust import parse_sums
+
+        try:
+            sums = parse_sums(chosen.sums)
+        except ValueError as exc:
+            raise RefusedError(f"{chosen.path.name}.sha256: {exc}", hint="rebuild the bundle") from None
+        problems = bundleverify.beside(chosen.path, sums, chosen.sha256, plan.head)[0]
+        if problems:
+            raise RefusedError(
+                problems[0], hint="deploy the bundle with the SBOM and provenance written beside it (release verify --bundle shows every problem)"
+            )
 
 
 def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, ship_only: bool = False) -> DeployRequest:

@@ -137,7 +137,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--mb", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="bundle,deploy,rollback,prune,ship,env,promote,fleet")
+    ap.add_argument("--only", default="bundle,deploy,rollback,attest,prune,ship,env,promote,fleet")
     ap.add_argument("--ansible", default="", help="a venv with `ansible` installed (else one is made under --workdir, from PyPI)")
     ap.add_argument(
         "--kex",
@@ -236,6 +236,8 @@ def main() -> int:
                 ),
             )
         )
+    if "attest" in only:
+        rows += bench_attest(work, release, bundle, base_cfg, args.repeat)
     if "prune" in only:
         rows.append(bench_prune(work, repo, bundle, args.repeat, py))
     if "ship" in only:
@@ -455,6 +457,68 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, check=False)
         fleet.close()
         shutil.rmtree(base, ignore_errors=True)
+    return rows
+
+
+ATTEST = """
+import json, sys, time, tarfile, datetime as dt
+t0 = time.perf_counter()
+from release import provenance, sbom
+bundle = sys.argv[1]
+with tarfile.open(bundle) as tf:
+    m = next(m for m in tf if m.name.endswith("/BUNDLE-MANIFEST.json"))
+    doc = json.loads(tf.extractfile(m).read())
+t1 = time.perf_counter()
+bom = sbom.build(doc["name"], doc["version"], doc["commit"], doc["commit_time"], doc.get("environment"), {})
+now = dt.datetime.now(dt.UTC)
+provenance.build("x.tar.gz", "0" * 64, repository="repo", commit=doc["commit"], config_sha256="0" * 64, name=doc["name"],
+                 version=doc["version"], wheels={}, started=now, finished=now)
+print(time.perf_counter() - t0 - (t1 - t0))
+"""
+
+
+def bench_attest(work: Path, release: list[str], bundle: Path, base_cfg: str, repeat: int) -> list[Row]:
+    """What the SBOM and the provenance cost a bundle (their imports and their building, in
+    a fresh interpreter, against the whole `release bundle`), and what `target.trust` costs
+    a deploy (the agent's signature and provenance checks: ssh-keygen twice), in
+    alternated pairs with the same deploy without it."""
+    rows: list[Row] = []
+    costs = []
+    for _ in range(repeat):
+        cp = subprocess.run([sys.executable, "-c", ATTEST, str(bundle)], capture_output=True, text=True, check=True, cwd=HERE)
+        costs.append(float(cp.stdout.strip()))
+    whole = best(lambda: sh(*release, "bundle"), repeat, lambda: shutil.rmtree(work / "bundles", ignore_errors=True))
+    rows.append(("bundle: SBOM + provenance (fresh imports) vs whole bundle", statistics.median(costs), whole, "   (the goal: at most 5%)"))
+    if os.geteuid() != 0:
+        print("trust: skipped: the signers file must be root's")
+        return rows
+    key = work / "bench-key"
+    if not key.exists():
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    signed = next((work / "bundles").glob("*.tar.gz"))
+    sums = signed.with_name(signed.name + ".sha256")
+    if not sums.with_name(sums.name + ".sig").exists():
+        sh("ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", "release-bundle", str(sums))
+    signers = work / "bench-allowed_signers"
+    signers.write_text("bench " + " ".join(key.with_suffix(".pub").read_text().split()[:2]) + "\n")
+    signers.chmod(0o644)
+    trusted_cfg = work / "release-trust.toml"
+    trusted_cfg.write_text(base_cfg + f'trust = "{signers}"\n')
+    trusted = [*RELEASE, "--config", str(trusted_cfg)]
+
+    def undo() -> None:
+        while subprocess.run([*release, "rollback"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            pass
+
+    ours, floor, note = paired(
+        lambda: sh(*trusted, "deploy", "--no-plan", "--bundle", str(signed)),
+        lambda: sh(*release, "deploy", "--no-plan", "--bundle", str(signed)),
+        repeat,
+        undo,
+        undo,
+    )
+    rows.append(("deploy with target.trust vs without", ours, floor, note + "   (the goal: at most +20 ms)"))
+    undo()
     return rows
 
 

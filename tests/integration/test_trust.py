@@ -233,3 +233,33 @@ def test_every_bad_input_is_refused_on_the_target_and_nothing_is_written(
     assert cp.returncode == 4, cp.stdout + cp.stderr
     assert why in cp.stderr, cp.stderr
     assert root_state(root) == before, "the target root is byte for byte as it was, its journal included"
+
+
+@pytest.mark.parametrize("attack", ["provenance removed", "provenance of another bundle (re-signed)", "sbom altered"])
+def test_the_controller_refuses_first_when_it_checks_signatures(signed: dict[str, Any], tmp_path: Path, attack: str) -> None:
+    """The controller's own check stays: with target.allowed_signers it refuses a bundle
+    whose provenance or SBOM beside it does not hold, before anything is shipped."""
+    bundle = copy_bundle(signed["first"], tmp_path / "bundles")
+    root = tmp_path / "srv"
+    root.mkdir()
+    here = trust_file(tmp_path / "controller", signed["key"])
+    cfg = write_config(
+        tmp_path / "release.toml", signed["repo"].path, bundle={"artifacts": ["wheel"]}, target={"root": str(root), "allowed_signers": str(here)}
+    )
+    prov = bundle.with_name(bundle.name + ".intoto.json")
+    if attack == "provenance removed":
+        prov.unlink()
+        why = f"{prov} is missing"
+    elif attack == "sbom altered":
+        sbom_file = bundle.with_name(bundle.name + ".cdx.json")
+        sbom_file.write_text(sbom_file.read_text().replace("demo-app", "demo-app2", 1))
+        why = "its sha256 is not the one"
+    else:
+        other = copy_bundle(signed["other"], tmp_path / "other")
+        shutil.copy2(other.with_name(other.name + ".intoto.json"), prov)
+        rewrite_sums(bundle, signed["key"])
+        why = "names another bundle"
+    before = root_state(root)
+    cp = run_release("--config", cfg, "deploy", "--no-plan", "--bundle", str(bundle))
+    assert cp.returncode == 4 and why in cp.stderr, cp.stdout + cp.stderr
+    assert root_state(root) == before
