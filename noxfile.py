@@ -119,6 +119,7 @@ AGENT_UNIT_TESTS = [
     "tests/unit/agent/test_wheelsafe.py",
     "tests/unit/agent/test_smoke_args.py",
     "tests/unit/agent/test_health_probe.py",
+    "tests/unit/agent/test_trust_parsers.py",
 ]
 
 

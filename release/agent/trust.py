@@ -62,16 +62,21 @@ def parse_sums(data: bytes) -> dict[str, str]:
     return out
 
 
+def _items(value: Any) -> list[Any]:
+    """A JSON array as a list; anything else (an attacker's object, number, text) as none."""
+    return value if isinstance(value, list) else []
+
+
 def sbom_wheels(doc: Mapping[str, Any]) -> dict[str, str]:
     """The wheels an SBOM lists (its subject's and its components'): path in the bundle -> sha256."""
     out: dict[str, str] = {}
-    subject = (doc.get("metadata") or {}).get("component") if isinstance(doc.get("metadata"), dict) else None
-    items = [*(doc.get("components") or []), *([subject] if isinstance(subject, dict) else [])]
+    subject = doc["metadata"].get("component") if isinstance(doc.get("metadata"), dict) else None
+    items = [*_items(doc.get("components")), *([subject] if isinstance(subject, dict) else [])]
     for c in items:
         if not isinstance(c, dict):
             continue
-        path = next((p.get("value") for p in c.get("properties") or [] if isinstance(p, dict) and p.get("name") == "release:path"), None)
-        digest = next((h.get("content") for h in c.get("hashes") or [] if isinstance(h, dict) and h.get("alg") == "SHA-256"), None)
+        path = next((p.get("value") for p in _items(c.get("properties")) if isinstance(p, dict) and p.get("name") == "release:path"), None)
+        digest = next((h.get("content") for h in _items(c.get("hashes")) if isinstance(h, dict) and h.get("alg") == "SHA-256"), None)
         if isinstance(path, str) and isinstance(digest, str):
             out[path] = digest
     return out
@@ -100,7 +105,7 @@ def provenance_facts(doc: Any) -> dict[str, Any]:
     builder = _table(rd, "builder")
     meta = _table(rd, "metadata")
     wheels: dict[str, str] = {}
-    for d in bd.get("resolvedDependencies") or []:
+    for d in _items(bd.get("resolvedDependencies")):
         if isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("digest"), dict):
             wheels[d["name"]] = str(d["digest"].get("sha256", ""))
     digest = subjects[0].get("digest")

@@ -40,6 +40,7 @@ def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, t
     assert refused.returncode == 4 and "never smoked on this host" in refused.stderr and "--force" in refused.stderr
     assert run_release("--config", cfg, "smoke").returncode == 0
     assert run_release("--config", cfg, "promote").returncode == 0  # by evidence: its smoke passed here
+    time.sleep(1.05)  # a release folder is named to the second
     second = json.loads(deploy(cfg).stdout)["deploy_id"]
     assert run_release("--config", cfg, "promote", "--force").returncode == 0  # journalled as forced
     st = run_release("--config", cfg, "--json", "status")

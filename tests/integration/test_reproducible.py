@@ -89,7 +89,8 @@ def test_a_backend_that_is_not_reproducible_is_named_with_its_first_differing_me
     assert r.code == 1, r.err
     check = r.json["reproducible"]
     assert isinstance(check, dict)
-    assert check["differing"] == ["BUNDLE-MANIFEST.json", "dist/noisy_app-1.0-py3-none-any.whl"]  # the manifest holds the wheel's hash
+    # the manifest and the SBOM hold the wheel's hash
+    assert check["differing"] == ["BUNDLE-MANIFEST.json", "SBOM.cdx.json", "dist/noisy_app-1.0-py3-none-any.whl"]
     assert check["artifacts"] == [
         {"artifact": "dist/noisy_app-1.0-py3-none-any.whl", "backend": "noisy_backend", "first_differing_member": "noisy_app/stamp.txt"}
     ]
