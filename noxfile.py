@@ -153,6 +153,14 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--quiet", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
+@nox.session(default=False, reuse_venv=True)
+def collection(session: nox.Session) -> None:
+    """The Ansible collection release.pipeline into dist/collection/: its tree (usable as
+    ANSIBLE_COLLECTIONS_PATH) and its versioned tarball, the agent carried as module_utils."""
+    session.install("ansible-core>=2.15")
+    session.run("python", "scripts/build_collection.py", *(session.posargs or ["dist/collection"]))
+
+
 @nox.session(default=False, venv_backend="uv|virtualenv", reuse_venv=True)  # uv installs in a blink: the loop stays fast
 def unit(session: nox.Session) -> None:
     """The fast unit tests (no servers, no worst-case timings or memory bounds: those run in

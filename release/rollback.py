@@ -32,6 +32,7 @@ def run(
     discard_added: bool = False,
     again: bool = False,
     journal_event: str = "",
+    from_host: bool = False,
 ) -> StageResult:
     """Roll back ``record`` on the target. ``again``: a record already rolled back is sent
     once more, so a rollback killed after it removed the release finishes what the deploy
@@ -62,11 +63,13 @@ def run(
     }
     if journal_event:
         req["journal_event"] = journal_event  # prune: the host's journal says "pruned"
+    if from_host:
+        req["from_host"] = True  # no record of this controller's: the host's own records describe the rollback
     try:
         result = Agent(transport).rollback(req)
     except ReleaseError as exc:
         state.audit("rollback", deploy_id=record["deploy_id"], target=record["target"], result=f"failed (exit {exc.exit_code}): {exc.message}")
-        if isinstance(exc, AbsentError):  # the target root itself is gone: so is the release
+        if isinstance(exc, AbsentError) and not from_host:  # the target root itself is gone: so is the release
             record.update(status=Status.ROLLED_BACK.value, rolled_back=now_iso(), note="found already removed at rollback")
             state.save(record)
         raise
@@ -156,5 +159,9 @@ def cli(cfg: Config, options: Options) -> StageResult:
     if options.to_previous:
         return to_previous(cfg, transport, state)
     reconcile.settle(cfg, state, transport, running_ok=False)  # an unseen outcome is settled before anything is removed
+    if options.deploy_id and not state.has(options.deploy_id):
+        # a deploy another controller made (the Ansible collection): the host holds the truth
+        record = {"deploy_id": options.deploy_id, "root": cfg.root, "target": "", "host": cfg.host or "localhost", "status": Status.DEPLOYED.value}
+        return run(cfg, record, transport, break_lock=options.break_lock, discard_added=options.discard_added, from_host=True)
     record = state.pick(options.deploy_id)
     return run(cfg, record, transport, break_lock=options.break_lock, discard_added=options.discard_added)

@@ -70,6 +70,7 @@ class _RollbackBase(TypedDict):
 
 class RollbackRequest(_RollbackBase, total=False):
     journal_event: str  # "pruned": a removal by prune, journalled as such on the host
+    from_host: bool  # no controller record (a deploy the Ansible collection made): the host's records describe it
 
 
 class _PromoteBase(TypedDict):

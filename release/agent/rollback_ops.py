@@ -19,7 +19,7 @@ from .lock import Lock, lock_wait
 from .names import checked_id, tree_sha256
 from .pointer_ops import _forget_promoted, pointer_state, read_promoted, restore_pointer
 from .protocol import DEPLOY_MANIFEST, PREFIX, AgentError, _io_error, checkpoint, refuse
-from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256, remove_root_if_ours
+from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256, read_deploy_manifest, remove_root_if_ours
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 
 def op_rollback(req: RollbackRequest) -> RollbackResult:
+    if req.get("from_host"):  # no controller record: the host's own records describe the rollback
+        found = request_from_host(req["root"], req["deploy_id"], str(req.get("journal_event") or ""))
+        req = {**found, **{k: v for k, v in req.items() if k in ("break_lock", "lock_wait", "journal", "discard_added")}}  # type: ignore[typeddict-item]
     root = req["root"]
     target = req["target"]
     parent, name = os.path.split(target)
@@ -195,3 +198,37 @@ def _rolled_back(
         # it had to be removed because the release it pointed at before is gone
         "pointer_restored": not pointer.startswith("removed (the previous"),
     }
+
+
+def request_from_host(root: str, deploy_id: str, journal_event: str = "") -> RollbackRequest:
+    """The rollback of ``deploy_id`` as the host's own records describe it (its release's
+    DEPLOY-MANIFEST, found under ``root``), for a rollback without the controller's record
+    (the Ansible collection, or the CLI for a deploy the collection made). The manifest's
+    digest is not known here, so the rollback asks the manifest itself that the deploy
+    created the folder (``pre_existed: false``), and the names it recorded decide that
+    nothing was added."""
+    from .status_ops import op_status
+
+    wanted = checked_id(deploy_id)
+    found = [r for r in op_status({"root": root})["releases"] if r.get("deploy_id") == wanted]
+    if not found:
+        raise AgentError(3, f"no release of deploy {wanted} under {root}", "`release status` (or release.pipeline.status) lists them", kind="absent")
+    manifest = read_deploy_manifest(str(found[0]["path"]))
+    existed = manifest.get("parent_existed", "true") != "false"
+    req: RollbackRequest = {
+        "root": root,
+        "target": str(found[0]["path"]),
+        "deploy_id": wanted,
+        "previous_current": None,  # the host's own promotion record decides (read_promoted)
+        "remove_parent_if_empty": not existed,
+        "parent_existed": existed,
+        "parent_listing_sha256_before": manifest.get("parent_listing_sha256_before", ""),
+        "manifest_sha256": "",
+        "tree_sha256": manifest.get("tree_sha256", ""),
+        "names_sha256": manifest.get("names_sha256", ""),
+        "discard_added": False,
+        "break_lock": False,
+    }
+    if journal_event:
+        req["journal_event"] = journal_event
+    return req

@@ -1,0 +1,153 @@
+"""The Ansible collection release.pipeline (#25, first part): built from the repository with
+the agent as its module_utils (byte for byte), its deploy / status / rollback modules run
+by a real ansible-playbook over the local connection and over SSH; idempotent, check mode
+changes nothing, and the host holds the truth: a CLI deploy is rolled back by the
+collection and a collection deploy by the CLI, each root back byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..support import ROOT, Repo, run_release, tree_state, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def build(dest: Path) -> Path:
+    """The collection's tree, assembled by the build script itself (scripts/build_collection.py)."""
+    import runpy
+
+    assemble = runpy.run_path(str(ROOT / "scripts" / "build_collection.py"))["assemble"]
+    return Path(assemble(dest))
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("collection")).parents[2]  # the ANSIBLE_COLLECTIONS_PATH
+
+
+def test_the_collection_carries_the_agent_byte_for_byte_and_builds(tmp_path: Path) -> None:
+    out = build(tmp_path)
+    agent = ROOT / "release" / "agent"
+    carried = out / "plugins" / "module_utils" / "agent"
+    assert sorted(p.name for p in carried.glob("*.py")) == sorted(p.name for p in agent.glob("*.py"))
+    for p in agent.glob("*.py"):
+        assert (carried / p.name).read_bytes() == p.read_bytes(), p.name
+    from release import __version__
+
+    assert f"version: {__version__}" in (out / "galaxy.yml").read_text()
+    galaxy = Path(sys.executable).parent / "ansible-galaxy"
+    cp = subprocess.run([str(galaxy), "collection", "build", "--output-path", str(tmp_path), str(out)], capture_output=True, text=True)
+    assert cp.returncode == 0 and (tmp_path / f"release-pipeline-{__version__}.tar.gz").is_file(), cp.stdout + cp.stderr
+    doc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-doc"), "-j", "release.pipeline.deploy"], capture_output=True, text=True, env=_env(out.parents[2])
+    )
+    assert doc.returncode == 0 and json.loads(doc.stdout)["release.pipeline.deploy"]["doc"]["short_description"], doc.stderr
+
+
+def _env(collections: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "ANSIBLE_LOCAL_TEMP": str(collections.parent / "ansible-local"),
+        "ANSIBLE_REMOTE_TEMP": "/tmp/.ansible-release-tests",
+    }
+
+
+def playbook(collections: Path, folder: Path, inventory: Path, tasks: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    play = folder / "play.yml"
+    play.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n{tasks}")
+    exe = Path(sys.executable).parent / "ansible-playbook"
+    return subprocess.run([str(exe), "-i", str(inventory), str(play), *extra], capture_output=True, text=True, env=_env(collections), cwd=folder)
+
+
+def inventory(folder: Path, transport: dict[str, object], sshd: Any) -> Path:
+    py = os.path.realpath(sys.executable)
+    inv = folder / "hosts.ini"
+    if transport:
+        inv.write_text(f"{sshd.host} ansible_python_interpreter={py} ansible_ssh_common_args='-F {sshd.config}'\n")
+    else:
+        inv.write_text(f"localhost ansible_connection=local ansible_python_interpreter={py}\n")
+    return inv
+
+
+@pytest.fixture
+def target(project: Repo, tmp_path: Path, transport: dict[str, object], request: pytest.FixtureRequest) -> dict[str, Any]:
+    root = tmp_path / "srv"
+    root.mkdir()
+    (root / "keep.txt").write_text("the operator's\n")
+    cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root), **transport}, checks=[{"kind": "import", "modules": ["demo_app"]}])
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    sshd = request.getfixturevalue("sshd") if transport else None
+    return {"root": root, "cfg": cfg, "inventory": inventory(tmp_path, transport, sshd)}
+
+
+def test_deploy_is_idempotent_status_lists_it_and_rollback_is_exact(collection: Path, target: dict[str, Any], tmp_path: Path) -> None:
+    root, cfg = target["root"], target["cfg"]
+    before = tree_state(root)
+    tasks = f"""    - name: deploy
+      release.pipeline.deploy: {{config: "{cfg}"}}
+      register: first
+    - name: deploy again
+      release.pipeline.deploy: {{config: "{cfg}"}}
+      register: again
+    - ansible.builtin.assert:
+        that: [first is changed, again is not changed, again.deploy_id == first.deploy_id]
+    - release.pipeline.status: {{root: "{root}"}}
+      register: st
+    - ansible.builtin.assert:
+        that: ["st.releases | length == 1", "st.releases[0].deploy_id == first.deploy_id"]
+    - release.pipeline.rollback: {{root: "{root}", deploy_id: "{{{{ first.deploy_id }}}}"}}
+      register: rb
+    - ansible.builtin.assert:
+        that: [rb is changed, rb.parent_restored]
+"""
+    cp = playbook(collection, tmp_path, target["inventory"], tasks)
+    assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr[-2000:]
+    assert tree_state(root) == before, "the root is back byte for byte"
+
+
+def test_check_mode_changes_nothing(collection: Path, target: dict[str, Any], tmp_path: Path) -> None:
+    root = target["root"]
+    before = tree_state(root)
+    tasks = f"""    - release.pipeline.deploy: {{config: "{target["cfg"]}"}}
+      register: would
+    - ansible.builtin.assert:
+        that: [would is changed, "'would create' in would.msg"]
+"""
+    cp = playbook(collection, tmp_path, target["inventory"], tasks, "--check", "--diff")
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
+    assert tree_state(root) == before
+
+
+def test_the_host_holds_the_truth_cli_and_collection_undo_each_other(collection: Path, target: dict[str, Any], tmp_path: Path) -> None:
+    root, cfg = target["root"], target["cfg"]
+    before = tree_state(root)
+    cli = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cli.returncode == 0, cli.stderr
+    deploy_id = json.loads(cli.stdout)["deploy_id"]
+    cp = playbook(collection, tmp_path, target["inventory"], f'    - release.pipeline.rollback: {{root: "{root}", deploy_id: "{deploy_id}"}}\n')
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
+    assert tree_state(root) == before, "a CLI deploy rolled back by the collection"
+    tasks = f"""    - release.pipeline.deploy: {{config: "{cfg}"}}
+      register: landed
+    - ansible.builtin.copy:
+        content: "{{{{ landed.deploy_id }}}}"
+        dest: "{tmp_path}/deploy_id"
+      delegate_to: localhost
+"""
+    cp = playbook(collection, tmp_path, target["inventory"], tasks)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
+    landed = (tmp_path / "deploy_id").read_text().strip()
+    rb = run_release("--config", cfg, "rollback", "--deploy-id", landed)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert tree_state(root) == before, "a collection deploy rolled back by the CLI, from the host's own records"
