@@ -123,6 +123,19 @@ def refuse_live(mode: str) -> None:
         raise RefusedError("smoke --mode live refused: a smoke never writes (Mode.LIVE is refused)", hint="run the default --mode dryrun")
 
 
+def request(cfg: Config, record: dict[str, Any], checks: list[Check]) -> SmokeRequest:
+    """The target's half of a smoke (G5): its checks as the agent runs them (the Ansible
+    collection's smoke sends the same)."""
+    return {
+        "root": record["root"],
+        "target": record["target"],
+        "python": cfg.python,
+        "tree_sha256": record.get("tree_sha256"),
+        "manifest_sha256": record.get("manifest_sha256", ""),
+        "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in checks],
+    }
+
+
 def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool = True, write: bool = True) -> StageResult:
     """Smoke one deployed release. ``db=False`` leaves out the G6 checks (a fleet runs them
     once); ``write=False`` returns the report without writing it (a fleet writes one)."""
@@ -144,14 +157,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
     started = utc_stamp()
     if target_checks:
         with progress.task(f"G5 smoke: {len(target_checks)} checks on {record['host']}"):
-            req: SmokeRequest = {
-                "root": record["root"],
-                "target": record["target"],
-                "python": cfg.python,
-                "tree_sha256": record.get("tree_sha256"),
-                "manifest_sha256": record.get("manifest_sha256", ""),
-                "checks": [{"kind": c.kind, "name": c.name, "timeout": c.timeout, "options": dict(c.options)} for c in target_checks],
-            }
+            req = request(cfg, record, target_checks)
             try:
                 # the op's deadline: the operator's, and never shorter than its checks' own
                 deadline = max(cfg.op_timeout, sum(c.timeout for c in target_checks) + 120)

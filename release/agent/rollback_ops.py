@@ -19,7 +19,7 @@ from .lock import Lock, lock_wait
 from .names import checked_id, tree_sha256
 from .pointer_ops import _forget_promoted, pointer_state, read_promoted, restore_pointer
 from .protocol import DEPLOY_MANIFEST, PREFIX, AgentError, _io_error, checkpoint, refuse
-from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256, read_deploy_manifest, remove_root_if_ours
+from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256, remove_root_if_ours
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -207,17 +207,14 @@ def request_from_host(root: str, deploy_id: str, journal_event: str = "") -> Rol
     digest is not known here, so the rollback asks the manifest itself that the deploy
     created the folder (``pre_existed: false``), and the names it recorded decide that
     nothing was added."""
-    from .status_ops import op_status
+    from .status_ops import release_of
 
     wanted = checked_id(deploy_id)
-    found = [r for r in op_status({"root": root})["releases"] if r.get("deploy_id") == wanted]
-    if not found:
-        raise AgentError(3, f"no release of deploy {wanted} under {root}", "`release status` (or release.pipeline.status) lists them", kind="absent")
-    manifest = read_deploy_manifest(str(found[0]["path"]))
+    path, manifest = release_of(root, wanted)
     existed = manifest.get("parent_existed", "true") != "false"
     req: RollbackRequest = {
         "root": root,
-        "target": str(found[0]["path"]),
+        "target": path,
         "deploy_id": wanted,
         "previous_current": None,  # the host's own promotion record decides (read_promoted)
         "remove_parent_if_empty": not existed,

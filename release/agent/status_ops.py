@@ -112,6 +112,17 @@ def op_status(req: StatusRequest) -> dict[str, Any]:
     return out
 
 
+def release_of(root: str, deploy_id: str) -> tuple[str, dict[str, str]]:
+    """The release of ``deploy_id`` under ``root`` and its DEPLOY-MANIFEST, as the host has
+    them (for what a controller without its own record asks: the Ansible collection)."""
+    wanted = checked_id(deploy_id)
+    found = [r for r in op_status({"root": root})["releases"] if r.get("deploy_id") == wanted]
+    if not found:
+        raise AgentError(3, f"no release of deploy {wanted} under {root}", "`release status` (or release.pipeline.status) lists them", kind="absent")
+    path = str(found[0]["path"])
+    return path, read_deploy_manifest(path)
+
+
 def op_verify(req: VerifyRequest) -> VerifyResult:
     """Re-hash a release against its BUNDLE-MANIFEST (files, links, folders) and its DEPLOY-MANIFEST
     against the controller's record. Only regular files are ever opened: anything else is drift."""

@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ..servers import free_port
 from ..support import ROOT, Repo, run_release, tree_state, write_config
 
 pytestmark = pytest.mark.slow
@@ -46,10 +48,12 @@ def test_the_collection_carries_the_agent_byte_for_byte_and_builds(tmp_path: Pat
     galaxy = Path(sys.executable).parent / "ansible-galaxy"
     cp = subprocess.run([str(galaxy), "collection", "build", "--output-path", str(tmp_path), str(out)], capture_output=True, text=True)
     assert cp.returncode == 0 and (tmp_path / f"release-pipeline-{__version__}.tar.gz").is_file(), cp.stdout + cp.stderr
-    doc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-doc"), "-j", "release.pipeline.deploy"], capture_output=True, text=True, env=_env(out.parents[2])
-    )
-    assert doc.returncode == 0 and json.loads(doc.stdout)["release.pipeline.deploy"]["doc"]["short_description"], doc.stderr
+    for module in ("deploy", "smoke", "promote", "rollback", "status", "verify"):  # each module's documentation renders
+        name = f"release.pipeline.{module}"
+        doc = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-j", name], capture_output=True, text=True, env=_env(out.parents[2]))
+        assert doc.returncode == 0, doc.stderr
+        rendered = json.loads(doc.stdout)[name]
+        assert rendered["doc"]["short_description"] and rendered["examples"] and rendered["return"], name
 
 
 def _env(collections: Path) -> dict[str, str]:
@@ -151,3 +155,55 @@ def test_the_host_holds_the_truth_cli_and_collection_undo_each_other(collection:
     rb = run_release("--config", cfg, "rollback", "--deploy-id", landed)
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert tree_state(root) == before, "a collection deploy rolled back by the CLI, from the host's own records"
+
+
+def test_the_pipeline_deploy_smoke_promote_verify_and_an_unhealthy_promote_goes_back(
+    collection: Path, project: Repo, tmp_path: Path, transport: dict[str, object], request: pytest.FixtureRequest
+) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(
+        tmp_path / "release.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped", **transport},
+        checks=[{"kind": "import", "modules": ["demo_app"]}],
+    )
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    inv = inventory(tmp_path, transport, request.getfixturevalue("sshd") if transport else None)
+    tasks = f"""    - release.pipeline.deploy: {{config: "{cfg}"}}
+      register: deployed
+    - release.pipeline.smoke: {{config: "{cfg}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+      register: smoked
+    - release.pipeline.promote: {{config: "{cfg}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+      register: promoted
+    - release.pipeline.verify: {{root: "{root}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+    - ansible.builtin.assert:
+        that: [promoted is changed, "smoked.results | length == 1", "promoted.current.startswith('releases/')"]
+"""
+    cp = playbook(collection, tmp_path, inv, tasks)
+    assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr[-2000:]
+    good = os.readlink(root / "current")
+    events = [json.loads(line)["event"] for line in (root / ".release-journal").read_text().splitlines()]
+    assert events == ["deployed", "smoke passed", "promoted"], events
+    # a second release whose health check cannot pass: the promote fails and current goes back
+    time.sleep(1.05)
+    unhealthy = write_config(
+        tmp_path / "unhealthy.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped", **transport},
+        checks=[{"kind": "import", "modules": ["demo_app"]}],
+        health=[{"kind": "tcp", "address": f"127.0.0.1:{free_port()}", "retries": 0, "timeout": 1}],
+    )
+    tasks = f"""    - release.pipeline.deploy: {{config: "{unhealthy}"}}
+      register: deployed
+    - release.pipeline.smoke: {{config: "{unhealthy}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+    - release.pipeline.promote: {{config: "{unhealthy}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+"""
+    cp = playbook(collection, tmp_path, inv, tasks)
+    assert cp.returncode != 0 and "the new release was not healthy" in cp.stdout, cp.stdout[-3000:]
+    assert os.readlink(root / "current") == good, "current went back to the release it replaced"
+    # drift is a failed task, with the list
+    (root / good / "demo_app" / "core.py").write_text("def answer():\n    return 0\n")
+    first_id = json.loads((root / ".release-journal").read_text().splitlines()[0])["deploy_id"]
+    cp = playbook(collection, tmp_path, inv, f'    - release.pipeline.verify: {{root: "{root}", deploy_id: "{first_id}"}}\n')
+    assert cp.returncode != 0 and "drift in" in cp.stdout and "demo_app/core.py" in cp.stdout, cp.stdout[-3000:]

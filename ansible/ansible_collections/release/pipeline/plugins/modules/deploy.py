@@ -17,13 +17,11 @@ description:
   - Idempotent the Ansible way. The same bundle already deployed at that path is C(ok),
     unchanged; anything else at that path fails, naming it.
 version_added: "0.1.0"
+extends_documentation_fragment:
+  - release.pipeline.controller
 author:
   - release-pipeline maintainers
 options:
-  config:
-    description: The release configuration (C(release.toml)) on the controller.
-    type: path
-    required: true
   bundle:
     description: The bundle on the controller (default, the newest of the recorded head).
     type: path
@@ -32,8 +30,6 @@ options:
     type: float
     default: 0
 attributes:
-  action:
-    support: full
   check_mode:
     support: full
   diff_mode:

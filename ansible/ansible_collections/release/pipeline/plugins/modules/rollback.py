@@ -16,13 +16,11 @@ description:
     is proved back to its state before the deploy.
   - A deploy made by the C(release) CLI can be rolled back here, and the other way round.
 version_added: "0.1.0"
+extends_documentation_fragment:
+  - release.pipeline.host
 author:
   - release-pipeline maintainers
 options:
-  root:
-    description: The target root.
-    type: path
-    required: true
   deploy_id:
     description: The deploy to roll back (default, the newest the host's journal recorded).
     type: str

@@ -14,13 +14,10 @@ description:
     and what killed runs left behind.
   - Runs the same agent op as C(release status); it changes nothing.
 version_added: "0.1.0"
+extends_documentation_fragment:
+  - release.pipeline.host
 author:
   - release-pipeline maintainers
-options:
-  root:
-    description: The target root (the parent folder of the releases).
-    type: path
-    required: true
 attributes:
   check_mode:
     support: full
