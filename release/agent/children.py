@@ -64,7 +64,7 @@ def kill_descendants() -> int:
 
     me = os.getpid()
     killed = 0
-    for _ in range(5):
+    for _attempt in range(5):
         found = _descendants(me)
         if not found:
             break
@@ -82,7 +82,7 @@ def kill_descendants() -> int:
 def _reap() -> None:
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:

@@ -79,7 +79,7 @@ def deployed_env(root: str, parent: str) -> dict[str, Any]:
                     found.append((read_deploy_manifest(path).get("release_stamp", ""), path))
                 except (OSError, AgentError):
                     continue
-        candidates = [p for _, p in sorted(found, reverse=True)[:1]]
+        candidates = [p for _stamp, p in sorted(found, reverse=True)[:1]]
     for path in candidates:
         try:
             fd = open_dir(path)

@@ -142,13 +142,13 @@ def unlink_listed(top_fd: int, listing: Listing, workers: int = 2) -> None:
                     except (FileNotFoundError, IsADirectoryError):
                         pass
 
-    loads = {prefix: sum(1 for _, d in entries if not d) for prefix, entries in listing.items()}
+    loads = {prefix: sum(1 for _name, d in entries if not d) for prefix, entries in listing.items()}
     by_folders(top_fd, shared_out([([p], n) for p, n in loads.items() if n], workers), work)
 
 
 def shared_out(groups: list[tuple[list[T], int]], workers: int) -> list[list[T]]:
     """The groups' items split into ``workers`` parts of about equal weight (heaviest first)."""
-    parts: list[list[T]] = [[] for _ in range(max(1, workers))]
+    parts: list[list[T]] = [[] for _part in range(max(1, workers))]
     weight = [0] * len(parts)
     for items, w in sorted(groups, key=lambda g: -g[1]):
         i = weight.index(min(weight))
@@ -221,7 +221,7 @@ class DirFds:
             return fd
         if len(self.fds) > 256:
             self.close()
-        parent, _, base = rel_dir.rpartition("/")
+        parent, _sep, base = rel_dir.rpartition("/")
         fd = open_dir(base, self.get(parent))
         self.fds[rel_dir] = fd
         return fd

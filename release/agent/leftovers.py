@@ -116,7 +116,7 @@ def make_marked_dir(parent_fd: int, kind: str, deploy_id: str, op: str) -> str:
     The random part makes the name unguessable, so nobody can plant it beforehand; if
     the marker cannot be written (full disk) the empty folder is removed at once.
     """
-    for _ in range(5):
+    for _attempt in range(5):
         name = f"{PREFIX}{kind}-{deploy_id}-{os.urandom(8).hex()}"
         try:
             os.mkdir(name, 0o700, dir_fd=parent_fd)

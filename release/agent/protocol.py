@@ -66,7 +66,7 @@ def checkpoint(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-    point, _, flag = os.environ.get("RELEASE_TEST_PAUSE_AT", "").partition("@")
+    point, _sep, flag = os.environ.get("RELEASE_TEST_PAUSE_AT", "").partition("@")
     if point == name and flag:
         with open(flag, "w") as f:
             f.write(str(os.getpid()))

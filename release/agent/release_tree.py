@@ -203,7 +203,7 @@ def listing_of(files: Iterable[str], dirs: Iterable[str]) -> Listing:
     out: Listing = {"": []}
     for kind, paths in ((False, files), (True, dirs)):
         for path in paths:
-            parent, _, name = path.rpartition("/")
+            parent, _sep, name = path.rpartition("/")
             out.setdefault(f"{parent}/" if parent else "", []).append((name, kind))
             if kind:
                 out.setdefault(f"{path}/", [])

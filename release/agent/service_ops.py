@@ -115,7 +115,7 @@ def _http(check: HealthSpec, timeout: float) -> tuple[bool, str]:
 
 def split_address(address: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port``."""
-    host, _, port = address.rpartition(":")
+    host, _sep, port = address.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
@@ -136,7 +136,7 @@ def _command(check: HealthSpec, release: str, env: dict[str, str], timeout: floa
     python = release_python(release)
     argv = [expand(a, python, release) for a in check["argv"]]
     try:
-        code, out, _ = run_bounded(argv, release, env, timeout, tail=DETAIL)
+        code, out, _ran = run_bounded(argv, release, env, timeout, tail=DETAIL)
     except OSError as exc:
         return False, f"cannot run {argv[0]}: {exc.strerror or exc}"
     if code is None:

@@ -448,7 +448,7 @@ def _scan(stream: _Stream, fds: DirFds, space: Space) -> Scan:
         why = name_problem(raw)
         if why:
             raise refuse(f"hostile bundle member refused: {name!r} ({why})", "do not deploy this bundle")
-        head, _, rel = raw.partition("/")
+        head, _sep, rel = raw.partition("/")
         if not top:
             top = head
         if head != top:
@@ -563,7 +563,7 @@ def finish(result: Scan, tree_fd: int) -> dict[str, Any]:
     try:
         for m in result.members:
             if m.kind == "l":
-                parent, _, base = m.rel.rpartition("/")
+                parent, _sep, base = m.rel.rpartition("/")
                 _mkdir_parents(fds, parent)
                 os.symlink(m.link, base, dir_fd=fds.get(parent))
     finally:
@@ -576,7 +576,7 @@ FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, 
 
 
 def _create(fds: DirFds, rel: str, exe: bool) -> int:
-    parent, _, base = rel.rpartition("/")
+    parent, _sep, base = rel.rpartition("/")
     _mkdir_parents(fds, parent)
     return os.open(base, FILE_FLAGS, 0o755 if exe else 0o644, dir_fd=fds.get(parent))
 
@@ -595,7 +595,7 @@ def _written(name: str, make: Any, *args: Any) -> Any:
 def _mkdir_parents(fds: DirFds, rel_dir: str) -> None:
     if not rel_dir or rel_dir in fds.fds:
         return
-    parent, _, base = rel_dir.rpartition("/")
+    parent, _sep, base = rel_dir.rpartition("/")
     _mkdir_parents(fds, parent)
     try:
         os.mkdir(base, 0o755, dir_fd=fds.get(parent))

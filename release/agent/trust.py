@@ -155,7 +155,9 @@ def check_signers_file(path: str) -> None:
 
 def _keygen(args: list[str], data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(["ssh-keygen", *args], input=data, capture_output=True, timeout=60, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        return subprocess.run(
+            ["ssh-keygen", *args], input=data, capture_output=True, timeout=60, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, check=False
+        )
     except FileNotFoundError:
         raise AgentError(3, "ssh-keygen is not installed on this host: target.trust verifies signatures with it", "install OpenSSH's client tools") from None
     except subprocess.TimeoutExpired:

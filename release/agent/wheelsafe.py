@@ -123,7 +123,7 @@ def _check_members(z: Any) -> WheelFacts:
         if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise WheelProblem(f"its member {name!r} declares {info.file_size} bytes from {info.compress_size} (more than {MAX_RATIO}:1, a zip bomb)")
         total += info.file_size
-        top, _, base = name.partition("/")
+        top, _sep, base = name.partition("/")
         if top.endswith(".dist-info") and base in MAX_DIST_INFO:
             dist_info.setdefault(base, []).append(info)
     if len(dist_info.get("RECORD", [])) != 1:

@@ -207,3 +207,43 @@ def test_the_pipeline_deploy_smoke_promote_verify_and_an_unhealthy_promote_goes_
     first_id = json.loads((root / ".release-journal").read_text().splitlines()[0])["deploy_id"]
     cp = playbook(collection, tmp_path, inv, f'    - release.pipeline.verify: {{root: "{root}", deploy_id: "{first_id}"}}\n')
     assert cp.returncode != 0 and "drift in" in cp.stdout and "demo_app/core.py" in cp.stdout, cp.stdout[-3000:]
+
+
+def test_ansible_test_sanity_passes_offline_of_its_bootstrap_host(tmp_path: Path) -> None:
+    """`ansible-test sanity` on the built collection, every test: its pip bootstrap comes from
+    the interpreter's own ensurepip and the package index (scripts/ansible_test_get_pip.py,
+    saved where ansible-test caches its get-pip script), under a private HOME."""
+    import re
+    import shutil
+
+    out = build(tmp_path / "build")
+    import ansible_test
+
+    pins = (Path(ansible_test.__file__).parent / "_internal" / "python_requirements.py").read_text()
+    pip_version = re.search(r"pip='([0-9.]+)'", pins)
+    assert pip_version, "ansible-test names the pip version it bootstraps"
+    home = tmp_path / "home"
+    cache = home / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "ansible_test_get_pip.py", cache / f"get_pip_{pip_version.group(1).replace('.', '_')}.py")
+    subprocess.run(["git", "init", "-q", str(out)], check=True)
+    exe = Path(sys.executable).parent / "ansible-test"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    env = {**os.environ, "HOME": str(home)}
+    cp = subprocess.run([str(exe), "sanity", "--local", "--python", version], capture_output=True, text=True, cwd=out, env=env, timeout=1200)
+    assert cp.returncode == 0, (cp.stdout + cp.stderr)[-5000:]
+    assert 'Running sanity test "validate-modules"' in cp.stdout + cp.stderr and 'Running sanity test "pylint"' in cp.stdout + cp.stderr
+
+
+def test_the_example_playbook_passes_ansible_lint(tmp_path: Path) -> None:
+    """The docs' playbook (ansible/playbooks/release.yml), with the collection installed,
+    passes ansible-lint's production profile, offline."""
+    collections = build(tmp_path / "build").parents[2]
+    exe = Path(sys.executable).parent / "ansible-lint"
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections), "HOME": str(tmp_path / "home")}
+    playbook_dir = ROOT / "ansible" / "playbooks"
+    cp = subprocess.run(
+        [str(exe), "--offline", "--profile", "production", "release.yml"], capture_output=True, text=True, cwd=playbook_dir, env=env, timeout=600
+    )
+    assert cp.returncode == 0, (cp.stdout + cp.stderr)[-4000:]
+    assert "Passed" in cp.stdout + cp.stderr

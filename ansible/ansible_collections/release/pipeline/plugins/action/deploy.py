@@ -42,7 +42,7 @@ class ActionModule(ActionBase):
                 self._transfer_file(plan.bundle, remote_bundle)
                 self._fixup_perms2((remote_tmp, remote_bundle))
             req["bundle_path"] = remote_bundle
-            result.update(self._execute_module(module_name="release.pipeline.deploy", module_args={"request": req}, task_vars=task_vars))
+            result.update(self._execute_module(module_name="release.pipeline.deploy", module_args={**self._task.args, "request": req}, task_vars=task_vars))
         finally:
             self._remove_tmp_path(remote_tmp)
         return result

@@ -21,5 +21,5 @@ class ActionModule(ActionBase):
         req = {"root": cfg.root, "deploy_id": self._task.args["deploy_id"], "force": bool(self._task.args.get("force")), "journal": JOURNAL}
         if cfg.service:
             req["service"] = cfg.service.spec()
-        result.update(self._execute_module(module_name="release.pipeline.promote", module_args={"request": req}, task_vars=task_vars))
+        result.update(self._execute_module(module_name="release.pipeline.promote", module_args={**self._task.args, "request": req}, task_vars=task_vars))
         return result

@@ -23,5 +23,5 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("the release configuration has no smoke checks to run on the host ([[smoke.check]])")
         req = dict(smoke.request(cfg, {"root": cfg.root, "target": ""}, checks))
         req.update(deploy_id=self._task.args["deploy_id"], journal=JOURNAL, total_timeout=float(sum(c.timeout for c in checks) + 5))
-        result.update(self._execute_module(module_name="release.pipeline.smoke", module_args={"request": req}, task_vars=task_vars))
+        result.update(self._execute_module(module_name="release.pipeline.smoke", module_args={**self._task.args, "request": req}, task_vars=task_vars))
         return result

@@ -10,7 +10,18 @@ options:
     description: The release configuration (C(release.toml)) on the controller, read by the release tool itself.
     type: path
     required: true
+  request:
+    description:
+      - Internal. The request the action plugin of the same name builds on the controller
+        with the release tool; it is never set in a task.
+    type: dict
 attributes:
+  platform:
+    platforms: posix
   action:
     support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 """

@@ -19,8 +19,10 @@ description:
 version_added: "0.1.0"
 extends_documentation_fragment:
   - release.pipeline.controller
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 author:
-  - release-pipeline maintainers
+  - Release pipeline maintainers (@release-pipeline)
 options:
   bundle:
     description: The bundle on the controller (default, the newest of the recorded head).
@@ -61,13 +63,25 @@ manifest_sha256:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.pipeline.plugins.module_utils.adapter import require_request
 from ansible_collections.release.pipeline.plugins.module_utils.agent import deploy_ops
 from ansible_collections.release.pipeline.plugins.module_utils.agent.protocol import AgentError
 from ansible_collections.release.pipeline.plugins.module_utils.agent.release_tree import read_deploy_manifest
 
+SPEC = {
+    "config": {"type": "path", "required": True},
+    "bundle": {"type": "path"},
+    "lock_wait": {"type": "float", "default": 0},
+    "request": {"type": "dict"},
+}
+
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"request": {"type": "dict", "required": True}}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=SPEC,
+        supports_check_mode=True,
+    )
+    require_request(module)
     req = module.params["request"]
     root = req["root"]
     target = os.path.join(root, req["parent"], req["dir"]) if req.get("parent") else os.path.join(root, req["dir"])

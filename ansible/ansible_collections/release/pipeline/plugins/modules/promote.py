@@ -18,8 +18,10 @@ description:
 version_added: "0.1.0"
 extends_documentation_fragment:
   - release.pipeline.controller
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 author:
-  - release-pipeline maintainers
+  - Release pipeline maintainers (@release-pipeline)
 options:
   deploy_id:
     description: The deploy whose release becomes current.
@@ -63,12 +65,21 @@ reverted:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.pipeline.plugins.module_utils.adapter import require_request
 from ansible_collections.release.pipeline.plugins.module_utils.agent import pointer_ops, status_ops
 from ansible_collections.release.pipeline.plugins.module_utils.agent.protocol import AgentError
 
+SPEC = {
+    "config": {"type": "path", "required": True},
+    "deploy_id": {"type": "str", "required": True},
+    "force": {"type": "bool", "default": False},
+    "request": {"type": "dict"},
+}
+
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"request": {"type": "dict", "required": True}})
+    module = AnsibleModule(argument_spec=SPEC)
+    require_request(module)
     req = dict(module.params["request"])
     try:
         req["target"] = status_ops.release_of(req["root"], req["deploy_id"])[0]

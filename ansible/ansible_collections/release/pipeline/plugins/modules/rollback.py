@@ -18,8 +18,9 @@ description:
 version_added: "0.1.0"
 extends_documentation_fragment:
   - release.pipeline.host
+  - ansible.builtin.action_common_attributes
 author:
-  - release-pipeline maintainers
+  - Release pipeline maintainers (@release-pipeline)
 options:
   deploy_id:
     description: The deploy to roll back (default, the newest the host's journal recorded).
@@ -33,6 +34,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

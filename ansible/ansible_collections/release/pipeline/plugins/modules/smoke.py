@@ -17,8 +17,10 @@ description:
 version_added: "0.1.0"
 extends_documentation_fragment:
   - release.pipeline.controller
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 author:
-  - release-pipeline maintainers
+  - Release pipeline maintainers (@release-pipeline)
 options:
   deploy_id:
     description: The deploy whose release is checked.
@@ -51,12 +53,16 @@ verify:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.release.pipeline.plugins.module_utils.adapter import require_request
 from ansible_collections.release.pipeline.plugins.module_utils.agent import smoke_ops, status_ops
 from ansible_collections.release.pipeline.plugins.module_utils.agent.protocol import AgentError
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"request": {"type": "dict", "required": True}})
+    module = AnsibleModule(
+        argument_spec={"config": {"type": "path", "required": True}, "deploy_id": {"type": "str", "required": True}, "request": {"type": "dict"}}
+    )
+    require_request(module)
     req = dict(module.params["request"])
     try:
         target, manifest = status_ops.release_of(req["root"], req["deploy_id"])

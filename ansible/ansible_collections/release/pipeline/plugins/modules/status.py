@@ -16,13 +16,16 @@ description:
 version_added: "0.1.0"
 extends_documentation_fragment:
   - release.pipeline.host
+  - ansible.builtin.action_common_attributes
 author:
-  - release-pipeline maintainers
+  - Release pipeline maintainers (@release-pipeline)
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

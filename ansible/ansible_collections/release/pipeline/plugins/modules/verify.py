@@ -14,8 +14,9 @@ description:
 version_added: "0.1.0"
 extends_documentation_fragment:
   - release.pipeline.host
+  - ansible.builtin.action_common_attributes
 author:
-  - release-pipeline maintainers
+  - Release pipeline maintainers (@release-pipeline)
 options:
   deploy_id:
     description: The deploy whose release is verified.
@@ -26,6 +27,8 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -65,8 +68,9 @@ def main() -> None:
         result = status_ops.op_verify({"target": target, "tree_sha256": manifest.get("tree_sha256"), "manifest_sha256": ""})
     except AgentError as exc:
         module.fail_json(msg=exc.message, exit_code=exc.code, hint=exc.hint)
-    facts = dict(result)
-    facts["changed_files"] = facts.pop("changed")  # Ansible's own `changed` is whether the task changed anything
+    # Ansible's own `changed` is whether the task changed anything: the changed files are `changed_files`
+    facts = {k: v for k, v in result.items() if k != "changed"}
+    facts["changed_files"] = result["changed"]
     if not result["clean"]:
         module.fail_json(msg=f"drift in {target}: {len(result['added'])} added, {len(result['changed'])} changed, {len(result['removed'])} removed", **facts)
     module.exit_json(changed=False, **facts)
