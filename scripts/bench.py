@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -366,6 +367,45 @@ def _ansible(work: Path, given: str) -> Path:
     return venv
 
 
+def bench_collection(work: Path, base: Path, fleet: Any, py: str, hosts: list[str], bundle: Path, repeat: int, kex: str) -> float:
+    """The collection's deploy (release.pipeline.deploy: checksum, scan, manifest on each
+    host) of the same bundle to the same hosts with the same forks, by this interpreter's
+    ansible-core (its controller has the release tool, which the action plugin uses)."""
+    import runpy
+
+    collections = Path(runpy.run_path(str(HERE / "scripts" / "build_collection.py"))["assemble"](base / "collection")).parents[2]
+    cfg = work / "release-collection.toml"
+    repo = work / "fleetapp"
+    cfg.write_text(
+        f'name = "fleetapp"\nstate = "state-collection"\n[source]\nrepo = "{repo}"\nhead = "HEAD"\n[bundle]\nout = "bundles-fleet"\nartifacts = []\n'
+        f'[target]\nroot = "{fleet.root}/collection"\ncreate_root = true\nstrategy = "timestamped"\npython = "{py}"\n'
+    )
+    inv = work / "collection-hosts.ini"
+    inv.write_text(
+        "[all]\n" + "".join(f"{h}\n" for h in hosts) + f"[all:vars]\nansible_python_interpreter={py}\nansible_ssh_common_args='-F {fleet.ssh_config}'\n"
+    )
+    play = work / "collection.yml"
+    play.write_text(f'- hosts: all\n  gather_facts: false\n  tasks:\n    - release.pipeline.deploy: {{config: "{cfg}", bundle: "{bundle}"}}\n')
+    env = {
+        **os.environ,
+        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_FORKS": "8",
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(base / "ansible-cp"),
+    }
+
+    def clear() -> None:  # each run deploys anew: the releases of the last one go (as the floor's do not count)
+        for h in fleet.hosts:
+            shutil.rmtree(h.folder / "collection", ignore_errors=True)
+        time.sleep(1.05)  # a release folder is named to the second
+
+    exe = Path(sys.executable).parent / "ansible-playbook"
+    took = best(lambda: sh(str(exe), "-i", str(inv), "-f", "8", str(play), env=env), repeat, clear)
+    clear()
+    return took
+
+
 def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> list[Row]:
     """Our fleet deploy against an Ansible playbook doing the same job (deploy_helper +
     unarchive, forks = 8, the same ssh_config), on 1 and on 8 namespace hosts (tests/netns.py)."""
@@ -448,7 +488,12 @@ def bench_fleet(work: Path, repeat: int, ansible_venv: str, kex: str = "") -> li
         results[("ours", 8)], results[("ours", 1)], scaling = paired(deploys[8], deploys[1], repeat, undos[8], undos[1])
         undos[8]()
         undos[1]()
+        results[("collection", 8)] = bench_collection(work, base, fleet, py, names, bundle, repeat, kex)
         tag = f" [{kex}]" if kex else ""
+        rows.append(
+            (f"fleet deploy, 8 hosts: release.pipeline vs Ansible deploy_helper+unarchive{tag}", results[("collection", 8)], results[("ansible", 8)], "")
+        )
+        rows.append((f"fleet deploy, 8 hosts: release.pipeline vs our CLI (no goal){tag}", results[("collection", 8)], results[("ours", 8)], ""))
         rows.append((f"fleet deploy, 1 host: ours vs Ansible{tag}", results[("ours", 1)], results[("ansible", 1)], ""))
         rows.append((f"fleet deploy, 8 hosts: ours vs Ansible{tag}", results[("ours", 8)], results[("ansible", 8)], ""))
         rows.append((f"fleet deploy: 8 hosts vs 1 host (ours){tag}", results[("ours", 8)], results[("ours", 1)], scaling))
