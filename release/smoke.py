@@ -117,6 +117,28 @@ def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
     }
 
 
+def database_ready(cfg: Config) -> list[Check]:
+    """The G6 checks of the config, each query through layer 1 and each DSN variable set,
+    before anything runs anywhere (exit 2 naming what is missing)."""
+    checks = [c for c in cfg.checks if c.kind == "db-readonly"]
+    if checks:
+        from .db import check as dbcheck
+    for c in checks:
+        dbcheck.validate_queries(c)
+        if not dbcheck.dsn_from_env(c) and not c.options.get("demo"):
+            raise ConfigError(
+                f"environment variable {c.options['dsn_env']} is not set (smoke check {c.name!r})",
+                hint=f"export {c.options['dsn_env']} with the read-only role's DSN",
+            )
+    return checks
+
+
+def database(cfg: Config) -> list[dict[str, Any]]:
+    """G6 here, once: every read-only database check of the config (the fleet's smoke and the
+    Ansible collection's dbcheck run it this way)."""
+    return [_db_result(cfg, c) for c in database_ready(cfg)]
+
+
 def refuse_live(mode: str) -> None:
     """Only DRYRUN runs: LIVE is refused (exit 4) before anything else happens."""
     if mode != "dryrun":
@@ -142,16 +164,8 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
     refuse_live(mode)
     if not cfg.checks:
         raise ConfigError("no smoke checks configured", hint="add [[smoke.check]] tables to the config")
-    db_checks = [c for c in cfg.checks if c.kind == "db-readonly"] if db else []
-    if db_checks:
-        from .db import check as dbcheck
-    for c in db_checks:  # layer 1 for every query before anything runs anywhere
-        dbcheck.validate_queries(c)
-        if not dbcheck.dsn_from_env(c) and not c.options.get("demo"):
-            raise ConfigError(
-                f"environment variable {c.options['dsn_env']} is not set (smoke check {c.name!r})",
-                hint=f"export {c.options['dsn_env']} with the read-only role's DSN",
-            )
+    if db:
+        database_ready(cfg)
     target_checks = [c for c in cfg.checks if c.kind != "db-readonly"]
     results: dict[int, dict[str, Any]] = {}
     started = utc_stamp()

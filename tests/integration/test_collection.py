@@ -247,3 +247,31 @@ def test_the_example_playbook_passes_ansible_lint(tmp_path: Path) -> None:
     )
     assert cp.returncode == 0, (cp.stdout + cp.stderr)[-4000:]
     assert "Passed" in cp.stdout + cp.stderr
+
+
+def test_the_database_check_runs_once_on_the_controller(collection: Path, project: Repo, tmp_path: Path) -> None:
+    """G6 through the same code as `release smoke`: an embedded PostgreSQL with the commit's
+    schema, a read-only query that passes, then one that would write, refused."""
+    project.write(
+        "db/schema.sql",
+        "create table t (id int primary key);\ninsert into t values (1), (2);\n"
+        "create role context_pack_readonly login nosuperuser nocreaterole nocreatedb nobypassrls;\n"
+        "grant usage on schema public to context_pack_readonly;\ngrant select on t to context_pack_readonly;\n",
+    )
+    project.commit("schema")
+    check = {"kind": "db-readonly", "dsn_env": "RELEASE_TEST_UNSET_DSN", "demo": True, "queries": ["select count(*) from t"], "count_tables": ["t"]}
+    good = write_config(tmp_path / "good.toml", project.path, checks=[check])
+    bad = write_config(tmp_path / "bad.toml", project.path, checks=[{**check, "queries": ["select count(*) from t", "delete from t"]}])
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"localhost ansible_connection=local ansible_python_interpreter={os.path.realpath(sys.executable)}\n")
+    tasks = f"""    - release.pipeline.dbcheck: {{config: "{good}"}}
+      run_once: true
+      delegate_to: localhost
+      register: db
+    - ansible.builtin.assert:
+        that: ["db.checks | length == 1", "db.checks[0].status == 'passed'"]
+"""
+    cp = playbook(collection, tmp_path, inv, tasks)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
+    cp = playbook(collection, tmp_path, inv, f'    - release.pipeline.dbcheck: {{config: "{bad}"}}\n      run_once: true\n')
+    assert cp.returncode != 0 and "delete" in cp.stdout.lower(), cp.stdout[-3000:]
