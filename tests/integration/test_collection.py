@@ -275,3 +275,30 @@ def test_the_database_check_runs_once_on_the_controller(collection: Path, projec
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
     cp = playbook(collection, tmp_path, inv, f'    - release.pipeline.dbcheck: {{config: "{bad}"}}\n      run_once: true\n')
     assert cp.returncode != 0 and "delete" in cp.stdout.lower(), cp.stdout[-3000:]
+
+
+def test_the_collection_writes_the_same_release_as_the_cli(collection: Path, project: Repo, tmp_path: Path) -> None:
+    """One bundle, deployed by the CLI into one root and by the collection into another: the
+    same files, the same tree and names digests, the same DEPLOY-MANIFEST but for what names
+    the deploy itself (its id, stamp, path, rollback command) and the parent it found."""
+    roots = {"cli": tmp_path / "cli", "collection": tmp_path / "coll"}
+    cfgs = {k: write_config(tmp_path / f"{k}.toml", project.path, target={"root": str(r), "create_root": True}) for k, r in roots.items()}
+    assert run_release("--config", cfgs["cli"], "bundle").returncode == 0
+    bundle = next((tmp_path / "bundles").glob("*.tar.gz"))
+    assert run_release("--config", cfgs["cli"], "deploy", "--no-plan", "--bundle", str(bundle)).returncode == 0
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"localhost ansible_connection=local ansible_python_interpreter={os.path.realpath(sys.executable)}\n")
+    cp = playbook(collection, tmp_path, inv, f'    - release.pipeline.deploy: {{config: "{cfgs["collection"]}", bundle: "{bundle}"}}\n')
+    assert cp.returncode == 0, cp.stdout[-3000:]
+
+    def release(root: Path) -> tuple[Path, dict[str, str]]:
+        folder = next(p for p in root.iterdir() if (p / "DEPLOY-MANIFEST.txt").is_file())
+        lines = dict(line.split(": ", 1) for line in (folder / "DEPLOY-MANIFEST.txt").read_text().splitlines() if ": " in line)
+        return folder, lines
+
+    (a, ma), (b, mb) = release(roots["cli"]), release(roots["collection"])
+    own = {"deploy_id", "release_stamp", "target", "rollback", "rollback_tool", "parent_listing_sha256_before"}
+    assert ma["tree_sha256"] == mb["tree_sha256"] and ma["names_sha256"] == mb["names_sha256"] and ma["files"] == mb["files"]
+    assert {k: v for k, v in ma.items() if k not in own} == {k: v for k, v in mb.items() if k not in own}
+    files_a = {str(p.relative_to(a)) for p in a.rglob("*")}
+    assert files_a == {str(p.relative_to(b)) for p in b.rglob("*")}
