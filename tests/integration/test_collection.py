@@ -235,15 +235,15 @@ def test_ansible_test_sanity_passes_offline_of_its_bootstrap_host(tmp_path: Path
     assert 'Running sanity test "validate-modules"' in cp.stdout + cp.stderr and 'Running sanity test "pylint"' in cp.stdout + cp.stderr
 
 
-def test_the_example_playbook_passes_ansible_lint(tmp_path: Path) -> None:
-    """The docs' playbook (ansible/playbooks/release.yml), with the collection installed,
-    passes ansible-lint's production profile, offline."""
+def test_the_example_playbooks_pass_ansible_lint(tmp_path: Path) -> None:
+    """The docs' playbooks (ansible/playbooks/release.yml and undo.yml), with the collection
+    installed, pass ansible-lint's production profile, offline."""
     collections = build(tmp_path / "build").parents[2]
     exe = Path(sys.executable).parent / "ansible-lint"
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections), "HOME": str(tmp_path / "home")}
     playbook_dir = ROOT / "ansible" / "playbooks"
     cp = subprocess.run(
-        [str(exe), "--offline", "--profile", "production", "release.yml"], capture_output=True, text=True, cwd=playbook_dir, env=env, timeout=600
+        [str(exe), "--offline", "--profile", "production", "release.yml", "undo.yml"], capture_output=True, text=True, cwd=playbook_dir, env=env, timeout=600
     )
     assert cp.returncode == 0, (cp.stdout + cp.stderr)[-4000:]
     assert "Passed" in cp.stdout + cp.stderr

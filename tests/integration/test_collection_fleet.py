@@ -45,7 +45,7 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(assemble(tmp_path_factory.mktemp("coll"))).parents[2]
 
 
-def run_play(collection: Path, folder: Path, inventory: Path, play: str) -> subprocess.CompletedProcess[str]:
+def run_play(collection: Path, folder: Path, inventory: Path, play: str, *extra: str) -> subprocess.CompletedProcess[str]:
     path = folder / "play.yml"
     path.write_text(play)
     env = {
@@ -56,7 +56,7 @@ def run_play(collection: Path, folder: Path, inventory: Path, play: str) -> subp
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(folder / "cp"),
     }
     exe = Path(sys.executable).parent / "ansible-playbook"
-    return subprocess.run([str(exe), "-i", str(inventory), "-f", "8", str(path)], capture_output=True, text=True, env=env, cwd=folder)
+    return subprocess.run([str(exe), "-i", str(inventory), "-f", "8", str(path), *extra], capture_output=True, text=True, env=env, cwd=folder)
 
 
 @pytest.mark.parametrize("max_fail", [None, 25])
@@ -125,16 +125,9 @@ def test_waves_land_on_every_good_host_each_bad_one_fails_alone_and_a_rollback_p
     assert released == {"h0", "h1", "h4", "h5"}, released
     if max_fail:
         assert not (roots["h1"] / "current").exists(), "the play stopped before the second wave's promote"
-        # the rollback play: by each host's own records (the newest deploy its journal holds)
-        undo = f"""- hosts: web
-  gather_facts: false
-  tasks:
-    - release.pipeline.status: {{root: "{root}"}}
-      register: here
-    - release.pipeline.rollback: {{root: "{root}"}}
-      when: here.releases | length > 0
-"""
-        cp = run_play(collection, tmp_path, inventory, undo)
+        # the documented rollback play (ansible/playbooks/undo.yml): by each host's own records
+        undo = (ROOT / "ansible" / "playbooks" / "undo.yml").read_text()
+        cp = run_play(collection, tmp_path, inventory, undo, "-e", f"release_root={root}")
         assert "UNREACHABLE" in cp.stdout, cp.stdout[-3000:]  # h6 is still down
         recap = cp.stdout.split("PLAY RECAP")[-1]
         assert recap.count("changed=1") == 4 and recap.count("unreachable=1") == 1 and "failed=1" not in recap, recap
