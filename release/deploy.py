@@ -143,7 +143,9 @@ def check_before(cfg: Config, plan: DeployPlan, chosen: Chosen, *, no_plan: bool
             )
 
 
-def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, ship_only: bool = False) -> DeployRequest:
+def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, ship_only: bool = False, sums: bytes | None = None) -> DeployRequest:
+    """The agent's deploy request. ``sums``: the checksum file's bytes as ``prepare`` read them
+    (what the controller checked is what the target checks, never the file read again)."""
     manifest = {
         "name": plan.name,
         "version": plan.version,
@@ -171,11 +173,11 @@ def agent_request(cfg: Config, plan: DeployPlan, *, break_lock: bool = False, sh
         "manifest": manifest,
     }
     if cfg.trust:
-        req["trust"] = trust_material(Path(plan.bundle), cfg.trust)
+        req["trust"] = trust_material(Path(plan.bundle), cfg.trust, sums)
     return req
 
 
-def trust_material(bundle: Path, signers: str) -> TrustRequest:
+def trust_material(bundle: Path, signers: str, sums: bytes | None = None) -> TrustRequest:
     """What the target checks against its own signers (``target.trust``): the checksum
     file, its signature and the provenance beside the bundle, each read once, bounded ('' for
     a file that is not there: the target refuses it, naming it)."""
@@ -190,13 +192,13 @@ def trust_material(bundle: Path, signers: str) -> TrustRequest:
 
     return {
         "signers": signers,
-        "sums": bundlefile.read_checksum_bytes(bundle).decode("utf-8", "replace"),
+        "sums": (sums if sums is not None else bundlefile.read_checksum_bytes(bundle)).decode("utf-8", "replace"),
         "sig": text(bundle.with_name(bundle.name + ".sha256.sig"), trust.MAX_SIG),
         "provenance": text(bundle.with_name(bundle.name + trust.PROVENANCE_SUFFIX), trust.MAX_PROVENANCE),
     }
 
 
-def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool = False, ship_only: bool = False) -> StageResult:
+def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool = False, ship_only: bool = False, sums: bytes | None = None) -> StageResult:
     state = State(cfg.state)
     record: dict[str, Any] = {**plan.to_dict(), "status": Status.STARTED.value, "started": now_iso(), "config": str(cfg.path)}
     if not ship_only:
@@ -213,7 +215,7 @@ def run(cfg: Config, plan: DeployPlan, transport: Transport, *, break_lock: bool
         state.save(record)
         state.audit("deploy", deploy_id=plan.deploy_id, bundle=Path(plan.bundle).name, target=f"{plan.host}:{plan.target}", result="started")
     try:
-        req = agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only)
+        req = agent_request(cfg, plan, break_lock=break_lock, ship_only=ship_only, sums=sums)
         with progress.task(f"ship, verify and unpack on {plan.host}"):
             if transport.same_machine and not ship_only:
                 req["bundle_path"] = plan.bundle
@@ -269,4 +271,4 @@ def _result(plan: DeployPlan, record: dict[str, Any], how: str) -> StageResult:
 def cli(cfg: Config, options: Options) -> StageResult:
     plan, chosen = prepare(cfg, options.bundle)
     check_before(cfg, plan, chosen, no_plan=options.no_plan)
-    return run(cfg, plan, for_config(cfg), break_lock=options.break_lock, ship_only=options.ship_only)
+    return run(cfg, plan, for_config(cfg), break_lock=options.break_lock, ship_only=options.ship_only, sums=chosen.sums)

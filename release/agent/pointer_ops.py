@@ -224,6 +224,9 @@ def op_repoint(req: RepointRequest) -> RepointResult:
                 return {"current": pointer_state(root), "unchanged": True}
             to = known["previous"] if known else None
         undo = bool(req.get("undo") or req.get("from_host"))
+        if not undo and not (to and _release_under(root, to)):
+            # a step back goes to a release of this root or nowhere: `current` stays as it is
+            raise refuse(f"{to!r} is not a release under {root}: `current` was left as it is", "`release status` lists the releases")
         replaced = os.readlink(current) if path_kind(current) == "symlink" else None
         # an undo restores the journal's previous of before the promotion; a step back
         # (--to-previous) makes the release it leaves the previous one

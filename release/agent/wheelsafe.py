@@ -103,8 +103,9 @@ def check(path: str) -> WheelFacts:
             central_directory(f, size)
             with zipfile.ZipFile(f) as z:
                 return _check_members(z)
-    except (OSError, ValueError, zipfile.BadZipFile, struct.error, EOFError, zlib.error, NotImplementedError) as exc:
-        # a damaged member (zlib), an unsupported compression or encryption (NotImplementedError)
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        # a damaged member (zlib), an unsupported compression (NotImplementedError), a member
+        # flagged encrypted (RuntimeError: "password required"; found by the fuzz)
         raise WheelProblem(f"not a readable wheel ({type(exc).__name__}: {exc})") from None
 
 

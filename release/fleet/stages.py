@@ -273,7 +273,7 @@ def deploy(cfg: Config, options: Options) -> StageResult:
     deploy_stage.check_before(first, plan, chosen, no_plan=options.no_plan)
 
     def one(hcfg: Config) -> Mapping[str, Any]:
-        return deploy_stage.run(hcfg, dataclasses.replace(plan, host=hcfg.host), for_config(hcfg), break_lock=options.break_lock).data
+        return deploy_stage.run(hcfg, dataclasses.replace(plan, host=hcfg.host), for_config(hcfg), break_lock=options.break_lock, sums=chosen.sums).data
 
     doc: dict[str, Any] = {"bundle": Path(plan.bundle).name, "version": plan.version, "head": plan.head, "hosts": [h.name for h in cfg.hosts]}
     # written before any host is touched: a run killed or interrupted midway leaves a

@@ -100,7 +100,15 @@ def test_a_pointer_is_never_restored_outside_the_root(tmp_path: Path, previous: 
 
 
 @pytest.mark.parametrize(
-    "record", ['{"previous": ["releases/app-0"], "release": "releases/app-1"}', '{"previous": 7}', "[1, 2]", '{"release": 3, "previous": null}', "not json"]
+    "record",
+    [
+        '{"previous": ["releases/app-0"], "release": "releases/app-1"}',
+        '{"previous": 7}',
+        "[1, 2]",
+        '{"release": 3, "previous": null}',
+        '{"release": "releases/app-1", "previous": null, "prior_previous": {"x": 1}}',
+        "not json",
+    ],
 )
 def test_a_promotion_record_that_is_not_the_tools_is_ignored_not_a_crash(tmp_path: Path, record: str) -> None:
     """A host's .release-promoted-<id> of the wrong shape is read as no record (the
@@ -111,3 +119,26 @@ def test_a_promotion_record_that_is_not_the_tools_is_ignored_not_a_crash(tmp_pat
     root.mkdir()
     (root / ".release-promoted-d1").write_text(record)
     assert pointer_ops.read_promoted(str(root), "d1") is None
+
+
+@pytest.mark.parametrize("to", ["../outside/app-0", "releases/escape", "releases/missing", None])
+def test_a_step_back_to_anything_but_a_release_of_the_root_changes_nothing(tmp_path: Path, to: str | None) -> None:
+    """`rollback --to-previous` names the release from the host's journal, which a hand may
+    have written: a target outside the root, a link leaving it, a missing one or none is
+    refused (exit 4) and `current` stays where it was."""
+    from release.agent import pointer_ops
+    from release.agent.protocol import AgentError
+
+    root = tmp_path / "root"
+    outside = tmp_path / "outside" / "app-0"
+    outside.mkdir(parents=True)
+    (outside / "DEPLOY-MANIFEST.txt").write_text("deploy_id: old\n")
+    release = root / "releases" / "app-1"
+    release.mkdir(parents=True)
+    (release / "DEPLOY-MANIFEST.txt").write_text("deploy_id: d1\n")
+    (root / "releases" / "escape").symlink_to(outside)
+    (root / "current").symlink_to("releases/app-1")
+    with pytest.raises(AgentError) as err:
+        pointer_ops.op_repoint({"root": str(root), "deploy_id": "d1", "to": to, "from_host": False})
+    assert err.value.code == 4 and "is not a release under" in err.value.message
+    assert os.readlink(root / "current") == "releases/app-1"

@@ -128,3 +128,17 @@ def test_the_destination_refuses_a_path_where_it_writes(tmp_path: Path) -> None:
     assert not list((tmp_path / "outside").iterdir()) and not (tmp_path / "escaped").exists()
     record = dest.write_to_fs("purelib", "good/mod.py", io.BytesIO(b"x"), False)
     assert record.path == "good/mod.py" and (tmp_path / "venv" / "purelib" / "good" / "mod.py").read_bytes() == b"x"
+
+
+def test_a_member_flagged_encrypted_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """General-purpose bit 0 (encrypted) set on every member, byte by byte in the local and
+    central headers: zipfile then asks for a password (a RuntimeError); the wheel is refused."""
+    path = make(tmp_path / "demo-1.0-py3-none-any.whl")
+    data = bytearray(path.read_bytes())
+    for magic, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (i := data.find(magic, start)) >= 0:
+            data[i + flag_at] |= 0x01
+            start = i + 4
+    path.write_bytes(bytes(data))
+    assert "not a readable wheel" in problem(path)

@@ -29,7 +29,7 @@ class ActionModule(ActionBase):
             cfg = release_config.load(str(args["config"]))
             plan, chosen = release_deploy.prepare(cfg, args.get("bundle"))
             release_deploy.check_before(cfg, plan, chosen, no_plan=True)  # the controller's own signature and attestation checks
-            req = dict(release_deploy.agent_request(cfg, plan))
+            req = dict(release_deploy.agent_request(cfg, plan, sums=chosen.sums))
         except ReleaseError as exc:
             result.update(failed=True, msg=exc.message, exit_code=exc.exit_code, hint=exc.hint)
             return result
