@@ -114,6 +114,7 @@ AGENT_OLDEST = "3.8"  # the oldest Python the target side (release/agent) suppor
 AGENT_UNIT_TESTS = [
     "tests/unit/agent/test_agent_tar.py",
     "tests/unit/agent/test_lock_and_rename.py",
+    "tests/unit/agent/test_parallel_tree.py",
     "tests/unit/agent/test_agent_jsonio.py",
     "tests/unit/agent/test_agent_names.py",
     "tests/unit/agent/test_wheelsafe.py",

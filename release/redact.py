@@ -8,8 +8,8 @@ from a DSN taken from the environment), wherever it appears.
 
 from __future__ import annotations
 
+import _thread
 import re
-import threading
 
 MASK = "***"
 
@@ -23,7 +23,7 @@ _KEYWORD = re.compile(
 _WEB_USERINFO = re.compile(r"(?P<scheme>\b(?:[a-z0-9+.-]*\+)?https?://)(?P<user>[^:/@\s]+)@", re.IGNORECASE)
 _QUERY_PW = re.compile(r"(?P<key>[?&]password=)(?P<val>[^&\s#]*)", re.IGNORECASE)
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # threading's Lock, without importing threading for every command
 _secrets: set[str] = set()
 
 

@@ -15,6 +15,7 @@ test enforces it):
     protocol       constants, AgentError (an exit code), progress, test hooks
     names          name rules, link rule, deploy ids, manifest format, tree hash
     fsutil         descriptor-relative filesystem helpers, rename_noreplace, listing hash
+    parallel_tree  a tree listed, checked, then removed by two processes at once
     lock           the root's lock
     leftovers      staging/trash folders of killed runs: marked, cleaned
     tarsafe        the bundle reader: checksum first, then one pass that checks and writes

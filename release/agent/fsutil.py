@@ -12,11 +12,7 @@ from .protocol import CHUNK, PREFIX, refuse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import TypeVar
-
     Listing = dict[str, list[tuple[str, bool]]]  # a walk's view: folder prefix -> (name, is folder)
-    T = TypeVar("T")
 
 
 def listing_sha256(parent: str) -> str:
@@ -66,14 +62,13 @@ def _write_new(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
     os.close(fd)
 
 
-def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | None = None, rel: str = "", files_done: bool = False) -> None:
+def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | None = None, rel: str = "") -> None:
     """Delete the folder ``name`` under ``dir_fd`` and all it holds, never following a link;
     the entry ``last`` (a marker) goes after everything else, just before the folder.
 
     Depth first with ``os.scandir`` on descriptors and ``unlinkat``: no path is resolved
     twice, no per-file stat beyond what the directory entry says. With ``listing`` (what a
-    ``walk`` of this tree saw, keyed by ``rel``) the folders are not read again (and with
-    ``files_done`` their listed files were unlinked already, by ``unlink_listed``); anything
+    ``walk`` of this tree saw, keyed by ``rel``) the folders are not read again; anything
     that changed since the walk is found by the kernel's answer and removed all the same.
     """
     try:
@@ -86,7 +81,6 @@ def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | No
         return
     try:
         seen = listing.get(rel) if listing is not None else None
-        skip_files = files_done and seen is not None  # unlinked already, from this very listing
         if seen is None:
             with os.scandir(fd) as it:
                 seen = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
@@ -94,9 +88,7 @@ def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | No
             if sub == last:
                 continue
             if is_dir:
-                remove_tree_at(fd, sub, listing=listing, rel=f"{rel}{sub}/", files_done=files_done)
-                continue
-            if skip_files:
+                remove_tree_at(fd, sub, listing=listing, rel=f"{rel}{sub}/")
                 continue
             try:
                 os.unlink(sub, dir_fd=fd)
@@ -118,86 +110,6 @@ def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | No
         if listing is None or exc.errno != errno.ENOTEMPTY:
             raise
         remove_tree_at(dir_fd, name, last)  # something was added since the walk: read it now
-
-
-def unlink_listed(top_fd: int, listing: Listing, workers: int = 2) -> None:
-    """Unlink the files and links a ``walk`` listed under ``top_fd``, the folders shared out
-    over ``workers`` processes by their number of files (different folders do not contend:
-    nearly twice ``rm -rf``'s pace on two cores). Folders are opened component by component,
-    never through a link; an entry gone or changed since the walk, or left by a worker that
-    failed, is left to ``remove_tree_at``, which then removes the folders."""
-
-    def work(fds: DirFds, prefixes: list[str]) -> None:
-        for prefix in prefixes:
-            try:
-                fd = fds.get(prefix.rstrip("/"))
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                    continue  # not that folder any more: the removal that follows reads it
-                raise
-            for name, is_dir in listing[prefix]:
-                if not is_dir:
-                    try:
-                        os.unlink(name, dir_fd=fd)
-                    except (FileNotFoundError, IsADirectoryError):
-                        pass
-
-    loads = {prefix: sum(1 for _name, d in entries if not d) for prefix, entries in listing.items()}
-    by_folders(top_fd, shared_out([([p], n) for p, n in loads.items() if n], workers), work)
-
-
-def shared_out(groups: list[tuple[list[T], int]], workers: int) -> list[list[T]]:
-    """The groups' items split into ``workers`` parts of about equal weight (heaviest first)."""
-    parts: list[list[T]] = [[] for _part in range(max(1, workers))]
-    weight = [0] * len(parts)
-    for items, w in sorted(groups, key=lambda g: -g[1]):
-        i = weight.index(min(weight))
-        parts[i].extend(items)
-        weight[i] += w
-    return parts
-
-
-def by_folders(top_fd: int, parts: list[list[T]], work: Callable[[DirFds, list[T]], None]) -> None:
-    """``work(folder descriptors under top_fd, part)`` for each part: the first here, each
-    other in a forked process (threads would take turns at the GIL around every short
-    syscall: slower than one thread). A worker process that fails leaves its part undone
-    (the caller's next step finds it); this process's own error is raised after every
-    worker has ended."""
-    pids: list[int] = []
-    for part in parts[1:]:
-        if not part:
-            continue
-        try:
-            pid = os.fork()
-        except OSError:
-            pid = -1  # no process to spare: this one does that part too
-        if pid == 0:
-            code = 1
-            try:
-                fds = DirFds(top_fd)
-                work(fds, part)
-                fds.close()
-                code = 0
-            finally:
-                os._exit(code)  # never return into the caller's code, never run its exit handlers
-        if pid < 0:
-            parts[0] = [*parts[0], *part]
-        else:
-            pids.append(pid)
-    fds = DirFds(top_fd)
-    try:
-        work(fds, parts[0])
-    finally:
-        fds.close()
-        for pid in pids:
-            while True:
-                try:
-                    os.waitpid(pid, 0)
-                    break
-                except InterruptedError:
-                    continue
-                except ChildProcessError:
-                    break
 
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

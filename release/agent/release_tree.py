@@ -7,12 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 
-from . import env_build, jsonio
+from . import jsonio
 from .fsutil import _read_regular, _write_new, open_dir
 from .journal import JOURNAL
 from .names import manifest_entries
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, LOCK, PREFIX, AgentError
-from .tarsafe import MAX_MANIFEST
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
@@ -178,6 +177,8 @@ def _wanted_dirs(paths: set[str] | dict[str, str]) -> set[str]:
 
 def _release_entries(folder_fd: int) -> tuple[dict[str, str], dict[str, str], set[str]]:
     """(bundle entries, environment entries, environment folders) of a release."""
+    from . import env_build  # the environment's reader: only for a release whose names changed
+
     env = env_build.read_env(folder_fd)
     return _bundle_entries(folder_fd), (env[0] if env else {}), (env[1] if env else set())
 
@@ -232,6 +233,8 @@ def _added(found: dict[str, str], dirs: set[str], expected: set[str], env_dirs: 
 
 def _bundle_entries(folder_fd: int) -> dict[str, str]:
     try:
+        from .tarsafe import MAX_MANIFEST
+
         bm = jsonio.loads(_read_regular(folder_fd, BUNDLE_MANIFEST, MAX_MANIFEST))
         return manifest_entries(bm["files"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -5,18 +5,11 @@ from __future__ import annotations
 import os
 
 from . import journal, shared_paths
-from .fsutil import (
-    _lstat_kind,
-    list_tree,
-    listing_sha256,
-    open_dir,
-    path_kind,
-    remove_tree_at,
-    unlink_listed,
-)
+from .fsutil import _lstat_kind, listing_sha256, open_dir, path_kind, remove_tree_at
 from .leftovers import _remove_marked, clean_leftovers, make_marked_dir
 from .lock import Lock, lock_wait
 from .names import checked_id, tree_sha256
+from .parallel_tree import ParallelTree
 from .pointer_ops import _forget_promoted, pointer_state, read_promoted, restore_pointer
 from .protocol import DEPLOY_MANIFEST, PREFIX, AgentError, _io_error, checkpoint, refuse
 from .release_tree import _added, _listed_paths, _manifest_of, _release_entries, _remove_parent_if_ours, names_sha256, remove_root_if_ours
@@ -92,6 +85,7 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
         if req.get("journal_event") == "pruned":
             _not_in_use(root, target)
         folder_fd = open_dir(name, parent_fd)
+        tree: ParallelTree | None = None
         try:
             got = _manifest_of(folder_fd)
             if got is None:
@@ -108,8 +102,9 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             # manifest (which a smoke check could edit) is only asked when there is no record
             if not recorded and manifest.get("pre_existed") != "false":
                 raise refuse(f"refusing to remove {target}: its manifest does not prove it was created by the deploy", "inspect it by hand")
-            listing: Listing = {}
-            list_tree(folder_fd, "", listing)
+            # listed by two processes at once; they remove only after the check below passed
+            tree = ParallelTree(folder_fd)
+            listing: Listing = tree.listing
             if req.get("names_sha256") and names_sha256(listing) == req.get("names_sha256"):
                 added, added_check = [], "names"  # exactly the names the deploy wrote (the record says which)
             else:
@@ -122,32 +117,29 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                     added = _added(found, dirs, set(entries) | set(env_entries) | set(shared_paths.from_manifest(manifest)), env_dirs)
                 else:
                     added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
+            if added and not req.get("discard_added"):
+                shown = ", ".join(added[:10]) + (f" and {len(added) - 10} more" if len(added) > 10 else "")
+                raise refuse(
+                    f"refusing to remove {target}: it holds {len(added)} entries the deploy did not create: {shown}; nothing was removed",
+                    "move them out first, or rerun with --discard-added to delete them with the release",
+                )
+            known = read_promoted(root, deploy_id)  # the host's own record wins: the controller may never have seen the promote answer
+            pointer = restore_pointer(root, target, known["previous"] if known else req.get("previous_current"))
+            _forget_promoted(root, deploy_id)
+            checkpoint("rollback:pointer")
+            trash = make_marked_dir(parent_fd, "trash", deploy_id, "rollback")
+            checkpoint("rollback:trash")
+            os.rename(name, f"{trash}/release", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+            os.fsync(parent_fd)
+            checkpoint("rollback:renamed")
+            tree.remove()  # the subtrees, by the processes that listed them (the folder's descriptor is the same after the rename)
         finally:
+            if tree is not None:
+                tree.close()
             os.close(folder_fd)
-        if added and not req.get("discard_added"):
-            shown = ", ".join(added[:10]) + (f" and {len(added) - 10} more" if len(added) > 10 else "")
-            raise refuse(
-                f"refusing to remove {target}: it holds {len(added)} entries the deploy did not create: {shown}; nothing was removed",
-                "move them out first, or rerun with --discard-added to delete them with the release",
-            )
-        known = read_promoted(root, deploy_id)  # the host's own record wins: the controller may never have seen the promote answer
-        pointer = restore_pointer(root, target, known["previous"] if known else req.get("previous_current"))
-        _forget_promoted(root, deploy_id)
-        checkpoint("rollback:pointer")
-        trash = make_marked_dir(parent_fd, "trash", deploy_id, "rollback")
-        checkpoint("rollback:trash")
-        os.rename(name, f"{trash}/release", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-        os.fsync(parent_fd)
-        checkpoint("rollback:renamed")
         trash_fd = open_dir(trash, parent_fd)
-        try:
-            if listing:  # the files as the check walked them, two threads; then the folders
-                tree_fd = open_dir("release", trash_fd)
-                try:
-                    unlink_listed(tree_fd, listing)
-                finally:
-                    os.close(tree_fd)
-            remove_tree_at(trash_fd, "release", listing=listing or None, files_done=bool(listing))
+        try:  # the rest, as the check listed it: the top folders, and whatever changed since
+            remove_tree_at(trash_fd, "release", listing=listing)
         finally:
             os.close(trash_fd)
         _remove_marked(parent_fd, trash)

@@ -653,7 +653,7 @@ def plan(cfg: Config, options: Options) -> StageResult:
         return StageResult({"stage": "plan", "hosts": gates}, text + "\nno plan locked: a host did not pass", code, _failed_hosts(outcomes))
     first = host_config(cfg, cfg.hosts[0])._replace(state=cfg.state)
     single = plan_stage.cli(first, options)
-    return dataclasses.replace(single, text=single.text + "\n" + text).with_data(hosts=gates)
+    return single.replace(text=single.text + "\n" + text).with_data(hosts=gates)
 
 
 # the stages that change hosts and write the fleet's records: one at a time per state folder

@@ -50,13 +50,13 @@ JOURNALED = frozenset({"deploy", "rollback", "promote", "repoint", "smoke"})
 def who() -> dict[str, str]:
     """The operator (this user) and the controller (this machine) a journal entry names."""
     import getpass
-    import socket
 
     try:
         operator = getpass.getuser()
     except (KeyError, OSError):
         operator = str(os.getuid())
-    return {"operator": operator, "controller": socket.gethostname()}
+    # the host name as socket.gethostname() gives it (uname's nodename), without importing socket
+    return {"operator": operator, "controller": os.uname().nodename}
 
 
 class Agent:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -22,15 +21,22 @@ from ..config import Config
 from ..errors import BlockedError, OutcomeUnknownError, ReleaseError, UnreachableError, from_exit_code
 from ..redact import redact
 from .connection import SHARED, SSH_OPTIONS
-from .payload import agent_program  # what travels with every call: the boot program and the agent's code
 
 if TYPE_CHECKING:  # subprocess and shlex are imported by the SSH paths that use them
-    pass
+    import threading
 
 # the agent is stdlib only: isolated mode (no PYTHON* variables, no user site, no cwd on
 # sys.path) and no site import, which also makes it start faster
 AGENT_FLAGS = ("-I", "-S")
 # what travels with every call (the boot program, the agent's code) is ``payload``'s
+
+
+def agent_program() -> tuple[str, bytes]:
+    """``payload.agent_program``, imported when a call needs a second interpreter (a local op
+    forked from this process never does: no ``ast``/``zlib`` import on its path)."""
+    from .payload import agent_program as program
+
+    return program()
 
 
 class Transport(Protocol):

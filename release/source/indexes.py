@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import ConfigError
@@ -38,15 +38,15 @@ _NAMED_CREDENTIAL = re.compile(r"UV_INDEX_([A-Z0-9_]+)_(USERNAME|PASSWORD)")
 _CREDENTIAL_NAMES = ("UV_KEYRING_PROVIDER", "PIP_KEYRING_PROVIDER", "NETRC")
 
 
-@dataclass(frozen=True)
-class Index:
+# NamedTuples, not dataclasses: ``proc.clean_env`` imports this module for every child
+# process, and ``dataclasses`` (with its ``inspect``) would cost every command ~7 ms
+class Index(NamedTuple):
     url: str  # credentials filled in, when the configuration gives them
     name: str = ""
     source: str = ""  # the variable it came from, for messages
 
 
-@dataclass(frozen=True)
-class Indexes:
+class Indexes(NamedTuple):
     default: Index | None
     extra: tuple[Index, ...]
     uv_env: Mapping[str, str]  # what the resolver gets: the operator's own uv variables, as given

@@ -109,46 +109,49 @@ def _listed(tree: Path) -> dict[str, list[tuple[str, bool]]]:
     return listing
 
 
-@pytest.mark.parametrize("threads", [False, True])
-def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: Path, threads: bool) -> None:
-    """Rollback deletes with the folders as its check walked them (the files by two
-    threads, then the folders); a file added, removed, turned into a folder (or a folder
-    into a file or a link) since is still handled, and nothing outside the tree is touched."""
-    from release.agent.fsutil import open_dir, remove_tree_at, unlink_listed
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: Path, workers: int) -> None:
+    """Rollback deletes with the folders as its check listed them (the subtrees by the
+    processes that listed them, then the rest); a file added, removed, turned into a folder
+    (or a folder into a file or a link) since is still handled, and nothing outside the
+    tree is touched."""
+    from release.agent.fsutil import open_dir, remove_tree_at
+    from release.agent.parallel_tree import ParallelTree
 
     tree = tmp_path / "tree"
-    for rel in ("a/x.py", "a/b/y.py", "a/b/z.py", "c/w.txt", "top.txt", "gone.txt", "becomes_dir.txt"):
+    for rel in ("a/x.py", "a/b/y.py", "a/b/z.py", "c/w.txt", "top.txt", "gone.txt", "becomes_dir.txt", *(f"many/m{i}/f.txt" for i in range(12))):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text(rel)
     (tree / "d").mkdir()
     (tree / "e").mkdir()
     outside = tmp_path / "outside.txt"
     outside.write_text("keep")
-    listing = _listed(tree)
-    assert {n for n, _ in listing[""]} == {"a", "c", "d", "e", "top.txt", "gone.txt", "becomes_dir.txt"}
-    (tree / "a" / "b" / "added.py").write_text("new")  # added since the walk
-    (tree / "gone.txt").unlink()  # removed since
-    (tree / "becomes_dir.txt").unlink()
-    (tree / "becomes_dir.txt").mkdir()  # a file then, a folder now
-    (tree / "becomes_dir.txt" / "inner").write_text("x")
-    (tree / "d").rmdir()
-    (tree / "d").write_text("a folder then, a file now")
-    (tree / "e").rmdir()
-    (tree / "e").symlink_to(tmp_path)  # a folder then, a link out of the tree now: never followed
     parent = open_dir(str(tmp_path))
+    top = open_dir("tree", parent)
     try:
-        if threads:
-            top = open_dir("tree", parent)
-            try:
-                unlink_listed(top, listing)
-            finally:
-                os.close(top)
-            assert not (tree / "a" / "x.py").exists() and (tree / "a" / "b" / "added.py").exists()
-        remove_tree_at(parent, "tree", listing=listing, files_done=threads)
+        split = ParallelTree(top, workers)
+        listing = split.listing
+        assert listing == _listed(tree), "the shared-out listing is the one-process walk's"
+        assert {n for n, _ in listing[""]} == {"a", "c", "d", "e", "many", "top.txt", "gone.txt", "becomes_dir.txt"}
+        (tree / "a" / "b" / "added.py").write_text("new")  # added since the walk
+        (tree / "many" / "m3" / "added.txt").write_text("new")
+        (tree / "gone.txt").unlink()  # removed since
+        (tree / "becomes_dir.txt").unlink()
+        (tree / "becomes_dir.txt").mkdir()  # a file then, a folder now
+        (tree / "becomes_dir.txt" / "inner").write_text("x")
+        (tree / "d").rmdir()
+        (tree / "d").write_text("a folder then, a file now")
+        (tree / "e").rmdir()
+        (tree / "e").symlink_to(tmp_path)  # a folder then, a link out of the tree now: never followed
+        split.remove()
+        assert not (tree / "many" / "m5").exists(), "the shared-out subtrees are gone"
+        remove_tree_at(parent, "tree", listing=listing)
     finally:
+        os.close(top)
         os.close(parent)
     assert not tree.exists()
     assert outside.read_text() == "keep"
+    assert sorted(os.listdir(tmp_path)) == ["outside.txt"]
 
 
 def test_the_names_a_deploy_records_are_the_names_a_walk_finds(tmp_path: Path) -> None:
