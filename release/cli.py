@@ -288,6 +288,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The console script ``release``: ``main()``, then an exit that does not tear the
+    interpreter down. Deallocating the hundred-odd modules a run imported takes about 5 ms
+    (4 % of a local rollback) and changes nothing outside this process; what an exit must
+    do is done: the exit handlers run (``logging``'s flush, ``tempfile``'s finalizers) and
+    the output is flushed. A process with a second thread, or whose output cannot be
+    flushed (a closed pipe), exits the ordinary way."""
+    code = main()
+    from .proc import single_threaded
+
+    if single_threaded():
+        import atexit
+
+        atexit._run_exitfuncs()  # what the interpreter's own exit would run first
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)
+        os._exit(code)
+    sys.exit(code)
+
+
 def _report(exc: ReleaseError, want_json: bool) -> None:
     label = {2: "ERROR (usage/config)", 3: "BLOCKED", 4: "REFUSED"}.get(exc.exit_code, "ERROR")
     print(f"{label}: {shown(exc.message)}", file=sys.stderr)

@@ -90,6 +90,17 @@ ENV_ALLOW = frozenset(
 ENV_ALLOW_PREFIXES = ("LC_", "PIP_", "UV_", "RELEASE_TEST_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
+def single_threaded() -> bool:
+    """This process runs one thread: the kernel's count (threads a C library started
+    included), else Python's own. (A fork of it, or an exit without joining, is safe.)"""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        import threading
+
+        return threading.active_count() == 1
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allowlisted part of this process's environment, plus ``extra``."""
     from .source.indexes import without_credentials

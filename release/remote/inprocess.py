@@ -42,20 +42,9 @@ def own_interpreter(python: str) -> bool:
     return os.path.realpath(found) in mine
 
 
-def single_threaded() -> bool:
-    """This process runs one thread: the kernel's count (threads a C library started
-    included), else Python's own."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        import threading
-
-        return threading.active_count() == 1
-
-
 def usable(python: str, op: str) -> bool:
     # fork only a single-threaded process (a thread holding a lock at the fork would hold it forever in the child)
-    return op in NEUTRAL_OPS and hasattr(os, "fork") and single_threaded() and own_interpreter(python)
+    return op in NEUTRAL_OPS and hasattr(os, "fork") and proc.single_threaded() and own_interpreter(python)
 
 
 def run(op: str, request: Mapping[str, object], timeout: float | None = None) -> proc.Completed:

@@ -4,6 +4,7 @@ must be what the whole parser parses, and errors must read as the whole parser w
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,28 @@ def test_only_the_program_freezes_what_its_imports_made(tmp_path: Path) -> None:
     program = "import gc, sys\nfrom release.cli import main\nsys.argv[1:] = ['--config', sys.argv[1], 'status']\nmain()\nprint(gc.get_freeze_count())"
     out = subprocess.run([sys.executable, "-c", program, str(cfg)], capture_output=True, text=True, check=True).stdout
     assert int(out.split()[-1]) > 1000  # the objects of every module the CLI imported (about 11,000)
+
+
+def test_the_program_exits_with_its_handlers_run_and_its_output_whole(tmp_path: Path) -> None:
+    """The console script ends without tearing the interpreter down, but what an exit must
+    do is done: the exit handlers run, every byte of a long answer reaches the pipe, the
+    exit code is the stage's; with a second thread alive it exits the ordinary way."""
+    cfg = tmp_path / "release.toml"
+    cfg.write_text(f'name = "app"\n[source]\nrepo = "{tmp_path}"\nhead = "HEAD"\n[target]\nroot = "{tmp_path / "root"}"\n')
+    program = (
+        "import atexit, sys, threading, time\n"
+        "from release import cli\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "if sys.argv[2] == 'thread':\n"
+        "    threading.Thread(target=lambda: (time.sleep(0.3), print('thread ended', file=sys.stderr))).start()\n"
+        "sys.argv[1:] = sys.argv[3:]\n"
+        "cli.run()\n"
+    )
+    for mode in ("alone", "thread"):
+        done = subprocess.run([sys.executable, "-c", program, "x", mode, "--config", str(cfg), "--json", "status"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "handler ran" in done.stderr
+        assert ("thread ended" in done.stderr) == (mode == "thread"), "a live thread is joined, as by any exit"
+        assert json.loads(done.stdout)["exit_code"] == 0  # the whole answer, parsed
+    missing = subprocess.run([sys.executable, "-c", program, "x", "alone", "--config", str(tmp_path / "nope.toml"), "status"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "ERROR (usage/config)" in missing.stderr and "handler ran" in missing.stderr
