@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import marshal
 import os
-import struct
 
 from .fsutil import DirFds, list_tree, remove_tree_at, widen_pipe, write_all
 
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 
 WORKERS = 2  # processes in all, this one included
 _SHARE = 4  # folders per process before sharing out: enough to even out uneven subtrees
-_HEADER = struct.Struct("<Q")  # the length of a worker's listing, ahead of it
+_HEADER = 8  # bytes: the length of a worker's listing, ahead of it (little-endian)
 
 
 class ParallelTree:
@@ -173,10 +172,10 @@ class _Worker:
             os.close(self.out_r)
             self.out_r = -1
         data = b"".join(chunks)
-        if len(data) < _HEADER.size or _HEADER.unpack_from(data)[0] != len(data) - _HEADER.size:
+        if len(data) < _HEADER or int.from_bytes(data[:_HEADER], "little") != len(data) - _HEADER:
             return None
         try:
-            got = marshal.loads(data[_HEADER.size :])  # noqa: S302  # written by our own fork: this very code, before it ran anything else
+            got = marshal.loads(data[_HEADER:])  # noqa: S302  # written by our own fork: this very code, before it ran anything else
         except (ValueError, EOFError, TypeError):
             return None
         return got if isinstance(got, dict) else None
@@ -212,7 +211,7 @@ def _work(top_fd: int, part: list[str], out_w: int, go_r: int) -> int:
     """The worker: list, answer, then remove only on b"g" (end of file: stop)."""
     listing = _list_parts(top_fd, part)
     data = marshal.dumps(listing)
-    write_all(out_w, _HEADER.pack(len(data)) + data)
+    write_all(out_w, len(data).to_bytes(_HEADER, "little") + data)
     os.close(out_w)
     while True:
         try:

@@ -98,7 +98,7 @@ def test_a_worker_that_removes_nothing_leaves_the_rest_to_the_final_pass(tmp_pat
 
     def answer_then_fail(top_fd: int, part: list[str], out_w: int, go_r: int) -> int:
         data = marshal.dumps(parallel_tree._list_parts(top_fd, part))
-        os.write(out_w, parallel_tree._HEADER.pack(len(data)) + data)
+        os.write(out_w, len(data).to_bytes(parallel_tree._HEADER, "little") + data)
         os.close(out_w)
         os.read(go_r, 1)
         return 1
@@ -125,7 +125,7 @@ def test_a_truncated_answer_is_no_answer(tmp_path: Path, monkeypatch: pytest.Mon
 
     def half(top_fd: int, part: list[str], out_w: int, go_r: int) -> int:
         data = marshal.dumps(parallel_tree._list_parts(top_fd, part))
-        os.write(out_w, (parallel_tree._HEADER.pack(len(data)) + data)[: len(data) // 2])
+        os.write(out_w, (len(data).to_bytes(parallel_tree._HEADER, "little") + data)[: len(data) // 2])
         return 1
 
     monkeypatch.setattr(parallel_tree, "_work", half)
