@@ -656,6 +656,17 @@ def bench_promote(work: Path, repeat: int) -> list[Row]:
             ],
             **common,
         )
+        # the tool's own part: the same restart machinery and http check, against a server that
+        # a signal 0 leaves as it is (no reload: no application's CPU on the shared cores)
+        own = write_config(
+            base / "own.toml",
+            repo.path,
+            target=target,
+            checks=checks,
+            service={"restart": ["sh", "-c", "kill -0 $(cat run/app.pid)"], "timeout": 30},
+            health=[{"kind": "http", "url": "http://127.0.0.1:8000/version", "contains": "demo-app ", "retries": 5, "interval": interval, "timeout": 2}],
+            **common,
+        )
         sh(*RELEASE, "--config", str(plain), "bundle")
         ids = []
         for _ in range(2):
@@ -677,9 +688,12 @@ def bench_promote(work: Path, repeat: int) -> list[Row]:
             sh(*RELEASE, "--config", str(cfg), "promote", "--deploy-id", ids[turn[0] % 2])
             turn[0] += 1
 
+        goal = "   (the goal: at most the intervals waited, none when the first attempt passes, + 0.4s for 2 waves)"
         ours, floor, note = paired(lambda: promote(served), lambda: promote(plain), repeat)
-        note += "   (the goal: at most the intervals waited, none when the first attempt passes, + 0.4s for 2 waves)"
-        return [("fleet promote, 8 hosts, waves [1, 100%]: restart + http health vs none", ours, floor, note)]
+        rows: list[Row] = [("fleet promote, 8 hosts, waves [1, 100%]: restart (gunicorn reload) + http health vs none", ours, floor, note + goal)]
+        ours, floor, note = paired(lambda: promote(own), lambda: promote(plain), repeat)
+        rows.append(("  the same, the tool's part: a restart that reloads nothing + http health vs none", ours, floor, note + goal))
+        return rows
     finally:
         fleet.close()
         shutil.rmtree(base, ignore_errors=True)
