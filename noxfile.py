@@ -115,6 +115,7 @@ AGENT_UNIT_TESTS = [
     "tests/unit/agent/test_agent_tar.py",
     "tests/unit/agent/test_lock_and_rename.py",
     "tests/unit/agent/test_parallel_tree.py",
+    "tests/unit/agent/test_deep_trees.py",
     "tests/unit/agent/test_agent_jsonio.py",
     "tests/unit/agent/test_agent_names.py",
     "tests/unit/agent/test_wheelsafe.py",

@@ -47,6 +47,20 @@ def cli(cfg: Config, options: Options | None = None) -> StageResult:
     return StageResult({"stage": "status", **result}, "\n".join(lines))
 
 
+SHOWN_PATHS = 50  # of each kind, in the text a person reads (--json lists them all)
+SHOWN_CHARS = 300  # of one path
+
+
+def _paths(label: str, paths: list[str]) -> list[str]:
+    """``label path`` lines, at most ``SHOWN_PATHS`` of them and each path abridged: a
+    release written into by its app (20,000 files in a cache, a tree 3,000 deep) is
+    described, not poured onto the terminal."""
+    lines = [f"  {label} {p if len(p) <= SHOWN_CHARS else p[: SHOWN_CHARS // 2] + ' ... ' + p[-SHOWN_CHARS // 2 :]}" for p in paths[:SHOWN_PATHS]]
+    if len(paths) > SHOWN_PATHS:
+        lines.append(f"  {label} ... and {len(paths) - SHOWN_PATHS} more (--json lists them all)")
+    return lines
+
+
 def verify_cli(cfg: Config, options: Options) -> StageResult:
     record = State(cfg.state).pick(options.deploy_id)
     req: VerifyRequest = {
@@ -58,10 +72,10 @@ def verify_cli(cfg: Config, options: Options) -> StageResult:
     result: dict[str, Any] = dict(for_config(cfg).verify(req))
     result.pop("_log", None)
     lines = [f"verify {record['host']}:{record['target']} ({result['files']} files)"]
-    lines += [f"  added:   {p}" for p in result["added"]]
-    lines += [f"  removed: {p}" for p in result["removed"]]
-    lines += [f"  changed: {p}" for p in result["changed"]]
-    lines += [f"  not a file or link (never opened): {p}" for p in result.get("special", [])]
+    lines += _paths("added:  ", result["added"])
+    lines += _paths("removed:", result["removed"])
+    lines += _paths("changed:", result["changed"])
+    lines += _paths("not a file or link (never opened):", result.get("special", []))
     if not result.get("deploy_manifest_intact", True):
         lines.append("  DEPLOY-MANIFEST.txt was changed after the deploy")
     if not result["manifest_intact"]:

@@ -12,6 +12,9 @@ from .protocol import CHUNK, PREFIX, refuse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
     Listing = dict[str, list[tuple[str, bool]]]  # a walk's view: folder prefix -> (name, is folder)
 
 
@@ -62,54 +65,118 @@ def _write_new(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
     os.close(fd)
 
 
-def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | None = None, rel: str = "") -> None:
+def remove_tree_at(dir_fd: int, name: str, last: str = "", listing: Listing | None = None) -> None:
     """Delete the folder ``name`` under ``dir_fd`` and all it holds, never following a link;
     the entry ``last`` (a marker) goes after everything else, just before the folder.
 
-    Depth first with ``os.scandir`` on descriptors and ``unlinkat``: no path is resolved
-    twice, no per-file stat beyond what the directory entry says. With ``listing`` (what a
-    ``walk`` of this tree saw, keyed by ``rel``) the folders are not read again; anything
-    that changed since the walk is found by the kernel's answer and removed all the same.
+    With ``listing`` (a ``list_tree`` of this folder) the folders are not read again; without
+    one, the folder is listed first. Deletion is by ``delete_listed``: no recursion, so a tree
+    of any depth goes. Anything that changed since the listing is found by the kernel's answer
+    and removed all the same; a folder still not empty (written into meanwhile) is listed and
+    deleted again, at most ``PASSES`` times.
     """
+    for _pass in range(PASSES):
+        try:
+            fd = open_dir(name, dir_fd)
+        except OSError as exc:
+            if listing is None or exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
+                raise
+            if exc.errno != errno.ENOENT:  # a folder when listed, a file or link now
+                os.unlink(name, dir_fd=dir_fd)
+            return
+        try:
+            if listing is None:
+                listing = {}
+                list_tree(fd, "", listing)
+            delete_listed(fd, listing, keep=last)
+            if last:
+                try:
+                    os.unlink(last, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+        listing = None  # something was added since the listing: read it now
+    raise OSError(errno.ENOTEMPTY, f"still not empty after {PASSES} passes: something keeps writing into it", name)
+
+
+PASSES = 8
+
+
+def delete_listed(top_fd: int, listing: Listing, keep: str = "") -> None:
+    """Delete what ``listing`` (keyed as ``list_tree`` keys it, relative to ``top_fd``) holds:
+    each listed folder's files and links, then the folder itself, after every folder below it;
+    the top folder stays, and so does its entry ``keep``. A folder listed as a folder's entry but
+    not a key of its own is not touched (another process deletes it; ``rmdir`` of its parent
+    then finds it, and the parent is read and removed). What changed since the listing is
+    removed all the same: a folder where a file was is read and removed, a file or link where
+    a folder was is unlinked, an entry gone is nothing to do."""
+    fds = DirFds(top_fd)
     try:
-        fd = open_dir(name, dir_fd)
-    except OSError as exc:
-        if listing is None or exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
-            raise
-        if exc.errno != errno.ENOENT:  # a folder when walked, a file or link now
-            os.unlink(name, dir_fd=dir_fd)
-        return
-    try:
-        seen = listing.get(rel) if listing is not None else None
-        if seen is None:
-            with os.scandir(fd) as it:
-                seen = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-        for sub, is_dir in seen:
-            if sub == last:
-                continue
-            if is_dir:
-                remove_tree_at(fd, sub, listing=listing, rel=f"{rel}{sub}/")
-                continue
+        for rel in _children_first(listing):
             try:
-                os.unlink(sub, dir_fd=fd)
-            except FileNotFoundError:
-                if listing is None:
+                fd = fds.get(rel[:-1])
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP) or not rel:
                     raise
-            except IsADirectoryError:  # a file when walked, a folder now
-                remove_tree_at(fd, sub)
-        if last:
-            try:
-                os.unlink(last, dir_fd=fd)
-            except FileNotFoundError:
-                pass
+                _unlink_if_there(fds, rel[:-1])  # not a folder now (or gone): as its parent holds it
+                continue
+            for name, is_dir in listing[rel]:
+                if is_dir or (not rel and name == keep):
+                    continue
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                except IsADirectoryError:  # a file when listed, a folder now
+                    remove_tree_at(fd, name)
+            if rel:
+                fds.forget(rel[:-1])
+                parent, _sep, name = rel[:-1].rpartition("/")
+                pfd = fds.get(parent)
+                try:
+                    os.rmdir(name, dir_fd=pfd)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    if exc.errno == errno.ENOTEMPTY:
+                        remove_tree_at(pfd, name)  # something was added since the listing: read it now
+                    elif exc.errno == errno.ENOTDIR:
+                        os.unlink(name, dir_fd=pfd)
+                    else:
+                        raise
     finally:
-        os.close(fd)
+        fds.close()
+
+
+def _children_first(listing: Listing) -> list[str]:
+    """The listed folders, each after every folder below it, a subtree after another (a
+    reversed depth-first order, without recursion): the folders near the one being deleted
+    are the ones ``DirFds`` still holds open."""
+    tops = [rel for rel in listing if not rel or f"{rel[:-1].rpartition('/')[0]}/".lstrip("/") not in listing]
+    order: list[str] = []
+    stack = tops[::-1]
+    while stack:
+        rel = stack.pop()
+        order.append(rel)
+        stack.extend(sub for sub in (f"{rel}{name}/" for name, is_dir in listing[rel] if is_dir) if sub in listing)
+    order.reverse()
+    return order
+
+
+def _unlink_if_there(fds: DirFds, rel_dir: str) -> None:
+    parent, _sep, name = rel_dir.rpartition("/")
     try:
-        os.rmdir(name, dir_fd=dir_fd)
+        os.unlink(name, dir_fd=fds.get(parent))
     except OSError as exc:
-        if listing is None or exc.errno != errno.ENOTEMPTY:
-            raise
-        remove_tree_at(dir_fd, name, last)  # something was added since the walk: read it now
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR):
+            raise  # EISDIR: a folder again (replaced meanwhile): its parent's rmdir reads it
 
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -121,28 +188,47 @@ def open_dir(name: str, dir_fd: int | None = None) -> int:
 
 
 class DirFds:
-    """Folder descriptors of a tree being written, opened component by component, never via a link."""
+    """Folder descriptors under a root descriptor, opened component by component, never via a
+    link, at any depth. At most ``LIMIT`` are kept open, the least recently used closed first
+    (a descent keeps the folders nearest its end; a deepest-first deletion finds a folder's
+    parent still open). A descriptor ``get`` returned stays open until ``forget``,
+    ``close``, or ``LIMIT`` other folders have been opened since: use it at once."""
+
+    LIMIT = 256
 
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
-        self.fds: dict[str, int] = {"": root_fd}
+        self.fds: dict[str, int] = {}  # folder -> descriptor, least recently used first
 
     def get(self, rel_dir: str) -> int:
-        fd = self.fds.get(rel_dir)
+        if not rel_dir:
+            return self.root_fd
+        fd = self.fds.pop(rel_dir, None)
         if fd is not None:
+            self.fds[rel_dir] = fd  # now the most recently used
             return fd
-        if len(self.fds) > 256:
-            self.close()
-        parent, _sep, base = rel_dir.rpartition("/")
-        fd = open_dir(base, self.get(parent))
-        self.fds[rel_dir] = fd
+        chain = []  # the folders to open, deepest first
+        key = rel_dir
+        while key and key not in self.fds:
+            chain.append(key)
+            key = key.rpartition("/")[0]
+        fd = self.fds[key] if key else self.root_fd
+        for sub in reversed(chain):
+            fd = open_dir(sub.rpartition("/")[2], fd)
+            self.fds[sub] = fd
+            if len(self.fds) > self.LIMIT:  # the least recently used goes (never the one just opened)
+                os.close(self.fds.pop(next(iter(self.fds))))
         return fd
 
+    def forget(self, rel_dir: str) -> None:
+        fd = self.fds.pop(rel_dir, None)
+        if fd is not None:
+            os.close(fd)
+
     def close(self) -> None:
-        for key, fd in list(self.fds.items()):
-            if key:
-                os.close(fd)
-        self.fds = {"": self.root_fd}
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
 
 
 def _libc_call(name: str, *args: object) -> int:
@@ -231,36 +317,43 @@ def _read_regular(dir_fd: int, name: str, limit: int) -> bytes:
         os.close(fd)
 
 
+def _folders(fd: int, kinds: bool) -> Iterator[tuple[str, list[Any]]]:
+    """Each folder under ``fd`` (its prefix: '' for the top, 'a/b/' below) with its entries:
+    (name, is folder), or with ``kinds`` (name, is folder, is link, is file); breadth first,
+    never through a link, at any depth (no recursion)."""
+    fds = DirFds(fd)
+    try:
+        queue, i = [""], 0
+        while i < len(queue):
+            rel = queue[i]
+            i += 1
+            entries: list[Any]
+            with os.scandir(fds.get(rel[:-1])) as it:
+                if kinds:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.is_file(follow_symlinks=False)) for e in it]
+                else:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            yield rel, entries
+            queue.extend(f"{rel}{entry[0]}/" for entry in entries if entry[1])
+    finally:
+        fds.close()
+
+
 def walk(fd: int, prefix: str, out: dict[str, str], dirs: set[str]) -> None:
     """Every entry under ``fd``: {path: 'f' | 'l' | 'o'} (file, link, other); folders in ``dirs``."""
-    with os.scandir(fd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink(), e.is_file(follow_symlinks=False)) for e in it]
-    for name, is_dir, is_link, is_file in entries:
-        rel = prefix + name
-        if is_dir:
-            dirs.add(rel)
-            sub = open_dir(name, fd)
-            try:
-                walk(sub, rel + "/", out, dirs)
-            finally:
-                os.close(sub)
-        else:
-            out[rel] = "l" if is_link else ("f" if is_file else "o")
+    for rel, entries in _folders(fd, True):
+        for name, is_dir, is_link, is_file in entries:
+            if is_dir:
+                dirs.add(prefix + rel + name)
+            else:
+                out[prefix + rel + name] = "l" if is_link else ("f" if is_file else "o")
 
 
 def list_tree(fd: int, prefix: str, listing: Listing) -> None:
     """Each folder's (name, is folder) pairs under its prefix ('' for the top, 'a/b/'
     below), never through a link: what rollback checks, then deletes by."""
-    with os.scandir(fd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-    listing[prefix] = entries
-    for name, is_dir in entries:
-        if is_dir:
-            sub = open_dir(name, fd)
-            try:
-                list_tree(sub, f"{prefix}{name}/", listing)
-            finally:
-                os.close(sub)
+    for rel, entries in _folders(fd, False):
+        listing[prefix + rel] = entries
 
 
 def hash_at(dir_fd: int | None, rel: str) -> str:

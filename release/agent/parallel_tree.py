@@ -20,11 +20,10 @@ link, in every process.
 
 from __future__ import annotations
 
-import errno
 import marshal
 import os
 
-from .fsutil import DirFds, list_tree, remove_tree_at, widen_pipe, write_all
+from .fsutil import DirFds, delete_listed, list_tree, widen_pipe, write_all
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,7 +39,8 @@ class ParallelTree:
 
     def __init__(self, top_fd: int, workers: int = WORKERS) -> None:
         self.top_fd = top_fd
-        self.listing, frontier = _frontier(top_fd, workers * _SHARE)
+        self.top, frontier = _frontier(top_fd, workers * _SHARE)  # the top folders: what is left for the caller
+        self.listing: Listing = dict(self.top)  # the whole tree's, once every share is in
         parts = [frontier[i::workers] for i in range(max(1, workers))]
         self.mine = parts[0]
         self.workers: list[_Worker] = []
@@ -51,13 +51,14 @@ class ParallelTree:
             else:
                 self.workers.append(worker)
         try:
-            self.listing.update(_list_parts(top_fd, self.mine))
+            self.own = _list_parts(top_fd, self.mine)  # this process's share: what it deletes
+            self.listing.update(self.own)
             for worker in self.workers:
                 got = worker.listing()
-                if got is None:  # it failed: its share is listed here, and it is told to stop
+                if got is None:  # it failed: its share is listed (and deleted) here, and it is told to stop
                     worker.stop()
-                    self.mine = [*self.mine, *worker.part]
                     got = _list_parts(top_fd, worker.part)
+                    self.own.update(got)
                 self.listing.update(got)
         except BaseException:
             self.close()
@@ -65,11 +66,12 @@ class ParallelTree:
 
     def remove(self) -> None:
         """Delete every shared-out subtree (the workers theirs, this process its own), then
-        wait for the workers. The top folders stay for ``remove_tree_at``."""
+        wait for the workers. The top folders stay: ``remove_tree_at`` with ``top`` removes
+        them (and reads any subtree a failed worker left)."""
         try:
             for worker in self.workers:
                 worker.go()
-            _remove_parts(self.top_fd, self.mine, self.listing)
+            delete_listed(self.top_fd, self.own)
         finally:
             self.close()
 
@@ -108,22 +110,6 @@ def _list_parts(top_fd: int, part: list[str]) -> Listing:
     finally:
         fds.close()
     return out
-
-
-def _remove_parts(top_fd: int, part: list[str], listing: Listing) -> None:
-    fds = DirFds(top_fd)
-    try:
-        for prefix in part:
-            parent, _sep, name = prefix[:-1].rpartition("/")
-            try:
-                parent_fd = fds.get(parent)
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                    continue  # not that folder any more: the removal that follows reads it
-                raise
-            remove_tree_at(parent_fd, name, listing=listing, rel=prefix)
-    finally:
-        fds.close()
 
 
 class _Worker:
@@ -221,5 +207,5 @@ def _work(top_fd: int, part: list[str], out_w: int, go_r: int) -> int:
             continue
     if told != b"g":
         return 0
-    _remove_parts(top_fd, part, listing)
+    delete_listed(top_fd, listing)
     return 0

@@ -118,7 +118,9 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                 else:
                     added = ["(BUNDLE-MANIFEST.json or ENVIRONMENT-MANIFEST.json changed: the release's own file list cannot be trusted)"]
             if added and not req.get("discard_added"):
-                shown = ", ".join(added[:10]) + (f" and {len(added) - 10} more" if len(added) > 10 else "")
+                shown = ", ".join(p if len(p) <= 200 else f"{p[:100]}...{p[-100:]}" for p in added[:10]) + (
+                    f" and {len(added) - 10} more" if len(added) > 10 else ""
+                )
                 raise refuse(
                     f"refusing to remove {target}: it holds {len(added)} entries the deploy did not create: {shown}; nothing was removed",
                     "move them out first, or rerun with --discard-added to delete them with the release",
@@ -139,7 +141,7 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             os.close(folder_fd)
         trash_fd = open_dir(trash, parent_fd)
         try:  # the rest, as the check listed it: the top folders, and whatever changed since
-            remove_tree_at(trash_fd, "release", listing=listing)
+            remove_tree_at(trash_fd, "release", listing=tree.top)
         finally:
             os.close(trash_fd)
         _remove_marked(parent_fd, trash)

@@ -328,6 +328,41 @@ def test_rollback_does_not_follow_symlinks_out(setup, tmp_path: Path) -> None:  
     assert (outside / "keep.txt").read_text() == "keep"
 
 
+def test_a_tree_deeper_than_pythons_recursion_is_verified_and_rolled_back(setup) -> None:  # type: ignore[no-untyped-def]
+    """An app made a folder 1,500 deep inside its release (a 3,000-byte path, well under
+    PATH_MAX): verify names it (abridged, not a megabyte of text), rollback refuses it as
+    added, then removes it with --discard-added; the parent is as it was. (Every walk is
+    iterative: it was a RecursionError traceback.)"""
+    cfg, root, _ = setup
+    before = listing(root)
+    bundle(cfg)
+    target = Path(json.loads(deploy(cfg).stdout)["target"])
+    fd = os.open(str(target), os.O_RDONLY)
+    try:
+        for _level in range(1500):
+            os.mkdir("d", dir_fd=fd)
+            nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+    finally:
+        os.close(fd)
+    try:
+        v = run_release("--config", cfg, "verify")
+        assert v.returncode == 1 and "DRIFT" in v.stdout and "Traceback" not in v.stderr, v.stderr[-2000:]
+        assert "added:   d/" in v.stdout and "and 1451 more (--json lists them all)" in v.stdout and len(v.stdout) < 60_000
+        j = run_release("--config", cfg, "--json", "verify")
+        assert len(json.loads(j.stdout)["added"]) == 1501
+        r = run_release("--config", cfg, "rollback")
+        assert r.returncode == 4 and "1501 entries the deploy did not create" in r.stderr and len(r.stderr) < 5_000, r.stderr[-2000:]
+        assert (target / "DEPLOY-MANIFEST.txt").exists()
+        r = run_release("--config", cfg, "rollback", "--discard-added")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not target.exists() and listing(root) == before
+    finally:
+        subprocess.run(["rm", "-rf", "--", str(target)], check=False)  # a failure leaves nothing pytest's recursive clean-up trips on
+
+
 # ----------------------------------------------------------------------------- timestamped + promote
 
 
