@@ -40,6 +40,44 @@ def listing_sha256(parent: str) -> str:
     return hashlib.sha256("".join(x + "\n" for x in lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
+MAX_MOUNTINFO = 16 << 20  # bytes of /proc/self/mountinfo read (a host of many containers has thousands of mounts)
+
+
+def mounts_inside(folder: str) -> list[str]:
+    """The mount points strictly inside ``folder`` (its real path), as this process's mount
+    namespace has them (/proc/self/mountinfo; none where there is no such file): another
+    filesystem, or a bind mount of a folder from elsewhere, is never the tool's to delete."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            data = f.read(MAX_MOUNTINFO)
+    except OSError:
+        return []
+    real = os.path.realpath(folder)
+    inside = real.rstrip("/") + "/"
+    found = []
+    for line in data.splitlines():
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            point = _unescape_mount(fields[4])
+            if point != real and point.startswith(inside):
+                found.append(point)
+    return sorted(found)
+
+
+def _unescape_mount(field: bytes) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit() and len(field) >= i + 4:
+            out.append(int(field[i + 1 : i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
 def path_kind(path: str) -> str:
     """'absent', 'symlink', 'directory', 'file' or 'special file' of ``path`` (no link followed)."""
     return _lstat_kind(path, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from .fsutil import _write_new, open_dir, path_kind
+from .fsutil import _write_new, hash_at, open_dir, path_kind
 from .lock import Lock, lock_wait
 from .names import name_problem
 from .protocol import AgentError, refuse
@@ -96,9 +96,8 @@ def _undo(created: list[Created]) -> list[str]:
         if entry["type"] == "file":
             if path_kind(path) != "file":
                 raise refuse(f"{path} is no longer the file provision created", "inspect it by hand")
-            with open(path, "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != entry["sha256"]:
-                    raise refuse(f"{path} was changed since provision created it; not removed", "remove it by hand if it is not needed")
+            if hash_at(None, path) != entry["sha256"]:  # streamed, no link followed: whatever now lies there
+                raise refuse(f"{path} was changed since provision created it; not removed", "remove it by hand if it is not needed")
             os.unlink(path)
         else:
             if path_kind(path) != "directory":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import journal, shared_paths
-from .fsutil import _lstat_kind, listing_sha256, open_dir, path_kind, remove_tree_at
+from .fsutil import _lstat_kind, listing_sha256, mounts_inside, open_dir, path_kind, remove_tree_at
 from .leftovers import _remove_marked, clean_leftovers, make_marked_dir
 from .lock import Lock, lock_wait
 from .names import checked_id, tree_sha256
@@ -84,6 +84,14 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             raise refuse(f"refusing to remove {target}: it is a {kind}, not the folder this tool created", "inspect it by hand")
         if req.get("journal_event") == "pruned":
             _not_in_use(root, target)
+        mounted = mounts_inside(target)
+        if mounted:  # --discard-added included: what is mounted there is another filesystem's, or a folder from elsewhere
+            raise refuse(
+                f"refusing to remove {target}: {mounted[0]} inside it is a mount point"
+                + (f" (and {len(mounted) - 1} more)" if len(mounted) > 1 else "")
+                + "; what is mounted there is not the tool's to delete; nothing was removed",
+                f"unmount {mounted[0]} first",
+            )
         folder_fd = open_dir(name, parent_fd)
         tree: ParallelTree | None = None
         try:

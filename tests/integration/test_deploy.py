@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import Repo, bundle, deploy, listing, popen_release, run_release, tree_state, write_config
+from ..support import Repo, bundle, deploy, listing, need, popen_release, run_release, tree_state, write_config
 
 
 @pytest.fixture
@@ -361,6 +361,32 @@ def test_a_tree_deeper_than_pythons_recursion_is_verified_and_rolled_back(setup)
         assert not target.exists() and listing(root) == before
     finally:
         subprocess.run(["rm", "-rf", "--", str(target)], check=False)  # a failure leaves nothing pytest's recursive clean-up trips on
+
+
+def test_a_mount_inside_a_release_is_never_deleted(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A volume bind-mounted into a release (a data folder an operator mounted there) is
+    another filesystem's: rollback refuses, --discard-added included, naming the mount
+    point, and nothing is removed; once unmounted, the release goes and the volume's data
+    stays."""
+    cfg, root, _ = setup
+    bundle(cfg)
+    target = Path(json.loads(deploy(cfg).stdout)["target"])
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "data.db").write_text("precious")
+    (target / "data").mkdir()
+    cp = subprocess.run(["mount", "--bind", str(volume), str(target / "data")], capture_output=True, text=True)
+    need(cp.returncode == 0, f"cannot bind-mount (needs root): {cp.stderr.strip()}")
+    try:
+        for extra in ([], ["--discard-added"]):
+            r = run_release("--config", cfg, "rollback", *extra)
+            assert r.returncode == 4 and f"{target / 'data'} inside it is a mount point" in r.stderr and "unmount" in r.stderr, r.stderr
+            assert (volume / "data.db").read_text() == "precious" and (target / "DEPLOY-MANIFEST.txt").exists()
+    finally:
+        subprocess.run(["umount", str(target / "data")], check=False)
+    r = run_release("--config", cfg, "rollback", "--discard-added")
+    assert r.returncode == 0, r.stderr
+    assert not target.exists() and (volume / "data.db").read_text() == "precious"
 
 
 # ----------------------------------------------------------------------------- timestamped + promote

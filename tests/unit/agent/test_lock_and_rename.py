@@ -180,3 +180,25 @@ def test_the_names_a_deploy_records_are_the_names_a_walk_finds(tmp_path: Path) -
     assert walked() == recorded, "bytecode caches do not count"
     (tree / "a" / "b" / "deeper" / "new.txt").write_text("added")
     assert walked() != recorded
+
+
+def test_mount_points_inside_a_folder_are_found_by_their_real_path(tmp_path: Path) -> None:
+    """``mounts_inside`` reads the mount table as the kernel writes it (a space in a mount
+    point is an octal escape there), strictly inside the folder's real path (a link to it
+    names the same mounts; the folder itself is not inside itself)."""
+    from release.agent.fsutil import mounts_inside
+
+    folder = tmp_path / "rel ease"
+    (folder / "data dir").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(folder)
+    assert mounts_inside(str(folder)) == []
+    cp = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder / "data dir")], capture_output=True, text=True)
+    if cp.returncode != 0:
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"cannot mount a tmpfs (needs root): {cp.stderr.strip()}")
+    try:
+        assert mounts_inside(str(folder)) == [str(folder / "data dir")]
+        assert mounts_inside(str(tmp_path / "link")) == [str(folder / "data dir")]
+        assert mounts_inside(str(folder / "data dir")) == []
+    finally:
+        subprocess.run(["umount", str(folder / "data dir")], check=False)
+    assert mounts_inside(str(folder)) == []
