@@ -88,7 +88,7 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
         if mounted:  # --discard-added included: what is mounted there is another filesystem's, or a folder from elsewhere
             others = f" (and {len(mounted) - 1} more)" if len(mounted) > 1 else ""
             raise refuse(
-                f"refusing to remove {target}: {mounted[0]} inside it is a mount point{others}; what is mounted there is not ours to delete; nothing was removed",
+                f"refusing to remove {target}: {mounted[0]} inside it is a mount point{others}; what is mounted is not ours to delete; nothing was removed",
                 f"unmount {mounted[0]} first",
             )
         folder_fd = open_dir(name, parent_fd)
