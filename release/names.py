@@ -17,12 +17,12 @@ import re
 from typing import NamedTuple
 
 from .agent import name_problem, rollback_command
+from .agent.names import version_ok
 from .errors import ConfigError, RefusedError
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}$")
-FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_@=,-]{0,199}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # whole names (fullmatch: a trailing newline is no match)
+FOLDER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_@=,-]{0,199}")
 _BUNDLE_TAIL = re.compile(r"^(?P<version>.+)-(?P<sha7>[0-9a-f]{7})-(?P<stamp>\d{8}T\d{6}Z)\.tar\.gz$")
 
 __all__ = [
@@ -45,7 +45,7 @@ def utc_stamp(now: dt.datetime | None = None) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ConfigError(f"config key 'name' is not a safe file name: {name!r}", hint="use letters, digits, '.', '_', '-' (up to 100)")
     return name
 
@@ -65,7 +65,7 @@ def normalize_version(version: str) -> str:
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version):
+    if not version_ok(version):
         raise RefusedError(
             f"version {version[:80]!r} holds characters that are not safe in a file name or a shell command",
             hint="use a PEP 440 version (letters, digits, '.', '+', '!')",
@@ -74,7 +74,7 @@ def check_version(version: str) -> str:
 
 
 def check_folder(folder: str, key: str = "target.dir") -> str:
-    why = name_problem(folder) or ("" if FOLDER_RE.match(folder) else "only letters, digits and . + ! _ @ = , - are allowed")
+    why = name_problem(folder) or ("" if FOLDER_RE.fullmatch(folder) else "only letters, digits and . + ! _ @ = , - are allowed")
     if "/" in folder:
         why = "must be a single folder name"
     if folder.startswith(".release-"):
@@ -108,7 +108,7 @@ def parse_bundle_name(name: str, filename: str) -> BundleName | None:
     if not filename.startswith(name + "-"):
         return None
     m = _BUNDLE_TAIL.match(filename[len(name) + 1 :])
-    if not m or not VERSION_RE.match(m["version"]):
+    if not m or not version_ok(m["version"]):
         return None
     return BundleName(name, m["version"], m["sha7"], m["stamp"])
 

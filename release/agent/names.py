@@ -143,3 +143,13 @@ def tree_sha256(entries: dict[str, str]) -> str:
     """sha256 over sorted ``<sha256-or-link:target>  <path>`` lines of the release's files."""
     text = "".join(f"{v}  {p}\n" for p, v in sorted(entries.items()))
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+_VERSION_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.+!_-")
+
+
+def version_ok(version: str) -> bool:
+    """A version as names carry it (a bundle's name, a release's manifest, a health check's
+    ``{version}``): an ASCII letter or digit, then letters, digits and ``. + ! _ -``, at most
+    100 characters."""
+    return 0 < len(version) <= 100 and version[0] not in ".+!_-" and all(c in _VERSION_CHARS for c in version)

@@ -13,7 +13,7 @@ import time
 
 from . import journal
 from .children import clean_env, expand, run_bounded, with_default_signals
-from .names import checked_id
+from .names import checked_id, version_ok
 from .protocol import say
 from .release_tree import read_deploy_manifest
 
@@ -174,9 +174,14 @@ def _identity(release: str, fallback: str) -> tuple[str, str]:
     """The release's deploy id and version, from its DEPLOY-MANIFEST."""
     try:
         manifest = read_deploy_manifest(release)
-        return checked_id(str(manifest.get("deploy_id", ""))), str(manifest.get("version", ""))
+        version = str(manifest.get("version", ""))
+        return checked_id(str(manifest.get("deploy_id", ""))), version if version_ok(version) else ""
     except Exception:  # the journal names the release by its path too: an unreadable manifest does not stop the restart
         return fallback, ""
+
+
+def _uses_version(check: HealthSpec) -> bool:
+    return any("{version}" in str(v) for v in (check.get("url"), check.get("contains"), *check.get("argv", ())))
 
 
 def for_version(check: HealthSpec, version: str) -> HealthSpec:
@@ -221,7 +226,12 @@ def bring_up(root: str, rel: str, spec: ServiceSpec, req: Mapping[str, Any], fal
     results: list[HealthResult] = []
     for check in spec.get("checks", []):
         say(f"health: {check.get('name') or check['kind']}" + (f" ({phase})" if phase else ""))
-        results.append(probe(for_version(check, version), release, env))
+        if not version and _uses_version(check):  # never judged with the version left out: any release would pass
+            why = "the release's DEPLOY-MANIFEST names no version (unreadable, or not a version): a check with {version} cannot be judged"
+            name = check.get("name") or check["kind"]
+            results.append({"name": name, "kind": check["kind"], "status": "failed", "attempts": 0, "seconds": 0.0, "detail": why})
+        else:
+            results.append(probe(for_version(check, version), release, env))
         if results[-1]["status"] != "passed":
             break  # the release is not healthy: the checks after it would not change that
     if results:

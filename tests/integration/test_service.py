@@ -187,3 +187,31 @@ def test_a_restart_command_that_does_not_exist_is_a_failed_restart(web: tuple[Re
     assert cp.returncode == 1, cp.stdout + cp.stderr
     assert "cannot run no-such-restart-command" in cp.stdout and "the restart failed" in cp.stderr, cp.stdout + cp.stderr
     assert not (root / "current").is_symlink()
+
+
+def test_a_version_check_is_never_judged_without_the_version(web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]) -> None:
+    """A release whose DEPLOY-MANIFEST no longer names a version (an app or a hand edited it):
+    a check with ``{version}`` would degrade to matching any release (an empty ``contains``
+    is in every answer), so it fails, named, and the promote goes back."""
+    repo, root, port = web
+    check = {"kind": "http", "name": "version", "url": f"http://127.0.0.1:{port}/version", "contains": "{version}", "retries": 10, "interval": 0.2, "timeout": 2}
+    cfg = web_config(tmp_path, repo, root, port, transport, health=[check])
+    _first, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    first_link = os.readlink(root / "current")
+    time.sleep(1.05)  # a release folder is named to the second
+    add_web(repo, version="0.7.0", message="0.7.0")
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    cp = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert cp.returncode == 0, cp.stderr
+    target = Path(json.loads(cp.stdout)["target"])
+    assert run_release("--config", cfg, "smoke").returncode == 0
+    manifest = target / "DEPLOY-MANIFEST.txt"
+    text = manifest.read_text()
+    assert "version: 0.7.0\n" in text
+    manifest.write_text(text.replace("version: 0.7.0\n", ""))
+    cp = run_release("--config", cfg, "promote", "--force")
+    assert cp.returncode == 1 and "REVERTED" in cp.stdout, cp.stdout + cp.stderr
+    assert "a check with {version} cannot be judged" in cp.stdout, cp.stdout
+    assert os.readlink(root / "current") == first_link
+    assert fetch(port).startswith("demo-app 0.6.0 "), "the old release serves again"
