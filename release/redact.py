@@ -74,6 +74,11 @@ def redact_obj(obj: object) -> object:
 # every control character but newline and tab, C0 and C1 (ESC starts a terminal's escape
 # sequences, CSI is one byte in C1, CR rewrites the line), shown as \xNN instead
 _UNSHOWABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
+# a name's bytes that are not UTF-8 (os.fsdecode makes them U+DC80-U+DCFF) as the bytes they
+# are, \xNN: written raw, 0x9b is a terminal's CSI, and a UTF-8 terminal's stdout cannot
+# encode them at all; any other lone surrogate as \uNNNN
+_UNSHOWABLE.update({c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)})
+_UNSHOWABLE.update({c: f"\\u{c:04x}" for c in range(0xD800, 0xE000) if c not in _UNSHOWABLE})
 
 
 def shown(text: object) -> str:

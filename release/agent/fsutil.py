@@ -37,7 +37,7 @@ def listing_sha256(parent: str) -> str:
             else:
                 lines.append(f"{e.name}\to")
     lines.sort()
-    return hashlib.sha256("".join(x + "\n" for x in lines).encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256("".join(x + "\n" for x in lines).encode("utf-8", "surrogateescape")).hexdigest()  # names from the disk: undecodable bytes only
 
 
 MAX_MOUNTINFO = 16 << 20  # bytes of /proc/self/mountinfo read (a host of many containers has thousands of mounts)

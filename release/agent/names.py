@@ -139,10 +139,20 @@ def manifest_text(lines: dict[str, str]) -> str:
     return "".join(f"{k}: {v}\n" for k, v in lines.items())
 
 
+def utf8(text: str) -> bytes:
+    """``text`` as the bytes a digest is taken over: a file name's undecodable bytes as they
+    were (surrogateescape); any other lone surrogate (a JSON escape no file name holds) as
+    UTF-8 would write it, never an exception."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def tree_sha256(entries: dict[str, str]) -> str:
     """sha256 over sorted ``<sha256-or-link:target>  <path>`` lines of the release's files."""
     text = "".join(f"{v}  {p}\n" for p, v in sorted(entries.items()))
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(utf8(text)).hexdigest()
 
 
 _VERSION_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.+!_-")

@@ -10,7 +10,7 @@ import os
 from . import jsonio
 from .fsutil import _read_regular, _write_new, open_dir
 from .journal import JOURNAL
-from .names import manifest_entries
+from .names import manifest_entries, utf8
 from .protocol import BUNDLE_MANIFEST, DEPLOY_MANIFEST, ENV_MANIFEST, LOCK, PREFIX, AgentError
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
@@ -196,7 +196,7 @@ def names_sha256(listing: Listing) -> str:
         if not _cache(prefix):
             names = sorted(("d:" if is_dir else "f:") + name for name, is_dir in listing[prefix] if name != "__pycache__")
             lines.append(prefix + "\0" + "\0".join(names))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return hashlib.sha256(utf8("\n".join(lines))).hexdigest()
 
 
 def listing_of(files: Iterable[str], dirs: Iterable[str]) -> Listing:

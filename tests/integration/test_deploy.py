@@ -389,6 +389,26 @@ def test_a_mount_inside_a_release_is_never_deleted(setup, tmp_path: Path) -> Non
     assert not target.exists() and (volume / "data.db").read_text() == "precious"
 
 
+def test_a_name_that_is_not_utf8_is_named_and_rolled_back(setup) -> None:  # type: ignore[no-untyped-def]
+    """An app wrote a file whose name is not UTF-8 into its release: verify names it, rollback
+    refuses it as added, then removes it with --discard-added (it was a UnicodeEncodeError
+    traceback: the names digest encoded strictly)."""
+    cfg, root, _ = setup
+    before = listing(root)
+    bundle(cfg)
+    target = Path(json.loads(deploy(cfg).stdout)["target"])
+    with open(os.fsencode(str(target)) + b"/bad\xff\xfename", "w") as f:
+        f.write("x")
+    v = run_release("--config", cfg, "verify")
+    assert v.returncode == 1 and "DRIFT" in v.stdout and "Traceback" not in v.stderr, v.stderr[-2000:]
+    assert "added:   bad\\xff\\xfename" in v.stdout, "the bytes shown as escapes: never raw to a terminal"
+    r = run_release("--config", cfg, "rollback")
+    assert r.returncode == 4 and "1 entries the deploy did not create: bad\\xff\\xfename" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = run_release("--config", cfg, "rollback", "--discard-added")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not target.exists() and listing(root) == before
+
+
 # ----------------------------------------------------------------------------- timestamped + promote
 
 

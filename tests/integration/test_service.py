@@ -194,7 +194,15 @@ def test_a_version_check_is_never_judged_without_the_version(web: tuple[Repo, Pa
     a check with ``{version}`` would degrade to matching any release (an empty ``contains``
     is in every answer), so it fails, named, and the promote goes back."""
     repo, root, port = web
-    check = {"kind": "http", "name": "version", "url": f"http://127.0.0.1:{port}/version", "contains": "{version}", "retries": 10, "interval": 0.2, "timeout": 2}
+    check = {
+        "kind": "http",
+        "name": "version",
+        "url": f"http://127.0.0.1:{port}/version",
+        "contains": "{version}",
+        "retries": 10,
+        "interval": 0.2,
+        "timeout": 2,
+    }
     cfg = web_config(tmp_path, repo, root, port, transport, health=[check])
     _first, cp = release(cfg)
     assert cp.returncode == 0, cp.stdout + cp.stderr

@@ -144,3 +144,18 @@ def test_an_index_variable_that_is_no_url_is_exit_2_naming_it(monkeypatch: pytes
     with pytest.raises(ConfigError) as err:
         indexes.read()
     assert "UV_DEFAULT_INDEX" in err.value.message and err.value.exit_code == 2
+
+
+def test_names_that_are_not_utf8_are_shown_as_their_bytes_escaped() -> None:
+    """A file name's undecodable bytes (os.fsdecode's U+DC80-U+DCFF) reach a terminal as
+    ``\\xNN``: raw, 0x9b is CSI, and a UTF-8 stdout cannot encode them; any other lone
+    surrogate as ``\\uNNNN``; the text printed is always valid UTF-8."""
+    import os
+
+    from release.redact import shown
+
+    name = os.fsdecode(b"bad\xff\x9b[2Jname")
+    assert shown(name) == "bad\\xff\\x9b[2Jname"
+    assert shown("x\ud800y") == "x\\ud800y"
+    assert shown("caf\u00e9 \u2603") == "caf\u00e9 \u2603"
+    shown(name).encode("utf-8")  # no surrogate is left to fail a strict encoder
