@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from . import __version__, names, proc, progress, provenance, runfolders, sbom
+from . import __version__, names, proc, progress, provenance, runfolders, sbom, tomlinput
 from .agent import BUNDLE_MANIFEST, DEPLOY_WRITES, link_problem, name_problem
 from .archive import TarGzWriter, sha256_file
 from .bundlefile import checksum_line
@@ -684,11 +684,9 @@ def content_digest(bundle: Path, keep: tuple[str, ...] = ()) -> tuple[dict[str, 
 
 
 def _backend(pyproject: bytes | None) -> str:
-    import tomllib
-
     try:
-        backend = tomllib.loads((pyproject or b"").decode()).get("build-system", {}).get("build-backend", "")
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        backend = tomlinput.parse(pyproject or b"", len(pyproject or b"")).get("build-system", {}).get("build-backend", "")
+    except tomlinput.TomlInputError:
         backend = ""
     return str(backend) or ("setuptools.build_meta:__legacy__" if pyproject is None else "setuptools.build_meta:__legacy__ (none named)")
 

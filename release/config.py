@@ -522,6 +522,8 @@ def _load(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}", hint="fix the syntax at the position shown") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nests arrays or tables deeper than the TOML parser can follow", hint="flatten it") from None
 
 
 def load(explicit: str | None = None, cwd: Path | None = None) -> Config:

@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from . import tomlinput
 from .errors import ConfigError, RefusedError
 from .stage import Options, StageResult
 
@@ -35,13 +36,12 @@ def _read_pyproject(folder: Path) -> dict[str, Any]:
     path = folder / "pyproject.toml"
     if not path.is_file():
         return {}
-    raw = path.read_bytes()[: MAX_PYPROJECT + 1]
-    if len(raw) > MAX_PYPROJECT:
-        raise ConfigError(f"{path} is larger than 1 MiB", hint="write release.toml by hand")
+    with path.open("rb") as f:
+        raw = f.read(MAX_PYPROJECT + 1)
     try:
-        return tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix it first") from None
+        return tomlinput.parse(raw, MAX_PYPROJECT)
+    except tomlinput.TomlInputError as exc:
+        raise ConfigError(f"{path} {exc}", hint="fix it first, or write release.toml by hand") from None
 
 
 def _packages(folder: Path) -> list[str]:

@@ -26,12 +26,11 @@ import os
 import re
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import proc
+from .. import proc, tomlinput
 from ..config import Environment
 from ..errors import BlockedError, ConfigError, RefusedError, ReleaseError
 from . import indexes
@@ -183,13 +182,12 @@ def _from_pylock(path: Path) -> list[str]:
     def bad(why: str) -> RefusedError:
         return RefusedError(f"{path.name}: {why}", hint="regenerate the lock (uv lock / pip lock)")
 
-    raw = path.read_bytes()[: MAX_LOCK + 1]
-    if len(raw) > MAX_LOCK:
-        raise bad(f"larger than {MAX_LOCK >> 20} MiB")
+    with path.open("rb") as f:
+        raw = f.read(MAX_LOCK + 1)
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise bad(f"not a readable TOML file ({type(exc).__name__})") from None
+        data = tomlinput.parse(raw, MAX_LOCK)
+    except tomlinput.TomlInputError as exc:
+        raise bad(str(exc)) from None
     packages = data.get("packages", [])
     if not isinstance(packages, list):
         raise bad("`packages` is not an array of tables")
@@ -513,13 +511,26 @@ class Built:
     lock: str
 
 
+def _project_toml(tree: Path) -> dict[str, Any]:
+    """The exported project's pyproject.toml ({} when there is none), read with its bounds."""
+    path = tree / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    with path.open("rb") as f:
+        raw = f.read(tomlinput.MAX_PYPROJECT + 1)
+    try:
+        return tomlinput.parse(raw, tomlinput.MAX_PYPROJECT)
+    except tomlinput.TomlInputError as exc:
+        raise ConfigError(f"the project's pyproject.toml {exc}", hint="fix pyproject.toml at the recorded commit") from None
+
+
 def build(env: Environment, target: TargetPython, tree: Path, app_wheel: Path | None, app_rel: str, workdir: Path) -> Built:
     """Resolve, download and lock the environment of the project exported at ``tree``: the
     application's wheel (none for a plain application) with its extras, the dependency
     groups, the requirements files and the plain list, resolved together for the target."""
     from . import requirements
 
-    pyproject = tomllib.loads((tree / "pyproject.toml").read_text()) if (tree / "pyproject.toml").is_file() else {}
+    pyproject = _project_toml(tree)
     requires = requires_python_of(app_wheel) if app_wheel is not None else str(pyproject.get("project", {}).get("requires-python", ""))
     check_requires_python(requires, target.version)
     locked = locked_requirements(tree, env)

@@ -20,12 +20,11 @@ import hashlib
 import json
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import proc, runfolders
+from .. import proc, runfolders, tomlinput
 from ..errors import ConfigError, ReleaseError
 from ..state import private_dir
 from . import git as gitsource
@@ -51,10 +50,9 @@ def _read_pyproject(src: gitsource.Source) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        data: dict[str, Any] = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"the project's pyproject.toml is not valid TOML: {exc}") from exc
-    return data
+        return tomlinput.parse(raw, tomlinput.MAX_PYPROJECT)
+    except tomlinput.TomlInputError as exc:
+        raise ConfigError(f"the project's pyproject.toml {exc}", hint="fix pyproject.toml at the recorded commit") from None
 
 
 def is_package(src: gitsource.Source) -> bool:

@@ -29,3 +29,25 @@ def test_an_inventory_value_never_reaches_a_shell_through_proxycommand(tmp_path:
     assert cp.returncode == 2, (cp.returncode, cp.stderr)
     assert "ansible_host of web1 is not a host name or an IP address" in cp.stderr, cp.stderr
     assert not marker.exists(), "the inventory's value ran in a shell"
+
+
+@pytest.mark.parametrize("stage", ["bundle", "init"])
+def test_a_pyproject_nested_past_the_toml_parser_is_refused_not_a_traceback(tmp_path: Path, stage: str) -> None:
+    """A repository's (or the current folder's) pyproject.toml with arrays nested 3,000 deep:
+    the standard library's parser recurses, so it was a RecursionError traceback; it is a
+    usage error naming the file, and nothing is written."""
+    from ..support import make_project
+
+    repo = make_project(tmp_path / "app")
+    text = (repo.path / "pyproject.toml").read_text()
+    repo.write("pyproject.toml", text + "\n[tool.deep]\nx = " + "[" * 3000 + "]" * 3000 + "\n")
+    repo.commit("deep")
+    if stage == "bundle":
+        cfg = write_config(tmp_path / "release.toml", repo.path)
+        cp = run_release("--config", cfg, "bundle")
+        assert not (tmp_path / "bundles").exists() or not list((tmp_path / "bundles").glob("*.tar.gz"))
+    else:
+        cp = run_release("init", cwd=repo.path)
+        assert not (repo.path / "release.toml").exists()
+    assert cp.returncode == 2 and "nests arrays or tables deeper than the TOML parser can follow" in cp.stderr, cp.stderr[-2000:]
+    assert "Traceback" not in cp.stderr

@@ -175,7 +175,7 @@ def test_pylock_files_only_parse_or_refuse(tmp_path: Path, text: str) -> None:
 def test_pylock_worst_cases(tmp_path: Path) -> None:
     path = tmp_path / "pylock.toml"
     path.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
-    with pytest.raises(ReleaseError, match="not a readable TOML"):
+    with pytest.raises(ReleaseError, match="nests arrays or tables deeper"):
         environment._from_pylock(path)
     path.write_text('[[packages]]\nname = "a"\nversion = "1"\nwheels = [{hashes = {sha256 = "not-hex"}}]\n')
     with pytest.raises(ReleaseError, match="64 hex"):
@@ -187,6 +187,25 @@ def test_pylock_worst_cases(tmp_path: Path) -> None:
         f.truncate(environment.MAX_LOCK + 1)
     with pytest.raises(ReleaseError, match="larger than"):
         environment._from_pylock(path)
+
+
+def test_toml_a_tool_did_not_write_is_read_or_refused_with_a_reason() -> None:
+    """Every TOML text from a project (pyproject.toml, lock files) goes through one reader:
+    too large, not UTF-8, not TOML, or nested past the standard parser's recursion, each a
+    TomlInputError with its reason, never a traceback."""
+    from release import tomlinput
+
+    limit = tomlinput.MAX_PYPROJECT
+    assert tomlinput.parse(b'[project]\nname = "a"\n', limit) == {"project": {"name": "a"}}
+    for raw, why in [
+        (b"x = " + b"[" * 100_000 + b"]" * 100_000, "nests arrays or tables deeper"),
+        (b"x = " + b"{a = " * 5_000 + b"1" + b"}" * 5_000, "nests arrays or tables deeper"),
+        (b'x = "\xff"', "is not UTF-8"),
+        (b"x = ", "is not valid TOML"),
+        (b"#" * (limit + 1), "is larger than 4 MiB"),
+    ]:
+        with pytest.raises(tomlinput.TomlInputError, match=why):
+            tomlinput.parse(raw, limit)
 
 
 # ----------------------------------------------------------------------------- wheels
