@@ -44,13 +44,13 @@ class ParallelTree:
         parts = [frontier[i::workers] for i in range(max(1, workers))]
         self.mine = parts[0]
         self.workers: list[_Worker] = []
-        for part in parts[1:]:
-            worker = _Worker.start(top_fd, part, self.workers) if part and hasattr(os, "fork") else None
-            if worker is None:
-                self.mine = [*self.mine, *part]
-            else:
-                self.workers.append(worker)
-        try:
+        try:  # whatever fails from here (a pipe, a fork, a listing), no worker is left waiting
+            for part in parts[1:]:
+                worker = _Worker.start(top_fd, part, self.workers) if part and hasattr(os, "fork") else None
+                if worker is None:
+                    self.mine = [*self.mine, *part]
+                else:
+                    self.workers.append(worker)
             self.own = _list_parts(top_fd, self.mine)  # this process's share: what it deletes
             self.listing.update(self.own)
             for worker in self.workers:
@@ -126,7 +126,12 @@ class _Worker:
     def start(cls, top_fd: int, part: list[str], others: list[_Worker]) -> _Worker | None:
         out_r, out_w = os.pipe()
         widen_pipe(out_w)  # the answer is written whole while this process lists its own share
-        go_r, go_w = os.pipe()
+        try:
+            go_r, go_w = os.pipe()
+        except OSError:  # no descriptor to spare: this process does that share too
+            os.close(out_r)
+            os.close(out_w)
+            return None
         try:
             pid = os.fork()
         except OSError:  # no process to spare: this one does that share too

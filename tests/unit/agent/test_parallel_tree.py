@@ -137,3 +137,32 @@ def test_a_truncated_answer_is_no_answer(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         os.close(fd)
     assert (root / "pkg" / "m7" / "f0.py").read_text() == "7 0"
+
+
+def test_a_failure_while_starting_workers_leaves_no_worker_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second worker cannot be started (its pipe fails after the first worker runs):
+    the error reaches the caller, the first worker is stopped and reaped, nothing removed."""
+    root = tmp_path / "r"
+    _tree(root)
+    before = _state(root)
+    started: list[int] = []
+    real_start = parallel_tree._Worker.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: type, top_fd: int, part: list[str], others: list[parallel_tree._Worker]) -> parallel_tree._Worker | None:
+        if started:
+            raise OSError(24, "Too many open files")
+        worker: parallel_tree._Worker = real_start(cls, top_fd, part, others)
+        started.append(worker.pid)
+        return worker
+
+    monkeypatch.setattr(parallel_tree._Worker, "start", classmethod(start))
+    fd = open_dir(str(root))
+    try:
+        with pytest.raises(OSError, match="Too many open files"):
+            ParallelTree(fd, 3)
+    finally:
+        os.close(fd)
+    assert len(started) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(started[0], os.WNOHANG)
+    assert _state(root) == before
