@@ -14,6 +14,8 @@ import pytest
 
 from release import agent
 
+from .trees import listed
+
 
 def test_lock_is_exclusive_complete_and_released(tmp_path: Path) -> None:
     with agent.Lock(str(tmp_path), "d1", "deploy", False):
@@ -97,18 +99,6 @@ def test_a_breakers_lock_left_by_a_dead_run_does_not_block_breaking(tmp_path: Pa
     assert "another run is breaking" in e.value.message
 
 
-def _listed(tree: Path) -> dict[str, list[tuple[str, bool]]]:
-    from release.agent.fsutil import list_tree, open_dir
-
-    listing: dict[str, list[tuple[str, bool]]] = {}
-    fd = open_dir(str(tree))
-    try:
-        list_tree(fd, "", listing)
-    finally:
-        os.close(fd)
-    return listing
-
-
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: Path, workers: int) -> None:
     """Rollback deletes with the folders as its check listed them (the subtrees by the
@@ -131,7 +121,7 @@ def test_removal_from_a_walks_listing_removes_whatever_changed_since(tmp_path: P
     try:
         split = ParallelTree(top, workers)
         listing = split.listing
-        assert listing == _listed(tree), "the shared-out listing is the one-process walk's"
+        assert listing == listed(tree), "the shared-out listing is the one-process walk's"
         assert {n for n, _ in listing[""]} == {"a", "c", "d", "e", "many", "top.txt", "gone.txt", "becomes_dir.txt"}
         (tree / "a" / "b" / "added.py").write_text("new")  # added since the walk
         (tree / "many" / "m3" / "added.txt").write_text("new")
@@ -171,7 +161,7 @@ def test_the_names_a_deploy_records_are_the_names_a_walk_finds(tmp_path: Path) -
     (tree / "link").symlink_to("top.txt")
 
     def walked() -> str:
-        return names_sha256(_listed(tree))
+        return names_sha256(listed(tree))
 
     recorded = names_sha256(listing_of(files, explicit_dirs | _wanted_dirs(files)))
     assert walked() == recorded

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from release.agent import parallel_tree
-from release.agent.fsutil import list_tree, open_dir, remove_tree_at
+from release.agent.fsutil import open_dir, remove_tree_at
 from release.agent.parallel_tree import ParallelTree
+
+from .trees import listed
 
 
 def _tree(root: Path, folders: int = 20, files: int = 5) -> None:
@@ -37,16 +39,6 @@ def _state(root: Path) -> dict[str, str]:
     return out
 
 
-def _one_process(root: Path) -> dict[str, list[tuple[str, bool]]]:
-    listing: dict[str, list[tuple[str, bool]]] = {}
-    fd = open_dir(str(root))
-    try:
-        list_tree(fd, "", listing)
-    finally:
-        os.close(fd)
-    return listing
-
-
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_closed_without_go_lists_the_whole_tree_and_removes_nothing(tmp_path: Path, workers: int) -> None:
     """A check that refuses (``close`` without ``remove``) leaves the tree byte for byte, and
@@ -57,7 +49,7 @@ def test_closed_without_go_lists_the_whole_tree_and_removes_nothing(tmp_path: Pa
     fd = open_dir(str(root))
     try:
         split = ParallelTree(fd, workers)
-        assert split.listing == _one_process(root)
+        assert split.listing == listed(root)
         assert len(split.workers) == workers - 1, "the folders were shared out"
         pids = [w.pid for w in split.workers]
         split.close()
@@ -79,7 +71,7 @@ def test_a_worker_that_dies_before_answering_has_its_share_listed_here(tmp_path:
     fd = open_dir("r", parent)
     try:
         split = ParallelTree(fd, 2)
-        assert split.listing == _one_process(root)
+        assert split.listing == listed(root)
         assert not split.workers[0].part or split.workers[0].go_w == -1, "the silent worker was told to stop"
         split.remove()
         remove_tree_at(parent, "r", listing=split.listing)
@@ -132,7 +124,7 @@ def test_a_truncated_answer_is_no_answer(tmp_path: Path, monkeypatch: pytest.Mon
     fd = open_dir(str(root))
     try:
         split = ParallelTree(fd, 2)
-        assert split.listing == _one_process(root)
+        assert split.listing == listed(root)
         split.close()
     finally:
         os.close(fd)
