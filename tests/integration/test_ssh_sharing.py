@@ -106,9 +106,22 @@ def test_a_socket_that_does_not_answer_as_a_master_is_an_error_not_a_stop(tmp_pa
     assert _Shared._stopped(str(tmp_path / "s3")) is False  # the caller falls back to ssh -O exit
 
 
-def _watched_deploy(cfg: Path, temp: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+def _ours(cmd: str, ssh_config: Path) -> bool:
+    """Whether an ssh command line is this test's: the run's configuration (``-F``) includes
+    this test's own ssh_config (tests on the other worker run ssh with sockets under /tmp too)."""
+    args = cmd.split()
+    if "-F" not in args[:-1]:
+        return False
+    try:
+        return f"Include {ssh_config}\n" in Path(args[args.index("-F") + 1]).read_text()
+    except OSError:
+        return False
+
+
+def _watched_deploy(cfg: Path, temp: Path, ssh_config: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     """Deploy with TMPDIR=``temp``, noting the run's ssh processes (their command lines name
-    its socket folder, ``release-ssh-``) as they come."""
+    its socket folder, ``release-ssh-``, and their configuration this test's ssh_config) as
+    they come."""
     seen: dict[str, str] = {}
     stop = threading.Event()
 
@@ -116,7 +129,8 @@ def _watched_deploy(cfg: Path, temp: Path) -> tuple[subprocess.CompletedProcess[
         while not stop.is_set():
             for line in subprocess.run(["pgrep", "-af", "release-ssh-"], capture_output=True, text=True).stdout.splitlines():
                 pid, _, cmd = line.partition(" ")
-                seen[pid] = cmd
+                if pid not in seen and _ours(cmd, ssh_config):
+                    seen[pid] = cmd
             time.sleep(0.01)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -146,7 +160,7 @@ def test_a_remote_runs_connections_end_with_it(sshd: SshServer, project: Repo, t
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: the sockets go here
     try:
         before = set(subprocess.run(["pgrep", "-x", "ssh"], capture_output=True, text=True).stdout.split())
-        res, seen = _watched_deploy(cfg, temp)
+        res, seen = _watched_deploy(cfg, temp, sshd.config)
         assert res.returncode == 0, res.stderr
         ours = {pid: cmd for pid, cmd in seen.items() if str(temp) in cmd}
         assert ours, f"the run's ssh processes were seen while it ran, their sockets under TMPDIR: {seen}"
@@ -169,7 +183,7 @@ def test_a_tmpdir_too_long_for_a_socket_path_still_deploys(sshd: SshServer, proj
     cfg = _setup(sshd, project, tmp_path)
     temp = tmp_path / ("long-" + "t" * 60)
     temp.mkdir()
-    res, seen = _watched_deploy(cfg, temp)
+    res, seen = _watched_deploy(cfg, temp, sshd.config)
     assert res.returncode == 0, res.stderr
     assert seen and all(str(temp) not in cmd and "ControlPath=/tmp/release-ssh-" in cmd for cmd in seen.values() if "ControlPath" in cmd), seen
     assert not list(temp.iterdir())
