@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,7 +321,8 @@ def test_g6_through_the_target_reaches_a_database_only_that_host_sees(tmp_path: 
         cfg.write_text(cfg.read_text() + "[[smoke.check]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in check.items()))
         assert run_release("--config", cfg, "bundle").returncode == 0
         assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
-        cp = run_release("--config", cfg, "--json", "smoke", env={"APP_RO_DSN": dsn})
+        temp = Path(tempfile.mkdtemp(prefix="pf", dir="/tmp"))  # the run's own: the other worker's forwards use /tmp
+        cp = run_release("--config", cfg, "--json", "smoke", env={"APP_RO_DSN": dsn, "TMPDIR": str(temp)})
         res = json.loads(cp.stdout)
         db = next(c for c in res["checks"] if c["kind"] == "db-readonly")
         assert cp.returncode == 0 and db["status"] == "passed", db
@@ -328,10 +330,11 @@ def test_g6_through_the_target_reaches_a_database_only_that_host_sees(tmp_path: 
         assert password not in cp.stdout + cp.stderr
         # without the forward the controller cannot reach it
         cfg.write_text(cfg.read_text().replace('via = "target"', 'via = "controller"'))
-        cp = run_release("--config", cfg, "--json", "smoke", env={"APP_RO_DSN": dsn})
+        cp = run_release("--config", cfg, "--json", "smoke", env={"APP_RO_DSN": dsn, "TMPDIR": str(temp)})
         db = next(c for c in json.loads(cp.stdout)["checks"] if c["kind"] == "db-readonly")
         assert db["status"] == "failed" and "connect" in db["detail"]
-        assert not list(Path("/tmp").glob("release-pgfwd-*")), "the forward's private folder is gone"
+        assert not list(temp.iterdir()), "the forward's private folder (and the run's ssh folder) are gone"
+        temp.rmdir()
         assert run_release("--config", cfg, "rollback").returncode == 0
 
 
