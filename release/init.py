@@ -44,6 +44,60 @@ def _read_pyproject(folder: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} {exc}", hint="fix it first, or write release.toml by hand") from None
 
 
+MAX_SETUP = 1 << 20  # bytes of setup.py / setup.cfg read
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,198}[A-Za-z0-9])?")  # a distribution name (PEP 508)
+
+
+def _small_text(path: Path) -> str:
+    """A project file's text, '' when absent, a link, not UTF-8 or larger than ``MAX_SETUP``."""
+    if path.is_symlink() or not path.is_file():
+        return ""
+    with path.open("rb") as f:
+        raw = f.read(MAX_SETUP + 1)
+    try:
+        return raw.decode() if len(raw) <= MAX_SETUP else ""
+    except UnicodeDecodeError:
+        return ""
+
+
+def _setuptools_facts(folder: Path) -> tuple[str, list[str]]:
+    """A setuptools project's name and extras, read, never run: ``setup.cfg`` ([metadata]
+    name, [options.extras_require]), else a ``setup(name=..., extras_require={...})`` call in
+    ``setup.py`` whose values are literals. ('', []) where neither says."""
+    import configparser
+
+    cfg = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        cfg.read_string(_small_text(folder / "setup.cfg"))
+    except configparser.Error:
+        cfg = configparser.ConfigParser()
+    name = cfg.get("metadata", "name", fallback="").strip()
+    extras = list(cfg["options.extras_require"]) if cfg.has_section("options.extras_require") else []
+    if not name or not extras:
+        py_name, py_extras = _setup_py_literals(_small_text(folder / "setup.py"))
+        name, extras = name or py_name, extras or py_extras
+    return (name if _NAME.fullmatch(name) else ""), [e for e in extras if _NAME.fullmatch(e)]
+
+
+def _setup_py_literals(text: str) -> tuple[str, list[str]]:
+    import ast
+
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # not Python, NUL bytes, nesting past the parser
+        return "", []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "setup":
+            kw = {k.arg: k.value for k in node.keywords if k.arg}
+            name = kw.get("name")
+            extras = kw.get("extras_require")
+            return (
+                name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else "",
+                [k.value for k in extras.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)] if isinstance(extras, ast.Dict) else [],
+            )
+    return "", []
+
+
 def _packages(folder: Path) -> list[str]:
     """Top-level import packages: ``src/<pkg>/__init__.py`` or ``<pkg>/__init__.py``."""
     found: list[str] = []
@@ -66,8 +120,7 @@ def _test_groups(pyproject: dict[str, Any]) -> list[str]:
     return [g for g in ("test", "tests", "testing", "dev") if g in groups or g in poetry][:1]
 
 
-def _test_extras(pyproject: dict[str, Any]) -> list[str]:
-    extras = pyproject.get("project", {}).get("optional-dependencies", {})
+def _test_extras(extras: Any) -> list[str]:
     return [e for e in ("test", "tests", "testing") if e in extras][:1]
 
 
@@ -82,15 +135,17 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
     project = pyproject.get("project", {})
     poetry = pyproject.get("tool", {}).get("poetry", {})
     backend = str(pyproject.get("build-system", {}).get("build-backend", "")) or ("setuptools (setup.py)" if (folder / "setup.py").is_file() else "")
-    name = str(project.get("name") or poetry.get("name") or re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-.") or "app")
+    st_name, st_extras = _setuptools_facts(folder) if "setuptools" in backend else ("", [])
+    name = str(project.get("name") or poetry.get("name") or st_name or re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-.") or "app")
     packaged = bool(backend)
     packages = _packages(folder)
     django = (folder / "manage.py").is_file()
     tests = next((t for t in ("tests", "test") if (folder / t).is_dir()), "")
     reqs = _requirements(folder)
     groups = _test_groups(pyproject)
-    extras = _test_extras(pyproject)
-    found = {"name": name, "backend": backend or "none (a plain application)", "packages": packages, "django": django, "tests": tests, "requirements": reqs}
+    extras = _test_extras(project.get("optional-dependencies", {}) if "optional-dependencies" in project else st_extras)
+    found: dict[str, Any] = {"name": name, "backend": backend or "none (a plain application)", "packages": packages}
+    found.update(django=django, tests=tests, requirements=reqs)
     lines = [
         "# written by `release init`: review it, then `release plan`",
         f"name = {_q(name)}",
@@ -130,7 +185,8 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
         lines += ["", "[[smoke.check]]", 'kind = "import"', "modules = [" + ", ".join(_q(p) for p in packages) + "]"]
     if django:
         lines += ["", "[[smoke.check]]", 'kind = "command"', 'name = "django-check"', 'argv = ["{python}", "manage.py", "check"]']
-    if tests and (groups or extras or reqs):
+    found["pytest_check"] = bool(tests and (groups or extras or reqs))
+    if found["pytest_check"]:
         lines += ["", "[[smoke.check]]", 'kind = "pytest"', f"args = [{_q(tests + '/')}, " + '"-q"]']
     return "\n".join(lines) + "\n", found
 
@@ -146,6 +202,12 @@ def _gitignore(folder: Path) -> bool:
     with open(path, "a") as f:
         f.write(("" if not text or text.endswith("\n") else "\n") + ".release/\n")
     return True
+
+
+def _pytest_said(found: dict[str, Any]) -> str:
+    if found["pytest_check"]:
+        return " (pytest check added)"
+    return " (no pytest check: no test dependencies found; name them in [environment] extras, groups or requirements, then add one)"
 
 
 def cli(cfg: None, options: Options) -> StageResult:
@@ -167,7 +229,7 @@ def cli(cfg: None, options: Options) -> StageResult:
         f"wrote {target}",
         f"  project: {found['name']} (build backend: {found['backend']})",
         f"  import check: {', '.join(found['packages']) or 'none found'}",
-        f"  tests: {found['tests'] or 'none found'}" + (" (pytest check added)" if found["tests"] else ""),
+        f"  tests: {found['tests'] or 'none found'}" + (_pytest_said(found) if found["tests"] else ""),
         ("added .release/ to .gitignore" if ignored else ".gitignore already ignores .release/"),
         "next: review release.toml (target.root is a placeholder), commit, then `release plan`",
     ]

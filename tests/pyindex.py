@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def wheel(folder: Path, name: str, version: str, body: str = "") -> Path:
+def wheel(folder: Path, name: str, version: str, body: str = "", requires_python: str = "") -> Path:
     """A pure-Python wheel of ``name`` holding ``<name>/__init__.py`` with ``body``."""
     dist = f"{name}-{version}"
+    requires = f"Requires-Python: {requires_python}\n" if requires_python else ""
     files = {
         f"{name}/__init__.py": (body or f"WHO = {name!r}\n").encode(),
-        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requires}".encode(),
         f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}\n" for n, b in files.items())
@@ -35,12 +36,14 @@ def wheel(folder: Path, name: str, version: str, body: str = "") -> Path:
     return path
 
 
-def sdist(folder: Path, name: str, version: str, setup_py: str) -> Path:
-    """An sdist whose setup.py is ``setup_py`` (it runs when anything builds it)."""
+def sdist(folder: Path, name: str, version: str, setup_py: str, files: dict[str, str] | None = None) -> Path:
+    """An sdist whose setup.py is ``setup_py`` (it runs when anything builds it), or that
+    holds ``files`` (a pyproject.toml and its modules) instead."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{version}.tar.gz"
+    members = dict(files) if files is not None else {"setup.py": setup_py}
     with tarfile.open(path, "w:gz") as tf:
-        for rel, text in {"setup.py": setup_py, "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"}.items():
+        for rel, text in {**members, "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"}.items():
             data = text.encode()
             info = tarfile.TarInfo(f"{name}-{version}/{rel}")
             info.size = len(data)
@@ -74,9 +77,10 @@ def build_requirements(cache: Path) -> list[Path]:
 
 
 @contextmanager
-def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "") -> Iterator[Index]:
+def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "", misstate: dict[str, str] | None = None) -> Iterator[Index]:
     """Serve ``files`` (distribution files) as a PEP 503 index at ``<url>`` (the simple root);
-    with ``auth``, the paths that hold ``protect`` (all, when it is empty) need basic auth."""
+    with ``auth``, the paths that hold ``protect`` (all, when it is empty) need basic auth;
+    ``misstate`` lists a file with another sha256 than its own (a file swapped after listing)."""
     import secrets
 
     requests: list[str] = []
@@ -109,7 +113,7 @@ def serve(files: Path, auth: tuple[str, str] | None = None, protect: str = "") -
             if parts[:1] == ["simple"] and len(parts) == 2:
                 project = parts[1].lower().replace("_", "-")
                 links = [
-                    f'<a href="/{prefix}/files/{f.name}#sha256={sha256(f)}">{f.name}</a>'
+                    f'<a href="/{prefix}/files/{f.name}#sha256={(misstate or {}).get(f.name) or sha256(f)}">{f.name}</a>'
                     for f in sorted(files.iterdir())
                     if f.name.lower().replace("_", "-").startswith(project + "-")
                 ]

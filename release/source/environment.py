@@ -26,11 +26,12 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import proc, tomlinput
+from .. import normalize, proc, tomlinput
 from ..config import Environment
 from ..errors import BlockedError, ConfigError, RefusedError, ReleaseError
 from . import indexes
@@ -267,8 +268,12 @@ def resolve(
         cfile = workdir / "constraints.txt"
         cfile.write_text("\n".join(constraints) + "\n")
         argv += ["--constraint", str(cfile)]
-    argv += ["--python-version", target.full_version or target.version, "--python-platform", target.uv_platform(), str(infile)]
-    cp = proc.run(argv, cwd=workdir, env=indexes.read().uv_env, check=False, what="uv pip compile of the environment")
+    # an sdist-only dependency is built by uv to read its metadata: its setup.py runs with the
+    # interpreter running this tool, in a private HOME, with no ssh agent (as a wheel built from it)
+    argv += ["--python", sys.executable, "--python-version", target.full_version or target.version, "--python-platform", target.uv_platform(), str(infile)]
+    with tempfile.TemporaryDirectory(prefix="release-build-home-") as home:
+        env = {**indexes.read().uv_env, **untrusted_build_env(home)}
+        cp = proc.run(argv, cwd=workdir, env=env, check=False, what="uv pip compile of the environment")
     if cp.returncode != 0:
         raise BlockedError(
             f"the environment cannot be resolved for Python {target.version} on {target.uv_platform()}",
@@ -281,6 +286,25 @@ def resolve(
         raise RefusedError(f"the resolver gave no hash for {unhashed[0].split()[0]}", hint="the index must serve sha256 hashes (PEP 503 / 691)")
     _refuse_direct(pinned)  # a dependency of the project itself given as a URL or VCS reference
     return pinned
+
+
+def untrusted_build_env(home: str) -> dict[str, str]:
+    """What a dependency's build backend runs with, over the index settings: ``home`` as its
+    HOME (the operator's dotfiles are not where ``~`` leads) and no ssh agent. uv's own
+    cache, its managed Pythons and the operator's ``.netrc`` stay where they were found."""
+    real = os.path.expanduser("~")
+    xdg_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(real, ".cache")
+    xdg_data = os.environ.get("XDG_DATA_HOME") or os.path.join(real, ".local", "share")
+    env = {
+        "HOME": home,
+        "SSH_AUTH_SOCK": "",
+        "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or os.path.join(xdg_cache, "uv"),
+        "UV_PYTHON_INSTALL_DIR": os.environ.get("UV_PYTHON_INSTALL_DIR") or os.path.join(xdg_data, "uv", "python"),
+    }
+    netrc = os.environ.get("NETRC") or os.path.join(real, ".netrc")
+    if os.path.isfile(netrc):
+        env["NETRC"] = netrc
+    return env
 
 
 def _requirement_lines(text: str) -> list[str]:
@@ -328,7 +352,7 @@ _NO_DIST = re.compile(r"(?:No matching distribution found for|Could not find a v
 
 def _pip_download(target: TargetPython, dest: Path, args: list[str], find_links: Path, pip_env: dict[str, str]) -> proc.Completed:
     argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:", "--dest", str(dest)]
-    argv += ["--python-version", target.version, "--implementation", target.implementation]
+    argv += ["--python-version", target.full_version or target.version, "--implementation", target.implementation]
     argv += [a for abi in target.abis for a in ("--abi", abi)]
     argv += [a for p in target.platforms for a in ("--platform", p)]
     argv += ["--find-links", str(find_links), *args]
@@ -361,15 +385,30 @@ def _build_from_sdist(requirement: str, dest: Path, pinned: list[str], pip_env: 
     return again
 
 
-def _pip_wheel(requirement: str, dest: Path, pinned: list[str], pip_env: dict[str, str], python: str) -> Path:
-    """``pip wheel`` of the hash-checked sdist of ``requirement`` (with ``python``'s build
-    environment when given: ``pip --python``)."""
-    import tempfile
-
+def _pin_of(pinned: list[str], requirement: str) -> int:
+    """The index of ``requirement``'s line among the pins (-1 when none)."""
     from packaging.utils import canonicalize_name
 
     wanted = canonicalize_name(re.split(r"[=<>!~ ;\[]", requirement, maxsplit=1)[0])
-    line = next((p for p in pinned if canonicalize_name(re.split(r"[=<>!~ ;\[]", p, maxsplit=1)[0]) == wanted), "")
+    return next((i for i, p in enumerate(pinned) if canonicalize_name(re.split(r"[=<>!~ ;\[]", p, maxsplit=1)[0]) == wanted), -1)
+
+
+def _with_hash(pinned: list[str], requirement: str, sha256: str) -> list[str]:
+    """The pins with ``sha256`` added to ``requirement``'s line (its requirement part first:
+    a marker after ``;`` stays before the hashes)."""
+    i = _pin_of(pinned, requirement)
+    out = list(pinned)
+    if i >= 0 and f"--hash=sha256:{sha256}" not in out[i]:
+        out[i] = f"{out[i]} --hash=sha256:{sha256}"
+    return out
+
+
+def _pip_wheel(requirement: str, dest: Path, pinned: list[str], pip_env: dict[str, str], python: str) -> Path:
+    """``pip wheel`` of the hash-checked sdist of ``requirement`` (with ``python``'s build
+    environment when given: ``pip --python``)."""
+
+    i = _pin_of(pinned, requirement)
+    line = pinned[i] if i >= 0 else ""
     if "--hash=" not in line:
         raise RefusedError(
             f"{requirement} has no wheel for the target and no hash to check its sdist against", hint="publish a wheel for the target's platform"
@@ -381,13 +420,14 @@ def _pip_wheel(requirement: str, dest: Path, pinned: list[str], pip_env: dict[st
         req.write_text(line + "\n")
         argv = [sys.executable, "-m", "pip", *(["--python", python] if python else []), "wheel", "--disable-pip-version-check", "--no-deps", "--require-hashes"]
         argv += ["--wheel-dir", str(out), "-r", str(req)]
-        env = {**pip_env, "HOME": home, "SSH_AUTH_SOCK": "", "PIP_CONFIG_FILE": os.devnull}
+        env = {**pip_env, **untrusted_build_env(home), "PIP_CONFIG_FILE": os.devnull, "SOURCE_DATE_EPOCH": str(normalize.ZIP_EPOCH)}
         cp = proc.run(argv, env=env, check=False, what=f"pip wheel {requirement}")
     wheels = sorted(out.glob("*.whl"))
     if cp.returncode != 0 or not wheels:
         raise BlockedError(
             f"no wheel of {requirement} for the target, and it cannot be built here", hint="publish a wheel for the target's platform", detail=cp.err
         )
+    normalize.wheel(wheels[-1], normalize.ZIP_EPOCH)  # the same sdist builds the same bytes: a bundle built twice agrees
     return wheels[-1]
 
 
@@ -422,9 +462,15 @@ def download(
                 break
             err = cp.err
             if "THESE PACKAGES DO NOT MATCH THE HASHES" in err or ("hash" in err.lower() and "require" in err.lower() and "mismatch" in err.lower()):
+                if locked is not None:
+                    raise RefusedError(
+                        "a wheel does not match the hash in the commit's lock",
+                        hint="the lock or the index was tampered with; regenerate the lock",
+                        detail=err[-3000:],
+                    )
                 raise RefusedError(
-                    "a wheel does not match the hash in the commit's lock",
-                    hint="the lock or the index was tampered with; regenerate the lock",
+                    "a file the index served does not match the hash the resolver recorded for it",
+                    hint="the index serves another file than it listed (tampered, or changed since); nothing was built from it",
                     detail=err[-3000:],
                 )
             m = _NO_DIST.search(err)
@@ -439,6 +485,10 @@ def download(
                 )
             built = _build_from_sdist(requirement, links, pinned, pip_env, target)
             shutil.copy2(built, links / built.name)
+            # the wheel was made here from the sdist the pin's hash verified: its own hash
+            # joins that pin, so the hash-checked download takes this wheel and nothing else
+            pinned = _with_hash(pinned, requirement, hashlib.sha256(built.read_bytes()).hexdigest())
+            req.write_text("\n".join(pinned) + "\n")
         else:
             raise ReleaseError("pip download did not settle after building 20 pure-Python wheels")
 

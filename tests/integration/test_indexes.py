@@ -5,14 +5,16 @@ wheel the index does not serve (only an sdist that runs code when built)."""
 from __future__ import annotations
 
 import json
+import os
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .. import pyindex
-from ..support import Repo, git, run_release, write_config
+from ..support import Repo, git, need, run_release, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PRIV = "zz-release-test-privpkg"
@@ -35,14 +37,16 @@ def app_with(path: Path, deps: str, files: dict[str, str] | None = None) -> Repo
     return repo
 
 
-def config(tmp_path: Path, repo: Repo) -> Path:
+def config(tmp_path: Path, repo: Repo, environment: dict[str, Any] | None = None, checks: list[dict[str, Any]] | None = None) -> Path:
+    """The app's configuration; ``environment={}`` resolves for this machine's own Python."""
     return write_config(
         tmp_path / "release.toml",
         repo.path,
         top={"name": "idxapp"},
         bundle={"artifacts": ["wheel"]},
         target={"root": str(tmp_path / "target"), "create_root": True},
-        environment={"python": "3.11", "platforms": ["manylinux_2_36_x86_64", "linux_x86_64"]},
+        environment={"python": "3.11", "platforms": ["manylinux_2_36_x86_64", "linux_x86_64"]} if environment is None else environment,
+        **({"checks": checks} if checks else {}),
     )
 
 
@@ -130,3 +134,96 @@ def test_a_lock_pin_without_a_wheel_is_refused_and_no_sdist_is_ever_built(tmp_pa
     assert cp.returncode == 4, (cp.returncode, cp.stderr[-3000:])
     assert "evilpkg" in cp.stderr and "never built" in cp.stderr, cp.stderr[-3000:]
     assert not marker.exists(), "the sdist's setup.py ran"
+
+
+def test_a_dependency_with_only_an_sdist_is_built_from_it_hash_checked_and_runs(tmp_path: Path, build_wheels: list[Path]) -> None:
+    """The index serves only an sdist of a dependency (as PyPI does for flasgger, which
+    httpie's tests need): it is built here from the sdist the resolver's hash verified, the
+    wheel built is the one the environment installs (before: the retried download refused
+    it, its hash not the sdist's, as "tampered"), and a second bundle builds the same bytes."""
+    index_dir = mirror(tmp_path / "index", build_wheels)
+    pyproject = '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n[project]\nname = "sdistonly"\nversion = "1.0"\n'
+    pyindex.sdist(index_dir, "sdistonly", "1.0", "", files={"pyproject.toml": pyproject, "sdistonly/__init__.py": "WHO = 'built from its sdist'\n"})
+    with pyindex.serve(index_dir) as index:
+        repo = app_with(tmp_path / "app", '"sdistonly==1.0"')
+        check = {
+            "kind": "command",
+            "name": "dep",
+            "argv": ["{python}", "-c", "import sdistonly; print(sdistonly.WHO)"],
+            "expect_output": "built from its sdist",
+        }
+        cfg = config(tmp_path, repo, environment={}, checks=[check])
+        env = {"UV_DEFAULT_INDEX": index.url}
+        first = run_release("--config", cfg, "--json", "bundle", env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        built = env_packages(first.stdout)["sdistonly"]
+        assert built["sha256"] != pyindex.sha256(index_dir / "sdistonly-1.0.tar.gz")
+        time.sleep(1.05)  # bundles are named to the second
+        again = run_release("--config", cfg, "--json", "bundle", env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert env_packages(again.stdout)["sdistonly"]["sha256"] == built["sha256"], "the same sdist builds the same wheel"
+    deploy = run_release("--config", cfg, "deploy", "--no-plan")
+    assert deploy.returncode == 0, deploy.stderr[-3000:]
+    smoke = run_release("--config", cfg, "--json", "smoke")
+    assert smoke.returncode == 0, smoke.stdout[-3000:]
+    assert run_release("--config", cfg, "rollback").returncode == 0
+
+
+def test_an_sdist_whose_hash_the_index_misstates_is_never_built(tmp_path: Path, build_wheels: list[Path]) -> None:
+    """The index lists an sdist-only dependency with a sha256 that its file does not have
+    (a swapped file): nothing is built from it (its setup.py would leave a marker), exit 4."""
+    marker = tmp_path / "sdist-ran"
+    index_dir = mirror(tmp_path / "index", build_wheels)
+    setup_py = f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='swapped', version='1.0')\n"
+    path = pyindex.sdist(index_dir, "swapped", "1.0", setup_py)
+    with pyindex.serve(index_dir, misstate={path.name: "ab" * 32}) as index:
+        repo = app_with(tmp_path / "app", '"swapped==1.0"')
+        cp = run_release("--config", config(tmp_path, repo), "bundle", env={"UV_DEFAULT_INDEX": index.url})
+    assert cp.returncode in (3, 4), (cp.returncode, cp.stderr[-3000:])
+    assert "swapped" in cp.stderr, cp.stderr[-3000:]
+    assert not marker.exists(), "an sdist whose hash did not match was built"
+
+
+def test_a_dependency_that_needs_a_newer_patch_release_of_the_targets_python_is_taken(tmp_path: Path, build_wheels: list[Path]) -> None:
+    """A wheel that requires the target's own patch release (soupsieve 2.8 requires
+    >=3.11.5; a 3.11.7 target): the downloader is given the target's full version, as the
+    resolver is (before: pip judged it against 3.11.0 and refused what uv had chosen)."""
+    import sys
+
+    micro = sys.version_info.micro
+    need(micro > 0, "this Python is an x.y.0 release")
+    full = f"{sys.version_info.major}.{sys.version_info.minor}.{micro}"
+    pyindex.wheel(mirror(tmp_path / "index", build_wheels), "needspatch", "1.0", requires_python=f">={full}")
+    with pyindex.serve(tmp_path / "index") as index:
+        repo = app_with(tmp_path / "app", '"needspatch==1.0"')
+        cfg = config(tmp_path, repo, environment={})
+        cp = run_release("--config", cfg, "--json", "bundle", env={"UV_DEFAULT_INDEX": index.url})
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert "needspatch" in env_packages(cp.stdout)
+
+
+def test_an_sdist_dependencys_build_never_sees_the_operators_home_or_ssh_agent(tmp_path: Path, build_wheels: list[Path]) -> None:
+    """An sdist-only dependency's setup.py runs twice on the controller: when the resolver
+    reads its metadata (uv builds it) and when its wheel is built. Both times with a private
+    HOME and no ssh agent (before: uv's build ran with the operator's HOME and agent socket)."""
+    import subprocess
+    import sys
+
+    index_dir = mirror(tmp_path / "index", build_wheels)
+    got = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:", "--dest", str(index_dir), "setuptools"], capture_output=True, text=True
+    )
+    need(got.returncode == 0, f"cannot download setuptools: {got.stderr[-300:]}")
+    seen = tmp_path / "seen.jsonl"
+    setup_py = (
+        f"import json, os\nopen({str(seen)!r}, 'a').write(json.dumps([os.environ.get('HOME'), os.environ.get('SSH_AUTH_SOCK')]) + '\\n')\n"
+        "from setuptools import setup\nsetup(name='probe', version='1.0', py_modules=[])\n"
+    )
+    pyindex.sdist(index_dir, "probe", "1.0", setup_py)
+    with pyindex.serve(index_dir) as index:
+        repo = app_with(tmp_path / "app", '"probe==1.0"')
+        cp = run_release("--config", config(tmp_path, repo), "bundle", env={"UV_DEFAULT_INDEX": index.url, "SSH_AUTH_SOCK": str(tmp_path / "agent.sock")})
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    runs = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert runs, "the sdist was never built"
+    assert all(home != os.path.expanduser("~") and "release-build-home-" in home and not agent for home, agent in runs), runs

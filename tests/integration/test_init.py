@@ -56,6 +56,19 @@ def test_init_on_a_real_sdist_writes_a_valid_config_and_refuses_to_overwrite(tmp
     assert (path / ".gitignore").read_text().count(".release/") == 1
 
 
+def test_init_on_a_real_setuptools_sdist_finds_its_name_and_test_extra(tmp_path: Path) -> None:
+    """httpie 3.2.4: setup.py calls setup() with nothing, setup.cfg names the project and its
+    `test` extra (before: the folder's name, "httpie-3.2.4", and a pytest check announced
+    but not written)."""
+    path = sdist_project(tmp_path, "httpie==3.2.4")
+    cp = run_release("--json", "init", cwd=path)
+    assert cp.returncode == 0, cp.stderr
+    doc = tomllib.loads((path / "release.toml").read_text())
+    assert doc["name"] == "httpie" and doc["environment"]["extras"] == ["test"]
+    assert {"kind": "pytest", "args": ["tests/", "-q"]} in doc["smoke"]["check"]
+    assert json.loads(cp.stdout)["detected"]["pytest_check"] is True
+
+
 def test_init_on_a_plain_django_app_releases_it(tmp_path: Path) -> None:
     repo = django_app(tmp_path / "site")
     cp = run_release("init", cwd=repo.path)

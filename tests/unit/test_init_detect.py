@@ -1,0 +1,79 @@
+"""`release init` reads a setuptools project's name and test extras from setup.cfg and from a
+literal ``setup(...)`` call in setup.py, never running either: a setup.py that would act,
+one nested past the parser, NUL bytes, a file too large, a link, not UTF-8 or a name that is
+no distribution name give nothing (the folder's name, no extras), never a traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from release import init
+
+
+def _project(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return tmp_path
+
+
+def test_setup_cfg_name_and_extras(tmp_path: Path) -> None:
+    cfg = "[metadata]\nname = httpie\n[options.extras_require]\ndev =\n\tpytest\ntest =\n\tpytest\n\tresponses\n"
+    assert init._setuptools_facts(_project(tmp_path, {"setup.cfg": cfg, "setup.py": "from setuptools import setup\nsetup()\n"})) == ("httpie", ["dev", "test"])
+
+
+def test_setup_py_literals(tmp_path: Path) -> None:
+    py = 'import setuptools\nsetuptools.setup(\n    name="datasette",\n    extras_require={"docs": ["sphinx"], "test": ["pytest"]},\n)\n'
+    assert init._setuptools_facts(_project(tmp_path, {"setup.py": py})) == ("datasette", ["docs", "test"])
+
+
+def test_a_setup_py_is_read_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    py = f"open({str(marker)!r}, 'w').write('x')\nfrom setuptools import setup\nsetup(name=NAME, extras_require=dict(test=[]))\n"
+    assert init._setuptools_facts(_project(tmp_path, {"setup.py": py})) == ("", [])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "x = " + "[" * 5000 + "]" * 5000 + "\nsetup(name='deep')\n",  # past the parser's nesting
+        b"setup(name='nul')\x00\n",
+        b"setup(name='\xff\xfe')\n",  # not UTF-8
+        "setup(name='big')\n" + "#" * (init.MAX_SETUP + 1),
+        "setup(name='../../etc')\n",  # no distribution name
+        "setup(name='a b')\n",
+        "def broken(:\n",
+    ],
+    ids=["deep", "nul", "not-utf8", "too-large", "path-name", "space-name", "syntax"],
+)
+def test_hostile_setup_py_gives_nothing(tmp_path: Path, content: str | bytes) -> None:
+    assert init._setuptools_facts(_project(tmp_path, {"setup.py": content})) == ("", [])
+
+
+def test_a_linked_setup_cfg_is_not_read(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.cfg"
+    elsewhere.write_text("[metadata]\nname = linked\n")
+    os.symlink(elsewhere, tmp_path / "setup.cfg")
+    assert init._setuptools_facts(tmp_path) == ("", [])
+
+
+def test_a_broken_setup_cfg_falls_back_to_setup_py(tmp_path: Path) -> None:
+    project = _project(tmp_path, {"setup.cfg": "no section header\n[[[", "setup.py": "setup(name='fallback')\n"})
+    assert init._setuptools_facts(project) == ("fallback", [])
+
+
+def test_render_uses_them_and_says_whether_a_pytest_check_was_added(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    _project(tmp_path, {"setup.py": "setup(name='pkgapp', extras_require={'test': ['pytest']})\n"})
+    text, found = init.render(tmp_path)
+    assert 'name = "pkgapp"' in text and 'extras = ["test"]' in text and 'kind = "pytest"' in text and found["pytest_check"] is True
+    (tmp_path / "setup.py").write_text("setup(name='pkgapp')\n")
+    text, found = init.render(tmp_path)
+    assert 'kind = "pytest"' not in text and found["pytest_check"] is False
+    assert "no pytest check" in init._pytest_said(found)
