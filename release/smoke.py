@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -82,6 +82,17 @@ def _database(cfg: Config, check: Check) -> Iterator[tuple[str, str]]:
             pgdemo.seed(srv, schema.decode(), check.options.get("role") or "context_pack_readonly"),
             f"embedded demo PostgreSQL (${name} unset), seeded from {check.options['demo_schema']}",
         )
+
+
+def _tree_changed(verify: Mapping[str, Any]) -> str:
+    """What the checks changed in the release, and where what the application writes at run
+    time belongs (a folder it adds at the top: a shared path, kept across releases)."""
+    said = f"smoke changed the tree: added {verify['added'][:5]} changed {verify['changed'][:5]} removed {verify['removed'][:5]}"
+    said += "" if verify.get("deploy_manifest_intact", True) else "; DEPLOY-MANIFEST.txt was changed"
+    tops = sorted({str(a).split("/", 1)[0] for a in verify["added"] if str(a).count("/") <= 1 and str(a).endswith("/")})[:5]
+    if tops:
+        said += f"; if the application writes there at run time, make it a shared path: target.shared = {json.dumps(tops)}"
+    return said
 
 
 def _db_result(cfg: Config, check: Check) -> dict[str, Any]:
@@ -191,10 +202,7 @@ def run(cfg: Config, record: dict[str, Any], mode: str = "dryrun", *, db: bool =
             "kind": "verify",
             "status": PASSED if verify["clean"] else FAILED,
             "duration": 0.0,
-            "detail": "the deployed tree still matches its manifest"
-            if verify["clean"]
-            else f"smoke changed the tree: added {verify['added'][:5]} changed {verify['changed'][:5]} removed {verify['removed'][:5]}"
-            + ("" if verify.get("deploy_manifest_intact", True) else "; DEPLOY-MANIFEST.txt was changed"),
+            "detail": "the deployed tree still matches its manifest" if verify["clean"] else _tree_changed(verify),
             "data": {},
         }
     for i, c in enumerate(cfg.checks):

@@ -258,6 +258,18 @@ def test_fifo_left_by_a_check_does_not_block_verify_and_is_drift(tmp_path: Path)
     assert v.returncode == 1 and "cutter_agent/trap" in json.loads(v.stdout)["special"]
 
 
+def test_a_folder_the_app_makes_in_its_release_is_drift_that_names_the_shared_path(tmp_path: Path) -> None:
+    """Flask's tutorial app (flaskr) makes `instance/` in its release when its tests run: the
+    smoke fails (the release is no longer what was shipped) and says the way out, a shared
+    path."""
+    make = "import os; os.makedirs('{target}/instance'); open('{target}/instance/app.sqlite', 'w').write('x')"
+    cfg, _ = deployed(tmp_path, {}, [{"kind": "command", "name": "writes", "argv": ["{python}", "-c", make]}])
+    cp = smoke(cfg)
+    assert cp.returncode == 1
+    tree = next(c for c in json.loads(cp.stdout)["checks"] if c["name"] == "tree-unchanged")
+    assert tree["status"] == "failed" and 'target.shared = ["instance"]' in tree["detail"], tree["detail"]
+
+
 def test_a_session_leader_child_cannot_outlive_its_timeout(tmp_path: Path) -> None:
     """Finding 13: a check whose child starts its own session kept stdout open past the timeout."""
     daemon = (
