@@ -116,8 +116,9 @@ def _packages(folder: Path) -> list[str]:
 
 def _test_groups(pyproject: dict[str, Any]) -> list[str]:
     groups = pyproject.get("dependency-groups", {})
-    poetry = pyproject.get("tool", {}).get("poetry", {}).get("group", {})
-    return [g for g in ("test", "tests", "testing", "dev") if g in groups or g in poetry][:1]
+    poetry = pyproject.get("tool", {}).get("poetry", {})
+    named = {**poetry.get("group", {}), **({"dev": {}} if "dev-dependencies" in poetry else {})}  # Poetry's legacy table is the group "dev"
+    return [g for g in ("test", "tests", "testing", "dev") if g in groups or g in named][:1]
 
 
 def _test_extras(extras: Any) -> list[str]:

@@ -77,3 +77,13 @@ def test_render_uses_them_and_says_whether_a_pytest_check_was_added(tmp_path: Pa
     text, found = init.render(tmp_path)
     assert 'kind = "pytest"' not in text and found["pytest_check"] is False
     assert "no pytest check" in init._pytest_said(found)
+
+
+def test_poetrys_legacy_dev_dependencies_are_the_dev_group(tmp_path: Path) -> None:
+    """rich 13.9.4's pyproject.toml: [tool.poetry.dev-dependencies] (pytest among them)."""
+    (tmp_path / "tests").mkdir()
+    pyproject = '[tool.poetry]\nname = "rich"\n[tool.poetry.dev-dependencies]\npytest = "^7.0.0"\n'
+    pyproject += '[build-system]\nrequires = ["poetry-core>=1.0.0"]\nbuild-backend = "poetry.core.masonry.api"\n'
+    _project(tmp_path, {"pyproject.toml": pyproject})
+    text, found = init.render(tmp_path)
+    assert 'groups = ["dev"]' in text and found["pytest_check"] is True
