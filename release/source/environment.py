@@ -413,8 +413,7 @@ def _pip_wheel(requirement: str, dest: Path, pinned: list[str], pip_env: dict[st
         raise RefusedError(
             f"{requirement} has no wheel for the target and no hash to check its sdist against", hint="publish a wheel for the target's platform"
         )
-    out = dest / ".built"
-    out.mkdir(exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=".built-", dir=dest))  # this build's alone: what it made is all that is in it
     with tempfile.TemporaryDirectory(prefix="release-build-home-") as home:
         req = Path(home) / "requirement.txt"
         req.write_text(line + "\n")
@@ -427,8 +426,28 @@ def _pip_wheel(requirement: str, dest: Path, pinned: list[str], pip_env: dict[st
         raise BlockedError(
             f"no wheel of {requirement} for the target, and it cannot be built here", hint="publish a wheel for the target's platform", detail=cp.err
         )
-    normalize.wheel(wheels[-1], normalize.ZIP_EPOCH)  # the same sdist builds the same bytes: a bundle built twice agrees
-    return wheels[-1]
+    _refuse_other_wheel(wheels, line)
+    normalize.wheel(wheels[0], normalize.ZIP_EPOCH)  # the same sdist builds the same bytes: a bundle built twice agrees
+    return wheels[0]
+
+
+def _refuse_other_wheel(wheels: list[Path], pin: str) -> None:
+    """A build must make one wheel, of the name and version pinned: an sdist whose build
+    names itself otherwise (another project's name, to be taken in its place) is refused."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.version import InvalidVersion, Version
+
+    m = re.match(r"\s*([A-Za-z0-9._-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;]+)", pin)
+    try:
+        made = [parse_wheel_filename(w.name)[:2] for w in wheels]
+        ok = m is not None and len(made) == 1 and made[0][0] == canonicalize_name(m[1]) and made[0][1] == Version(m[2])
+    except (InvalidWheelFilename, InvalidVersion):
+        ok = False
+    if not ok:
+        raise RefusedError(
+            f"the sdist pinned as {pin.split()[0]} built {', '.join(w.name for w in wheels)}: not one wheel of that name and version",
+            hint="the package's sdist builds something else than it is published as; nothing of it is used",
+        )
 
 
 def download(

@@ -63,6 +63,20 @@ def build_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return pyindex.build_requirements(tmp_path_factory.mktemp("build-requirements"))
 
 
+@pytest.fixture(scope="module")
+def setuptools_wheels(tmp_path_factory: pytest.TempPathFactory, build_wheels: list[Path]) -> list[Path]:
+    """The build requirements and setuptools (an sdist with a setup.py builds with it)."""
+    import subprocess
+    import sys
+
+    cache = tmp_path_factory.mktemp("setuptools")
+    got = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:", "--dest", str(cache), "setuptools"], capture_output=True, text=True
+    )
+    need(got.returncode == 0, f"cannot download setuptools: {got.stderr[-300:]}")
+    return [*build_wheels, *sorted(cache.glob("*.whl"))]
+
+
 def mirror(folder: Path, wheels: list[Path]) -> Path:
     """A private index's folder that also mirrors the build requirements (as a real one does)."""
     import shutil
@@ -202,18 +216,11 @@ def test_a_dependency_that_needs_a_newer_patch_release_of_the_targets_python_is_
     assert "needspatch" in env_packages(cp.stdout)
 
 
-def test_an_sdist_dependencys_build_never_sees_the_operators_home_or_ssh_agent(tmp_path: Path, build_wheels: list[Path]) -> None:
+def test_an_sdist_dependencys_build_never_sees_the_operators_home_or_ssh_agent(tmp_path: Path, setuptools_wheels: list[Path]) -> None:
     """An sdist-only dependency's setup.py runs twice on the controller: when the resolver
     reads its metadata (uv builds it) and when its wheel is built. Both times with a private
     HOME and no ssh agent (before: uv's build ran with the operator's HOME and agent socket)."""
-    import subprocess
-    import sys
-
-    index_dir = mirror(tmp_path / "index", build_wheels)
-    got = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:", "--dest", str(index_dir), "setuptools"], capture_output=True, text=True
-    )
-    need(got.returncode == 0, f"cannot download setuptools: {got.stderr[-300:]}")
+    index_dir = mirror(tmp_path / "index", setuptools_wheels)
     seen = tmp_path / "seen.jsonl"
     setup_py = (
         f"import json, os\nopen({str(seen)!r}, 'a').write(json.dumps([os.environ.get('HOME'), os.environ.get('SSH_AUTH_SOCK')]) + '\\n')\n"
@@ -227,3 +234,24 @@ def test_an_sdist_dependencys_build_never_sees_the_operators_home_or_ssh_agent(t
     runs = [json.loads(line) for line in seen.read_text().splitlines()]
     assert runs, "the sdist was never built"
     assert all(home != os.path.expanduser("~") and "release-build-home-" in home and not agent for home, agent in runs), runs
+
+
+def test_an_sdist_that_builds_a_wheel_of_another_name_is_refused(tmp_path: Path, setuptools_wheels: list[Path]) -> None:
+    """The index lists `decoy` 1.0 (sdist only, its hash true); its setup.py names itself
+    `decoy` when the resolver reads its metadata, but `idxapp-helper` 9.9 when pip builds
+    the wheel (pip's build tracker in its environment tells them apart): the bundle stops
+    naming it, and nothing of it is used (pip discards a build whose metadata names another
+    project; the tool checks the wheel's name and version itself too:
+    tests/unit/test_requirements.py)."""
+    index_dir = mirror(tmp_path / "index", setuptools_wheels)
+    setup_py = (
+        "import os\nfrom setuptools import setup\n"
+        "real = 'PIP_BUILD_TRACKER' in os.environ\n"
+        "setup(name='idxapp-helper' if real else 'decoy', version='9.9' if real else '1.0', py_modules=[])\n"
+    )
+    pyindex.sdist(index_dir, "decoy", "1.0", setup_py)
+    with pyindex.serve(index_dir) as index:
+        repo = app_with(tmp_path / "app", '"decoy==1.0"')
+        cp = run_release("--config", config(tmp_path, repo, environment={}), "bundle", env={"UV_DEFAULT_INDEX": index.url})
+    assert cp.returncode in (3, 4), (cp.returncode, cp.stderr[-3000:])
+    assert "decoy" in cp.stderr and not list((repo.path / ".release").glob("bundles/*.tar.gz")), cp.stderr[-3000:]

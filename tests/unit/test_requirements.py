@@ -129,3 +129,25 @@ def test_a_poetry_dependency_with_several_constraints_is_several_requirements() 
         "tool": {"poetry": {"group": {"dev": {"dependencies": {"mypy": [{"version": "^1.0", "python": "<3.8"}, {"version": "^1.5", "python": ">=3.8"}]}}}}}
     }
     assert requirements.poetry_group(pyproject, "dev") == ['mypy<2.0,>=1.0; python_version < "3.8"', 'mypy<2.0,>=1.5; python_version >= "3.8"']
+
+
+@pytest.mark.parametrize(
+    ("names", "pin", "ok"),
+    [
+        (["flasgger-0.9.7.1-py2.py3-none-any.whl"], "flasgger==0.9.7.1 --hash=sha256:00", True),
+        (["Zope.Interface-6.0-py3-none-any.whl"], "zope-interface==6.0 ; python_version >= '3.8' --hash=sha256:00", True),
+        (["requests-2.32.0-py3-none-any.whl"], "decoy==1.0 --hash=sha256:00", False),  # another project's name
+        (["decoy-9.9-py3-none-any.whl"], "decoy==1.0 --hash=sha256:00", False),  # another version
+        (["decoy-1.0-py3-none-any.whl", "extra-1.0-py3-none-any.whl"], "decoy==1.0", False),  # more than one wheel
+        (["not a wheel.whl"], "decoy==1.0", False),
+    ],
+)
+def test_a_wheel_built_from_an_sdist_must_be_the_one_pinned(tmp_path: Path, names: list[str], pin: str, ok: bool) -> None:
+    from release.source.environment import _refuse_other_wheel
+
+    wheels = [tmp_path / n for n in names]
+    if ok:
+        _refuse_other_wheel(wheels, pin)
+    else:
+        with pytest.raises(RefusedError, match="not one wheel of that name and version"):
+            _refuse_other_wheel(wheels, pin)
