@@ -253,7 +253,7 @@ def resolve(
     from packaging.utils import parse_wheel_filename
 
     lines = list(groups)
-    argv = [uv_bin(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--generate-hashes"]
+    argv = [uv_bin(), "pip", "compile", "--no-config", "--quiet", "--no-header", "--no-annotate", "--generate-hashes"]
     if app_wheel is not None:
         name = str(parse_wheel_filename(app_wheel.name)[0])
         _refuse_direct(_metadata_fields(app_wheel, "Requires-Dist"))  # before uv would fetch (and build) it
