@@ -126,7 +126,8 @@ def _test_extras(extras: Any) -> list[str]:
 
 
 def _requirements(folder: Path) -> list[str]:
-    names = ["requirements.txt", "requirements/base.txt", "requirements-test.txt", "requirements-dev.txt", "requirements/test.txt", "test-requirements.txt"]
+    names = ["requirements.txt", "requirements/base.txt", "requirements-test.txt", "requirements-tests.txt", "requirements-dev.txt", "requirements/test.txt"]
+    names += ["requirements/tests.txt", "test-requirements.txt"]  # requirements/tests.txt: the Pallets projects (pip-compile's output)
     return [n for n in names if (folder / n).is_file() and not (folder / n).is_symlink()]
 
 

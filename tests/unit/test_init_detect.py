@@ -87,3 +87,19 @@ def test_poetrys_legacy_dev_dependencies_are_the_dev_group(tmp_path: Path) -> No
     _project(tmp_path, {"pyproject.toml": pyproject})
     text, found = init.render(tmp_path)
     assert 'groups = ["dev"]' in text and found["pytest_check"] is True
+
+
+def test_pallets_requirements_tests_txt_is_found(tmp_path: Path) -> None:
+    """markupsafe 3.0.2 (and the other Pallets projects): requirements/tests.txt, pinned by
+    pip-compile, holds the test dependencies."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "requirements").mkdir()
+    _project(
+        tmp_path,
+        {
+            "requirements/tests.txt": "pytest==8.3.3\n",
+            "pyproject.toml": '[project]\nname = "MarkupSafe"\n[build-system]\nbuild-backend = "setuptools.build_meta"\n',
+        },
+    )
+    text, found = init.render(tmp_path)
+    assert 'requirements = ["requirements/tests.txt"]' in text and found["pytest_check"] is True
