@@ -21,7 +21,10 @@ from ..redact import redact
 if TYPE_CHECKING:
     import subprocess
 
-SSH_OPTIONS = ("-o", "BatchMode=yes")  # always: a prompt would hang the run
+# always: a prompt would hang the run; a pty (an operator's RequestTTY force) would mangle the agent's
+# channel and hang it, and a RemoteCommand would replace the agent (their values on the
+# command line win over any configuration file)
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-T", "-o", "RemoteCommand=none")
 # the connection's time limits: the last block of the run's ssh configuration (``ssh_file``),
 # so that a value of the operator's own, read first, wins (OpenSSH keeps the first it sees)
 TIME_LIMITS = "Host *\n  ConnectTimeout 20\n  ServerAliveInterval 15\n  ServerAliveCountMax 4\n"

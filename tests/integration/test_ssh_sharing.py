@@ -200,3 +200,28 @@ def test_a_tmpdir_too_long_for_a_socket_path_still_deploys(sshd: SshServer, proj
     left = [pid for pid in seen if not _gone(int(pid), within=5)]
     assert not left, [seen[p] for p in left]
     assert not [c for c in seen.values() if "ControlPath=/tmp/release-ssh-" in c and Path(c.split("ControlPath=")[1].split()[0]).parent.exists()]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        "RequestTTY force\n",  # a pty would turn the agent's answers' \n into \r\n and echo its input back
+        "RemoteCommand sudo -i\n",  # ssh refuses a command line and a RemoteCommand together
+    ],
+    ids=["request-tty-force", "remote-command"],
+)
+def test_an_ssh_config_made_for_interactive_use_still_deploys(sshd: SshServer, project: Repo, tmp_path: Path, lines: str) -> None:
+    """An operator's ssh_config written for logging in by hand (a TTY always, a command run on
+    login) is read first, so its values would win: the run sets the two that would break
+    the agent's channel on the command line (-T, RemoteCommand=none). Before, a forced TTY
+    hung the deploy until the op's deadline (an hour), and a RemoteCommand failed it."""
+    own = tmp_path / "ssh_config_own"
+    own.write_text("Host *\n  " + lines + sshd.config.read_text())
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(tmp_path / "release.toml", project.path, target={"root": str(root), "create_root": False, "host": sshd.host, "ssh_config": str(own)})
+    bundle(cfg)
+    res = run_release("--config", cfg, "deploy", "--no-plan")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert run_release("--config", cfg, "rollback").returncode == 0
+    assert [p.name for p in root.iterdir()] == [".release-journal"]  # the host's journal stays: the rest is gone
