@@ -1,8 +1,10 @@
 """Stage ``init``: write a first configuration for the project in the current folder.
 
 It looks at the project as it is (``pyproject.toml``: its name, build backend and test
-dependencies; its top-level packages; a ``tests/`` folder; a Django ``manage.py``;
-``requirements*.txt``) and writes ``release.toml`` beside it: the target a placeholder
+dependencies; its top-level packages; a ``tests/`` folder or a pytest configuration
+(``pytest.ini``, ``[tool.pytest.ini_options]``, ``setup.cfg``'s ``[tool:pytest]``,
+``tox.ini``'s ``[pytest]``: its ``testpaths`` then say where the tests are); a Django
+``manage.py``; ``requirements*.txt``) and writes ``release.toml`` beside it: the target a placeholder
 under ``.release/sandbox`` (a first ``bundle deploy smoke`` runs on this machine, into a
 sandbox), the smoke checks its layout suggests. ``.release/`` is added to
 ``.gitignore``. Nothing is overwritten: an existing ``release.toml`` or
@@ -125,6 +127,20 @@ def _test_extras(extras: Any) -> list[str]:
     return [e for e in ("test", "tests", "testing") if e in extras][:1]
 
 
+def _pytest_config(folder: Path, pyproject: dict[str, Any]) -> str:
+    """The file that configures pytest for the project (its ``testpaths`` say where the tests
+    are: a Django app's ``polls/tests.py`` has no ``tests/`` folder), '' when none does."""
+    if isinstance(pyproject.get("tool", {}).get("pytest", {}).get("ini_options"), dict):
+        return "pyproject.toml"
+    for name in ("pytest.ini", ".pytest.ini"):  # pytest takes these even when empty
+        if (folder / name).is_file() and not (folder / name).is_symlink():
+            return name
+    for name, section in (("setup.cfg", "[tool:pytest]"), ("tox.ini", "[pytest]")):
+        if any(line.strip() == section for line in _small_text(folder / name).splitlines()):
+            return name
+    return ""
+
+
 def _requirements(folder: Path) -> list[str]:
     names = ["requirements.txt", "requirements/base.txt", "requirements-test.txt", "requirements-tests.txt", "requirements-dev.txt", "requirements/test.txt"]
     names += ["requirements/tests.txt", "test-requirements.txt"]  # requirements/tests.txt: the Pallets projects (pip-compile's output)
@@ -142,12 +158,13 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
     packaged = bool(backend)
     packages = _packages(folder)
     django = (folder / "manage.py").is_file()
-    tests = next((t for t in ("tests", "test") if (folder / t).is_dir()), "")
+    tests = next((t for t in ("tests", "test") if (folder / t).is_dir() and not (folder / t).is_symlink()), "")
+    pytest_config = _pytest_config(folder, pyproject)
     reqs = _requirements(folder)
     groups = _test_groups(pyproject)
     extras = _test_extras(project.get("optional-dependencies", {}) if "optional-dependencies" in project else st_extras)
     found: dict[str, Any] = {"name": name, "backend": backend or "none (a plain application)", "packages": packages}
-    found.update(django=django, tests=tests, requirements=reqs)
+    found.update(django=django, tests=tests, pytest_config=pytest_config, requirements=reqs)
     lines = [
         "# written by `release init`: review it, then `release plan`",
         f"name = {_q(name)}",
@@ -187,9 +204,11 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
         lines += ["", "[[smoke.check]]", 'kind = "import"', "modules = [" + ", ".join(_q(p) for p in packages) + "]"]
     if django:
         lines += ["", "[[smoke.check]]", 'kind = "command"', 'name = "django-check"', 'argv = ["{python}", "manage.py", "check"]']
-    found["pytest_check"] = bool(tests and (groups or extras or reqs))
+    found["pytest_check"] = bool((tests or pytest_config) and (groups or extras or reqs))
     if found["pytest_check"]:
-        lines += ["", "[[smoke.check]]", 'kind = "pytest"', f"args = [{_q(tests + '/')}, " + '"-q"]']
+        # with a pytest configuration, its own testpaths decide; else the tests folder
+        where = "" if pytest_config else f"{_q(tests + '/')}, "
+        lines += ["", "[[smoke.check]]", 'kind = "pytest"', f"args = [{where}" + '"-q"]']
     return "\n".join(lines) + "\n", found
 
 
@@ -204,6 +223,13 @@ def _gitignore(folder: Path) -> bool:
     with open(path, "a") as f:
         f.write(("" if not text or text.endswith("\n") else "\n") + ".release/\n")
     return True
+
+
+def _tests_said(found: dict[str, Any]) -> str:
+    parts = [f"{found['tests']}/"] if found["tests"] else []
+    if found["pytest_config"]:
+        parts.append(f"pytest configured in {found['pytest_config']}")
+    return ", ".join(parts) or "none found"
 
 
 def _pytest_said(found: dict[str, Any]) -> str:
@@ -231,7 +257,7 @@ def cli(cfg: None, options: Options) -> StageResult:
         f"wrote {target}",
         f"  project: {found['name']} (build backend: {found['backend']})",
         f"  import check: {', '.join(found['packages']) or 'none found'}",
-        f"  tests: {found['tests'] or 'none found'}" + (_pytest_said(found) if found["tests"] else ""),
+        f"  tests: {_tests_said(found)}" + (_pytest_said(found) if found["tests"] or found["pytest_config"] else ""),
         ("added .release/ to .gitignore" if ignored else ".gitignore already ignores .release/"),
         "next: review release.toml (target.root is a placeholder), commit, then `release plan`",
     ]

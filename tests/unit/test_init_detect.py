@@ -103,3 +103,35 @@ def test_pallets_requirements_tests_txt_is_found(tmp_path: Path) -> None:
     )
     text, found = init.render(tmp_path)
     assert 'requirements = ["requirements/tests.txt"]' in text and found["pytest_check"] is True
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ({"pytest.ini": "[pytest]\nDJANGO_SETTINGS_MODULE = mysite.settings\npython_files = tests.py\n"}, "pytest.ini"),
+        ({"pyproject.toml": '[tool.pytest.ini_options]\ntestpaths = ["polls"]\n'}, "pyproject.toml"),
+        ({"setup.cfg": "[metadata]\nname = site\n\n[tool:pytest]\ntestpaths = polls\n"}, "setup.cfg"),
+        ({"tox.ini": "[tox]\nenvlist = py311\n\n[pytest]\ntestpaths = polls\n"}, "tox.ini"),
+    ],
+)
+def test_a_django_app_tested_by_its_pytest_configuration_gets_a_pytest_check(tmp_path: Path, files: dict[str, str], said: str) -> None:
+    """A Django app (`startproject` + `startapp`): its tests are polls/tests.py, found by the
+    pytest configuration (pytest-django), not a tests/ folder; the check lets that
+    configuration's testpaths decide (no path argument)."""
+    (tmp_path / "manage.py").write_text("")
+    (tmp_path / "polls").mkdir()
+    (tmp_path / "polls" / "__init__.py").write_text("")
+    (tmp_path / "polls" / "tests.py").write_text("def test_x():\n    pass\n")
+    _project(tmp_path, {"requirements.txt": "django==5.2.20\n", "requirements-dev.txt": "pytest-django==4.14.0\n", **files})
+    text, found = init.render(tmp_path)
+    assert found["tests"] == "" and found["pytest_config"] == said and found["pytest_check"] is True
+    assert 'kind = "pytest"\nargs = ["-q"]' in text
+    assert init._tests_said(found) == f"pytest configured in {said}"
+
+
+def test_a_pytest_section_named_only_in_a_comment_or_a_link_is_no_configuration(tmp_path: Path) -> None:
+    """Only a real section header counts, and no file is read through a link."""
+    _project(tmp_path, {"tox.ini": "# [pytest] is configured elsewhere\n[tox]\n", "requirements.txt": "pytest\n"})
+    (tmp_path / "pytest.ini").symlink_to("/etc/hostname")
+    text, found = init.render(tmp_path)
+    assert found["pytest_config"] == "" and found["pytest_check"] is False and 'kind = "pytest"' not in text
