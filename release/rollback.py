@@ -9,6 +9,7 @@ release is restored to its previous target first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import reconcile, service
@@ -65,6 +66,8 @@ def run(
         req["journal_event"] = journal_event  # prune: the host's journal says "pruned"
     if from_host:
         req["from_host"] = True  # no record of this controller's: the host's own records describe the rollback
+    if cfg.service and not journal_event:
+        req["service"] = cfg.service.spec()  # `current` may go back to another release: restarted and checked there
     try:
         result = Agent(transport).rollback(req)
     except ReleaseError as exc:
@@ -105,7 +108,14 @@ def run(
             else ""
         )
     )
+    up = result.get("service")
+    if up is not None:
+        text += "\n" + "\n".join(service.render(up, "restarted"))
+    elif cfg.service and result.get("pointer", "").startswith("removed"):
+        text += "\nWARNING: `current` was removed with the release it pointed at: nothing was restarted, and the application may still run the removed release"
     data = {"stage": "rollback", "deploy_id": record["deploy_id"], **result}
+    if up is not None and not up["ok"]:
+        return StageResult(data, text, 1, f"the release `current` went back to is not healthy: {service.why_failed(up)}")
     if not ok:
         return StageResult(data, text, 1, "parent listing differs from the pre-deploy state")
     if not result.get("pointer_restored", True):
@@ -129,8 +139,18 @@ def to_previous(cfg: Config, transport: Transport, state: State) -> StageResult:
             f"the journal of {cfg.host or 'localhost'}:{cfg.root} names no previous release to go back to",
             hint="`release status` shows the releases; promote one with `release promote --deploy-id ID`",
         )
-    if not any(str(r["path"]).endswith("/" + str(previous)) or str(r["path"]) == str(previous) for r in st["releases"]):
+
+    def named(r: Mapping[str, Any]) -> bool:
+        return str(r["path"]).endswith("/" + str(previous)) or str(r["path"]) == str(previous)
+
+    if not any(named(r) for r in st["releases"]):
         raise BlockedError(f"the previous release {previous} is no longer on the target", hint="promote another release with `release promote --deploy-id ID`")
+    if named(live):
+        raise BlockedError(
+            f"the journal of {cfg.host or 'localhost'}:{cfg.root} names {previous} as the previous release, "
+            "and `current` already points at it: nothing to step back to",
+            hint="`release status` shows the releases; promote one with `release promote --deploy-id ID`",
+        )
     req: RepointRequest = {"root": cfg.root, "deploy_id": str(live["deploy_id"]), "to": str(previous), "from_host": False}
     if cfg.service:
         req["service"] = cfg.service.spec()

@@ -71,6 +71,7 @@ class _RollbackBase(TypedDict):
 class RollbackRequest(_RollbackBase, total=False):
     journal_event: str  # "pruned": a removal by prune, journalled as such on the host
     from_host: bool  # no controller record (a deploy the Ansible collection made): the host's records describe it
+    service: ServiceSpec  # restart and health-check the release `current` goes back to, when it was this one
 
 
 class _PromoteBase(TypedDict):
@@ -225,6 +226,8 @@ class RollbackResult(TypedDict, total=False):
     pointer_restored: bool  # `current` is back where it was before the promotion (or was never moved)
     already_removed: bool  # the release was gone already (a killed rollback's rerun, or a hand)
     removed_root: list[str]  # the root create_root made, and the folders above it it made, deepest first
+    back_to: str  # `current` pointed at the release removed and was pointed back at this one (relative to the root)
+    service: ServiceResult  # the restart and health checks run there (with `[service]` / `[[health.check]]`)
 
 
 class VerifyResult(TypedDict):

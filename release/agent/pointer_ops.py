@@ -59,22 +59,24 @@ def _release_under(root: str, rel: str | None) -> bool:
     return os.path.realpath(path).startswith(real_root.rstrip("/") + "/") and _is_release(path)
 
 
-def restore_pointer(root: str, target: str, previous: str | None) -> str:
+def restore_pointer(root: str, target: str, previous: str | None) -> tuple[str, str | None]:
     """If ``current`` points at the release being removed, point it at ``previous`` if that
-    release still exists, else remove it: ``current`` never points at a missing release."""
+    release still exists, else remove it: ``current`` never points at a missing release.
+    Returns what was done, in words, and the release ``current`` was pointed back at (None
+    when it was left alone or removed)."""
     current = os.path.join(root, "current")
     if path_kind(current) != "symlink":
-        return "untouched"
+        return "untouched", None
     if os.path.realpath(current) != os.path.realpath(target):
-        return "untouched"
+        return "untouched", None
     if previous and _release_under(root, previous) and os.path.realpath(os.path.join(root, previous)) != os.path.realpath(target):
         switch_link(root, previous)
-        return f"restored to {previous}"
+        return f"restored to {previous}", previous
     os.unlink(current)
     fsync_dir(root)
     if previous:
-        return f"removed (the previous release {previous} no longer exists)"
-    return "removed (no previous release)"
+        return f"removed (the previous release {previous} no longer exists)", None
+    return "removed (no previous release)", None
 
 
 def switch_link(root: str, rel_target: str) -> str | None:

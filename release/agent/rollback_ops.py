@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 def op_rollback(req: RollbackRequest) -> RollbackResult:
     if req.get("from_host"):  # no controller record: the host's own records describe the rollback
         found = request_from_host(req["root"], req["deploy_id"], str(req.get("journal_event") or ""))
-        req = {**found, **{k: v for k, v in req.items() if k in ("break_lock", "lock_wait", "journal", "discard_added")}}  # type: ignore[typeddict-item]
+        asked = ("break_lock", "lock_wait", "journal", "discard_added", "service")  # what the caller decides, not the host's records
+        req = {**found, **{k: v for k, v in req.items() if k in asked}}  # type: ignore[typeddict-item]
     root = req["root"]
     target = req["target"]
     parent, name = os.path.split(target)
@@ -133,9 +134,23 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                     "move them out first, or rerun with --discard-added to delete them with the release",
                 )
             known = read_promoted(root, deploy_id)  # the host's own record wins: the controller may never have seen the promote answer
-            pointer = restore_pointer(root, target, known["previous"] if known else req.get("previous_current"))
+            pointer, back = restore_pointer(root, target, known["previous"] if known else req.get("previous_current"))
+            if pointer != "untouched":
+                # the journal follows the pointer: `current` is what it was before this release
+                # was promoted, and so is the previous release (a later --to-previous never
+                # steps back to the release that is current)
+                prior = known.get("prior_previous") if known else None
+                journal.append(root, "reverted", deploy_id, req, current=back, previous=prior, replaced=os.path.relpath(target, root), reason="rollback")
             _forget_promoted(root, deploy_id)
             checkpoint("rollback:pointer")
+            spec = req.get("service")
+            up = None
+            if back and spec and (spec.get("restart") or spec.get("checks")):
+                # `current` went back to another release: the application is restarted there and
+                # health-checked (as after --to-previous) before the files it ran from are removed
+                from . import service_ops
+
+                up = service_ops.bring_up(root, back, spec, req, deploy_id, "rollback")
             trash = make_marked_dir(parent_fd, "trash", deploy_id, "rollback")
             checkpoint("rollback:trash")
             os.rename(name, f"{trash}/release", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
@@ -153,7 +168,12 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
             os.close(trash_fd)
         _remove_marked(parent_fd, trash)
         checkpoint("rollback:removed")
-        return _rolled_back(req, root, parent, target, manifest, pointer=pointer, drift=drift, discarded=added, added_check=added_check)
+        result = _rolled_back(req, root, parent, target, manifest, pointer=pointer, drift=drift, discarded=added, added_check=added_check)
+        if back:
+            result["back_to"] = back
+        if up is not None:
+            result["service"] = up
+        return result
     finally:
         if parent_fd >= 0:
             os.close(parent_fd)

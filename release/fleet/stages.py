@@ -368,7 +368,8 @@ def rollback(cfg: Config, options: Options) -> StageResult:
 
     def done(o: Outcome) -> bool:
         r = o.result or {}
-        return o.ok and bool((r.get("parent_restored") and r.get("pointer_restored", True)) or r.get("nothing_here"))
+        healthy = (r.get("service") or {}).get("ok", True)  # `current` went back to a release that does not serve: a failure
+        return o.ok and bool((r.get("parent_restored") and r.get("pointer_restored", True) and healthy) or r.get("nothing_here"))
 
     failed = [o for o in outcomes if not done(o)]
     if doc:
@@ -382,7 +383,7 @@ def rollback(cfg: Config, options: Options) -> StageResult:
     out = {"stage": "rollback", "deploy_id": deploy_id, "hosts": _per_host(outcomes)}
     text = _table(f"rollback of {deploy_id} on {len(outcomes)} hosts", outcomes, _rollback_text)
     if failed:
-        return StageResult(out, text, 1, "; ".join(f"{o.host} ({o.reason or 'parent listing differs'})" for o in failed))
+        return StageResult(out, text, 1, "; ".join(f"{o.host} ({o.reason or _rollback_text(o.result or {})})" for o in failed))
     return StageResult(out, text)
 
 
@@ -393,7 +394,11 @@ def _rollback_text(result: Mapping[str, Any]) -> str:
         return "the interrupted deploy never reached it"
     if result.get("removed_root"):
         return "root removed: create_root made it, and it held no other release"
-    return "root back to its pre-deploy state" if result.get("parent_restored") else "parent listing differs"
+    said = "root back to its pre-deploy state" if result.get("parent_restored") else "parent listing differs"
+    up = result.get("service")
+    if up:
+        said += f"; current back at {up['release']}: " + ("healthy" if up["ok"] else f"NOT healthy ({service.why_failed(up)})")
+    return said
 
 
 def _smoke_host(hcfg: Config, deploy_id: str) -> Mapping[str, Any]:

@@ -202,6 +202,29 @@ def test_the_pipeline_deploy_smoke_promote_verify_and_an_unhealthy_promote_goes_
     cp = playbook(collection, tmp_path, inv, tasks)
     assert cp.returncode != 0 and "the new release was not healthy" in cp.stdout, cp.stdout[-3000:]
     assert os.readlink(root / "current") == good, "current went back to the release it replaced"
+    # a good release promoted, then rolled back with the config: `current` goes back to the
+    # first one, which the configured restart runs in (before the second's files go)
+    time.sleep(1.05)
+    marker = tmp_path / "restarted-in"
+    served = write_config(
+        tmp_path / "served.toml",
+        project.path,
+        target={"root": str(root), "strategy": "timestamped", **transport},
+        checks=[{"kind": "import", "modules": ["demo_app"]}],
+        service={"restart": ["{python}", "-c", f"import os; open({str(marker)!r}, 'w').write(os.path.basename(os.getcwd()))"], "timeout": 30},
+    )
+    tasks = f"""    - release.pipeline.deploy: {{config: "{served}"}}
+      register: deployed
+    - release.pipeline.smoke: {{config: "{served}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+    - release.pipeline.promote: {{config: "{served}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+    - release.pipeline.rollback: {{root: "{root}", config: "{served}", deploy_id: "{{{{ deployed.deploy_id }}}}"}}
+      register: rb
+    - ansible.builtin.assert:
+        that: [rb is changed, rb.parent_restored, rb.service.ok, "rb.back_to == '{good}'"]
+"""
+    cp = playbook(collection, tmp_path, inv, tasks)
+    assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr[-2000:]
+    assert os.readlink(root / "current") == good and marker.read_text() == good.split("/")[-1], "restarted in the release gone back to"
     # drift is a failed task, with the list
     (root / good / "demo_app" / "core.py").write_text("def answer():\n    return 0\n")
     first_id = json.loads((root / ".release-journal").read_text().splitlines()[0])["deploy_id"]

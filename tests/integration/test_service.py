@@ -223,3 +223,72 @@ def test_a_version_check_is_never_judged_without_the_version(web: tuple[Repo, Pa
     assert "a check with {version} cannot be judged" in cp.stdout, cp.stdout
     assert os.readlink(root / "current") == first_link
     assert fetch(port).startswith("demo-app 0.6.0 "), "the old release serves again"
+
+
+def test_rolling_back_the_current_release_restarts_the_one_current_goes_back_to(
+    web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]
+) -> None:
+    """`release rollback` of the release `current` points at: `current` goes back to the release
+    it replaced, the application is restarted there and health-checked before the files it
+    ran from are removed (it served 0.7.0 from a folder that no longer exists), and the
+    journal's previous follows the pointer: a later --to-previous never steps back to the
+    release that is current."""
+    repo, root, port = web
+    cfg = web_config(tmp_path, repo, root, port, transport)
+    first, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    first_link = os.readlink(root / "current")
+    time.sleep(1.05)  # a release folder is named to the second
+    add_web(repo, version="0.7.0", message="0.7.0")
+    second, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert fetch(port).startswith("demo-app 0.7.0 ")
+    st = json.loads(run_release("--config", cfg, "--json", "status").stdout)
+    assert st["previous"] == first_link
+
+    cp = run_release("--config", cfg, "rollback")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert f"pointer: restored to {first_link}" in cp.stdout and f"restarted {first_link}: healthy" in cp.stdout, cp.stdout
+    assert os.readlink(root / "current") == first_link
+    assert fetch(port).startswith("demo-app 0.6.0 "), "the release gone back to serves: it was restarted"
+    events = [(e["event"], e["deploy_id"], e.get("phase", "")) for e in journal(root)]
+    assert events[-4:] == [("reverted", second, ""), ("restart ok", first, "rollback"), ("health passed", first, "rollback"), ("rolled back", second, "")]
+    assert [e for e in journal(root) if e["event"] == "reverted"][-1]["reason"] == "rollback"
+    st = json.loads(run_release("--config", cfg, "--json", "status").stdout)
+    assert st["previous"] is None, "the previous release is the one of before 0.7.0's promotion: none"
+    back = run_release("--config", cfg, "rollback", "--to-previous")
+    assert back.returncode == 3 and "names no previous release" in back.stderr, back.stdout + back.stderr
+    assert os.readlink(root / "current") == first_link
+
+
+def test_a_rollback_whose_release_gone_back_to_does_not_serve_fails(web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]) -> None:
+    """The release `current` goes back to fails its health check (the operator's config now
+    asks for an answer it never gives): the rollback still removes what it was asked to
+    remove, and says, exit 1, that the release now current is not healthy."""
+    repo, root, port = web
+    cfg = web_config(tmp_path, repo, root, port, transport)
+    _first, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    first_link = os.readlink(root / "current")
+    time.sleep(1.05)
+    add_web(repo, version="0.7.0", message="0.7.0")
+    second, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    never = {
+        "kind": "http",
+        "name": "never",
+        "url": f"http://127.0.0.1:{port}/version",
+        "contains": "no such answer",
+        "retries": 1,
+        "interval": 0.1,
+        "timeout": 2,
+    }
+    web_config(tmp_path, repo, root, port, transport, health=[never])
+    cp = run_release("--config", cfg, "rollback", "--deploy-id", second)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert f"restarted {first_link}: NOT healthy" in cp.stdout and "the release `current` went back to is not healthy" in cp.stderr, cp.stdout + cp.stderr
+    assert os.readlink(root / "current") == first_link
+    assert sorted(p.name for p in (root / "releases").iterdir() if not p.name.startswith(".")) == [first_link.split("/")[-1]], (
+        "the release is removed all the same"
+    )
+    assert [e["event"] for e in journal(root)][-3:] == ["restart ok", "health failed", "rolled back"]

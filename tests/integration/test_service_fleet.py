@@ -150,3 +150,20 @@ def test_a_wave_whose_release_is_unhealthy_on_one_host_is_reverted_on_every_swit
     for h in HOSTS:
         assert served(fleet, h).startswith("demo-app 0.6.0 "), "the current release was never touched"
         assert (fleet.hosts[int(h[1:])].folder / tmp_path.name / "shared" / "run").is_dir(), "the shared folder survives prune"
+
+    # a fleet rollback of the promoted release: every host's `current` goes back to 0.6.0,
+    # and each host restarts it and proves it healthy before 0.9.0's files are removed
+    time.sleep(1.05)
+    add_web(repo, version="0.9.0", message="0.9.0")
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    nine = run_release("--config", cfg, "promote")
+    assert nine.returncode == 0, nine.stdout + nine.stderr[-3000:]
+    assert all(served(fleet, h).startswith("demo-app 0.9.0 ") for h in HOSTS)
+    undo = run_release("--config", cfg, "--json", "rollback")
+    assert undo.returncode == 0, undo.stdout + undo.stderr[-3000:]
+    per_host = json.loads(undo.stdout)["hosts"]
+    for h in HOSTS:
+        assert os.readlink(fleet.hosts[int(h[1:])].folder / tmp_path.name / "current") == before[h], h
+        assert per_host[h]["service"]["ok"] is True, per_host[h]
+        assert served(fleet, h).startswith("demo-app 0.6.0 "), (h, served(fleet, h))

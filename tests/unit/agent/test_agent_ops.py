@@ -95,8 +95,8 @@ def test_a_pointer_is_never_restored_outside_the_root(tmp_path: Path, previous: 
     (release / "DEPLOY-MANIFEST.txt").write_text("deploy_id: d1\n")
     (root / "releases" / "escape").symlink_to(outside)
     (root / "current").symlink_to("releases/app-1")
-    said = pointer_ops.restore_pointer(str(root), str(release), previous.replace("/abs", str(tmp_path)))
-    assert said.startswith("removed (the previous release") and not (root / "current").is_symlink(), said
+    said, back = pointer_ops.restore_pointer(str(root), str(release), previous.replace("/abs", str(tmp_path)))
+    assert said.startswith("removed (the previous release") and back is None and not (root / "current").is_symlink(), said
 
 
 @pytest.mark.parametrize(

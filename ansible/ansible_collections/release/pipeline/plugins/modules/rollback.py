@@ -14,6 +14,10 @@ description:
     not write, when its manifest names another deploy or does not prove the deploy created
     it; C(current) pointed at it goes back to the release it replaced; the parent folder
     is proved back to its state before the deploy.
+  - With O(config), the restart and health checks it configures (C([service]),
+    C([[health.check]])) run on the release C(current) went back to, before the removed
+    release's files go; the task fails when that release is not healthy (the removal
+    stands).
   - A deploy made by the C(release) CLI can be rolled back here, and the other way round.
 version_added: "0.1.0"
 extends_documentation_fragment:
@@ -29,6 +33,17 @@ options:
     description: Seconds to wait for a live holder of the root's lock.
     type: float
     default: 0
+  config:
+    description:
+      - The release configuration (C(release.toml)) on the controller, read by the release
+        tool itself; its restart and health checks run on the release C(current) goes
+        back to.
+    type: path
+  service:
+    description:
+      - Internal. The restart and health checks the action plugin of the same name reads from
+        O(config) on the controller; it is never set in a task.
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -58,6 +73,10 @@ pointer:
   description: What happened to C(current).
   returned: changed
   type: str
+service:
+  description: The restart and health checks of the release C(current) went back to.
+  returned: when configured and C(current) went back
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -71,6 +90,8 @@ def main() -> None:
             "root": {"type": "path", "required": True},
             "deploy_id": {"type": "str"},
             "lock_wait": {"type": "float", "default": 0},
+            "config": {"type": "path"},
+            "service": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -93,11 +114,15 @@ def main() -> None:
             "lock_wait": module.params["lock_wait"],
             "journal": {"operator": "ansible", "controller": "release.pipeline"},
         }
+        if module.params["service"]:
+            req["service"] = module.params["service"]
         result = rollback_ops.op_rollback(req)
     except AgentError as exc:
         module.fail_json(msg=exc.message, exit_code=exc.code, hint=exc.hint)
     if not result.get("parent_restored") or not result.get("pointer_restored", True):
         module.fail_json(msg=f"rollback of {deploy_id}: the parent folder or `current` is not back as it was", deploy_id=deploy_id, **result)
+    if result.get("service") and not result["service"]["ok"]:
+        module.fail_json(msg=f"rollback of {deploy_id}: the release current went back to is not healthy", changed=True, deploy_id=deploy_id, **result)
     module.exit_json(changed=not result.get("already_removed"), deploy_id=deploy_id, diff=diff, **result)
 
 
