@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -212,17 +213,42 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines) + "\n", found
 
 
-def _gitignore(folder: Path) -> bool:
-    """Add ``.release/`` to ``.gitignore`` (created if missing); False when it was there."""
+MAX_GITIGNORE = 4 << 20  # bytes of an existing .gitignore read to see whether it ignores .release/
+
+
+def _gitignore_needs(folder: Path) -> str | None:
+    """What ``.gitignore`` needs appended for ``.release/`` ('' when it already ignores it),
+    read before anything is written: a link, a folder, a FIFO (an open for writing would
+    wait for a reader forever) or a file too large is refused, naming it."""
     path = folder / ".gitignore"
-    if path.is_symlink():
-        raise RefusedError(f"{path} is a link: not written through", hint="add .release/ to it by hand")
-    text = path.read_text() if path.is_file() else ""
-    if any(line.strip() in (".release", ".release/", "/.release", "/.release/") for line in text.splitlines()):
-        return False
-    with open(path, "a") as f:
-        f.write(("" if not text or text.endswith("\n") else "\n") + ".release/\n")
-    return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ".release/\n"
+    except OSError as exc:
+        what = "a link" if path.is_symlink() else f"not readable ({exc.strerror})"
+        raise RefusedError(f"{path} is {what}: nothing was written", hint="add .release/ to it by hand, then run `release init` again") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RefusedError(f"{path} is not a regular file: nothing was written", hint="move it away, then run `release init` again")
+        raw = os.read(fd, MAX_GITIGNORE + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_GITIGNORE:
+        raise RefusedError(f"{path} is larger than {MAX_GITIGNORE >> 20} MiB: nothing was written", hint="add .release/ to it by hand")
+    if any(line.strip() in (b".release", b".release/", b"/.release", b"/.release/") for line in raw.splitlines()):
+        return ""
+    return ("" if not raw or raw.endswith(b"\n") else "\n") + ".release/\n"
+
+
+def _gitignore_append(folder: Path, text: str) -> None:
+    fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since it was read
+            raise RefusedError(f"{folder / '.gitignore'} is not a regular file: not written", hint="add .release/ to it by hand")
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _tests_said(found: dict[str, Any]) -> str:
@@ -249,10 +275,13 @@ def cli(cfg: None, options: Options) -> StageResult:
     from . import config
 
     config.parse(tomllib.loads(text), target)  # what is written is a valid configuration, or nothing is written
+    append = _gitignore_needs(folder)  # checked before release.toml is written: a .gitignore it cannot add to stops both
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    ignored = _gitignore(folder)
+    ignored = bool(append)
+    if append:
+        _gitignore_append(folder, append)
     summary = [
         f"wrote {target}",
         f"  project: {found['name']} (build backend: {found['backend']})",

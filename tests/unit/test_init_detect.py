@@ -135,3 +135,37 @@ def test_a_pytest_section_named_only_in_a_comment_or_a_link_is_no_configuration(
     (tmp_path / "pytest.ini").symlink_to("/etc/hostname")
     text, found = init.render(tmp_path)
     assert found["pytest_config"] == "" and found["pytest_check"] is False and 'kind = "pytest"' not in text
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "link", "too large"])
+def test_a_gitignore_init_cannot_add_to_stops_it_before_anything_is_written(tmp_path: Path, kind: str) -> None:
+    """A `.gitignore` that is a folder (it was an IsADirectoryError traceback), a FIFO (the
+    open for appending waited for a reader forever), a link, or larger than the bound: exit 4
+    naming it, and no release.toml is left behind."""
+    import subprocess
+    import sys
+
+    path = tmp_path / ".gitignore"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link":
+        (tmp_path / "elsewhere").write_text("")
+        path.symlink_to(tmp_path / "elsewhere")
+    else:
+        path.write_bytes(b"a\n" * (init.MAX_GITIGNORE // 2 + 1))
+    cp = subprocess.run([sys.executable, "-m", "release", "init"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert cp.returncode == 4 and str(path) in cp.stderr and "nothing was written" in cp.stderr, cp.stderr
+    assert not (tmp_path / "release.toml").exists() and "Traceback" not in cp.stderr
+
+
+def test_init_adds_release_to_a_gitignore_without_a_last_newline_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / ".gitignore").write_text("build")
+    cp = subprocess.run([sys.executable, "-m", "release", "init"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    assert (tmp_path / ".gitignore").read_text() == "build\n.release/\n"
+    assert init._gitignore_needs(tmp_path) == ""
