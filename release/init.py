@@ -128,18 +128,29 @@ def _test_extras(extras: Any) -> list[str]:
     return [e for e in ("test", "tests", "testing") if e in extras][:1]
 
 
-def _pytest_config(folder: Path, pyproject: dict[str, Any]) -> str:
-    """The file that configures pytest for the project (its ``testpaths`` say where the tests
-    are: a Django app's ``polls/tests.py`` has no ``tests/`` folder), '' when none does."""
-    if isinstance(pyproject.get("tool", {}).get("pytest", {}).get("ini_options"), dict):
-        return "pyproject.toml"
-    for name in ("pytest.ini", ".pytest.ini"):  # pytest takes these even when empty
-        if (folder / name).is_file() and not (folder / name).is_symlink():
-            return name
-    for name, section in (("setup.cfg", "[tool:pytest]"), ("tox.ini", "[pytest]")):
-        if any(line.strip() == section for line in _small_text(folder / name).splitlines()):
-            return name
-    return ""
+def _pytest_config(folder: Path, pyproject: dict[str, Any]) -> tuple[str, bool]:
+    """The file that configures pytest for the project, '' when none does, and whether it
+    names ``testpaths`` (they then say where the tests are: a Django app's ``polls/tests.py``
+    has no ``tests/`` folder)."""
+    import configparser
+
+    options = pyproject.get("tool", {}).get("pytest", {}).get("ini_options")
+    if isinstance(options, dict):
+        return "pyproject.toml", bool(options.get("testpaths"))
+    for name, section in (("pytest.ini", "pytest"), (".pytest.ini", "pytest"), ("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
+        path = folder / name
+        if not path.is_file() or path.is_symlink():
+            continue
+        ini = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            ini.read_string(_small_text(path))
+        except configparser.Error:
+            continue
+        if ini.has_section(section):
+            return name, bool(ini.get(section, "testpaths", fallback="").strip())
+        if name in ("pytest.ini", ".pytest.ini"):
+            return name, False  # pytest takes these even without a [pytest] section
+    return "", False
 
 
 def _requirements(folder: Path) -> list[str]:
@@ -160,7 +171,7 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
     packages = _packages(folder)
     django = (folder / "manage.py").is_file()
     tests = next((t for t in ("tests", "test") if (folder / t).is_dir() and not (folder / t).is_symlink()), "")
-    pytest_config = _pytest_config(folder, pyproject)
+    pytest_config, testpaths = _pytest_config(folder, pyproject)
     reqs = _requirements(folder)
     groups = _test_groups(pyproject)
     extras = _test_extras(project.get("optional-dependencies", {}) if "optional-dependencies" in project else st_extras)
@@ -207,8 +218,8 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
         lines += ["", "[[smoke.check]]", 'kind = "command"', 'name = "django-check"', 'argv = ["{python}", "manage.py", "check"]']
     found["pytest_check"] = bool((tests or pytest_config) and (groups or extras or reqs))
     if found["pytest_check"]:
-        # with a pytest configuration, its own testpaths decide; else the tests folder
-        where = "" if pytest_config else f"{_q(tests + '/')}, "
+        # the configuration's own testpaths decide; else the tests folder; else pytest's own search
+        where = f"{_q(tests + '/')}, " if tests and not testpaths else ""
         lines += ["", "[[smoke.check]]", 'kind = "pytest"', f"args = [{where}" + '"-q"]']
     return "\n".join(lines) + "\n", found
 
