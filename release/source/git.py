@@ -53,7 +53,13 @@ def open_repo(cfg: Config) -> str:
     if path.is_dir():
         cp = proc.run(["git", "-C", location, "rev-parse", "--git-dir"], check=False)
         if cp.returncode != 0:
-            raise ConfigError(f"source.repo is not a git repository: {location}", hint="point source.repo at a git repository")
+            said = redact(next(iter(cp.err.strip().splitlines()), ""))[:300]
+            if "dubious ownership" in said:  # git's safe.directory rule (CVE-2022-24765): the folder is another user's
+                raise BlockedError(
+                    f"git refuses to read source.repo {location}: {said.removeprefix('fatal: ')} (it belongs to another user)",
+                    hint=f"git config --global --add safe.directory {location} (if you trust it), or run as its owner",
+                )
+            raise ConfigError(f"source.repo is not a git repository: {location}" + (f" ({said})" if said else ""), hint="point source.repo at a git repository")
         return location
     if not path.exists() and location != cfg.repo:
         raise ConfigError(f"source.repo does not exist: {location}", hint="fix source.repo (a path, a git bundle file or a URL)")

@@ -143,6 +143,22 @@ def test_not_a_git_repository_is_a_config_error(tmp_path: Path, cli: Cli) -> Non
     assert r.code == 2 and "not a git repository" in r.err and str(plain) in r.err
 
 
+def test_a_repository_of_another_user_is_named_with_gits_own_reason(project: Repo, tmp_path: Path, cli: Cli) -> None:
+    """An sdist unpacked as root keeps its owner's uid, as does a CI checkout made by another
+    user: git refuses such a repository (safe.directory). It was "not a git repository"; it is
+    blocked (exit 3) with git's reason and the way out, and nothing is written."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the repository to another user")
+    for folder, _dirs, files in os.walk(project.path):
+        os.chown(folder, 12345, 12345)
+        for f in files:
+            os.lchown(os.path.join(folder, f), 12345, 12345)
+    cfg = write_config(tmp_path / "release.toml", project.path)
+    r = cli("--config", cfg, "bundle")
+    assert r.code == 3 and "dubious ownership" in r.err and "safe.directory" in r.err and str(project.path) in r.err, r.err
+    assert "not a git repository" not in r.err and not (tmp_path / "bundles").exists()
+
+
 def test_symlink_outside_tree_is_refused(project: Repo, tmp_path: Path, cli: Cli) -> None:
     (project.path / "escape").symlink_to("../../etc/passwd")
     project.commit("hostile link")
