@@ -23,7 +23,7 @@ from ..remote.transport import SshTransport, for_config
 
 
 def _ssh(t: SshTransport, *options: str) -> subprocess.CompletedProcess[bytes]:
-    argv = [*t.ssh_argv(), *options, "--", t.host]
+    argv = [*t.ssh_argv(forward=True), *options, "--", t.host]
     return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=proc.clean_env(), timeout=60, check=False)
 
 

@@ -22,9 +22,16 @@ if TYPE_CHECKING:
     import subprocess
 
 # always: a prompt would hang the run; a pty (an operator's RequestTTY force) would mangle the agent's
-# channel and hang it, and a RemoteCommand would replace the agent (their values on the
-# command line win over any configuration file)
-SSH_OPTIONS = ("-o", "BatchMode=yes", "-T", "-o", "RemoteCommand=none")
+# channel and hang it, and a RemoteCommand would replace the agent; the operator's ssh agent
+# and X display never reach a host that runs the app's own code (their values on the command
+# line win over any configuration file: an operator's ForwardAgent yes handed every target
+# the agent's socket for the whole run)
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-T", "-o", "RemoteCommand=none", "-o", "ForwardAgent=no", "-o", "ForwardX11=no")
+# every connection and session but an explicit ``-O forward``: the forwards of the operator's
+# configuration (a RemoteForward opened a port on every target back into the controller's
+# network; a LocalForward one here) are never opened. On the ``-O forward`` request itself it
+# would clear the forward asked for, so that one call goes without it.
+NO_FORWARDS = ("-o", "ClearAllForwardings=yes")
 # the connection's time limits: the last block of the run's ssh configuration (``ssh_file``),
 # so that a value of the operator's own, read first, wins (OpenSSH keeps the first it sees)
 TIME_LIMITS = "Host *\n  ConnectTimeout 20\n  ServerAliveInterval 15\n  ServerAliveCountMax 4\n"
@@ -122,7 +129,7 @@ class _Shared:
         """'' when the connection is up (or was already), else OpenSSH's message."""
         import subprocess
 
-        argv = [*base, *self.options(base, host), "-N", "--", host]
+        argv = [*base, *NO_FORWARDS, *self.options(base, host), "-N", "--", host]
         with gate or contextlib.nullcontext():
             if os.path.exists(self.socket(base, host)):  # a call opened it already (-N would wait on it)
                 return ""

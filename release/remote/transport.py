@@ -20,7 +20,7 @@ from ..agent import ops as agent_ops
 from ..config import Config
 from ..errors import BlockedError, OutcomeUnknownError, ReleaseError, UnreachableError, from_exit_code
 from ..redact import redact
-from .connection import SHARED, SSH_OPTIONS
+from .connection import NO_FORWARDS, SHARED, SSH_OPTIONS
 
 if TYPE_CHECKING:  # subprocess and shlex are imported by the SSH paths that use them
     import threading
@@ -226,9 +226,12 @@ class SshTransport(_Base):
         the time limits: ``ssh_file``): also the key of the host's shared connection."""
         return ["ssh", *SSH_OPTIONS, "-F", SHARED.ssh_file(self.ssh_config), *self.options]
 
-    def ssh_argv(self) -> list[str]:
+    def ssh_argv(self, *, forward: bool = False) -> list[str]:
+        """ssh's command line for this host, on its shared connection; ``forward``: for an
+        ``-O forward`` request (the one call that keeps the forward it asks for)."""
         base = self._base()
-        return [*base, *SHARED.options(base, self.host)] if self.share else base
+        argv = [*base, *(() if forward else NO_FORWARDS)]
+        return [*argv, *SHARED.options(base, self.host)] if self.share else argv
 
     def connect_soon(self, gate: threading.Semaphore | None = None) -> None:
         """Start opening this host's shared connection (the first call waits for it)."""

@@ -4,9 +4,11 @@ master does; nothing of the run's connections outlives it. Against the real test
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -20,7 +22,7 @@ import pytest
 from release.remote import sshmux
 from release.remote.connection import _Shared
 
-from ..servers import SshServer
+from ..servers import SshServer, free_port
 from ..support import Repo, bundle, run_release, write_config
 
 
@@ -225,3 +227,50 @@ def test_an_ssh_config_made_for_interactive_use_still_deploys(sshd: SshServer, p
     assert res.returncode == 0, res.stderr[-2000:]
     assert run_release("--config", cfg, "rollback").returncode == 0
     assert [p.name for p in root.iterdir()] == [".release-journal"]  # the host's journal stays: the rest is gone
+
+
+def test_an_operators_agent_and_forwards_never_reach_a_target(sshd: SshServer, project: Repo, tmp_path: Path) -> None:
+    """An ssh_config with `ForwardAgent yes` (common, for git over ssh on servers), a
+    RemoteForward and a LocalForward under `Host *`: the run's ssh gets ForwardAgent=no and
+    (on every connection and session) ClearAllForwardings=yes on its command line. Before,
+    the target got the operator's agent socket for the whole run (the app's tests and restart
+    run there as that user) and a port on the target led back into the controller's network."""
+    remote_port, local_port = free_port(), free_port()
+    own = tmp_path / "ssh_config_own"
+    own.write_text(
+        f"Host *\n  ForwardAgent yes\n  RemoteForward 127.0.0.1:{remote_port} 127.0.0.1:22\n  LocalForward 127.0.0.1:{local_port} 127.0.0.1:22\n"
+        + sshd.config.read_text()
+    )
+    agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
+    found = dict(re.findall(r"(SSH_AUTH_SOCK|SSH_AGENT_PID)=([^;]+);", agent))
+    env = {**os.environ, **found}
+    # what the agent on the target was started with (its parent's environment), and whether
+    # the two forwarded ports accept a connection while the run's connection is up
+    probe = (
+        "import os, socket\n"
+        "env = open('/proc/%d/environ' % os.getppid(), 'rb').read().split(b'\\0')\n"
+        "print('agent:', [e for e in env if e.startswith(b'SSH_AUTH_SOCK')])\n"
+        f"for port in ({remote_port}, {local_port}):\n"
+        "    try:\n"
+        "        socket.create_connection(('127.0.0.1', port), timeout=2).close(); print(port, 'open')\n"
+        "    except OSError:\n"
+        "        print(port, 'closed')\n"
+    )
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = write_config(
+        tmp_path / "release.toml",
+        project.path,
+        target={"root": str(root), "create_root": False, "host": sshd.host, "ssh_config": str(own)},
+        checks=[{"kind": "command", "argv": ["{python}", "-c", probe]}],
+    )
+    try:
+        bundle(cfg)
+        assert run_release("--config", cfg, "deploy", "--no-plan", env=env).returncode == 0
+        cp = run_release("--config", cfg, "--json", "smoke", env=env)
+        assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr[-2000:]
+        said = next(c["detail"] for c in json.loads(cp.stdout)["checks"] if c["kind"] == "command")
+        assert "agent: []" in said and f"{remote_port} closed" in said and f"{local_port} closed" in said, said
+        assert run_release("--config", cfg, "rollback", env=env).returncode == 0
+    finally:
+        os.kill(int(found["SSH_AGENT_PID"]), signal.SIGTERM)
