@@ -14,8 +14,9 @@ if TYPE_CHECKING:  # the request shapes, for the type checker only
 
 
 def cli(cfg: Config, options: Options | None = None) -> StageResult:
-    result = for_config(cfg).status({"root": cfg.root})
-    result.pop("_log", None)
+    answer = for_config(cfg).status({"root": cfg.root})
+    result: dict[str, Any] = {k: v for k, v in answer.items() if k != "_log"}
+    result["releases"] = [dict(r) for r in answer["releases"]]
     state = State(cfg.state)
     records = state.records()
     known = {r["deploy_id"]: r.get("status") for r in records}

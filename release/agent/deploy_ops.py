@@ -43,10 +43,11 @@ if TYPE_CHECKING:
         DeployRequest,
         DeployResult,
         FactsRequest,
+        FactsResult,
     )
 
 
-def op_facts(req: FactsRequest) -> dict[str, Any]:
+def op_facts(req: FactsRequest) -> FactsResult:
     root = req["root"]
     parent = os.path.join(root, req.get("parent", "")) if req.get("parent") else root
     target = os.path.join(parent, req["dir"]) if req.get("dir") else ""
@@ -266,7 +267,7 @@ def _unpack(
         say(f"receiving {req['bundle']}")
         verified = Verified.read(sys.stdin.fileno(), sha, copy, keep=not req.get("ship_only"))
         if req.get("ship_only"):
-            return {"shipped": True, "bundle_sha256": sha}
+            return {"shipped": True, "bundle_sha256": sha}  # type: ignore[typeddict-item]  # a ShippedResult: the client checks it as one
     # one pass: each member is checked and written into the private staging folder as it
     # passes; a refusal anywhere leaves only that folder, which the deploy removes
     say("checking and unpacking every member")

@@ -193,13 +193,37 @@ class UnprovisionRequest(TypedDict):
 # ----------------------------------------------------------------------------- answers
 
 
-class DeployResult(TypedDict, total=False):
+class FactsResult(TypedDict):
+    host: str
+    python: str
+    root: str
+    root_exists: bool
+    parent: str
+    parent_listing_sha256: str  # 'absent' when there is no such folder
+    target: str
+    target_kind: str
+    lock: dict[str, Any] | None
+    interpreter: dict[str, Any]
+    deployed_env: dict[str, Any]
+
+
+class ShippedResult(TypedDict):
+    """A deploy with ``ship_only`` (the benchmark's): the bundle arrived and was checked."""
+
     shipped: bool
     bundle_sha256: str
+
+
+class _DeployResultBase(TypedDict):
     target: str
     files: int
     tree_sha256: str
     manifest: dict[str, str]
+
+
+class DeployResult(_DeployResultBase, total=False):
+    shipped: bool
+    bundle_sha256: str
     manifest_sha256: str
     parent: str
     parent_existed: bool
@@ -211,7 +235,7 @@ class DeployResult(TypedDict, total=False):
     root_created: list[str]  # the root and the folders above it that create_root made, top down
 
 
-class RollbackResult(TypedDict, total=False):
+class _RollbackResultBase(TypedDict):
     removed: str
     pointer: str
     current: str
@@ -225,6 +249,9 @@ class RollbackResult(TypedDict, total=False):
     added_check: str  # "names": the walk matched the deployed names; "manifest": checked against the manifests
     pointer_restored: bool  # `current` is back where it was before the promotion (or was never moved)
     already_removed: bool  # the release was gone already (a killed rollback's rerun, or a hand)
+
+
+class RollbackResult(_RollbackResultBase, total=False):
     removed_root: list[str]  # the root create_root made, and the folders above it it made, deepest first
     back_to: str  # `current` pointed at the release removed and was pointed back at this one (relative to the root)
     service: ServiceResult  # the restart and health checks run there (with `[service]` / `[[health.check]]`)
@@ -293,14 +320,54 @@ class PromoteResult(_PromoteResultBase, total=False):
     revert_service: ServiceResult | None  # the restart and health checks of the release gone back to
 
 
-class RepointResult(TypedDict, total=False):
+class _RepointResultBase(TypedDict):
     current: str  # the pointer as it is now (pointer_state)
+
+
+class RepointResult(_RepointResultBase, total=False):
     unchanged: bool
     service: ServiceResult  # the restart and health checks of the release pointed back at
 
 
 class TidyResult(TypedDict):
     cleaned: list[str]
+
+
+class ReleaseInfo(TypedDict):
+    """One release under a root, as ``status`` finds it (its DEPLOY-MANIFEST and the journal)."""
+
+    path: str
+    version: str | None
+    head: str | None
+    release_stamp: str | None
+    deploy_id: str | None
+    strategy: str | None
+    promoted: bool  # ``current`` points at it
+    signed_by: str
+    journal: str  # its last event in the host's journal ('' when none)
+    order: int | None  # where the journal's ``deployed`` entry of it stands (None: not journalled)
+    smoke: str
+    health: str
+
+
+class StatusResult(TypedDict):
+    root: str
+    releases: list[ReleaseInfo]
+    lock: dict[str, Any] | None
+    entries: list[str]  # the root's other entries, by name
+    leftovers: list[str]
+    current: str
+    previous: str | None
+    journal_skipped_lines: int
+
+
+class ProvisionResult(TypedDict):
+    created: list[Created]
+    existed: list[str]
+
+
+class UnprovisionResult(TypedDict):
+    removed: list[str]
 
 
 class InspectResult(TypedDict):

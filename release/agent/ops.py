@@ -23,11 +23,12 @@ class Op:
     (``release/remote/inprocess.py``): it reads no stdin and starts no process of the release.
     """
 
-    __slots__ = ("changes", "forkable", "function", "module")
+    __slots__ = ("answer", "changes", "forkable", "function", "module")
 
-    def __init__(self, module: str, function: str, *, changes: bool = False, forkable: bool = False) -> None:
+    def __init__(self, module: str, function: str, answer: str, *, changes: bool = False, forkable: bool = False) -> None:
         self.module = module
         self.function = function
+        self.answer = answer  # the name of its answer's TypedDict in messages.py: the controller holds every answer to it
         self.changes = changes
         self.forkable = forkable
 
@@ -36,18 +37,18 @@ class Op:
 # changing ones, the forkable ones, the client's methods) is derived from it or tested
 # against it. Modules are imported when their op runs, so a call compiles only what it uses.
 OPS: dict[str, Op] = {
-    "facts": Op("deploy_ops", "op_facts"),
-    "deploy": Op("deploy_ops", "op_deploy", changes=True, forkable=True),
-    "rollback": Op("rollback_ops", "op_rollback", changes=True, forkable=True),
-    "promote": Op("pointer_ops", "op_promote", changes=True, forkable=True),
-    "repoint": Op("pointer_ops", "op_repoint", changes=True, forkable=True),
-    "status": Op("status_ops", "op_status", forkable=True),
-    "inspect": Op("status_ops", "op_inspect", forkable=True),
-    "tidy": Op("status_ops", "op_tidy", forkable=True),  # removes only what killed runs left: a lost answer changes nothing to know
-    "verify": Op("status_ops", "op_verify", forkable=True),
-    "smoke": Op("smoke_ops", "op_smoke"),
-    "provision": Op("provision_ops", "op_provision", changes=True),
-    "unprovision": Op("provision_ops", "op_unprovision", changes=True),
+    "facts": Op("deploy_ops", "op_facts", "FactsResult"),
+    "deploy": Op("deploy_ops", "op_deploy", "DeployResult", changes=True, forkable=True),
+    "rollback": Op("rollback_ops", "op_rollback", "RollbackResult", changes=True, forkable=True),
+    "promote": Op("pointer_ops", "op_promote", "PromoteResult", changes=True, forkable=True),
+    "repoint": Op("pointer_ops", "op_repoint", "RepointResult", changes=True, forkable=True),
+    "status": Op("status_ops", "op_status", "StatusResult", forkable=True),
+    "inspect": Op("status_ops", "op_inspect", "InspectResult", forkable=True),
+    "tidy": Op("status_ops", "op_tidy", "TidyResult", forkable=True),  # removes only what killed runs left: a lost answer changes nothing to know
+    "verify": Op("status_ops", "op_verify", "VerifyResult", forkable=True),
+    "smoke": Op("smoke_ops", "op_smoke", "SmokeResult"),
+    "provision": Op("provision_ops", "op_provision", "ProvisionResult", changes=True),
+    "unprovision": Op("provision_ops", "op_unprovision", "UnprovisionResult", changes=True),
 }
 CHANGING = frozenset(name for name, op in OPS.items() if op.changes)
 FORKABLE = frozenset(name for name, op in OPS.items() if op.forkable)

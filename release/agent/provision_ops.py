@@ -12,9 +12,7 @@ from .protocol import AgentError, refuse
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
-    from typing import Any
-
-    from .messages import Created, ProvisionRequest, UnprovisionRequest
+    from .messages import Created, ProvisionRequest, ProvisionResult, UnprovisionRequest, UnprovisionResult
 
 
 # ----------------------------------------------------------------------------- provision (G4)
@@ -51,7 +49,7 @@ def _inside(root: str, rel: str, what: str) -> str:
     return path
 
 
-def op_provision(req: ProvisionRequest) -> dict[str, Any]:
+def op_provision(req: ProvisionRequest) -> ProvisionResult:
     root = req["root"]
     created: list[Created] = []
     existed: list[str] = []
@@ -109,7 +107,7 @@ def _undo(created: list[Created]) -> list[str]:
     return removed
 
 
-def op_unprovision(req: UnprovisionRequest) -> dict[str, Any]:
+def op_unprovision(req: UnprovisionRequest) -> UnprovisionResult:
     created = req["created"]
     # check everything first, so a refusal removes nothing
     for entry in created:

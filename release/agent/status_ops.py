@@ -20,12 +20,12 @@ from .release_tree import OWN_FILES, _manifest_of, _release_entries, _wanted_dir
 
 TYPE_CHECKING = False  # typing and the message shapes are for the type checker: not imported on the target
 if TYPE_CHECKING:
-    from typing import Any
-
     from .messages import (
         InspectRequest,
         InspectResult,
+        ReleaseInfo,
         StatusRequest,
+        StatusResult,
         TidyRequest,
         TidyResult,
         VerifyRequest,
@@ -66,9 +66,9 @@ def op_inspect(req: InspectRequest) -> InspectResult:
     return out
 
 
-def op_status(req: StatusRequest) -> dict[str, Any]:
+def op_status(req: StatusRequest) -> StatusResult:
     root = req["root"]
-    releases: list[dict[str, Any]] = []
+    releases: list[ReleaseInfo] = []
     current = os.path.join(root, "current")
     cur_real = os.path.realpath(current) if path_kind(current) == "symlink" else None
     left: list[str] = []
@@ -94,6 +94,10 @@ def op_status(req: StatusRequest) -> dict[str, Any]:
                     "strategy": m.get("strategy"),
                     "promoted": cur_real == os.path.realpath(path),
                     "signed_by": m.get("signed_by", ""),
+                    "journal": "",
+                    "order": None,
+                    "smoke": "",
+                    "health": "",
                 }
             )
     others = sorted(n for n in os.listdir(root) if not n.startswith(PREFIX)) if os.path.isdir(root) else []
@@ -106,10 +110,16 @@ def op_status(req: StatusRequest) -> dict[str, Any]:
         r["order"] = order.get(did)
         r["smoke"] = journal.last_smoke(entries, did)
         r["health"] = journal.last_health(entries, did)
-    out: dict[str, Any] = {"root": root, "releases": releases, "lock": read_lock(root), "entries": others, "leftovers": left, "current": pointer_state(root)}
-    out["previous"] = journal.previous_current(entries)
-    out["journal_skipped_lines"] = skipped
-    return out
+    return {
+        "root": root,
+        "releases": releases,
+        "lock": read_lock(root),
+        "entries": others,
+        "leftovers": left,
+        "current": pointer_state(root),
+        "previous": journal.previous_current(entries),
+        "journal_skipped_lines": skipped,
+    }
 
 
 def release_of(root: str, deploy_id: str) -> tuple[str, dict[str, str]]:

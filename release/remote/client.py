@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         SmokeRequest,
         SmokeResult,
         StatusRequest,
+        StatusResult,
         TidyRequest,
         TidyResult,
         UnprovisionRequest,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         VerifyResult,
     )
     from ..config import Config
+    from ..errors import ReleaseError
     from .transport import Transport
 
 
@@ -59,6 +61,19 @@ def who() -> dict[str, str]:
     return {"operator": operator, "controller": os.uname().nodename}
 
 
+def _malformed(op: str, label: str, why: str) -> ReleaseError:
+    from ..agent.ops import CHANGING
+    from ..errors import OutcomeUnknownError, ReleaseError
+
+    what = f"its answer is not the agent's ({why[:300]})"
+    if op in CHANGING:  # what the host did is not known: the next run reconciles it with the host first
+        return OutcomeUnknownError(
+            f"{op} on {label}: outcome unknown: {what}",
+            hint="inspect that host (its interpreter, target.python); the next deploy or rollback reconciles it with the target first",
+        )
+    return ReleaseError(f"target agent ({op}) on {label}: {what}", hint="inspect that host: its interpreter (target.python) does not run this tool's agent")
+
+
 class Agent:
     """The agent on one target, reached through ``transport``."""
 
@@ -76,7 +91,13 @@ class Agent:
         if wait and op in LOCKING:  # --lock-wait: the op waits for a live holder of the target's lock
             request = {**request, "lock_wait": wait}
             timeout = (float(getattr(self.transport, "deadline", 3600.0)) if timeout is None else timeout) + wait
-        return self.transport.agent(op, request, stdin=stdin, timeout=timeout)
+        result = self.transport.agent(op, request, stdin=stdin, timeout=timeout)
+        from .answers import answer_problem
+
+        why = answer_problem(op, request, result)
+        if why:  # a host that lies in its answer: never read as if it had said what the stage expects
+            raise _malformed(op, self.label, why)
+        return result
 
     def facts(self, req: FactsRequest) -> dict[str, Any]:
         """What a plan or a bundle needs to know of the target (root, parent, target folder, lock, interpreter)."""
@@ -94,8 +115,8 @@ class Agent:
     def repoint(self, req: RepointRequest) -> RepointResult:
         return cast("RepointResult", self._call("repoint", req))
 
-    def status(self, req: StatusRequest) -> dict[str, Any]:
-        return cast("dict[str, Any]", self._call("status", req))
+    def status(self, req: StatusRequest) -> StatusResult:
+        return cast("StatusResult", self._call("status", req))
 
     def verify(self, req: VerifyRequest) -> VerifyResult:
         return cast("VerifyResult", self._call("verify", req))

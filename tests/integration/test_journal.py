@@ -57,8 +57,11 @@ def test_every_change_is_journalled_on_the_host(project: Repo, tmp_path: Path, t
         ("promoted", first),
         ("deployed", second),
         ("promoted", second),
+        ("reverted", second),  # `current` went back to the first release with it: the journal follows the pointer
         ("rolled back", second),
     ]
+    back = [e for e in journal(root) if e["event"] == "reverted"][-1]
+    assert back["reason"] == "rollback" and back["current"] == os.path.relpath(first_path, root) and back["previous"] is None
     for e in journal(root):
         assert e["operator"] == getpass.getuser() and e["controller"] == socket.gethostname() and str(e["time"]).endswith("Z")
     assert next(e for e in journal(root) if e["event"] == "smoke passed")["results_sha256"]

@@ -50,7 +50,16 @@ def test_no_ssh_config_reads_the_users_and_the_systems_files_first(tmp_path: Pat
     assert text.index("Include ~/.ssh/config") < text.index("Include /etc/ssh/ssh_config") < text.index("ConnectTimeout 20")
     ours = subprocess.run([*argv, "-G", "--", "h"], capture_output=True, text=True, check=True).stdout.splitlines()
     plain = subprocess.run(["ssh", "-G", "--", "h"], capture_output=True, text=True, check=True).stdout.splitlines()
-    ours_only = ("batchmode ", "connecttimeout ", "serveralive", "requesttty ", "remotecommand ")  # what this tool sets, on purpose
+    ours_only = (
+        "batchmode ",
+        "connecttimeout ",
+        "serveralive",
+        "requesttty ",
+        "remotecommand ",
+        "forwardagent ",
+        "forwardx11 ",
+        "clearallforwardings ",
+    )  # what this tool sets, on purpose
     assert [ln for ln in ours if not ln.startswith(ours_only)] == [ln for ln in plain if not ln.startswith(ours_only)]
     if "SendEnv LANG" in Path("/etc/ssh/ssh_config").read_text():  # Debian's: the system file was read in both
         assert "sendenv LANG" in plain
