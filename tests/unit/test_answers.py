@@ -26,7 +26,7 @@ def test_every_op_names_an_answer_shape_and_every_annotation_in_it_can_be_checke
                 problem(None, _annotation(tp), key)  # raises ValueError on an annotation it cannot check
 
 
-STATUS = {
+STATUS: dict[str, Any] = {
     "root": "/srv/app",
     "releases": [
         {
