@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import journal, shared_paths
-from .fsutil import _lstat_kind, listing_sha256, mounts_inside, open_dir, path_kind, remove_tree_at
+from .fsutil import _lstat_kind, list_tree, listing_sha256, mounts_inside, open_dir, path_kind, remove_tree_at
 from .leftovers import _remove_marked, clean_leftovers, make_marked_dir
 from .lock import Lock, lock_wait
 from .names import checked_id, tree_sha256
@@ -151,6 +151,14 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                 from . import service_ops
 
                 up = service_ops.bring_up(root, back, spec, req, deploy_id, "rollback")
+                again: Listing = {}
+                list_tree(folder_fd, "", again)
+                if names_sha256(again) != names_sha256(listing):  # written into while the app restarted: never deleted unasked
+                    raise refuse(
+                        f"refusing to remove {target}: entries were added to it or removed while the application restarted on {back}"
+                        f" (`current` points there now); nothing was removed",
+                        "look at what changed there, then roll back again (--discard-added deletes what was added)",
+                    )
             trash = make_marked_dir(parent_fd, "trash", deploy_id, "rollback")
             checkpoint("rollback:trash")
             os.rename(name, f"{trash}/release", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)

@@ -292,3 +292,31 @@ def test_a_rollback_whose_release_gone_back_to_does_not_serve_fails(web: tuple[R
         "the release is removed all the same"
     )
     assert [e["event"] for e in journal(root)][-3:] == ["restart ok", "health failed", "rolled back"]
+
+
+def test_a_rollback_whose_release_is_written_into_while_the_app_restarts_removes_nothing(
+    web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]
+) -> None:
+    """The release being rolled back gets a new file while the application restarts on the one
+    `current` went back to (its old process logging on its way out): the names are listed
+    again after the restart, and a change means nothing is removed (exit 4, naming it), with
+    `current` left where the restart put it; a rollback with --discard-added then finishes."""
+    repo, root, port = web
+    cfg = web_config(tmp_path, repo, root, port, transport)
+    _first, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    first_link = os.readlink(root / "current")
+    time.sleep(1.05)
+    add_web(repo, version="0.7.0", message="0.7.0")
+    second, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    late = ["{python}", "-c", "import glob; [open(p + '/late.log', 'w').close() for p in glob.glob('../*-0.7.0-*')]; import runpy, sys; sys.argv = ['restart.py', '127.0.0.1', '%d']; runpy.run_path('restart.py')" % port]
+    web_config(tmp_path, repo, root, port, transport, service={"restart": late, "timeout": 30})
+    cp = run_release("--config", cfg, "rollback", "--deploy-id", second)
+    assert cp.returncode == 4 and "entries were added to it or removed while the application restarted" in cp.stderr, cp.stdout + cp.stderr
+    assert os.readlink(root / "current") == first_link and fetch(port).startswith("demo-app 0.6.0 ")
+    kept = [p for p in (root / "releases").iterdir() if "-0.7.0-" in p.name]
+    assert len(kept) == 1 and (kept[0] / "late.log").exists(), "nothing was removed"
+    cp = run_release("--config", cfg, "rollback", "--deploy-id", second, "--discard-added")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert not kept[0].exists() and os.readlink(root / "current") == first_link
