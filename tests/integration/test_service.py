@@ -310,7 +310,11 @@ def test_a_rollback_whose_release_is_written_into_while_the_app_restarts_removes
     add_web(repo, version="0.7.0", message="0.7.0")
     second, cp = release(cfg)
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    late = ["{python}", "-c", "import glob; [open(p + '/late.log', 'w').close() for p in glob.glob('../*-0.7.0-*')]; import runpy, sys; sys.argv = ['restart.py', '127.0.0.1', '%d']; runpy.run_path('restart.py')" % port]
+    code = (
+        "import glob, runpy, sys; [open(p + '/late.log', 'w').close() for p in glob.glob('../*-0.7.0-*')]; "
+        f"sys.argv = ['restart.py', '127.0.0.1', '{port}']; runpy.run_path('restart.py')"
+    )
+    late = ["{python}", "-c", code]
     web_config(tmp_path, repo, root, port, transport, service={"restart": late, "timeout": 30})
     cp = run_release("--config", cfg, "rollback", "--deploy-id", second)
     assert cp.returncode == 4 and "entries were added to it or removed while the application restarted" in cp.stderr, cp.stdout + cp.stderr
