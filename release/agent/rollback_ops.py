@@ -153,7 +153,7 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                 up = service_ops.bring_up(root, back, spec, req, deploy_id, "rollback")
                 again: Listing = {}
                 list_tree(folder_fd, "", again)
-                if names_sha256(again) != names_sha256(listing):  # written into while the app restarted: never deleted unasked
+                if names_sha256(again) != names_sha256(listing) and not req.get("discard_added"):  # written into meanwhile: never deleted unasked
                     raise refuse(
                         f"refusing to remove {target}: entries were added to it or removed while the application restarted on {back}"
                         f" (`current` points there now); nothing was removed",
