@@ -604,10 +604,17 @@ def build(env: Environment, target: TargetPython, tree: Path, app_wheel: Path | 
     check_requires_python(requires, target.version)
     locked = locked_requirements(tree, env)
     constraints: list[str] = []
+    extras = env.extras
     if locked is None:
         read = requirements.read_files(tree, env.requirements)
         extra = _groups(pyproject, env.groups) + read.requirements + [requirements.requirement(d, "environment.dependencies") for d in env.dependencies]
         constraints = read.constraints
+        if read.names_self and app_wheel is None:
+            raise ConfigError(
+                f"a requirements file installs the project itself (-e . or .), but {'the project' if pyproject else 'it'} has no build backend to make it a wheel",
+                hint="remove that line (a plain application ships as its tree), or give the project a [build-system]",
+            )
+        extras = tuple(dict.fromkeys([*env.extras, *read.self_extras]))  # `-e .[dev]`: the project's own extras
     else:
         if env.requirements or env.dependencies:
             raise ConfigError(
@@ -616,7 +623,7 @@ def build(env: Environment, target: TargetPython, tree: Path, app_wheel: Path | 
             )
         extra = []
     dest = workdir / "wheels"
-    download(target, dest, app_wheel, env.extras, extra, locked[0] if locked else None, constraints)
+    download(target, dest, app_wheel, extras, extra, locked[0] if locked else None, constraints)
     wheels = sorted(p for p in dest.glob("*.whl") if app_wheel is None or p.name != app_wheel.name)
     rel = {w: f"{WHEELS}/{w.name}" for w in wheels}
     if app_wheel is not None:

@@ -5,8 +5,10 @@ dependency groups (``[tool.poetry.group.<name>.dependencies]``, and the old
 (``environment.dependencies``).
 
 A requirements file is the project's, but a release's packages come only from the
-operator's indexes: a line that names an index, a link to look in, a trusted host or an
-editable install is refused (exit 4) naming the file and line; ``-r`` and ``-c`` are
+operator's indexes: a line that names an index, a link to look in, a trusted host, an
+editable install from a repository or a path other than the project's own folder is
+refused (exit 4) naming the file and line; ``-e .[dev]`` (or ``.``), the project itself,
+is its own wheel with those extras; ``-r`` and ``-c`` are
 followed inside the exported tree only, never through a link, at most ``MAX_DEPTH`` deep.
 Every requirement is parsed by ``packaging`` (PEP 508): a direct URL or a VCS reference is
 refused as it is in the project's own dependencies.
@@ -27,7 +29,8 @@ MAX_LINES = 20_000  # requirement lines in all files together
 MAX_DEPTH = 8  # -r / -c nesting
 MAX_FILES = 64  # files read through -r / -c
 # options that choose where packages come from: the operator's indexes decide that
-_SOURCE_OPTIONS = ("-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links", "--trusted-host", "-e", "--editable")
+_SOURCE_OPTIONS = ("-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links", "--trusted-host")
+_EDITABLE = ("-e", "--editable")
 # options that change nothing of what is resolved here (pip's install-time switches)
 _HARMLESS = ("--pre", "--prefer-binary", "--only-binary", "--no-binary", "--require-hashes", "--use-feature")
 
@@ -37,6 +40,19 @@ class Read:
     requirements: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # the files read, relative to the tree
+    self_extras: list[str] = field(default_factory=list)  # `-e .[dev]` / `.[dev]`: the project itself, with these extras
+    names_self: bool = False  # a line names the project itself (`-e .`, `.`): its own wheel is in the environment already
+
+
+def _path_line(value: str) -> tuple[str, list[str]] | None:
+    """``(path, extras)`` when a requirement line (or ``-e``'s value) is a local path, as pip
+    reads ``.``, ``./sub``, ``.[dev]``, ``../lib``, ``/abs`` and ``file:.``; None otherwise."""
+    text = value.removeprefix("file:")
+    if not text.startswith((".", "/")):
+        return None
+    path, _, rest = text.partition("[")
+    extras = [e.strip() for e in rest.rstrip("]").split(",") if e.strip()] if rest else []
+    return path.strip(), extras
 
 
 def _open_inside(tree: Path, rel: str, where: str) -> bytes:
@@ -138,6 +154,8 @@ def read_files(tree: Path, files: tuple[str, ...]) -> Read:
                 if opt in ("-r", "--requirement", "-c", "--constraint"):
                     base = os.path.dirname(norm)
                     one(os.path.join(base, value) if base else value, depth + 1, constraint or opt in ("-c", "--constraint"), at)
+                elif opt in _EDITABLE:
+                    project_itself(value, norm, at)
                 elif opt in _SOURCE_OPTIONS:
                     raise RefusedError(
                         f"{at}: {opt} in a requirements file is refused: a release's packages come from the operator's indexes",
@@ -149,7 +167,30 @@ def read_files(tree: Path, files: tuple[str, ...]) -> Read:
                     raise ConfigError(f"{at}: option {opt} is not understood here", hint="leave requirement lines, -r and -c")
                 continue
             spec = line.split(" --hash", 1)[0].strip()  # the resolver records every hash itself, from the index
+            if _path_line(spec) is not None:
+                project_itself(spec, norm, at)
+                continue
             (out.constraints if constraint else out.requirements).append(requirement(spec, at))
+
+    def project_itself(value: str, norm: str, at: str) -> None:
+        """``-e .[dev]`` or ``.`` (``pip install -r requirements-dev.txt`` installing the project
+        itself): the project's own wheel is in the environment, with those extras; any other
+        path (``-e ../lib``, ``./vendor/pkg``) is refused."""
+        found = _path_line(value)
+        if found is None:
+            raise RefusedError(
+                f"{at}: -e {value[:200]} (an editable install from a repository) is refused",
+                hint="name the package (publish it on your index); a release installs wheels only",
+            )
+        path, extras = found
+        if os.path.normpath(path) != ".":  # pip reads such a path from the folder it runs in: the project's
+
+            raise RefusedError(
+                f"{at}: {value[:200]!r} is a path dependency outside the project's own folder: refused",
+                hint="publish it as a wheel on your index and name it, or list it in the project's own dependencies",
+            )
+        out.names_self = True
+        out.self_extras += [e for e in extras if e not in out.self_extras]
 
     for f in files:
         one(f, 0, False, "environment.requirements")

@@ -494,3 +494,38 @@ def test_a_regular_file_where_the_release_folder_would_be_is_a_clear_refusal_not
     cp = run_release("--config", cfg, "deploy", "--no-plan")
     assert cp.returncode == 4 and "Traceback" not in cp.stderr and "webapp-v1.0.0" in cp.stderr, cp.stderr[-2000:]
     assert tree_state(root) == before
+
+
+def test_a_requirements_file_that_installs_the_project_itself_with_an_extra(tmp_path: Path) -> None:
+    """requirements-dev.txt as projects write it for `pip install -r requirements-dev.txt`:
+    `-e .[web]` (the project itself, with its `web` extra) and pytest. The project's own wheel
+    is the release's, and the extra's dependency (markupsafe) is resolved with it; `-e` was
+    refused (exit 4) as an editable install. A path to anything else is still refused."""
+    repo = webapp(tmp_path / "app", deps='"packaging>=23"')
+    text = (repo.path / "pyproject.toml").read_text()
+    repo.write("pyproject.toml", text.replace("[project.scripts]", '[project.optional-dependencies]\nweb = ["markupsafe>=2"]\n\n[project.scripts]'))
+    repo.write("requirements-dev.txt", "-e .[web]\npytest>=7\n")
+    repo.commit("requirements-dev.txt installs the project with its web extra")
+    root = tmp_path / "target"
+    checks = [{"kind": "import", "modules": ["webapp", "markupsafe"]}, {"kind": "pytest", "args": ["tests", "-q"], "expect_passed": 1}]
+    cfg = write_config(
+        tmp_path / "release.toml",
+        repo.path,
+        top={"name": "webapp"},
+        bundle={"artifacts": ["wheel"]},
+        target={"root": str(root), "create_root": True},
+        environment={"requirements": ["requirements-dev.txt"]},
+        checks=checks,
+    )
+    cp = run_release("--config", cfg, "--json", "bundle")
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    with tarfile.open(json.loads(cp.stdout)["bundle"]) as tf:
+        names = tf.getnames()
+    assert any("/release-env/wheels/markupsafe-" in n for n in names) and any("/release-env/wheels/pytest-" in n for n in names)
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    smoke = run_release("--config", cfg, "--json", "smoke")
+    assert smoke.returncode == 0, smoke.stdout[-3000:]
+    repo.write("requirements-dev.txt", "-e ../elsewhere\npytest>=7\n")
+    repo.commit("a path outside the project")
+    cp = run_release("--config", cfg, "bundle")
+    assert cp.returncode == 4 and "requirements-dev.txt:1" in cp.stderr and "path dependency outside the project" in cp.stderr, cp.stderr[-2000:]

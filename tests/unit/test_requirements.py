@@ -45,7 +45,9 @@ def test_requirement_lines_includes_constraints_and_hashes_are_read_as_pip_reads
         "-f https://evil.example/links",
         "--find-links /tmp",
         "--trusted-host evil.example",
-        "-e .",
+        "-e ../other",
+        "-e ./vendor/lib",
+        "/opt/wheels/x",
         "--editable git+https://evil.example/x.git",
         "--no-index",
     ],
@@ -151,3 +153,17 @@ def test_a_wheel_built_from_an_sdist_must_be_the_one_pinned(tmp_path: Path, name
     else:
         with pytest.raises(RefusedError, match="not one wheel of that name and version"):
             _refuse_other_wheel(wheels, pin)
+
+
+@pytest.mark.parametrize(
+    ("line", "extras"),
+    [("-e .", []), ("--editable=.", []), (".", []), ("-e .[dev]", ["dev"]), ("-e .[dev, test]", ["dev", "test"]), ("./[test]", ["test"]), ("file:.", [])],
+)
+def test_the_project_itself_in_a_requirements_file_is_its_own_wheel_with_those_extras(tmp_path: Path, line: str, extras: list[str]) -> None:
+    """`pip install -r requirements/dev.txt` with `-e .[dev]` in it (pip reads the path from the
+    folder it runs in: the project's) installs the project itself: its wheel is in the
+    environment already, and the extras named join environment.extras. It was refused
+    (exit 4) as an editable install."""
+    t = tree(tmp_path, {"requirements/dev.txt": f"pytest\n{line}\n"})
+    got = requirements.read_files(t, ("requirements/dev.txt",))
+    assert got.names_self is True and got.self_extras == extras and got.requirements == ["pytest"]
