@@ -611,7 +611,7 @@ def build(env: Environment, target: TargetPython, tree: Path, app_wheel: Path | 
         constraints = read.constraints
         if read.names_self and app_wheel is None:
             raise ConfigError(
-                f"a requirements file installs the project itself (-e . or .), but {'the project' if pyproject else 'it'} has no build backend to make it a wheel",
+                "a requirements file installs the project itself (-e . or .), but the project has no build backend to make it a wheel",
                 hint="remove that line (a plain application ships as its tree), or give the project a [build-system]",
             )
         extras = tuple(dict.fromkeys([*env.extras, *read.self_extras]))  # `-e .[dev]`: the project's own extras
