@@ -184,7 +184,6 @@ def read_files(tree: Path, files: tuple[str, ...]) -> Read:
             )
         path, extras = found
         if os.path.normpath(path) != ".":  # pip reads such a path from the folder it runs in: the project's
-
             raise RefusedError(
                 f"{at}: {value[:200]!r} is a path dependency outside the project's own folder: refused",
                 hint="publish it as a wheel on your index and name it, or list it in the project's own dependencies",
