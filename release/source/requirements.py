@@ -17,6 +17,7 @@ refused as it is in the project's own dependencies.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class Read:
     files: list[str] = field(default_factory=list)  # the files read, relative to the tree
     self_extras: list[str] = field(default_factory=list)  # `-e .[dev]` / `.[dev]`: the project itself, with these extras
     names_self: bool = False  # a line names the project itself (`-e .`, `.`): its own wheel is in the environment already
+
+
+_EXTRA = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")  # a PEP 508 extra name
 
 
 def _path_line(value: str) -> tuple[str, list[str]] | None:
@@ -188,6 +192,9 @@ def read_files(tree: Path, files: tuple[str, ...]) -> Read:
                 f"{at}: {value[:200]!r} is a path dependency outside the project's own folder: refused",
                 hint="publish it as a wheel on your index and name it, or list it in the project's own dependencies",
             )
+        bad = next((e for e in extras if not _EXTRA.fullmatch(e)), None)
+        if bad is not None:
+            raise ConfigError(f"{at}: {bad[:100]!r} is not an extra's name", hint="name extras as the project's [project.optional-dependencies] does")
         out.names_self = True
         out.self_extras += [e for e in extras if e not in out.self_extras]
 

@@ -167,3 +167,10 @@ def test_the_project_itself_in_a_requirements_file_is_its_own_wheel_with_those_e
     t = tree(tmp_path, {"requirements/dev.txt": f"pytest\n{line}\n"})
     got = requirements.read_files(t, ("requirements/dev.txt",))
     assert got.names_self is True and got.self_extras == extras and got.requirements == ["pytest"]
+
+
+@pytest.mark.parametrize("line", ["-e .[dev; touch /tmp/x]", ".[dev]x", ".[dev,-x]"])
+def test_an_extra_that_is_no_name_is_refused_naming_the_line(tmp_path: Path, line: str) -> None:
+    t = tree(tmp_path, {"requirements.txt": f"{line}\n"})
+    with pytest.raises((ConfigError, RefusedError), match=r"requirements\.txt:1"):
+        requirements.read_files(t, ("requirements.txt",))
