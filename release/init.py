@@ -3,9 +3,9 @@
 It looks at the project as it is (``pyproject.toml``: its name, build backend and test
 dependencies; its top-level packages; a ``tests/`` folder or a pytest configuration
 (``pytest.ini``, ``[tool.pytest.ini_options]``, ``setup.cfg``'s ``[tool:pytest]``,
-``tox.ini``'s ``[pytest]``: its ``testpaths`` then say where the tests are); a Django
-``manage.py``; ``requirements*.txt``) and writes ``release.toml`` beside it: the target a placeholder
-under ``.release/sandbox`` (a first ``bundle deploy smoke`` runs on this machine, into a
+``tox.ini``'s ``[pytest]``: without a ``tests/`` folder, its ``testpaths`` say where the
+tests are); a Django ``manage.py``; ``requirements*.txt``) and writes ``release.toml``
+beside it: the target a placeholder under ``.release/sandbox`` (a first ``bundle deploy smoke`` runs on this machine, into a
 sandbox), the smoke checks its layout suggests. ``.release/`` is added to
 ``.gitignore``. Nothing is overwritten: an existing ``release.toml`` or
 ``[tool.release]`` is exit 4 naming it.
@@ -128,29 +128,27 @@ def _test_extras(extras: Any) -> list[str]:
     return [e for e in ("test", "tests", "testing") if e in extras][:1]
 
 
-def _pytest_config(folder: Path, pyproject: dict[str, Any]) -> tuple[str, bool]:
-    """The file that configures pytest for the project, '' when none does, and whether it
-    names ``testpaths`` (they then say where the tests are: a Django app's ``polls/tests.py``
-    has no ``tests/`` folder)."""
+def _pytest_config(folder: Path, pyproject: dict[str, Any]) -> str:
+    """The file that configures pytest for the project, '' when none does (its ``testpaths``
+    then say where the tests are: a Django app's ``polls/tests.py`` has no ``tests/``)."""
     import configparser
 
-    options = pyproject.get("tool", {}).get("pytest", {}).get("ini_options")
-    if isinstance(options, dict):
-        return "pyproject.toml", bool(options.get("testpaths"))
+    if isinstance(pyproject.get("tool", {}).get("pytest", {}).get("ini_options"), dict):
+        return "pyproject.toml"
     for name, section in (("pytest.ini", "pytest"), (".pytest.ini", "pytest"), ("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
         path = folder / name
         if not path.is_file() or path.is_symlink():
             continue
+        if name in ("pytest.ini", ".pytest.ini"):
+            return name  # pytest takes these even without a [pytest] section
         ini = configparser.ConfigParser(interpolation=None, strict=False)
         try:
             ini.read_string(_small_text(path))
         except configparser.Error:
             continue
         if ini.has_section(section):
-            return name, bool(ini.get(section, "testpaths", fallback="").strip())
-        if name in ("pytest.ini", ".pytest.ini"):
-            return name, False  # pytest takes these even without a [pytest] section
-    return "", False
+            return name
+    return ""
 
 
 def _requirements(folder: Path) -> list[str]:
@@ -171,7 +169,7 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
     packages = _packages(folder)
     django = (folder / "manage.py").is_file()
     tests = next((t for t in ("tests", "test") if (folder / t).is_dir() and not (folder / t).is_symlink()), "")
-    pytest_config, testpaths = _pytest_config(folder, pyproject)
+    pytest_config = _pytest_config(folder, pyproject)
     reqs = _requirements(folder)
     groups = _test_groups(pyproject)
     extras = _test_extras(project.get("optional-dependencies", {}) if "optional-dependencies" in project else st_extras)
@@ -218,8 +216,10 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
         lines += ["", "[[smoke.check]]", 'kind = "command"', 'name = "django-check"', 'argv = ["{python}", "manage.py", "check"]']
     found["pytest_check"] = bool((tests or pytest_config) and (groups or extras or reqs))
     if found["pytest_check"]:
-        # the configuration's own testpaths decide; else the tests folder; else pytest's own search
-        where = f"{_q(tests + '/')}, " if tests and not testpaths else ""
+        # the tests folder (the installed release is what is tested: a configuration's
+        # testpaths may add the package's own sources, httpie's doctests); without one, the
+        # configuration's testpaths decide (a Django app's polls/tests.py)
+        where = f"{_q(tests + '/')}, " if tests else ""
         lines += ["", "[[smoke.check]]", 'kind = "pytest"', f"args = [{where}" + '"-q"]']
     return "\n".join(lines) + "\n", found
 

@@ -174,11 +174,11 @@ def test_init_adds_release_to_a_gitignore_without_a_last_newline_once(tmp_path: 
 @pytest.mark.parametrize(
     ("pyproject", "args"),
     [
-        ('[tool.pytest.ini_options]\ntestpaths = "tests"\n', '["-q"]'),  # structlog 25.4.0: its testpaths decide
+        ('[tool.pytest.ini_options]\ntestpaths = ["tests", "src"]\n', '["tests/", "-q"]'),  # httpie 3.2.4's: its package's doctests too
         ('[tool.pytest.ini_options]\naddopts = "-ra"\n', '["tests/", "-q"]'),  # no testpaths: the tests folder, not the whole release
     ],
 )
-def test_a_tests_folder_is_named_unless_the_configuration_names_testpaths(tmp_path: Path, pyproject: str, args: str) -> None:
+def test_a_tests_folder_is_named_whatever_the_configuration_says(tmp_path: Path, pyproject: str, args: str) -> None:
     (tmp_path / "tests").mkdir()
     _project(tmp_path, {"pyproject.toml": '[project]\nname = "x"\n[dependency-groups]\ntests = ["pytest"]\n' + pyproject})
     text, found = init.render(tmp_path)
