@@ -204,6 +204,21 @@ def _print_human(result: StageResult) -> None:
         print(f"{key}: {shown(value)}")
 
 
+def _emit(result: StageResult, as_json: bool) -> None:
+    """The result on stdout. A reader that left early (`release status | head -1`) ends the
+    output, not the run: the stage's own exit code stands, and no traceback is printed."""
+    try:
+        if as_json:
+            print(json.dumps(redact_obj(result.to_json()), sort_keys=True))
+        else:
+            _print_human(result)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the exit's own flush writes nowhere, quietly
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in args_list
@@ -221,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import init
 
             done = init.cli(None, Options.from_args(args))
-            print(json.dumps(done.to_json(), sort_keys=True) if args.json else shown(done.text))
+            _emit(done, args.json)
             return done.exit_code
         if args.stage == "verify" and getattr(args, "bundle", None):  # offline, on any machine: a config only adds its recorded head
             from . import bundleverify
@@ -233,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise
                 found = None
             done = bundleverify.cli(found, Options.from_args(args))
-            print(json.dumps(redact_obj(done.to_json()), sort_keys=True)) if args.json else _print_human(done)
+            _emit(done, args.json)
             if done.failed:
                 print(f"FAILED: {shown(done.failed)}", file=sys.stderr)
             return done.exit_code
@@ -266,10 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # exit included, about 6 ms), and a forked agent shares its pages (gc.freeze's case)
             gc.freeze()
         result: StageResult = handler(cfg, Options.from_args(args))
-        if args.json:
-            print(json.dumps(redact_obj(result.to_json()), sort_keys=True))
-        else:
-            _print_human(result)
+        _emit(result, args.json)
         if result.failed:
             print(f"FAILED: {shown(result.failed)}", file=sys.stderr)
         return result.exit_code

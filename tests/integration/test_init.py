@@ -109,3 +109,21 @@ def test_a_real_poetry_project_runs_its_own_suite_from_its_dev_group(tmp_path: P
     pytest_check = next(c for c in json.loads(s.stdout)["checks"] if c["kind"] == "pytest")
     assert pytest_check["data"]["counts"]["passed"] > 200, pytest_check
     assert run_release("--config", cfg, "rollback", cwd=path).returncode == 0
+
+
+@pytest.mark.parametrize("stage", [["init"], ["--json", "init"]])
+def test_a_reader_that_left_ends_the_output_not_the_run(tmp_path: Path, stage: list[str]) -> None:
+    """`release init | head -3`: the reader closed the pipe while the summary was printed;
+    it was a BrokenPipeError traceback (exit 1). The stage's own exit code stands, nothing is
+    printed on stderr, and what it did stays done."""
+    import os
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails as it does when `head` has left
+    try:
+        cp = subprocess.run([sys.executable, "-m", "release", *stage], cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert cp.returncode == 0 and "Traceback" not in cp.stderr and "BrokenPipe" not in cp.stderr, cp.stderr
+    assert (tmp_path / "release.toml").is_file()
