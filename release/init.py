@@ -128,6 +128,20 @@ def _test_extras(extras: Any) -> list[str]:
     return [e for e in ("test", "tests", "testing") if e in extras][:1]
 
 
+def _in_repository(folder: Path) -> tuple[str, str]:
+    """``source.repo`` and ``source.subdir`` for the project in ``folder``: ('.', '') at the
+    top of its git repository (or outside any); for a project in a monorepo's ``apps/site``,
+    the repository's top relative to it ('../..') and 'apps/site'."""
+    from . import proc
+
+    cp = proc.run(["git", "-C", str(folder), "rev-parse", "--show-cdup", "--show-prefix"], check=False)
+    lines = cp.out.split("\n") if cp.returncode == 0 else []
+    up, prefix = (lines[0].strip().rstrip("/"), lines[1].strip().rstrip("/")) if len(lines) >= 2 else ("", "")
+    if not prefix or not up or any(ch in up + prefix for ch in "\r\0") or set(up.split("/")) != {".."}:
+        return ".", ""
+    return up, prefix
+
+
 def _pytest_config(folder: Path, pyproject: dict[str, Any]) -> str:
     """The file that configures pytest for the project, '' when none does (its ``testpaths``
     then say where the tests are: a Django app's ``polls/tests.py`` has no ``tests/``)."""
@@ -175,13 +189,15 @@ def render(folder: Path) -> tuple[str, dict[str, Any]]:
     extras = _test_extras(project.get("optional-dependencies", {}) if "optional-dependencies" in project else st_extras)
     found: dict[str, Any] = {"name": name, "backend": backend or "none (a plain application)", "packages": packages}
     found.update(django=django, tests=tests, pytest_config=pytest_config, requirements=reqs)
+    found["repo"], found["subdir"] = _in_repository(folder)
     lines = [
         "# written by `release init`: review it, then `release plan`",
         f"name = {_q(name)}",
         "",
         "[source]",
-        'repo = "."',
+        f"repo = {_q(found['repo'])}" + ("  # the top of the repository that holds this project" if found["subdir"] else ""),
         'head = "HEAD"  # the commit a release is made of (a branch, tag or sha)',
+        *([f"subdir = {_q(found['subdir'])}  # the project's folder in its repository"] if found["subdir"] else []),
         "",
         "[bundle]",
     ]

@@ -7,6 +7,7 @@ uncommitted or untracked files in a working tree never reach a bundle.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,11 @@ def open_repo(cfg: Config) -> str:
                     hint=f"git config --global --add safe.directory {location} (if you trust it), or run as its owner",
                 )
             raise ConfigError(f"source.repo is not a git repository: {location}" + (f" ({said})" if said else ""), hint="point source.repo at a git repository")
-        return location
+        # a folder inside a work tree stands for its repository: git runs at the top, where
+        # source.subdir is read from (inside apps/site, `git archive` took paths from there)
+        top = proc.run(["git", "-C", location, "rev-parse", "--show-toplevel"], check=False)
+        found = top.out.strip()
+        return found if top.returncode == 0 and found and os.path.isdir(found) else location
     if not path.exists() and location != cfg.repo:
         raise ConfigError(f"source.repo does not exist: {location}", hint="fix source.repo (a path, a git bundle file or a URL)")
     mirror = cfg.state / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
@@ -87,7 +92,10 @@ def resolve(cfg: Config) -> Source:
     head = cfg.head
     if head.startswith("-"):
         raise ConfigError(f"source.head must not start with '-': {head!r}", hint="use a sha, a tag or HEAD")
-    if Path(location).is_dir():  # the usual case, one git call; anything unexpected takes the long way
+    here = Path(location)
+    # the usual case (the top of a work tree, or a bare repository), one git call; anything
+    # else takes the long way (a folder inside a work tree resolves to its top there)
+    if here.is_dir() and ((here / ".git").exists() or (here / "objects").is_dir()):
         cp = git(location, "-c", "log.showSignature=false", "show", "-s", "--format=%H %ct", "--end-of-options", f"{head}^{{commit}}", "--", check=False)
         m = _SHA_TIME.fullmatch(cp.out.strip()) if cp.returncode == 0 else None
         if m:

@@ -127,3 +127,37 @@ def test_a_reader_that_left_ends_the_output_not_the_run(tmp_path: Path, stage: l
         os.close(write_end)
     assert cp.returncode == 0 and "Traceback" not in cp.stderr and "BrokenPipe" not in cp.stderr, cp.stderr
     assert (tmp_path / "release.toml").is_file()
+
+
+def test_init_in_a_monorepo_folder_releases_that_project(tmp_path: Path) -> None:
+    """A project in a monorepo's apps/site: init names the repository's top (`../..`) and
+    `subdir = "apps/site"` (it wrote repo = "." with no subdir: the bundle looked for a build
+    backend at the repository's top), and the pipeline runs; `repo = "."` from inside the
+    folder is the same repository (git ran there, and `git archive` of apps/site from inside
+    apps/site failed: "current working directory is untracked")."""
+    top = tmp_path / "mono"
+    site = top / "apps" / "site"
+    (site / "site").mkdir(parents=True)
+    git(top, "init", "-q", "-b", "main")
+    repo = Repo(top)
+    repo.write("README", "other projects live here too\n")
+    repo.write(
+        "apps/site/pyproject.toml", '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n[project]\nname = "site"\nversion = "1.0.0"\n'
+    )
+    repo.write("apps/site/site/__init__.py", '__version__ = "1.0.0"\n')
+    repo.commit("monorepo")
+    cp = run_release("init", cwd=site)
+    assert cp.returncode == 0, cp.stderr
+    doc = tomllib.loads((site / "release.toml").read_text())
+    assert doc["source"]["repo"] == "../.." and doc["source"]["subdir"] == "apps/site"
+    repo.commit("release.toml")
+    cfg = site / "release.toml"
+    for stage in (["bundle"], ["deploy", "--no-plan"], ["smoke"], ["rollback"]):
+        r = run_release("--config", cfg, *stage, cwd=site)
+        assert r.returncode == 0, (stage, r.stdout[-2000:], r.stderr[-2000:])
+    cfg.write_text(cfg.read_text().replace('repo = "../.."', 'repo = "."'))
+    repo.commit("repo = '.'")
+    r = run_release("--config", cfg, "--json", "bundle", cwd=site)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with tarfile.open(json.loads(r.stdout)["bundle"]) as tf:
+        assert any(n.endswith("/site/__init__.py") for n in tf.getnames()) and not any(n.endswith("/README") for n in tf.getnames())
