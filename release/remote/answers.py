@@ -65,6 +65,9 @@ def problem(value: Any, shape: str, where: str = "") -> str:
         if head == "list":
             if not isinstance(value, list):
                 return f"{where or 'the answer'}: {type(value).__name__}, expected a list"
+            if args[0] == "str":  # the long lists (a tree's paths): one pass, no parse per item
+                bad = next((i for i, item in enumerate(value) if not isinstance(item, str)), None)
+                return "" if bad is None else f"{where}[{bad}]: {type(value[bad]).__name__}, expected str"
             for i, item in enumerate(value):
                 why = problem(item, args[0], f"{where}[{i}]")
                 if why:

@@ -89,3 +89,14 @@ json_values = st.recursive(
 def test_any_json_a_host_sends_gets_a_reason_never_an_exception(op: str, value: dict[str, Any]) -> None:
     why = answer_problem(op, {}, json.loads(json.dumps(value)))
     assert isinstance(why, str)
+
+
+def test_a_long_list_of_paths_is_checked_in_one_pass_and_its_first_offender_named() -> None:
+    """verify of a release its app filled (200,000 added paths): the check stays linear and
+    cheap, and a non-string among them is named by its index."""
+    paths: list[object] = [f"cache/{i}" for i in range(200_000)]
+    answer = {"target": "/srv/a", "added": paths, "removed": [], "changed": [], "special": [], "manifest_intact": True}
+    answer.update({"deploy_manifest_intact": True, "files": 3, "clean": False})
+    assert answer_problem("verify", {}, answer) == ""
+    paths[123_456] = {"not": "a path"}
+    assert answer_problem("verify", {}, answer) == "added[123456]: dict, expected str"
