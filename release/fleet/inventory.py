@@ -6,7 +6,8 @@ under ``vars:``, variables inherited from parent groups (a child group's value w
 the host's own value wins over any group's), ``all`` and ``ungrouped``, host entries with
 a port or ranges (``hostpatterns``). Of the
 variables, the ones a connection needs are used: ``ansible_host``, ``ansible_port``,
-``ansible_user``, ``ansible_python_interpreter``.
+``ansible_user``, ``ansible_python_interpreter``, ``ansible_ssh_private_key_file``, and the
+safe part of ``ansible_ssh_common_args`` / ``ansible_ssh_extra_args`` (``ssh_args``).
 
 ``--limit PATTERN`` selects hosts by host or group names, comma-separated (``:`` also
 separates, as in Ansible; ``!name`` excludes).
@@ -34,6 +35,7 @@ class Host:
     port: int = 0
     user: str = ""
     python: str = ""  # ansible_python_interpreter ("" = target.python)
+    ssh_args: tuple[str, ...] = ()  # ansible_ssh_private_key_file and the safe part of ansible_ssh_common_args / extra_args
 
 
 @dataclass
@@ -137,7 +139,89 @@ class Inventory:
         python = str(v.get("ansible_python_interpreter", "") or "")
         if python and ((not python.startswith("/") and "/" in python) or any(c.isspace() or not c.isprintable() for c in python)):
             raise ConfigError(f"inventory: ansible_python_interpreter of {name} is not a path or a command name: {python[:80]!r}", hint="fix the inventory")
-        return Host(name=name, address=address, port=port, user=user, python=python)
+        return Host(name=name, address=address, port=port, user=user, python=python, ssh_args=ssh_args(name, v))
+
+
+# the ssh options an inventory's ansible_ssh_common_args / ansible_ssh_extra_args may carry:
+# how to authenticate and check the host, and a jump host; never a command (ProxyCommand,
+# LocalCommand, KnownHostsCommand, ...), a forward, or another configuration file
+SAFE_SSH_OPTIONS = frozenset(
+    s.lower()
+    for s in (
+        "StrictHostKeyChecking", "UserKnownHostsFile", "GlobalKnownHostsFile", "HostKeyAlias", "CheckHostIP", "UpdateHostKeys",
+        "IdentityFile", "IdentitiesOnly", "IdentityAgent", "CertificateFile", "PubkeyAuthentication", "PasswordAuthentication",
+        "PreferredAuthentications", "PubkeyAcceptedAlgorithms", "PubkeyAcceptedKeyTypes", "HostKeyAlgorithms", "KexAlgorithms",
+        "Ciphers", "MACs", "ConnectTimeout", "ConnectionAttempts", "ServerAliveInterval", "ServerAliveCountMax", "TCPKeepAlive",
+        "Compression", "LogLevel", "AddressFamily", "ProxyJump", "ControlPersist",
+    )
+)  # fmt: skip
+SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
+
+
+def ssh_args(name: str, v: dict[str, Any]) -> tuple[str, ...]:
+    """What the host's inventory says ssh must be given beyond its address, port and user, as
+    Ansible gives it: ``-i <key file>`` for ``ansible_ssh_private_key_file``, and the options
+    of ``ansible_ssh_common_args`` / ``ansible_ssh_extra_args`` (``-o Key=Value`` of
+    ``SAFE_SSH_OPTIONS``, ``-J`` / ``-i``). Any other option is refused (exit 2) naming the
+    host and the variable: before, these were ignored, and a host meant to be reached through
+    a bastion was reached directly. Nothing here reaches a shell."""
+    out: list[str] = []
+    key = next((v[k] for k in KEY_VARS if v.get(k)), "")
+    if key:
+        out += ["-i", _plain_value(name, "ansible_ssh_private_key_file", str(key))]
+    for var in SSH_ARG_VARS:
+        raw = v.get(var)
+        if not raw:
+            continue
+        try:
+            words = shlex.split(str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"inventory: {var} of {name} is not a command line ({exc})", hint="fix the inventory") from None
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if word in ("-o", "-J", "-i") or (word.startswith(("-o", "-J", "-i")) and len(word) > 2):
+                flag, value = (word, words[i + 1] if i + 1 < len(words) else "") if len(word) == 2 else (word[:2], word[2:])
+                i += 2 if len(word) == 2 else 1
+                value = _plain_value(name, var, value)
+                if flag == "-o":
+                    key, _sep, setting = value.partition("=") if "=" in value else value.partition(" ")
+                    option = key.strip().lower()
+                    if option not in SAFE_SSH_OPTIONS:
+                        raise ConfigError(
+                            f"inventory: {var} of {name} sets ssh option {option!r}, which this tool does not take from an inventory",
+                            hint="set it in target.ssh_config (the ssh configuration every host is reached with) instead",
+                        )
+                    if option == "proxyjump":
+                        _jump_hosts(name, var, setting.strip())
+                elif flag == "-J":
+                    _jump_hosts(name, var, value)
+                out += [flag, value]
+                continue
+            raise ConfigError(
+                f"inventory: {var} of {name} holds {word[:80]!r}, which this tool does not take from an inventory",
+                hint="only -o Key=Value (authentication, host keys, time limits, ProxyJump), -J and -i are taken; set the rest in target.ssh_config",
+            )
+    return tuple(out)
+
+
+def _plain_value(name: str, var: str, value: str) -> str:
+    if not value or value.startswith("-") or any(not c.isprintable() for c in value):
+        raise ConfigError(f"inventory: {var} of {name}: {value[:80]!r} is empty, unprintable or starts with '-'", hint="fix the inventory")
+    return value
+
+
+def _jump_hosts(name: str, var: str, hops: str) -> None:
+    """ProxyJump's ``[user@]host[:port]`` list: each hop a destination (ssh runs itself for it,
+    no shell; ``none`` is none)."""
+    if hops.lower() == "none":
+        return
+    for hop in hops.split(","):
+        user, _at, rest = hop.strip().rpartition("@")
+        host, _colon, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+        if (user and not _USER.fullmatch(user)) or not is_destination(host) or (port and port_number(port) in (None, 0)):
+            raise ConfigError(f"inventory: {var} of {name} names a jump host that is not [user@]host[:port]: {hop[:80]!r}", hint="fix the inventory")
 
 
 # a user name as useradd and OpenSSH's remote user take it (no shell or ssh_config token)

@@ -94,6 +94,7 @@ def host_config(cfg: Config, host: inventory.Host) -> Config:
         opts += ["-p", str(host.port)]
     if host.user:
         opts += ["-l", host.user]
+    opts += host.ssh_args
     return cfg._replace(
         host=host.name,
         connect_to=host.address,  # Ansible's rule: ansible_host is what ssh is given (an ssh_config is keyed by it)

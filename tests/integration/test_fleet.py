@@ -672,6 +672,47 @@ def test_the_ssh_destination_is_ansible_host_as_ansible_makes_it(tmp_path: Path,
     assert "unreachable" in row and ("Connection refused" in row or "timed out" in row or "No route to host" in row), row
 
 
+def test_an_inventorys_key_file_and_ssh_args_reach_the_hosts_as_ansible_gives_them(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
+    """The key and the host-key settings live only in the inventory, as Ansible inventories
+    often hold them (``ansible_ssh_private_key_file``, ``ansible_ssh_common_args='-o
+    UserKnownHostsFile=... -o StrictHostKeyChecking=yes'``), with an ssh_config that names
+    neither: a real ``ansible -m ping`` and the fleet both get in (before, the fleet ignored
+    both variables and was refused). An option that runs a command there (ProxyCommand) is
+    exit 2 naming the host and the variable, and nothing runs it."""
+    import shutil
+    import subprocess
+
+    keys = fleet.base / "keys"
+    h0, h1 = fleet.hosts[0], fleet.hosts[1]
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(f"Host {h0.address} {h1.address}\n  IdentitiesOnly yes\n  ConnectTimeout 5\n  BatchMode yes\n")
+    common = f"-o UserKnownHostsFile={keys / 'known_hosts'} -o StrictHostKeyChecking=yes"
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(
+        f"[web]\nweb0 ansible_host={h0.address}\nweb1 ansible_host={h1.address}\n"
+        f"[web:vars]\nansible_user=root\nansible_ssh_private_key_file={keys / 'client'}\nansible_ssh_common_args='{common}'\n"
+    )
+    ansible = shutil.which("ansible") or str(Path(sys.executable).parent / "ansible")
+    need(Path(ansible).exists(), "ansible-core is not installed (pip install -e .[test])")
+    env = {**os.environ, "ANSIBLE_SSH_ARGS": f"-F {ssh_config}", "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+    python = os.path.realpath(sys.executable)
+    ping = subprocess.run(
+        [ansible, "-i", str(inv), "web", "-m", "ping", "-e", f"ansible_python_interpreter={python}"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert ping.returncode == 0 and ping.stdout.count("SUCCESS") == 2, ping.stdout + ping.stderr
+    target = {"root": str(fleet.root / tmp_path.name), "create_root": True, "inventory": str(inv), "group": "web", "ssh_config": str(ssh_config)}
+    cfg = write_config(tmp_path / "release.toml", app.path, target=target)
+    st = run_release("--config", cfg, "--json", "status")
+    assert st.returncode == 0, st.stdout[-2000:] + st.stderr[-2000:]
+    assert sorted(json.loads(st.stdout)["hosts"]) == ["web0", "web1"]
+
+    marker = tmp_path / "ran"
+    inv.write_text(inv.read_text().replace(common, f'-o ProxyCommand="touch {marker}; nc %h %p"'))
+    st = run_release("--config", cfg, "status")
+    assert st.returncode == 2 and "ansible_ssh_common_args of web0 sets ssh option 'proxycommand'" in st.stderr, st.stderr
+    assert not marker.exists()
+
+
 def test_a_fleet_plan_shows_each_hosts_verdict_and_locks_only_when_all_pass(tmp_path: Path, fleet: NsFleet, app: Repo) -> None:
     """`plan` on a fleet: a host it would block is shown blocked (never "ok"), with OpenSSH's
     own reason for an unreachable one, and the exit code is a blocked gate's; the lock is

@@ -129,3 +129,53 @@ def test_a_subscript_past_the_end_is_exit_2(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         inventory.select(list(inv.hosts), inv, "web[5]")
     assert "position 5" in err.value.message
+
+
+def test_an_inventorys_key_file_and_safe_ssh_args_are_what_ssh_is_given() -> None:
+    from release.fleet.inventory import ssh_args
+
+    v = {
+        "ansible_ssh_private_key_file": "~/.ssh/deploy key.pem",
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o 'UserKnownHostsFile /dev/null' -J deploy@bastion:2222,jump2",
+        "ansible_ssh_extra_args": "-oConnectTimeout=7 -i /keys/other",
+    }
+    assert ssh_args("web1", v) == (
+        "-i",
+        "~/.ssh/deploy key.pem",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile /dev/null",
+        "-J",
+        "deploy@bastion:2222,jump2",
+        "-o",
+        "ConnectTimeout=7",
+        "-i",
+        "/keys/other",
+    )
+    assert ssh_args("web1", {"ansible_private_key_file": "/k"}) == ("-i", "/k")
+    assert ssh_args("web1", {}) == ()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ('-o ProxyCommand="sh -c \\"touch /tmp/x\\""', "sets ssh option 'proxycommand'"),
+        ("-o LocalCommand=id -o PermitLocalCommand=yes", "sets ssh option 'localcommand'"),
+        ("-oKnownHostsCommand=/bin/evil", "sets ssh option 'knownhostscommand'"),
+        ("-o RemoteForward=9000:localhost:22", "sets ssh option 'remoteforward'"),
+        ("-F /tmp/other_config", "holds '-F'"),
+        ("-L 8080:db:5432", "holds '-L'"),
+        ("-J '$(touch /tmp/x)'", "jump host that is not"),
+        ("-o ProxyJump=a@b;c", "jump host that is not"),
+        ("-o", "is empty, unprintable or starts with '-'"),
+        ("-i -oProxyCommand=x", "is empty, unprintable or starts with '-'"),
+        ("-o 'unterminated", "is not a command line"),
+    ],
+)
+def test_an_inventorys_ssh_args_that_could_run_or_forward_anything_are_refused(args: str, said: str) -> None:
+    from release.fleet.inventory import ssh_args
+
+    with pytest.raises(ConfigError) as err:
+        ssh_args("web1", {"ansible_ssh_common_args": args})
+    assert said in err.value.message and "web1" in err.value.message, err.value.message
