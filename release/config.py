@@ -168,10 +168,11 @@ class Config(NamedTuple):
     inventory_path: str = ""
     group: str = "all"  # target.group: the inventory group of the fleet
     op_timeout: float = 3600.0  # target.op_timeout: the deadline of every agent op (a smoke: at least its checks' own)
+    local: bool = False  # a fleet host the inventory reaches with ansible_connection=local: this machine, no ssh
 
     @property
     def is_local(self) -> bool:
-        return self.host == ""
+        return self.host == "" or self.local
 
     @property
     def is_fleet(self) -> bool:

@@ -6,8 +6,9 @@ under ``vars:``, variables inherited from parent groups (a child group's value w
 the host's own value wins over any group's), ``all`` and ``ungrouped``, host entries with
 a port or ranges (``hostpatterns``). Of the
 variables, the ones a connection needs are used: ``ansible_host``, ``ansible_port``,
-``ansible_user``, ``ansible_python_interpreter``, ``ansible_ssh_private_key_file``, and the
-safe part of ``ansible_ssh_common_args`` / ``ansible_ssh_extra_args`` (``ssh_args``).
+``ansible_user``, ``ansible_python_interpreter``, ``ansible_ssh_private_key_file``, the
+safe part of ``ansible_ssh_common_args`` / ``ansible_ssh_extra_args`` (``ssh_args``), and
+``ansible_connection`` (ssh, or local: this machine; any other is refused).
 
 ``--limit PATTERN`` selects hosts by host or group names, comma-separated (``:`` also
 separates, as in Ansible; ``!name`` excludes).
@@ -36,6 +37,7 @@ class Host:
     user: str = ""
     python: str = ""  # ansible_python_interpreter ("" = target.python)
     ssh_args: tuple[str, ...] = ()  # ansible_ssh_private_key_file and the safe part of ansible_ssh_common_args / extra_args
+    local: bool = False  # ansible_connection=local: this machine, as Ansible runs such a host
 
 
 @dataclass
@@ -139,7 +141,19 @@ class Inventory:
         python = str(v.get("ansible_python_interpreter", "") or "")
         if python and ((not python.startswith("/") and "/" in python) or any(c.isspace() or not c.isprintable() for c in python)):
             raise ConfigError(f"inventory: ansible_python_interpreter of {name} is not a path or a command name: {python[:80]!r}", hint="fix the inventory")
-        return Host(name=name, address=address, port=port, user=user, python=python, ssh_args=ssh_args(name, v))
+        connection = str(v.get("ansible_connection", "") or "ssh").removeprefix("ansible.builtin.")
+        if connection not in CONNECTIONS:
+            raise ConfigError(
+                f"inventory: ansible_connection of {name} is {connection[:80]!r}: this tool reaches a host over ssh or, for local, on this machine",
+                hint="release to it another way, or leave it out of target.group (--limit '!NAME')",
+            )
+        local = connection == "local"
+        return Host(name=name, address=address, port=port, user=user, python=python, ssh_args=() if local else ssh_args(name, v), local=local)
+
+
+# ansible_connection values with a meaning here: ssh (Ansible's own names for it), and local;
+# any other (docker, winrm, ...) would have been reached over ssh by its name, maybe another machine
+CONNECTIONS = frozenset({"ssh", "smart", "paramiko", "paramiko_ssh", "local"})
 
 
 # the ssh options an inventory's ansible_ssh_common_args / ansible_ssh_extra_args may carry:

@@ -101,6 +101,7 @@ def host_config(cfg: Config, host: inventory.Host) -> Config:
         python=host.python or cfg.python,
         state=cfg.state / "hosts" / host.name,
         ssh_options=tuple(opts),
+        local=host.local,  # ansible_connection=local: this machine, no ssh
         hosts=(),
         host_names=(),
         inventory_path="",

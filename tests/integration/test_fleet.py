@@ -733,3 +733,30 @@ def test_a_fleet_plan_shows_each_hosts_verdict_and_locks_only_when_all_pass(tmp_
     assert not (tmp_path / ".release" / "plan.lock").exists()
     js = run_release("--config", cfg, "--json", "plan")
     assert js.returncode == 3 and json.loads(js.stdout)["exit_code"] == 3
+
+
+def test_an_inventory_host_with_ansible_connection_local_is_this_machine(tmp_path: Path, app: Repo) -> None:
+    """`localhost ansible_connection=local` (Ansible runs such a host on the controller, no
+    ssh): the fleet deploys, lists and rolls it back here, the root back byte for byte; it
+    was reached over ssh (and refused). A connection this tool has no way to make
+    (`ansible_connection=docker`: ssh would have reached whatever machine answers to the
+    container's name) is exit 2 naming it."""
+    from ..support import tree_state
+
+    root = tmp_path / "srv"
+    root.mkdir()
+    (root / "keep.txt").write_text("the operator's\n")
+    before = tree_state(root)
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"[web]\nlocalhost ansible_connection=local ansible_python_interpreter={os.path.realpath(sys.executable)}\n")
+    cfg = write_config(tmp_path / "release.toml", app.path, target={"root": str(root), "inventory": str(inv), "group": "web"})
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    dep = run_release("--config", cfg, "--json", "deploy", "--no-plan")
+    assert dep.returncode == 0, dep.stdout[-2000:] + dep.stderr[-2000:]
+    st = run_release("--config", cfg, "--json", "status")
+    assert st.returncode == 0 and len(json.loads(st.stdout)["hosts"]["localhost"]["releases"]) == 1, st.stdout[-2000:]
+    assert run_release("--config", cfg, "rollback").returncode == 0
+    assert tree_state(root) == before
+    inv.write_text("[web]\napp1 ansible_connection=community.docker.docker\n")
+    st = run_release("--config", cfg, "status")
+    assert st.returncode == 2 and "ansible_connection of app1 is 'community.docker.docker'" in st.stderr, st.stderr

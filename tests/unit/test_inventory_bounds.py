@@ -179,3 +179,22 @@ def test_an_inventorys_ssh_args_that_could_run_or_forward_anything_are_refused(a
     with pytest.raises(ConfigError) as err:
         ssh_args("web1", {"ansible_ssh_common_args": args})
     assert said in err.value.message and "web1" in err.value.message, err.value.message
+
+
+@pytest.mark.parametrize(
+    ("connection", "local"),
+    [("", False), ("ssh", False), ("ansible.builtin.ssh", False), ("paramiko", False), ("local", True), ("ansible.builtin.local", True)],
+)
+def test_ansible_connection_ssh_or_local_is_taken(tmp_path: Path, connection: str, local: bool) -> None:
+    path = tmp_path / "hosts.ini"
+    path.write_text(f"[web]\nweb1 {'ansible_connection=' + connection if connection else ''} ansible_ssh_common_args='-o ConnectTimeout=3'\n")
+    host = inventory.load(path).host("web1")
+    assert host.local is local and host.ssh_args == (() if local else ("-o", "ConnectTimeout=3"))
+
+
+@pytest.mark.parametrize("connection", ["docker", "community.docker.docker", "winrm", "psrp", "kubectl"])
+def test_an_ansible_connection_this_tool_cannot_make_is_refused(tmp_path: Path, connection: str) -> None:
+    path = tmp_path / "hosts.ini"
+    path.write_text(f"[web]\nweb1 ansible_connection={connection}\n")
+    with pytest.raises(ConfigError, match=f"ansible_connection of web1 is '{connection}'"):
+        inventory.load(path).host("web1")
