@@ -158,7 +158,8 @@ CONNECTIONS = frozenset({"ssh", "smart", "paramiko", "paramiko_ssh", "local"})
 
 # the ssh options an inventory's ansible_ssh_common_args / ansible_ssh_extra_args may carry:
 # how to authenticate and check the host, and a jump host; never a command (ProxyCommand,
-# LocalCommand, KnownHostsCommand, ...), a forward, or another configuration file
+# LocalCommand, KnownHostsCommand, ...), a forward, another configuration file, nor what this
+# tool itself manages (connection sharing, its log level: OpenSSH's messages name a failure)
 SAFE_SSH_OPTIONS = frozenset(
     s.lower()
     for s in (
@@ -166,7 +167,7 @@ SAFE_SSH_OPTIONS = frozenset(
         "IdentityFile", "IdentitiesOnly", "IdentityAgent", "CertificateFile", "PubkeyAuthentication", "PasswordAuthentication",
         "PreferredAuthentications", "PubkeyAcceptedAlgorithms", "PubkeyAcceptedKeyTypes", "HostKeyAlgorithms", "KexAlgorithms",
         "Ciphers", "MACs", "ConnectTimeout", "ConnectionAttempts", "ServerAliveInterval", "ServerAliveCountMax", "TCPKeepAlive",
-        "Compression", "LogLevel", "AddressFamily", "ProxyJump", "ControlPersist",
+        "Compression", "AddressFamily", "ProxyJump",
     )
 )  # fmt: skip
 SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
