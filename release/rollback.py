@@ -111,7 +111,7 @@ def run(
     up = result.get("service")
     if up is not None:
         text += "\n" + "\n".join(service.render(up, "restarted"))
-    elif cfg.service and result.get("pointer", "").startswith("removed"):
+    elif cfg.service and result.get("pointer") != "untouched" and result.get("current") == "none":  # it pointed at the release, and nothing is left to point at
         text += "\nWARNING: `current` was removed with the release it pointed at: nothing was restarted, and the application may still run the removed release"
     data = {"stage": "rollback", "deploy_id": record["deploy_id"], **result}
     if up is not None and not up["ok"]:

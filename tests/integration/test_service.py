@@ -324,3 +324,17 @@ def test_a_rollback_whose_release_is_written_into_while_the_app_restarts_removes
     cp = run_release("--config", cfg, "rollback", "--deploy-id", second, "--discard-added")
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert not kept[0].exists() and os.readlink(root / "current") == first_link
+
+
+def test_rolling_back_the_only_release_says_nothing_was_restarted(web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]) -> None:
+    """The release `current` points at has no release before it: `current` goes with it,
+    nothing is restarted, and the rollback says the application may still run what it removed."""
+    repo, root, port = web
+    cfg = web_config(tmp_path, repo, root, port, transport)
+    _first, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    cp = run_release("--config", cfg, "rollback")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "nothing was restarted, and the application may still run the removed release" in cp.stdout, cp.stdout
+    assert not (root / "current").is_symlink()
+    assert [e["event"] for e in journal(root)][-2:] == ["reverted", "rolled back"]
