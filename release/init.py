@@ -133,8 +133,12 @@ def _in_repository(folder: Path) -> tuple[str, str]:
     top of its git repository (or outside any); for a project in a monorepo's ``apps/site``,
     the repository's top relative to it ('../..') and 'apps/site'."""
     from . import proc
+    from .errors import ReleaseError
 
-    cp = proc.run(["git", "-C", str(folder), "rev-parse", "--show-cdup", "--show-prefix"], check=False)
+    try:
+        cp = proc.run(["git", "-C", str(folder), "rev-parse", "--show-cdup", "--show-prefix"], check=False, timeout=30)
+    except ReleaseError:  # no git here (bundle will say so): the folder is taken as the project's top
+        return ".", ""
     lines = cp.out.split("\n") if cp.returncode == 0 else []
     up, prefix = (lines[0].strip().rstrip("/"), lines[1].strip().rstrip("/")) if len(lines) >= 2 else ("", "")
     if not prefix or not up or any(ch in up + prefix for ch in "\r\0") or set(up.split("/")) != {".."}:

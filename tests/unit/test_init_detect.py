@@ -183,3 +183,15 @@ def test_a_tests_folder_is_named_whatever_the_configuration_says(tmp_path: Path,
     _project(tmp_path, {"pyproject.toml": '[project]\nname = "x"\n[dependency-groups]\ntests = ["pytest"]\n' + pyproject})
     text, found = init.render(tmp_path)
     assert found["pytest_check"] is True and f'kind = "pytest"\nargs = {args}' in text
+
+
+def test_init_without_git_on_the_machine_still_writes_a_configuration(tmp_path: Path) -> None:
+    """No git on PATH: the folder is taken as the project's top (bundle then says git is
+    missing); it was a 'command not found' failure of init itself."""
+    import subprocess
+    import sys
+
+    env = {"PATH": os.path.dirname(sys.executable), "HOME": str(tmp_path)}
+    cp = subprocess.run([sys.executable, "-m", "release", "init"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    assert 'repo = "."' in (tmp_path / "release.toml").read_text()
