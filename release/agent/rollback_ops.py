@@ -159,6 +159,7 @@ def _rollback_locked(req: RollbackRequest, root: str, parent: str, name: str, ta
                         f" (`current` points there now); nothing was removed",
                         "look at what changed there, then roll back again (--discard-added deletes what was added)",
                     )
+                checkpoint("rollback:restarted")
             trash = make_marked_dir(parent_fd, "trash", deploy_id, "rollback")
             checkpoint("rollback:trash")
             os.rename(name, f"{trash}/release", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)

@@ -85,6 +85,18 @@ def release(cfg: Path) -> tuple[str, Any]:
     return deploy_id, run_release("--config", cfg, "promote")
 
 
+def two_releases(cfg: Path, repo: Repo, root: Path) -> tuple[str, str]:
+    """0.6.0 promoted, then 0.7.0 promoted over it: `current`'s link to 0.6.0 and 0.7.0's deploy id."""
+    _first, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    first_link = os.readlink(root / "current")
+    time.sleep(1.05)  # a release folder is named to the second
+    add_web(repo, version="0.7.0", message="0.7.0")
+    second, cp = release(cfg)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    return first_link, second
+
+
 def test_a_broken_release_goes_back_by_itself_and_the_old_one_serves_again(web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]) -> None:
     repo, root, port = web
     cfg = web_config(tmp_path, repo, root, port, transport)
@@ -267,13 +279,7 @@ def test_a_rollback_whose_release_gone_back_to_does_not_serve_fails(web: tuple[R
     remove, and says, exit 1, that the release now current is not healthy."""
     repo, root, port = web
     cfg = web_config(tmp_path, repo, root, port, transport)
-    _first, cp = release(cfg)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    first_link = os.readlink(root / "current")
-    time.sleep(1.05)
-    add_web(repo, version="0.7.0", message="0.7.0")
-    second, cp = release(cfg)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
+    first_link, second = two_releases(cfg, repo, root)
     never = {
         "kind": "http",
         "name": "never",
@@ -303,13 +309,7 @@ def test_a_rollback_whose_release_is_written_into_while_the_app_restarts_removes
     `current` left where the restart put it; a rollback with --discard-added then finishes."""
     repo, root, port = web
     cfg = web_config(tmp_path, repo, root, port, transport)
-    _first, cp = release(cfg)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    first_link = os.readlink(root / "current")
-    time.sleep(1.05)
-    add_web(repo, version="0.7.0", message="0.7.0")
-    second, cp = release(cfg)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
+    first_link, second = two_releases(cfg, repo, root)
     code = (
         "import glob, runpy, sys; [open(p + '/late.log', 'w').close() for p in glob.glob('../*-0.7.0-*')]; "
         f"sys.argv = ['restart.py', '127.0.0.1', '{port}']; runpy.run_path('restart.py')"
@@ -338,3 +338,22 @@ def test_rolling_back_the_only_release_says_nothing_was_restarted(web: tuple[Rep
     assert "nothing was restarted, and the application may still run the removed release" in cp.stdout, cp.stdout
     assert not (root / "current").is_symlink()
     assert [e["event"] for e in journal(root)][-2:] == ["reverted", "rolled back"]
+
+
+def test_a_rollback_killed_after_the_restart_is_finished_by_the_next(web: tuple[Repo, Path, int], tmp_path: Path, transport: dict[str, object]) -> None:
+    """The agent is killed (SIGKILL) once the app restarted on the release `current` went
+    back to, before anything was removed: the old release is still whole, `current` is where
+    the restart put it, and the next rollback (breaking the dead agent's lock) removes the release without restarting again."""
+    repo, root, port = web
+    cfg = web_config(tmp_path, repo, root, port, transport)
+    first_link, second = two_releases(cfg, repo, root)
+    killed = run_release("--config", cfg, "rollback", env={**os.environ, "RELEASE_TEST_KILL_AT": "rollback:restarted"})
+    assert killed.returncode != 0, killed.stdout + killed.stderr
+    assert os.readlink(root / "current") == first_link and fetch(port).startswith("demo-app 0.6.0 ")
+    assert [p for p in (root / "releases").iterdir() if "-0.7.0-" in p.name], "nothing was removed before the kill"
+    restarts = [e for e in journal(root) if e["event"] == "restart ok"]
+    again = run_release("--config", cfg, "rollback", "--deploy-id", second, "--break-lock")  # the killed agent's lock: stale
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not [p for p in (root / "releases").iterdir() if "-0.7.0-" in p.name]
+    assert os.readlink(root / "current") == first_link and fetch(port).startswith("demo-app 0.6.0 ")
+    assert [e for e in journal(root) if e["event"] == "restart ok"] == restarts, "current did not move again: no second restart"
