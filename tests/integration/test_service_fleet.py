@@ -55,6 +55,15 @@ def gunicorn_app(path: Path) -> Repo:
     return repo
 
 
+def ship_and_promote(cfg: Path, fleet: NsFleet, version: str) -> None:
+    """bundle, deploy and promote the commit on every host; each then serves ``version``."""
+    assert run_release("--config", cfg, "bundle").returncode == 0
+    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
+    cp = run_release("--config", cfg, "promote")
+    assert cp.returncode == 0, cp.stdout + cp.stderr[-3000:]
+    assert all(served(fleet, h).startswith(f"demo-app {version} ") for h in HOSTS)
+
+
 def test_a_wave_whose_release_is_unhealthy_on_one_host_is_reverted_on_every_switched_host(tmp_path: Path, fleet: NsFleet) -> None:
     repo = gunicorn_app(tmp_path / "app")
     root = str(fleet.root / tmp_path.name)
@@ -123,11 +132,7 @@ def test_a_wave_whose_release_is_unhealthy_on_one_host_is_reverted_on_every_swit
     time.sleep(1.05)
     repo.write("demo_app/web.py", web)
     add_web(repo, version="0.8.0", message="0.8.0")
-    assert run_release("--config", cfg, "bundle").returncode == 0
-    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
-    good = run_release("--config", cfg, "promote")
-    assert good.returncode == 0, good.stdout + good.stderr[-3000:]
-    assert all(served(fleet, h).startswith("demo-app 0.8.0 ") for h in HOSTS)
+    ship_and_promote(cfg, fleet, "0.8.0")
     back = run_release("--config", cfg, "rollback", "--to-previous")
     assert back.returncode == 0, back.stdout + back.stderr[-3000:]
     for h in HOSTS:
@@ -155,11 +160,7 @@ def test_a_wave_whose_release_is_unhealthy_on_one_host_is_reverted_on_every_swit
     # and each host restarts it and proves it healthy before 0.9.0's files are removed
     time.sleep(1.05)
     add_web(repo, version="0.9.0", message="0.9.0")
-    assert run_release("--config", cfg, "bundle").returncode == 0
-    assert run_release("--config", cfg, "deploy", "--no-plan").returncode == 0
-    nine = run_release("--config", cfg, "promote")
-    assert nine.returncode == 0, nine.stdout + nine.stderr[-3000:]
-    assert all(served(fleet, h).startswith("demo-app 0.9.0 ") for h in HOSTS)
+    ship_and_promote(cfg, fleet, "0.9.0")
     undo = run_release("--config", cfg, "--json", "rollback")
     assert undo.returncode == 0, undo.stdout + undo.stderr[-3000:]
     per_host = json.loads(undo.stdout)["hosts"]
